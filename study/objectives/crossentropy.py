@@ -1,0 +1,52 @@
+"""Cross-entropy (001 eq. 1) with optional class weights (re-weighted CE, 000 eq. 5)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+
+from . import _functional as F
+from ._targets import prepare
+from ._validate import as_class_vector, check_ignore_index, check_length
+from .base import Objective
+
+
+class CrossEntropyLoss(Objective):
+    """Cross-entropy, 001 eq. 1: ``L = -(1/N) sum_v w_{y_v} log p_{v, y_v}``.
+
+    The mean runs over the ``N`` non-ignored voxels. With class weights ``w`` this is the
+    re-weighted CE baseline, whose gradient w.r.t. the logits is ``w_i (p_i - y_i) / N``
+    (000 eq. 5). Note the normalisation: by the voxel count, *not* by the sum of weights as
+    ``torch.nn.functional.cross_entropy(weight=...)`` does, so a weight really scales a voxel's
+    contribution (and ``w = 1`` gives plain CE).
+
+    Args:
+        weight: one non-negative float per class, or None (all 1).
+        ignore_index: label value excluded from the loss and from ``N`` (None: no ignore).
+
+    Example::
+
+        >>> import torch
+        >>> logits, target = torch.randn(2, 3, 8, 8), torch.randint(0, 3, (2, 8, 8))
+        >>> loss = CrossEntropyLoss()(logits, target)
+        >>> bool(torch.isclose(loss, torch.nn.functional.cross_entropy(logits, target)))
+        True
+    """
+
+    def __init__(self, weight: Sequence[float] | torch.Tensor | None = None,
+                 ignore_index: int | None = None):
+        super().__init__()
+        self.weight = as_class_vector("weight", weight, low=0.0)
+        self.ignore_index = check_ignore_index(ignore_index)
+
+    def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        z, tgt = prepare(logits, target, self.ignore_index)
+        weight = None
+        if self.weight is not None:
+            check_length("weight", self.weight, z.shape[1])
+            weight = torch.as_tensor(self.weight, dtype=z.dtype, device=z.device)
+        return F.cross_entropy(z, tgt, weight=weight)
+
+    def extra_repr(self) -> str:
+        return f"weight={self.weight}, ignore_index={self.ignore_index}"
