@@ -1,0 +1,186 @@
+"""``study``: run, resume, inspect and report hyperparameter sensitivity studies.
+
+    study demo                              the embedded default, locally on the CPU
+    study launch FILE [--storage URI] [--address auto]
+    study resume NAME [--storage URI]
+    study status NAME [--storage URI]
+    study report NAME [--storage URI] [--out DIR]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from pathlib import Path
+
+DEMO_STUDY = Path(__file__).resolve().parent.parent / "search_spaces" / "studies" / "demo.yaml"
+DEFAULT_STORAGE = "study-results"
+
+
+def _say(message: str) -> None:
+    print(message, flush=True)
+
+
+def _launch(study_file: str | Path, args: argparse.Namespace) -> int:
+    from study import trials as trials_module
+    from study import tune
+    from study.spec import load_study
+    from study.trial import RunOptions
+
+    spec = load_study(study_file)
+    trials = trials_module.expand(spec)
+    storage = str(Path(args.storage).resolve()) if "://" not in args.storage else args.storage
+    data_dir = args.data_dir or str(Path(storage if "://" not in storage else ".") / "data")
+    options = RunOptions(
+        data_dir=str(Path(data_dir).resolve()),
+        results_uri=f"{tune.study_uri(storage, spec.name)}/results",
+        dataset_root=args.dataset_root or spec.dataset.root,
+        device=args.device,
+        checkpoint_every=spec.training.checkpoint_every,
+        threads=max(1, int(args.cpus_per_trial)),
+    )
+    _say(f"study {spec.name}: {len(trials)} trials ({len(spec.fractions)} fraction(s) x "
+         f"{sum(len(t.settings) for t in spec.techniques)} setting(s) x "
+         f"{len(spec.seeds)} seed(s)) from {study_file}")
+    missing = tune.launch(trials, storage, options, cpus_per_trial=args.cpus_per_trial,
+                          gpus_per_trial=args.gpus_per_trial, address=args.address,
+                          num_cpus=args.num_cpus, max_failures=args.max_failures, printer=_say)
+    return _finish(spec.name, storage, missing)
+
+
+def _finish(name: str, storage: str, missing: list) -> int:
+    if missing:
+        _say(f"{len(missing)} trial(s) have no results (failed): `study status {name}` "
+             "shows why; `study resume` runs them again")
+    _say(f"results: {storage}/{name}/results (Parquet tables `cases` and `trials`)")
+    return 1 if missing else 0
+
+
+def _report(name: str, storage: str, out: str | None) -> Path:
+    import analysis
+    from study import tune
+
+    uri = tune.study_uri(storage, name)
+    plan = tune.Plan.load(uri)
+    missing = len(tune.pending_trials(plan, uri))
+    out_dir = Path(out or (Path(uri) / "report" if "://" not in uri else f"{name}-report"))
+    paths = analysis.write_report(analysis.load(f"{uri}/results"), out_dir,
+                                  title=f"Study {name}", missing=missing)
+    return paths[-1]
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    start = time.monotonic()
+    status = _launch(args.study, args)
+    from study.spec import load_study
+
+    name = load_study(args.study).name
+    index = _report(name, args.storage, args.out)
+    _say(index.read_text(encoding="utf-8"))
+    _say(f"demo finished in {time.monotonic() - start:.0f} s; report: {index}")
+    return status
+
+
+def cmd_launch(args: argparse.Namespace) -> int:
+    return _launch(args.file, args)
+
+
+def cmd_resume(args: argparse.Namespace) -> int:
+    from study import tune
+
+    missing = tune.resume(args.name, args.storage, address=args.address, num_cpus=args.num_cpus,
+                          max_failures=args.max_failures, printer=_say)
+    return _finish(args.name, args.storage, missing)
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    from study import tune
+    from study.status import status_table
+
+    uri = tune.study_uri(args.storage, args.name)
+    table, failures = status_table(tune.Plan.load(uri), f"{uri}/results")
+    _say(table.to_string(index=False))
+    for trial_id, error in failures:
+        _say(f"failed {trial_id}: {error}")
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    index = _report(args.name, args.storage, args.out)
+    _say(f"report: {index}")
+    return 0
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="study", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    def storage(p):
+        p.add_argument("--storage", default=DEFAULT_STORAGE,
+                       help="folder or URI (s3://...) holding studies (default: %(default)s)")
+
+    def ray_options(p):
+        p.add_argument("--address", default=None,
+                       help="Ray cluster address ('auto' on a cluster); default: local Ray")
+        p.add_argument("--num-cpus", type=int, default=None, help="CPUs of a local Ray")
+        p.add_argument("--max-failures", type=int, default=1,
+                       help="retries of a failed trial (from its last checkpoint)")
+
+    def run_options(p):
+        storage(p)
+        ray_options(p)
+        p.add_argument("--data-dir", default=None,
+                       help="where synthetic datasets are generated (default: STORAGE/data)")
+        p.add_argument("--dataset-root", default=None, help="folder of a real dataset's cases")
+        p.add_argument("--device", default="auto", help="auto, cpu or cuda")
+        p.add_argument("--cpus-per-trial", type=float, default=1)
+        p.add_argument("--gpus-per-trial", type=float, default=0)
+
+    demo = commands.add_parser("demo", help="run the embedded demo study and write its report")
+    run_options(demo)
+    demo.add_argument("--study", default=str(DEMO_STUDY), help=argparse.SUPPRESS)
+    demo.add_argument("--out", default=None, help="report folder (default: in the study)")
+    demo.set_defaults(func=cmd_demo)
+
+    launch = commands.add_parser("launch", help="run a study's trials with Ray Tune")
+    launch.add_argument("file", help="study file (search_spaces/studies/*.yaml)")
+    run_options(launch)
+    launch.set_defaults(func=cmd_launch)
+
+    resume = commands.add_parser("resume", help="continue an interrupted study")
+    resume.add_argument("name")
+    storage(resume)
+    ray_options(resume)
+    resume.set_defaults(func=cmd_resume)
+
+    status = commands.add_parser("status", help="trial counts and failures of a study")
+    status.add_argument("name")
+    storage(status)
+    status.set_defaults(func=cmd_status)
+
+    report = commands.add_parser("report", help="write a study's tables")
+    report.add_argument("name")
+    storage(report)
+    report.add_argument("--out", default=None, help="report folder (default: in the study)")
+    report.set_defaults(func=cmd_report)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    args = _parser().parse_args(argv)
+    from study.data.loader import DataError
+    from study.spec import SpecError
+
+    try:
+        return args.func(args)
+    except (SpecError, DataError, FileNotFoundError) as error:
+        print(f"study: error: {error}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Data: declared datasets, synthetic generator, SimpleITK loader, splits, patch sampling."""

@@ -1,0 +1,158 @@
+"""The Parquet results store (DESIGN.md "contract — results store").
+
+Layout under a study's results URI (a local path or any pyarrow filesystem URI, ``s3://...``)::
+
+    <results>/cases/<trial_id>.parquet    one row per (test case, class, postprocessed)
+    <results>/trials/<trial_id>.parquet   one row per trial
+
+Exactly once, whole or not at all: a trial's rows are one file per table named by its
+``trial_id``; each file is written to a hidden temporary name (``.tmp-...``, which Parquet
+dataset readers skip) and renamed into place on local filesystems, or uploaded in one PUT on
+object stores. A trial that runs again (a resumed or retried trial) replaces its files instead
+of adding rows. ``cases`` is written before ``trials``, so a ``trials`` row means the trial's
+results are complete; readers join on it.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from typing import Any
+
+import pandas as pd
+import pyarrow as pa
+import pyarrow.dataset as ds
+import pyarrow.fs as pafs
+import pyarrow.parquet as pq
+
+HP_COLUMNS = ("m", "gamma", "eps", "l", "mixup_m", "mixup_alpha", "tau", "nu", "bg_aug_prob",
+              "beta")
+
+_IDENTITY = [
+    pa.field("study", pa.string()),
+    pa.field("trial_id", pa.string()),
+    pa.field("dataset", pa.string()),
+    pa.field("model", pa.string()),
+    pa.field("technique", pa.string()),
+    pa.field("fraction", pa.float64()),
+    pa.field("seed", pa.int64()),
+    pa.field("param_label", pa.string()),
+    *[pa.field(f"hp_{name}", pa.float64()) for name in HP_COLUMNS],
+]
+
+CASES_SCHEMA = pa.schema([
+    *_IDENTITY,
+    pa.field("case_id", pa.string()),
+    pa.field("class_name", pa.string()),
+    pa.field("postprocessed", pa.bool_()),
+    pa.field("dsc", pa.float64()),
+    pa.field("sensitivity", pa.float64()),
+    pa.field("precision", pa.float64()),
+    pa.field("iou", pa.float64()),
+    pa.field("hd95", pa.float64()),
+    pa.field("hd95_max", pa.float64()),
+    pa.field("pred_voxels", pa.int64()),
+    pa.field("ref_voxels", pa.int64()),
+    pa.field("status", pa.string()),
+])
+
+TRIALS_SCHEMA = pa.schema([
+    *_IDENTITY,
+    pa.field("config", pa.string()),  # canonical JSON of the trial config
+    pa.field("status", pa.string()),  # ok | diverged | failed
+    pa.field("error", pa.string()),
+    pa.field("started_at", pa.timestamp("ms", tz="UTC")),
+    pa.field("finished_at", pa.timestamp("ms", tz="UTC")),
+    pa.field("train_seconds", pa.float64()),
+    pa.field("eval_seconds", pa.float64()),
+    pa.field("iterations_done", pa.int64()),
+    pa.field("final_train_loss", pa.float64()),
+    pa.field("train_cases", pa.int64()),
+    pa.field("test_cases", pa.int64()),
+    pa.field("code_version", pa.string()),
+    pa.field("host", pa.string()),
+    pa.field("device", pa.string()),
+    # JSON: {split: {true class: {logit class: {mean, std, hist}}}} with the bin edges
+    pa.field("logit_stats", pa.string()),
+])
+
+STATUSES = ("ok", "diverged", "failed")
+
+
+def identity_columns(trial_param: dict[str, Any]) -> dict[str, Any]:
+    """The identity columns shared by both tables, from a trial's Tune param dict."""
+    config = trial_param["config"]
+    row = {
+        "study": trial_param["study"],
+        "trial_id": trial_param["trial_id"],
+        "dataset": config["dataset"]["name"],
+        "model": f"{config['model']['name']}-{config['model']['preset']}",
+        "technique": config["technique"],
+        "fraction": float(config["fraction"]),
+        "seed": int(config["seed"]),
+        "param_label": trial_param["param_label"],
+    }
+    unknown = set(config["hp"]) - set(HP_COLUMNS)
+    if unknown:
+        raise ValueError(f"hyperparameters {sorted(unknown)} have no results column")
+    row.update({f"hp_{name}": config["hp"].get(name) for name in HP_COLUMNS})
+    return row
+
+
+class ResultStore:
+    """Reads and writes one study's results under ``uri`` (local path or filesystem URI)."""
+
+    def __init__(self, uri: str):
+        self.uri = uri
+        self.fs, self.root = pafs.FileSystem.from_uri(uri) if "://" in uri else (
+            pafs.LocalFileSystem(), str(uri))
+        self._local = isinstance(self.fs, pafs.LocalFileSystem)
+
+    def _dir(self, table: str) -> str:
+        return f"{self.root.rstrip('/')}/{table}"
+
+    def _write(self, table: str, name: str, frame: pa.Table) -> None:
+        directory = self._dir(table)
+        self.fs.create_dir(directory, recursive=True)
+        final = f"{directory}/{name}.parquet"
+        if not self._local:
+            pq.write_table(frame, final, filesystem=self.fs)  # one PUT: atomic on object stores
+            return
+        temporary = f"{directory}/.tmp-{name}-{uuid.uuid4().hex}.parquet"
+        try:
+            pq.write_table(frame, temporary, filesystem=self.fs)
+            self.fs.move(temporary, final)  # rename(2): atomic, replaces an older copy
+        finally:
+            if self.fs.get_file_info(temporary).type != pafs.FileType.NotFound:
+                self.fs.delete_file(temporary)
+
+    def write_trial(self, trial_row: dict[str, Any], case_rows: Sequence[dict[str, Any]]) -> None:
+        """Store one finished trial: its ``cases`` rows, then its ``trials`` row."""
+        if trial_row["status"] not in STATUSES:
+            raise ValueError(f"status: expected one of {STATUSES}, got {trial_row['status']!r}")
+        trial_id = trial_row["trial_id"]
+        if any(row["trial_id"] != trial_id for row in case_rows):
+            raise ValueError(f"case rows of another trial passed with trial {trial_id}")
+        cases = pa.Table.from_pylist(list(case_rows), schema=CASES_SCHEMA)
+        self._write("cases", trial_id, cases)
+        self._write("trials", trial_id, pa.Table.from_pylist([trial_row], schema=TRIALS_SCHEMA))
+
+    def _read(self, table: str, schema: pa.Schema) -> pd.DataFrame:
+        directory = self._dir(table)
+        if self.fs.get_file_info(directory).type != pafs.FileType.Directory:
+            return schema.empty_table().to_pandas()
+        dataset = ds.dataset(directory, filesystem=self.fs, format="parquet", schema=schema)
+        return dataset.to_table().to_pandas()
+
+    def trials(self) -> pd.DataFrame:
+        return self._read("trials", TRIALS_SCHEMA)
+
+    def cases(self) -> pd.DataFrame:
+        """Cases rows of trials whose ``trials`` row exists (complete trials only)."""
+        cases = self._read("cases", CASES_SCHEMA)
+        return cases[cases["trial_id"].isin(self.trials()["trial_id"])].reset_index(drop=True)
+
+    def finished_ids(self) -> set[str]:
+        """Trials with a stored result that need not run again (``ok`` or ``diverged``)."""
+        trials = self.trials()
+        return set(trials.loc[trials["status"].isin(["ok", "diverged"]), "trial_id"])

@@ -1,0 +1,120 @@
+"""Deterministic expansion of a study into trials, and the ``trial_id`` contract.
+
+A trial is a canonical config: dataset (name and, for synthetic data, its generator
+parameters), training fraction, model, technique, hyperparameters, seed, training budget.
+``trial_id`` is the first 16 hex digits of the SHA-256 of its canonical JSON (sorted keys,
+compact separators, floats normalised to 12 significant digits, ``-0.0`` -> ``0.0``), so the
+same study file expands to the same ids in any process on any machine. Paths (data roots,
+storage) and the study name are not part of the identity: the same trial in two studies is
+the same experiment.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from dataclasses import dataclass
+from typing import Any
+
+from study.spec import HYPERPARAMETER_SYMBOLS, StudySpec
+
+
+def _normalise(value: Any) -> Any:
+    if isinstance(value, bool) or value is None or isinstance(value, (int, str)):
+        return value
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            raise ValueError(f"trial configs hold finite numbers only, got {value!r}")
+        return float(f"{value:.12g}") + 0.0  # + 0.0 turns -0.0 into 0.0
+    if isinstance(value, dict):
+        return {str(k): _normalise(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_normalise(v) for v in value]
+    raise TypeError(f"trial configs hold JSON values only, got {type(value).__name__}")
+
+
+def canonical_json(config: dict[str, Any]) -> str:
+    """The canonical JSON text of a trial config (what ``trial_id`` hashes)."""
+    return json.dumps(
+        _normalise(config), sort_keys=True, separators=(",", ":"), ensure_ascii=False
+    )
+
+
+def trial_id(config: dict[str, Any]) -> str:
+    """Stable 16-hex-digit id of a trial config."""
+    return hashlib.sha256(canonical_json(config).encode("utf-8")).hexdigest()[:16]
+
+
+def param_label(hp: dict[str, float]) -> str:
+    """The setting as the papers print it: ``γ = 2``, ``ε = 1e-05 l = 10``; ``—`` if none."""
+    if not hp:
+        return "—"
+    return " ".join(f"{HYPERPARAMETER_SYMBOLS[name]} = {value:g}" for name, value in hp.items())
+
+
+@dataclass(frozen=True)
+class Trial:
+    """One training run of a study: its identity ``config`` and how to print it."""
+
+    study: str
+    trial_id: str
+    config: dict[str, Any]
+    param_label: str
+
+    def as_param(self) -> dict[str, Any]:
+        """The JSON-safe dict Ray Tune carries as this trial's config."""
+        return {
+            "study": self.study,
+            "trial_id": self.trial_id,
+            "param_label": self.param_label,
+            "config": self.config,
+        }
+
+    @classmethod
+    def from_param(cls, param: dict[str, Any]) -> Trial:
+        trial = cls(param["study"], param["trial_id"], param["config"], param["param_label"])
+        if trial_id(trial.config) != trial.trial_id:
+            raise ValueError(f"trial {trial.trial_id}: config does not hash to its id")
+        return trial
+
+
+def expand(spec: StudySpec) -> list[Trial]:
+    """All trials of a study, ordered by fraction, technique, setting, seed.
+
+    Raises ``ValueError`` if two entries of the study describe the same trial.
+    """
+    dataset = {"name": spec.dataset.name, "test_cases": spec.dataset.test_cases}
+    if spec.dataset.synthetic:
+        dataset["synthetic"] = dict(spec.dataset.synthetic)
+    training = {
+        "iterations": spec.training.iterations,
+        "batch_size": spec.training.batch_size,
+        "patch": list(spec.training.patch),
+        "lr": spec.training.lr,
+        "fg_fraction": spec.training.fg_fraction,
+    }
+    trials: dict[str, Trial] = {}
+    for fraction in spec.fractions:
+        for run in spec.techniques:
+            for setting in run.settings:
+                hp = {name: float(value) for name, value in setting.items()}
+                for seed in spec.seeds:
+                    config = {
+                        "dataset": dataset,
+                        "fraction": fraction,
+                        "model": {"name": spec.model, "preset": spec.model_preset},
+                        "technique": run.technique,
+                        "hp": hp,
+                        "seed": seed,
+                        "training": training,
+                    }
+                    config = json.loads(canonical_json(config))
+                    tid = trial_id(config)
+                    if tid in trials:
+                        raise ValueError(
+                            f"{spec.source}: {run.technique} {param_label(hp)} seed {seed} "
+                            f"fraction {fraction} appears twice"
+                        )
+                    trials[tid] = Trial(spec.name, tid, config, param_label(hp))
+    return list(trials.values())
