@@ -102,3 +102,53 @@ def dsc(z, y, m=0.0, r=None, gamma=0.0, focal_r=None, smooth=1e-5, batch=True, i
                 raise ValueError(kind)
             values.append(v)
     return float(np.mean(values))
+
+
+def calibration_margins(counts, tau, nu):
+    """003 Corollary 1.1 as printed: rho_0k = tau sqrt(n - n_k) / n_k,
+    mu_k = p_k sqrt(n_k) / (nu (n - n_k) - p_k sqrt(n - n_k)), rho_k0 = mu_k rho_0k."""
+    n = float(sum(counts))
+    pos, neg = [], []
+    for nk in counts:
+        nk = float(nk)
+        rho0k = tau * math.sqrt(n - nk) / nk
+        pk = nk / n
+        mu = pk * math.sqrt(nk) / (nu * (n - nk) - pk * math.sqrt(n - nk))
+        pos.append(mu * rho0k)
+        neg.append(rho0k)
+    return np.array(pos), np.array(neg)
+
+
+def margin_calibration(z, y, rho_pos, rho_neg, ignore=None, grad=False):
+    """003 eq. 4, 27-29: (1/n) sum_i [log2(1 + 2^(-lam_iy + rho_y0))
+    + sum_{k != y} log2(1 + 2^(lam_ik + rho_0k))]; optionally the analytic gradient."""
+    z = np.asarray(z, dtype=np.float64)
+    n, c = z.shape[:2]
+    zf = z.reshape(n, c, -1)
+    yf = np.asarray(y).reshape(n, -1)
+    g = np.zeros_like(zf)
+    total, count = 0.0, 0
+    for b in range(n):
+        for v in range(zf.shape[2]):
+            t = int(yf[b, v])
+            if ignore is not None and t == ignore:
+                continue
+            s = zf[b, :, v]
+            count += 1
+            for k in range(c):
+                others = [j for j in range(c) if j != k]
+                jmax = max(others, key=lambda j, s=s: s[j])
+                lam = s[k] - s[jmax]                                   # eq. 4
+                if k == t:
+                    x, sign = -lam + rho_pos[k], -1.0                  # eq. 28
+                else:
+                    x, sign = lam + rho_neg[k], 1.0                    # eq. 29
+                # log2(1 + 2^x), computed stably; d/dx = 2^x / (1 + 2^x)
+                total += (max(x, 0.0) + math.log2(1.0 + 2.0 ** (-abs(x))))
+                dx = 1.0 / (1.0 + 2.0 ** (-x)) if x >= 0 else 2.0**x / (1.0 + 2.0**x)
+                g[b, k, v] += sign * dx
+                g[b, jmax, v] -= sign * dx
+    value = total / max(count, 1)
+    if grad:
+        return value, (g / max(count, 1)).reshape(z.shape)
+    return value

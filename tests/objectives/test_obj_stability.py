@@ -12,6 +12,7 @@ from study.objectives import (
     FocalLoss,
     JaccardLoss,
     LargeMarginLoss,
+    MarginCalibrationLoss,
     MarginFocalLoss,
     SumLoss,
 )
@@ -31,6 +32,7 @@ def _losses():
         FocalLoss(4.0, R, "dsc", ignore_index=IGN), FocalLoss(0.5, None, "dsc", ignore_index=IGN),
         MarginFocalLoss(1.0, 0.5, R, ignore_index=IGN),
         MarginFocalLoss(1.0, 0.5, R, "dsc", ignore_index=IGN),
+        MarginCalibrationLoss(10.0, 1.0, [100_000, 1_000, 10], ignore_index=IGN),
     ]
 
 
