@@ -37,7 +37,8 @@ def _read(path: Path) -> tuple[np.ndarray, tuple[float, ...]]:
     try:
         image = sitk.ReadImage(str(path))
     except RuntimeError as error:
-        raise DataError(f"{path}: not a readable image ({str(error).strip().splitlines()[-1]})")
+        reason = str(error).strip().splitlines()[-1]
+        raise DataError(f"{path}: not a readable image ({reason})") from error
     if image.GetDimension() != 3 or image.GetNumberOfComponentsPerPixel() != 1:
         raise DataError(
             f"{path}: expected a 3-D single-component image, got {image.GetDimension()}-D with "

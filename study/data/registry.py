@@ -1,4 +1,4 @@
-"""Declared datasets: class names, which raw labels make each class, rare and post-processed classes.
+"""Declared datasets: class names, the raw labels forming each class, rare and LCC classes.
 
 Nothing in the training or evaluation code hard-codes a dataset's labels; it reads them here.
 """

@@ -1,0 +1,38 @@
+# `make demo`: set up .venv and run the embedded demo study. `make test`: set up and run the tests.
+# TORCH picks the PyTorch build: torch==2.13.0 from PyPI is a CUDA build on Linux x86_64 (and the
+# local CPU build on this project's sandboxes). CPU-only elsewhere:
+#   make demo TORCH_INDEX="--index-url https://download.pytorch.org/whl/cpu"
+PYTHON ?= python3
+VENV ?= .venv
+TORCH ?= torch==2.13.0
+TORCH_INDEX ?=
+BIN = $(VENV)/bin
+
+.PHONY: setup demo test test-fast lint bench clean
+
+$(BIN)/study: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet "$(TORCH)" $(TORCH_INDEX)
+	$(BIN)/python -m pip install --quiet -e '.[test]'
+	touch $@
+
+setup: $(BIN)/study
+
+demo: setup
+	$(BIN)/study demo
+
+lint: setup
+	$(BIN)/ruff check .
+
+# The whole suite but GPU and cluster tests (slow ones included: the full demo, ~4 min).
+test: lint
+	$(BIN)/pytest -m 'not gpu and not cluster' -q
+
+test-fast: lint
+	$(BIN)/pytest -q
+
+bench: setup
+	$(BIN)/python bench/bench_metrics.py
+
+clean:
+	rm -rf $(VENV) study-results .pytest_cache .ruff_cache

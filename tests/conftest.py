@@ -1,0 +1,50 @@
+"""Shared fixtures: one local Ray instance per test session, tiny studies, scratch storage."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+TESTS = Path(__file__).resolve().parent
+TINY_STUDY = TESTS / "data" / "tiny-study.yaml"
+
+# Ray on loopback only, no usage stats, no token file in the real home (ray-notes §7, §11).
+os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+
+
+@pytest.fixture(scope="session")
+def ray_session():
+    """A 2-CPU local Ray started once for the whole session."""
+    ray = pytest.importorskip("ray")
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    yield ray
+    ray.shutdown()
+
+
+@pytest.fixture(scope="session")
+def tiny_study_path() -> Path:
+    return TINY_STUDY
+
+
+@pytest.fixture(scope="session")
+def tiny_spec():
+    from study.spec import load_study
+
+    return load_study(TINY_STUDY)
+
+
+@pytest.fixture(scope="session")
+def data_dir(tmp_path_factory) -> Path:
+    """Synthetic datasets generated once per session (generation is deterministic)."""
+    return tmp_path_factory.mktemp("data")
+
+
+@pytest.fixture
+def run_options(tmp_path, data_dir):
+    from study.trial import RunOptions
+
+    return RunOptions(data_dir=str(data_dir), results_uri=str(tmp_path / "results"), threads=1)

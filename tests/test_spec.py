@@ -1,0 +1,87 @@
+"""Study and search-space validation: every error names the file and the key."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from study.spec import SpecError, load_search_spaces, load_study
+
+
+def _write_study(tmp_path: Path, tiny_study_path: Path, **changes) -> Path:
+    data = yaml.safe_load(tiny_study_path.read_text())
+    for dotted, value in changes.items():
+        target = data
+        *parents, last = dotted.split("__")
+        for key in parents:
+            target = target[key]
+        if value is None:
+            del target[last]
+        else:
+            target[last] = value
+    path = tmp_path / "study.yaml"
+    path.write_text(yaml.safe_dump(data, allow_unicode=True))
+    return path
+
+
+def test_repository_search_spaces_are_valid():
+    """Every shipped search space loads; grids are the papers' (001 Table VIII / 000 IV)."""
+    spaces = load_search_spaces()
+    assert [p["gamma"] for p in spaces["asym_focal"].grid] == [0.5, 1, 1.5, 2, 3, 4]
+    assert [p["m"] for p in spaces["asym_large_margin"].grid] == [0.2, 0.5, 1, 1.5, 2, 3]
+    assert spaces["vanilla"].settings() == [{}]
+
+
+def test_repository_studies_are_valid():
+    """Every shipped study file loads and expands."""
+    from study.trials import expand
+
+    for path in sorted(Path("search_spaces/studies").glob("*.yaml")):
+        assert expand(load_study(path)), path
+
+
+@pytest.mark.parametrize(("changes", "message"), [
+    ({"fractions": [0.5, 1.5]}, r"fractions\[1\]: expected a fraction in \(0, 1\], got 1.5"),
+    ({"training__iterations": 0}, r"training.iterations: expected a positive integer, got 0"),
+    ({"training__iteratons": 5}, r"training.iteratons: unknown key"),
+    ({"techniques": ["vanilla", "asym_focall"]},
+     r"techniques\[1\].technique: unknown technique 'asym_focall'"),
+    ({"techniques": [{"technique": "asym_focal", "grid": {"gamma": [7]}}]},
+     r"gamma=7.0 lies outside its range \[0.0, 6.0\]"),
+    ({"dataset__name": "brats-2030"}, r"dataset.name: expected one of synthetic-brats"),
+    ({"dataset__synthetic": {"cases": 1}}, r"dataset.synthetic: cases: expected an integer >= 2"),
+    ({"dataset__synthetic": {"size": 3}}, r"dataset.synthetic.size: unknown generator parameter"),
+    ({"name": None}, r"name: required key is missing"),
+    ({"seeds": [True]}, r"seeds\[0\]: expected a non-negative integer, got True"),
+])
+def test_bad_study_names_file_and_key(tmp_path, tiny_study_path, changes, message):
+    """A malformed study raises SpecError with the file path and the dotted key."""
+    path = _write_study(tmp_path, tiny_study_path, **changes)
+    with pytest.raises(SpecError, match=message) as error:
+        load_study(path)
+    assert str(path) in str(error.value)
+
+
+def test_bad_yaml_and_missing_file(tmp_path):
+    """Unparsable YAML and a missing file are SpecErrors naming the file."""
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("name: [unclosed\n")
+    with pytest.raises(SpecError, match=r"bad.yaml: not valid YAML"):
+        load_study(bad)
+    with pytest.raises(SpecError, match=r"nope.yaml: cannot read"):
+        load_study(tmp_path / "nope.yaml")
+
+
+def test_bad_search_space(tmp_path):
+    """Unknown hyperparameters and file/technique mismatches are rejected by key."""
+    spaces = tmp_path / "spaces"
+    spaces.mkdir()
+    (spaces / "focal.yaml").write_text("technique: focal\nhyperparameters:\n"
+                                       "  gama: {low: 0, high: 6}\ngrid: {gama: [1]}\n")
+    with pytest.raises(SpecError, match=r"hyperparameters.gama: unknown hyperparameter"):
+        load_search_spaces(spaces)
+    (spaces / "focal.yaml").write_text("technique: other\n")
+    with pytest.raises(SpecError, match=r"technique: technique 'other' must match"):
+        load_search_spaces(spaces)
