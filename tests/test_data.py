@@ -10,7 +10,7 @@ from study.data import loader, sampling, splits, synthetic
 from study.data.registry import DATASETS
 
 INFO = DATASETS["synthetic-brats"]
-PARAMS = {"cases": 4, "shape": [24, 24, 24], "seed": 3, "lesion_scale": 1.0}
+PARAMS = {**synthetic.DEFAULTS, "cases": 4, "shape": [24, 24, 24], "seed": 3}
 
 
 @pytest.fixture(scope="module")

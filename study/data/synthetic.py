@@ -20,7 +20,9 @@ import numpy as np
 import SimpleITK as sitk
 from scipy import ndimage
 
-DEFAULTS: dict[str, Any] = {"cases": 40, "shape": [48, 48, 48], "seed": 0, "lesion_scale": 1.0}
+# ``contrast``: range of the per-case lesion contrast factor (1 = the means below).
+DEFAULTS: dict[str, Any] = {"cases": 40, "shape": [48, 48, 48], "seed": 0, "lesion_scale": 1.0,
+                            "contrast": [0.25, 0.9]}
 CHANNELS = ("t1", "t1ce", "t2", "flair")
 # Per-channel mean intensities (arbitrary units) of tissue, oedema and tumour core.
 _TISSUE = np.array([100.0, 100.0, 100.0, 100.0])
@@ -44,6 +46,15 @@ def check_params(params: Mapping[str, Any]) -> None:
     scale = params["lesion_scale"]
     if not isinstance(scale, (int, float)) or isinstance(scale, bool) or not 0.25 <= scale <= 4:
         raise ValueError(f"lesion_scale: expected a number in [0.25, 4], got {scale!r}")
+    contrast = params["contrast"]
+    if (
+        not isinstance(contrast, list)
+        or len(contrast) != 2
+        or not all(isinstance(c, (int, float)) and not isinstance(c, bool) for c in contrast)
+        or not 0 < contrast[0] <= contrast[1] <= 3
+    ):
+        raise ValueError(f"contrast: expected [low, high] with 0 < low <= high <= 3, "
+                         f"got {contrast!r}")
 
 
 def _smooth_noise(rng: np.random.Generator, shape, sigma: float) -> np.ndarray:
@@ -82,7 +93,7 @@ def generate_case(params: Mapping[str, Any], index: int) -> tuple[np.ndarray, np
         labels[enhancing & (rng.random(shape) < 0.7)] = 4
     texture = _smooth_noise(rng, shape, sigma=1.5)
     bias = 1 + 0.1 * _smooth_noise(rng, shape, sigma=max(shape) / 3)
-    contrast = rng.uniform(0.4, 1.2)  # lesion visibility differs between cases
+    contrast = rng.uniform(*params["contrast"])  # lesion visibility differs between cases
     channels = np.empty((len(CHANNELS),) + shape, np.float32)
     for c in range(len(CHANNELS)):
         image = _TISSUE[c] + 6.0 * texture + 4.0 * _smooth_noise(rng, shape, sigma=0.7)
