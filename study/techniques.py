@@ -18,30 +18,24 @@ def _vanilla(hp: dict, rare: Sequence[float]) -> nn.Module:
     return obj.CrossEntropyLoss() + obj.DiceLoss()
 
 
-def _focal(asymmetric: bool) -> Callable[[dict, Sequence[float]], nn.Module]:
+def _ce_and_dsc_forms(
+    loss: type[nn.Module], hp_name: str, asymmetric: bool
+) -> Callable[[dict, Sequence[float]], nn.Module]:
+    """``loss(form="ce") + loss(form="dsc")`` with the hyperparameter ``hp[hp_name]``."""
+
     def build(hp: dict, rare: Sequence[float]) -> nn.Module:
         r = list(rare) if asymmetric else None
-        return (obj.FocalLoss(hp["gamma"], rare=r, form="ce")
-                + obj.FocalLoss(hp["gamma"], rare=r, form="dsc"))
-
-    return build
-
-
-def _large_margin(asymmetric: bool) -> Callable[[dict, Sequence[float]], nn.Module]:
-    def build(hp: dict, rare: Sequence[float]) -> nn.Module:
-        r = list(rare) if asymmetric else None
-        return (obj.LargeMarginLoss(hp["m"], rare=r, form="ce")
-                + obj.LargeMarginLoss(hp["m"], rare=r, form="dsc"))
+        return loss(hp[hp_name], rare=r, form="ce") + loss(hp[hp_name], rare=r, form="dsc")
 
     return build
 
 
 TECHNIQUES: dict[str, Callable[[dict, Sequence[float]], nn.Module]] = {
     "vanilla": _vanilla,
-    "focal": _focal(asymmetric=False),
-    "asym_focal": _focal(asymmetric=True),
-    "large_margin": _large_margin(asymmetric=False),
-    "asym_large_margin": _large_margin(asymmetric=True),
+    "focal": _ce_and_dsc_forms(obj.FocalLoss, "gamma", asymmetric=False),
+    "asym_focal": _ce_and_dsc_forms(obj.FocalLoss, "gamma", asymmetric=True),
+    "large_margin": _ce_and_dsc_forms(obj.LargeMarginLoss, "m", asymmetric=False),
+    "asym_large_margin": _ce_and_dsc_forms(obj.LargeMarginLoss, "m", asymmetric=True),
 }
 
 
