@@ -44,6 +44,63 @@ def focal_factor(logq: torch.Tensor, gamma: float, rare: torch.Tensor | None) ->
     return rare + (1.0 - rare) * att
 
 
+def focal_weight(lq: torch.Tensor, gamma: float, rare: torch.Tensor | None) -> torch.Tensor:
+    """The re-weighting factor of 000 eq. 6, generalised to eq. 11 with ``r``.
+
+    For ``L = -f(p) log p`` with ``f(p) = r + (1 - r)(1 - p)^gamma`` and ``p = q_t`` the
+    true-class probability, ``dL/dz = w (q - y)`` with
+    ``w = f(p) - (1 - r) gamma p (1 - p)^gamma log(p) / (1 - p)``; ``log(p) / (1 - p)`` is
+    computed from ``log p`` and taken as its limit -1 where ``p`` rounds to 1.
+    """
+    one_minus = -torch.expm1(lq)
+    att = one_minus.pow(gamma)
+    ratio = torch.where(one_minus > 0, lq / one_minus.clamp_min(torch.finfo(lq.dtype).tiny),
+                        torch.full_like(lq, -1.0))
+    extra = gamma * lq.exp() * att * ratio
+    if rare is None:
+        return att - extra
+    return rare + (1.0 - rare) * (att - extra)
+
+
+class _HardCrossEntropy(torch.autograd.Function):
+    """Fused margin/focal/weighted CE for integer targets with the analytic gradient
+    ``dL/dz = w (q - y) / N`` (000 eq. 5, 6, 8): one log-softmax forward and three dense
+    element-wise passes backward."""
+
+    @staticmethod
+    def forward(ctx, z, labels, valid, n_valid, shift, gamma, focal_rare, weight):
+        zz = z if shift is None else z.scatter_add(1, labels, -shift[labels])
+        logq = torch.log_softmax(zz, dim=1)
+        lq = logq.gather(1, labels)
+        coef = None
+        grad_w = None
+        if gamma != 0.0:
+            rr = None if focal_rare is None else focal_rare[labels]
+            coef = focal_factor(lq, gamma, rr)
+            grad_w = focal_weight(lq, gamma, rr)
+        if weight is not None:
+            w = weight[labels]
+            coef = w if coef is None else coef * w
+            grad_w = w if grad_w is None else grad_w * w
+        per = lq if coef is None else coef * lq
+        if valid is not None:
+            per = per * valid
+            grad_w = valid if grad_w is None else grad_w * valid
+        ctx.save_for_backward(logq, labels, grad_w, n_valid)
+        return -per.sum() / n_valid
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad_out):
+        logq, labels, grad_w, n_valid = ctx.saved_tensors
+        grad = logq.exp()
+        grad.scatter_add_(1, labels, torch.full(labels.shape, -1.0, dtype=grad.dtype,
+                                                device=grad.device))
+        scale = grad_out / n_valid
+        grad.mul_(scale if grad_w is None else grad_w * scale)
+        return grad, None, None, None, None, None, None, None
+
+
 def cross_entropy(z: torch.Tensor, tgt: Target, *, shift: torch.Tensor | None = None,
                   gamma: float = 0.0, focal_rare: torch.Tensor | None = None,
                   weight: torch.Tensor | None = None) -> torch.Tensor:
@@ -51,37 +108,39 @@ def cross_entropy(z: torch.Tensor, tgt: Target, *, shift: torch.Tensor | None = 
 
     ``shift`` = ``m * r`` (margin per class), ``gamma``/``focal_rare`` the focal attenuation
     (``focal_rare=None``: every class attenuated), ``weight`` class weights (000 eq. 5).
+    Integer targets use a fused kernel with the analytic gradient; soft targets autograd.
     """
-    logq = torch.log_softmax(margin_logits(z, tgt, shift), dim=1)
+    n_valid = tgt.n_valid.clamp_min(1.0)
     if tgt.hard:
-        lq = logq.gather(1, tgt.labels)
-        coef = None
-        if gamma != 0.0:
-            rr = None if focal_rare is None else per_voxel(focal_rare, tgt)
-            coef = focal_factor(lq, gamma, rr)
-        if weight is not None:
-            w = per_voxel(weight, tgt)
-            coef = w if coef is None else coef * w
-        per = lq if coef is None else coef * lq
-        if not tgt.all_valid:
-            per = per * tgt.valid
-        total = -per.sum()
-    else:
-        y = tgt.probs
-        if gamma != 0.0:
-            rr = None if focal_rare is None else class_view(focal_rare, z.ndim)
-            y = y * focal_factor(logq, gamma, rr)
-        if weight is not None:
-            y = y * class_view(weight, z.ndim)
-        total = -(y * logq).sum()
-    return total / tgt.n_valid.clamp_min(1.0)
+        valid = None if tgt.all_valid else tgt.valid
+        return _HardCrossEntropy.apply(z, tgt.labels, valid, n_valid, shift, gamma,
+                                       focal_rare, weight)
+    logq = torch.log_softmax(margin_logits(z, tgt, shift), dim=1)
+    y = tgt.probs
+    if gamma != 0.0:
+        rr = None if focal_rare is None else class_view(focal_rare, z.ndim)
+        y = y * focal_factor(logq, gamma, rr)
+    if weight is not None:
+        y = y * class_view(weight, z.ndim)
+    return -(y * logq).sum() / n_valid
 
 
-def _scatter_sum(tgt: Target, values: torch.Tensor, num_classes: int) -> torch.Tensor:
-    """Per-sample, per-class sums ``[N, C]`` of ``values [N, 1, *spatial]`` by voxel label."""
-    n = values.shape[0]
-    out = torch.zeros((n, num_classes), dtype=values.dtype, device=values.device)
-    return out.scatter_add(1, tgt.labels.reshape(n, -1), values.reshape(n, -1))
+def class_mask(tgt: Target, num_classes: int, dtype: torch.dtype) -> torch.Tensor:
+    """Dense one-hot of the hard labels ``[N, C, *spatial]`` (0 at ignored voxels)."""
+    classes = torch.arange(num_classes, device=tgt.labels.device)
+    mask = tgt.labels == classes.view(1, -1, *([1] * (tgt.labels.ndim - 2)))
+    if not tgt.all_valid:
+        mask = mask & (tgt.valid > 0)
+    return mask.to(dtype)
+
+
+def _focal_fn(q: torch.Tensor, gamma: float, rare: torch.Tensor | None) -> torch.Tensor:
+    """``f (1 - q)`` with ``f = r + (1 - r)(1 - q)^gamma`` (the focal FN terms of eq. 12-13)."""
+    one_minus = (1.0 - q).clamp_min(torch.finfo(q.dtype).tiny)
+    factor = one_minus.pow(gamma)
+    if rare is not None:
+        factor = rare + (1.0 - rare) * factor
+    return factor * one_minus
 
 
 def region_stats(z: torch.Tensor, tgt: Target, *, shift: torch.Tensor | None = None,
@@ -97,33 +156,41 @@ def region_stats(z: torch.Tensor, tgt: Target, *, shift: torch.Tensor | None = N
     ``gamma == 0``).
     """
     num_classes = z.shape[1]
-    logq = torch.log_softmax(margin_logits(z, tgt, shift), dim=1)
-    q = logq.exp()
     spatial = tuple(range(2, z.ndim))
+
+    def total(t: torch.Tensor) -> torch.Tensor:
+        return t.sum(spatial) if spatial else t
+
+    q = torch.softmax(margin_logits(z, tgt, shift), dim=1)
     qv = q if tgt.all_valid else q * tgt.valid
-    psum = (qv * q if squared else qv).sum(spatial) if spatial else (qv * q if squared else qv)
+    psum = total(qv * q if squared else qv)
     if tgt.hard:
-        lq = logq.gather(1, tgt.labels)
-        qy = lq.exp()
-        one_minus = -torch.expm1(lq)
-        if gamma != 0.0:
+        # Per-class sums of a per-voxel quantity v over the voxels of each class are the
+        # product Y v with the one-hot Y [N, C, M]: one BLAS pass instead of dense
+        # broadcasts (tp = sum_k q_k y_k = Y q_y since y is one-hot).
+        n = z.shape[0]
+        y = class_mask(tgt, num_classes, q.dtype).reshape(n, num_classes, -1)
+
+        def by_class(v: torch.Tensor) -> torch.Tensor:
+            return torch.bmm(y, v.reshape(n, -1, 1)).squeeze(-1)
+
+        qy = q.gather(1, tgt.labels)
+        tp = by_class(qy)
+        ysum = y.sum(-1)
+        if gamma == 0.0:
+            fn = ysum - tp
+        else:
             rr = None if focal_rare is None else per_voxel(focal_rare, tgt)
-            one_minus = one_minus * focal_factor(lq, gamma, rr)
-        if not tgt.all_valid:
-            qy = qy * tgt.valid
-            one_minus = one_minus * tgt.valid
-        tp = _scatter_sum(tgt, qy, num_classes)
-        fn = _scatter_sum(tgt, one_minus, num_classes)
-        ysum = _scatter_sum(tgt, tgt.valid, num_classes)
+            fn = by_class(_focal_fn(qy, gamma, rr))
     else:
         y = tgt.probs
-        tp = (q * y).sum(spatial) if spatial else q * y
-        one_minus = -torch.expm1(logq)
-        if gamma != 0.0:
+        tp = total(q * y)
+        ysum = total(y * y if squared else y)
+        if gamma == 0.0:
+            fn = total((1.0 - q) * y)
+        else:
             rr = None if focal_rare is None else class_view(focal_rare, z.ndim)
-            one_minus = one_minus * focal_factor(logq, gamma, rr)
-        fn = (one_minus * y).sum(spatial) if spatial else one_minus * y
-        ysum = (y * y if squared else y).sum(spatial) if spatial else (y * y if squared else y)
+            fn = total(_focal_fn(q, gamma, rr) * y)
     if batch:
         return tp.sum(0), psum.sum(0), ysum.sum(0), fn.sum(0)
     return tp, psum, ysum, fn

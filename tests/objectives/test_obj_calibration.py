@@ -18,6 +18,8 @@ from study.objectives import (
     class_counts,
     class_margins,
 )
+from study.objectives._targets import prepare
+from study.objectives.calibration import _calibrated_log_loss
 
 COUNTS = [9_000_000, 600_000, 40_000, 2_500]
 
@@ -202,3 +204,21 @@ def test_larger_offsets_never_decrease_the_loss():
     z, y = torch.randn(2, 3, 4, 4), torch.randint(0, 3, (2, 4, 4))
     values = [float(MarginCalibrationLoss(t, 0.1, COUNTS[:3])(z, y)) for t in (0.0, 1.0, 10.0)]
     assert values[0] <= values[1] <= values[2]
+
+
+def test_binary_fast_path_equals_general_path():
+    """C = 2 uses a fused kernel with an analytic gradient; it equals the general (autograd)
+    implementation of eq. 27-29 in value and gradient, ignored voxels included."""
+    loss = MarginCalibrationLoss(10.0, 1.0, [5000, 20], ignore_index=9)
+    z = 4 * torch.randn(3, 2, 5, 6, dtype=torch.float64)
+    y = torch.randint(0, 2, (3, 5, 6))
+    y[1, :2] = 9
+    a = z.clone().requires_grad_(True)
+    b = z.clone().requires_grad_(True)
+    fast = loss(a, y)
+    za, tgt = prepare(b, y, 9)
+    general = _calibrated_log_loss(za, tgt, loss.rho_pos, loss.rho_neg)
+    fast.backward()
+    general.backward()
+    torch.testing.assert_close(fast, general, rtol=1e-13, atol=0)
+    torch.testing.assert_close(a.grad, b.grad, rtol=1e-12, atol=1e-15)
