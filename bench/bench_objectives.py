@@ -5,6 +5,14 @@ Usage::
     python bench/bench_objectives.py                      # CPU, 2x3x128^3 float32 logits
     python bench/bench_objectives.py --device cuda --dtype bfloat16
 
+On CPU, glibc returns every freed 50 MB buffer to the OS and the next allocation page-faults
+it back in, which adds tens of ms to whichever function allocates next and makes the ratios
+depend on ordering. For stable numbers keep freed memory in the heap (as a caching allocator
+does on the GPU)::
+
+    MALLOC_MMAP_THRESHOLD_=17179869184 MALLOC_TRIM_THRESHOLD_=17179869184 \
+        python bench/bench_objectives.py --threads 1
+
 Prints one row per loss: the fastest of ``--repeats`` timed forward+backward runs (after
 warm-up) and the ratio to ``torch.nn.functional.cross_entropy`` on the same logits and labels,
 timed interleaved with the loss (so a busy machine slows both alike; the minimum is the least

@@ -44,22 +44,22 @@ def focal_factor(logq: torch.Tensor, gamma: float, rare: torch.Tensor | None) ->
     return rare + (1.0 - rare) * att
 
 
-def focal_weight(lq: torch.Tensor, gamma: float, rare: torch.Tensor | None) -> torch.Tensor:
-    """The re-weighting factor of 000 eq. 6, generalised to eq. 11 with ``r``.
+def focal_terms(lq: torch.Tensor, gamma: float,
+                rare: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+    """The focal factor of eq. 11 and the re-weighting factor of 000 eq. 6 (with ``r``).
 
     For ``L = -f(p) log p`` with ``f(p) = r + (1 - r)(1 - p)^gamma`` and ``p = q_t`` the
     true-class probability, ``dL/dz = w (q - y)`` with
-    ``w = f(p) - (1 - r) gamma p (1 - p)^gamma log(p) / (1 - p)``; ``log(p) / (1 - p)`` is
-    computed from ``log p`` and taken as its limit -1 where ``p`` rounds to 1.
+    ``w = f(p) - (1 - r) gamma p (1 - p)^gamma log(p) / (1 - p)``. Returns ``(f, w)``.
+    ``1 - p = -expm1(log p)`` is clamped to the smallest normal number; where ``p`` rounds
+    to 1 the factor ``(1 - p)^gamma`` is 0, so ``w`` stays finite for ``gamma < 1``.
     """
-    one_minus = -torch.expm1(lq)
+    one_minus = (-torch.expm1(lq)).clamp_min(torch.finfo(lq.dtype).tiny)
     att = one_minus.pow(gamma)
-    ratio = torch.where(one_minus > 0, lq / one_minus.clamp_min(torch.finfo(lq.dtype).tiny),
-                        torch.full_like(lq, -1.0))
-    extra = gamma * lq.exp() * att * ratio
+    w = att - gamma * lq.exp() * att * (lq / one_minus)
     if rare is None:
-        return att - extra
-    return rare + (1.0 - rare) * (att - extra)
+        return att, w
+    return rare + (1.0 - rare) * att, rare + (1.0 - rare) * w
 
 
 class _HardCrossEntropy(torch.autograd.Function):
@@ -76,8 +76,7 @@ class _HardCrossEntropy(torch.autograd.Function):
         grad_w = None
         if gamma != 0.0:
             rr = None if focal_rare is None else focal_rare[labels]
-            coef = focal_factor(lq, gamma, rr)
-            grad_w = focal_weight(lq, gamma, rr)
+            coef, grad_w = focal_terms(lq, gamma, rr)
         if weight is not None:
             w = weight[labels]
             coef = w if coef is None else coef * w
@@ -125,13 +124,29 @@ def cross_entropy(z: torch.Tensor, tgt: Target, *, shift: torch.Tensor | None = 
     return -(y * logq).sum() / n_valid
 
 
-def class_mask(tgt: Target, num_classes: int, dtype: torch.dtype) -> torch.Tensor:
-    """Dense one-hot of the hard labels ``[N, C, *spatial]`` (0 at ignored voxels)."""
-    classes = torch.arange(num_classes, device=tgt.labels.device)
-    mask = tgt.labels == classes.view(1, -1, *([1] * (tgt.labels.ndim - 2)))
-    if not tgt.all_valid:
-        mask = mask & (tgt.valid > 0)
-    return mask.to(dtype)
+class _ClassSum(torch.autograd.Function):
+    """Per-sample, per-class sums ``[N, C]`` of ``v [N, 1, *spatial]`` over the voxels of each
+    label: a scatter-add forward and a gather backward (``dout/dv = g[label]``)."""
+
+    @staticmethod
+    def forward(ctx, v, labels, num_classes):
+        n = v.shape[0]
+        idx = labels.reshape(n, -1)
+        ctx.save_for_backward(idx)
+        ctx.shape = v.shape
+        out = torch.zeros((n, num_classes), dtype=v.dtype, device=v.device)
+        return out.scatter_add_(1, idx, v.reshape(n, -1))
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, g):
+        (idx,) = ctx.saved_tensors
+        return g.gather(1, idx).reshape(ctx.shape), None, None
+
+
+def class_sum(v: torch.Tensor, tgt: Target, num_classes: int) -> torch.Tensor:
+    """``sum_{v: y_v = k} v`` per sample and class ``[N, C]`` (``v`` already zero where ignored)."""
+    return _ClassSum.apply(v, tgt.labels, num_classes)
 
 
 def _focal_fn(q: torch.Tensor, gamma: float, rare: torch.Tensor | None) -> torch.Tensor:
@@ -165,23 +180,19 @@ def region_stats(z: torch.Tensor, tgt: Target, *, shift: torch.Tensor | None = N
     qv = q if tgt.all_valid else q * tgt.valid
     psum = total(qv * q if squared else qv)
     if tgt.hard:
-        # Per-class sums of a per-voxel quantity v over the voxels of each class are the
-        # product Y v with the one-hot Y [N, C, M]: one BLAS pass instead of dense
-        # broadcasts (tp = sum_k q_k y_k = Y q_y since y is one-hot).
-        n = z.shape[0]
-        y = class_mask(tgt, num_classes, q.dtype).reshape(n, num_classes, -1)
-
-        def by_class(v: torch.Tensor) -> torch.Tensor:
-            return torch.bmm(y, v.reshape(n, -1, 1)).squeeze(-1)
-
+        # tp_k = sum_v q_vk y_vk = sum over the voxels labelled k of q_{v, y_v}: per-class
+        # sums of a per-voxel quantity (scatter-add / gather), no dense one-hot.
         qy = q.gather(1, tgt.labels)
-        tp = by_class(qy)
-        ysum = y.sum(-1)
+        if not tgt.all_valid:
+            qy = qy * tgt.valid
+        tp = class_sum(qy, tgt, num_classes)
+        ysum = class_sum(tgt.valid, tgt, num_classes)
         if gamma == 0.0:
             fn = ysum - tp
         else:
             rr = None if focal_rare is None else per_voxel(focal_rare, tgt)
-            fn = by_class(_focal_fn(qy, gamma, rr))
+            v = _focal_fn(qy, gamma, rr)
+            fn = class_sum(v if tgt.all_valid else v * tgt.valid, tgt, num_classes)
     else:
         y = tgt.probs
         tp = total(q * y)

@@ -39,16 +39,6 @@ class Target:
     def hard(self) -> bool:
         return self.labels is not None
 
-    def one_hot(self, num_classes: int, dtype: torch.dtype) -> torch.Tensor:
-        """Dense target ``[N, C, *spatial]`` (one-hot for hard targets, zero at ignored voxels)."""
-        if self.probs is not None:
-            return self.probs.to(dtype)
-        y = torch.zeros(
-            (self.labels.shape[0], num_classes, *self.labels.shape[2:]),
-            dtype=dtype, device=self.labels.device,
-        )
-        return y.scatter_(1, self.labels, self.valid.to(dtype))
-
 
 def upcast(logits: torch.Tensor) -> torch.Tensor:
     """Half-precision logits are computed in float32; float32/float64 stay as they are."""
@@ -90,7 +80,7 @@ def prepare(logits: torch.Tensor, target: torch.Tensor,
             )
         if ignore_index is not None and bool(ignored.any()):
             valid = (~ignored).to(z.dtype)
-            labels = labels.masked_fill(ignored, 0)
+            labels = labels * ~ignored        # (torch.where/masked_fill are slow on CPU)
             all_valid = False
         else:
             valid = torch.ones_like(labels, dtype=z.dtype)

@@ -118,14 +118,8 @@ def calibration_margins(counts: Sequence[int] | np.ndarray, tau: float,
     return rho_pos, rho_neg
 
 
-def class_margins(z: torch.Tensor) -> torch.Tensor:
-    """003 eq. 4: ``lambda_ik = s_ik - max_{j != k} s_ij`` for every class (dim 1).
-
-    The maximum over the other classes comes from prefix and suffix maxima over the class axis
-    (``3C - 4`` element-wise ``maximum`` ops, no reduction over dim 1: fast for the few classes
-    of segmentation). Ties give 0; autograd's sub-gradient of ``maximum`` splits ties evenly.
-    """
-    cols = z.unbind(1)
+def _others_max(cols: Sequence[torch.Tensor]) -> list[torch.Tensor]:
+    """``max_{j != k} z_j`` for every k, from prefix and suffix maxima (``3C - 4`` ops)."""
     c = len(cols)
     prefix = [cols[0]]
     for k in range(1, c - 1):
@@ -138,7 +132,51 @@ def class_margins(z: torch.Tensor) -> torch.Tensor:
     for k in range(1, c - 1):
         others.append(torch.maximum(prefix[k - 1], suffix[k]))
     others.append(prefix[c - 2])
-    return z - torch.stack(others, 1)
+    return others
+
+
+class _ClassMargins(torch.autograd.Function):
+    """``lambda_k = z_k - max_{j != k} z_j`` with a routing backward: ``dz_k += g_k`` and
+    ``-g_k`` goes to the first class ``j != k`` attaining the maximum (a sub-gradient at
+    ties). Avoids autograd through ``maximum``, whose backward dominates the run time."""
+
+    @staticmethod
+    def forward(ctx, z):
+        cols = z.unbind(1)
+        others = _others_max(cols)
+        ctx.save_for_backward(z, torch.stack(others, 1))
+        return z - torch.stack(others, 1)
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, g):
+        z, others = ctx.saved_tensors
+        c = z.shape[1]
+        cols, oth, gs = z.unbind(1), others.unbind(1), g.unbind(1)
+        grad = g.clone()
+        out = grad.unbind(1)
+        for k in range(c):
+            candidates = [j for j in range(c) if j != k]
+            remaining = None
+            for j in candidates[:-1]:
+                hit = cols[j] == oth[k]
+                if remaining is not None:
+                    hit &= remaining
+                out[j].sub_(gs[k] * hit)      # (a bool product: torch.where is slow on CPU)
+                remaining = ~hit if remaining is None else remaining & ~hit
+            last = candidates[-1]
+            out[last].sub_(gs[k] if remaining is None else gs[k] * remaining)
+        return grad
+
+
+def class_margins(z: torch.Tensor) -> torch.Tensor:
+    """003 eq. 4: ``lambda_ik = s_ik - max_{j != k} s_ij`` for every class (dim 1).
+
+    The maximum over the other classes comes from prefix and suffix maxima over the class axis
+    (element-wise ops only: fast for the few classes of segmentation). Ties give 0; the
+    gradient routes each ``-dL/dlambda_k`` to the first other class attaining the maximum.
+    """
+    return _ClassMargins.apply(z)
 
 
 def _softplus(t: torch.Tensor) -> torch.Tensor:
@@ -157,27 +195,27 @@ class _BinaryCalibratedLogLoss(torch.autograd.Function):
     @staticmethod
     def forward(ctx, z, labels, valid, rho_pos, rho_neg, n_valid):
         d = z[:, 1:2] - z[:, 0:1]
-        y1 = labels == 1
-        u = torch.where(y1, -d, d)
+        y1 = (labels == 1).to(z.dtype)
+        sign = 1.0 - 2.0 * y1                      # -1 for label 1, +1 for label 0
+        u = d * sign
 
         def pick(when_1: float, when_0: float) -> torch.Tensor:
-            return torch.where(y1, torch.tensor(when_1, dtype=z.dtype, device=z.device),
-                               torch.tensor(when_0, dtype=z.dtype, device=z.device))
+            return y1 * (when_1 - when_0) + when_0
 
         t1 = (u + pick(rho_pos[1], rho_pos[0])).mul_(_LN2)
         t2 = (u + pick(rho_neg[0], rho_neg[1])).mul_(_LN2)
         per = _softplus(t1) + _softplus(t2)
         if valid is not None:
             per = per * valid
-        ctx.save_for_backward(t1, t2, y1, valid, n_valid)
+        ctx.save_for_backward(t1, t2, sign, valid, n_valid)
         return per.sum() / (_LN2 * n_valid)
 
     @staticmethod
     @torch.autograd.function.once_differentiable
     def backward(ctx, grad_out):
-        t1, t2, y1, valid, n_valid = ctx.saved_tensors
+        t1, t2, sign, valid, n_valid = ctx.saved_tensors
         du = torch.sigmoid(t1) + torch.sigmoid(t2)
-        dd = torch.where(y1, -du, du) * (grad_out / n_valid)
+        dd = du * sign * (grad_out / n_valid)
         if valid is not None:
             dd = dd * valid
         return torch.cat([-dd, dd], 1), None, None, None, None, None
@@ -190,11 +228,11 @@ def _calibrated_log_loss(z: torch.Tensor, tgt: Target, rho_pos: tuple[float, ...
     view = (1, c) + (1,) * (z.ndim - 2)
     rp = torch.as_tensor(rho_pos, dtype=z.dtype, device=z.device).view(view)
     rn = torch.as_tensor(rho_neg, dtype=z.dtype, device=z.device).view(view)
-    is_true = torch.arange(c, device=z.device).view(view) == tgt.labels
+    is_true = (torch.arange(c, device=z.device).view(view) == tgt.labels).to(z.dtype)
     # t_k = rho_k0 - lambda_k (labelled class, eq. 28) or lambda_k + rho_0k (eq. 29), in
     # units of ln 2 so that log2(1 + 2^t) = softplus(t ln 2) / ln 2.
-    sign = (1.0 - 2.0 * is_true.to(z.dtype)) * _LN2
-    offset = torch.where(is_true, rp, rn) * _LN2
+    sign = (1.0 - 2.0 * is_true) * _LN2
+    offset = torch.addcmul(rn, is_true, rp - rn) * _LN2
     t = torch.addcmul(offset, class_margins(z), sign)
     per = _softplus(t).sum(1, keepdim=True)
     if not tgt.all_valid:

@@ -169,6 +169,22 @@ def test_soft_one_hot_target_equals_hard_target():
         torch.testing.assert_close(loss(z, soft), loss(z, y), msg=repr(loss))
 
 
+def test_soft_target_margin_and_focal_follow_the_equations():
+    """Soft targets (symmetric mixup): the margin shift is m r_j y_j, linear in the label
+    weight (eq. 7), and the loss is -sum_j f_j y_j log q_j (eq. 11, 22), mean over voxels."""
+    z, y = _data()
+    g = torch.Generator().manual_seed(9)
+    lam = torch.rand(y.shape, generator=g, dtype=torch.float64).unsqueeze(1)
+    soft = lam * _onehot(y, 3) + (1 - lam) * _onehot(torch.roll(y, 1, 0), 3)
+    r = torch.tensor([0.0, 0.5, 1.0], dtype=torch.float64).view(1, 3, 1, 1, 1)
+    m, gamma = 0.7, 1.5
+    q = torch.softmax(z - m * r * soft, 1)
+    f = r + (1 - r) * (1 - q) ** gamma
+    expected = -(f * soft * torch.log(q)).sum(1).mean()
+    got = MarginFocalLoss(m, gamma, (0.0, 0.5, 1.0))(z, soft)
+    torch.testing.assert_close(got, expected)
+
+
 def test_sum_loss_adds_terms():
     """SumLoss / '+' is the weighted sum of its terms (U-Net baseline CE + DSC)."""
     z, y = _data()
