@@ -37,6 +37,8 @@ HYPERPARAMETER_SYMBOLS: dict[str, str] = {
 }
 
 _NAME = re.compile(r"^[a-z0-9][a-z0-9_.-]*$")
+# YAML 1.1 (PyYAML) reads `1e-5` as a string: accept such numbers where a float is expected.
+_FLOAT_TEXT = re.compile(r"^[+-]?(\d+\.?\d*|\.\d+)[eE][+-]?\d+$")
 
 
 class SpecError(ValueError):
@@ -79,6 +81,8 @@ class _Node:
     def convert(self, value, kind, key, check=None, expect=""):
         kinds = kind if isinstance(kind, tuple) else (kind,)
         if float in kinds and isinstance(value, int) and not isinstance(value, bool):
+            value = float(value)
+        if float in kinds and isinstance(value, str) and _FLOAT_TEXT.match(value):
             value = float(value)
         if isinstance(value, bool) and bool not in kinds:
             ok = False

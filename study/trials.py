@@ -14,6 +14,8 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -46,11 +48,31 @@ def trial_id(config: dict[str, Any]) -> str:
     return hashlib.sha256(canonical_json(config).encode("utf-8")).hexdigest()[:16]
 
 
-def param_label(hp: dict[str, float]) -> str:
-    """The setting as the papers print it: ``γ = 2``, ``ε = 1e-05 l = 10``; ``—`` if none."""
-    if not hp:
+def _number(value: float) -> str:
+    """``1e-05`` -> ``1e-5``, ``2.0`` -> ``2`` (how the papers print numbers)."""
+    return re.sub(r"e([+-])0*(\d)", r"e\1\2", f"{value:g}").replace("e+", "e")
+
+
+def param_label(hp: dict[str, float], shown: Sequence[str] | None = None) -> str:
+    """The setting as the papers print it: ``γ = 2``, ``ε = 1e-5 l = 10``; ``—`` if none.
+
+    ``shown`` limits the label to the hyperparameters that vary within the technique's grid
+    (the papers print ``m = 0.2`` for asymmetric mixup, not its constant α); mixup's margin is
+    printed ``m_mix`` where the large margin's ``m`` is shown too.
+    """
+    names = [name for name in hp if shown is None or name in shown] or list(hp)
+    if not names:
         return "—"
-    return " ".join(f"{HYPERPARAMETER_SYMBOLS[name]} = {value:g}" for name, value in hp.items())
+    symbols = dict(HYPERPARAMETER_SYMBOLS)
+    if "m" in names and "mixup_m" in names:
+        symbols["mixup_m"] = "m_mix"
+    return " ".join(f"{symbols[name]} = {_number(hp[name])}" for name in names)
+
+
+def _varying(settings: Sequence[dict[str, float]]) -> list[str]:
+    """Hyperparameters whose value differs between the grid points of one technique."""
+    names = list(dict.fromkeys(name for point in settings for name in point))
+    return [n for n in names if len({point.get(n) for point in settings}) > 1]
 
 
 @dataclass(frozen=True)
@@ -97,6 +119,7 @@ def expand(spec: StudySpec) -> list[Trial]:
     trials: dict[str, Trial] = {}
     for fraction in spec.fractions:
         for run in spec.techniques:
+            shown = _varying(run.settings)
             for setting in run.settings:
                 hp = {name: float(value) for name, value in setting.items()}
                 for seed in spec.seeds:
@@ -116,5 +139,5 @@ def expand(spec: StudySpec) -> list[Trial]:
                             f"{spec.source}: {run.technique} {param_label(hp)} seed {seed} "
                             f"fraction {fraction} appears twice"
                         )
-                    trials[tid] = Trial(spec.name, tid, config, param_label(hp))
+                    trials[tid] = Trial(spec.name, tid, config, param_label(hp, shown))
     return list(trials.values())

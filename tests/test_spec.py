@@ -75,6 +75,14 @@ def test_bad_yaml_and_missing_file(tmp_path):
         load_study(tmp_path / "nope.yaml")
 
 
+def test_exponent_without_dot_is_a_number(tmp_path):
+    """PyYAML reads `1e-5` as a string; search spaces accept it as the number it means."""
+    (tmp_path / "adversarial.yaml").write_text(
+        "technique: adversarial\nhyperparameters:\n  eps: {low: 1e-7, high: 1e-3, log: true}\n"
+        "  l: {low: 1, high: 20}\ngrid:\n  - {eps: 1e-5, l: 10}\n")
+    assert load_search_spaces(tmp_path)["adversarial"].grid == ({"eps": 1e-5, "l": 10.0},)
+
+
 def test_bad_search_space(tmp_path):
     """Unknown hyperparameters and file/technique mismatches are rejected by key."""
     spaces = tmp_path / "spaces"

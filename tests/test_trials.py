@@ -64,5 +64,8 @@ def test_expansion_order_and_labels(tiny_spec):
     trials = expand(tiny_spec)
     assert [(t.config["technique"], t.param_label) for t in trials] == [
         ("vanilla", "—"), ("asym_focal", "γ = 2")]
-    assert param_label({"eps": 1e-5, "l": 10.0}) == "ε = 1e-05 l = 10"
+    assert param_label({"eps": 1e-5, "l": 10.0}) == "ε = 1e-5 l = 10"
+    assert param_label({"mixup_m": 0.2, "mixup_alpha": 1.0}, shown=["mixup_m"]) == "m = 0.2"
+    assert param_label({"m": 1.0, "mixup_m": 0.2}) == "m = 1 m_mix = 0.2"
+    assert param_label({"tau": 10.0, "nu": 0.01}, shown=[]) == "τ = 10 ν = 0.01"
     assert all(t.study == "tiny" for t in trials)
