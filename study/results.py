@@ -107,6 +107,7 @@ class ResultStore:
         self.fs, self.root = pafs.FileSystem.from_uri(uri) if "://" in uri else (
             pafs.LocalFileSystem(), str(uri))
         self._local = isinstance(self.fs, pafs.LocalFileSystem)
+        self.problems: dict[str, str] = {}
 
     def _dir(self, table: str) -> str:
         return f"{self.root.rstrip('/')}/{table}"
@@ -138,11 +139,24 @@ class ResultStore:
         self._write("trials", trial_id, pa.Table.from_pylist([trial_row], schema=TRIALS_SCHEMA))
 
     def _read(self, table: str, schema: pa.Schema) -> pd.DataFrame:
+        """All rows of ``table``; files that cannot be read whole with ``schema`` are skipped
+        and named in ``self.problems`` (``{trial_id: reason}``), so their trials run again."""
         directory = self._dir(table)
         if self.fs.get_file_info(directory).type != pafs.FileType.Directory:
             return schema.empty_table().to_pandas()
         dataset = ds.dataset(directory, filesystem=self.fs, format="parquet", schema=schema)
-        return dataset.to_table().to_pandas()
+        try:
+            return dataset.to_table().to_pandas()
+        except (pa.ArrowException, OSError):
+            pass  # some file is damaged: find which, keep the others
+        frames = []
+        for path in dataset.files:
+            try:
+                frames.append(pq.read_table(path, filesystem=self.fs).cast(schema))
+            except (pa.ArrowException, OSError, ValueError) as error:
+                trial_id = path.rsplit("/", 1)[-1].removesuffix(".parquet")
+                self.problems[trial_id] = f"{path}: unreadable ({error})".splitlines()[0]
+        return pa.concat_tables(frames or [schema.empty_table()]).to_pandas()
 
     def trials(self) -> pd.DataFrame:
         return self._read("trials", TRIALS_SCHEMA)
@@ -153,6 +167,9 @@ class ResultStore:
         return cases[cases["trial_id"].isin(self.trials()["trial_id"])].reset_index(drop=True)
 
     def finished_ids(self) -> set[str]:
-        """Trials with a stored result that need not run again (``ok`` or ``diverged``)."""
+        """Trials with a stored, readable result that need not run again (``ok`` or
+        ``diverged``); a trial whose ``cases`` or ``trials`` file is damaged is not finished."""
         trials = self.trials()
-        return set(trials.loc[trials["status"].isin(["ok", "diverged"]), "trial_id"])
+        self._read("cases", CASES_SCHEMA)
+        finished = set(trials.loc[trials["status"].isin(["ok", "diverged"]), "trial_id"])
+        return finished - set(self.problems)

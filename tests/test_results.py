@@ -1,0 +1,75 @@
+"""The Parquet results store: atomic per-trial files, replace-not-append, damage detection."""
+
+from __future__ import annotations
+
+import math
+from datetime import datetime, timezone
+
+import pandas as pd
+import pytest
+
+from study.results import ResultStore, identity_columns
+
+
+def _param(trial_id="t1", technique="asym_focal", hp=None):
+    return {"study": "s", "trial_id": trial_id, "param_label": "γ = 2",
+            "config": {"dataset": {"name": "d"}, "model": {"name": "unet", "preset": "tiny"},
+                       "technique": technique, "fraction": 0.5, "seed": 0,
+                       "hp": hp if hp is not None else {"gamma": 2.0}}}
+
+
+def _store_trial(store, trial_id="t1", status="ok", dsc=0.5):
+    identity = identity_columns(_param(trial_id))
+    row = {**identity, "status": status, "config": "{}",
+           "started_at": datetime.now(timezone.utc)}
+    cases = [{**identity, "case_id": f"c{i}", "class_name": "tumour", "postprocessed": pp,
+              "dsc": dsc, "hd95": math.inf, "pred_voxels": 0, "ref_voxels": 3, "status": status}
+             for i in range(3) for pp in (False, True)]
+    store.write_trial(row, cases)
+
+
+def test_rerun_replaces_rows_instead_of_adding(tmp_path):
+    """Writing a trial twice leaves one trials row and its case rows once (the second copy)."""
+    store = ResultStore(str(tmp_path))
+    _store_trial(store, dsc=0.1)
+    _store_trial(store, dsc=0.9)
+    assert len(store.trials()) == 1
+    cases = store.cases()
+    assert len(cases) == 6 and (cases["dsc"] == 0.9).all()
+    assert not [p for p in tmp_path.rglob("*") if p.name.startswith(".tmp-")]
+
+
+def test_schema_types_hold_for_null_hyperparameters(tmp_path):
+    """Unused hyperparameters are typed nulls (float64), inf HD survives the round trip."""
+    store = ResultStore(str(tmp_path))
+    _store_trial(store)
+    cases = pd.read_parquet(tmp_path / "cases")
+    assert cases["hp_m"].isna().all() and cases["hp_m"].dtype == "float64"
+    assert (cases["hd95"] == math.inf).all()
+
+
+def test_damaged_file_is_detected_and_its_trial_not_finished(tmp_path):
+    """A truncated cases file makes its trial unfinished (it reruns) and is reported; the
+    other trials stay readable."""
+    store = ResultStore(str(tmp_path))
+    _store_trial(store, "t1")
+    _store_trial(store, "t2")
+    damaged = tmp_path / "cases" / "t2.parquet"
+    damaged.write_bytes(damaged.read_bytes()[:100])
+    fresh = ResultStore(str(tmp_path))
+    assert fresh.finished_ids() == {"t1"}
+    assert "t2" in fresh.problems and "unreadable" in fresh.problems["t2"]
+    assert set(fresh.cases()["trial_id"]) == {"t1"}
+
+
+def test_bad_status_and_foreign_rows_are_refused(tmp_path):
+    """Unknown statuses and case rows of another trial are errors, nothing is written."""
+    store = ResultStore(str(tmp_path))
+    with pytest.raises(ValueError, match="status"):
+        _store_trial(store, status="weird")
+    row = {**identity_columns(_param("t1")), "status": "ok", "config": "{}"}
+    foreign = {**identity_columns(_param("t2")), "case_id": "c", "class_name": "x",
+               "postprocessed": False, "status": "ok"}
+    with pytest.raises(ValueError, match="another trial"):
+        store.write_trial(row, [foreign])
+    assert store.trials().empty and store.cases().empty
