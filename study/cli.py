@@ -41,6 +41,17 @@ def _launch(study_file: str | Path, args: argparse.Namespace) -> int:
         checkpoint_every=spec.training.checkpoint_every,
         threads=max(1, int(args.cpus_per_trial)),
     )
+    if getattr(args, "mode", "grid") == "optimize":
+        from study.optimize import optimize
+
+        best = optimize(spec, storage, options, budget=args.budget, metric=args.metric,
+                        max_concurrent=args.max_concurrent,
+                        cpus_per_trial=args.cpus_per_trial, gpus_per_trial=args.gpus_per_trial,
+                        address=args.address, num_cpus=args.num_cpus,
+                        max_failures=args.max_failures, printer=_say)
+        _say(f"best settings: {tune.study_uri(storage, spec.name)}/optimize/*.json "
+             f"({len(best)} group(s) done)")
+        return 0
     _say(f"study {spec.name}: {len(trials)} trials ({len(spec.fractions)} fraction(s) x "
          f"{sum(len(t.settings) for t in spec.techniques)} setting(s) x "
          f"{len(spec.seeds)} seed(s)) from {study_file}")
@@ -148,6 +159,14 @@ def _parser() -> argparse.ArgumentParser:
     launch = commands.add_parser("launch", help="run a study's trials with Ray Tune")
     launch.add_argument("file", help="study file (search_spaces/studies/*.yaml)")
     run_options(launch)
+    launch.add_argument("--mode", choices=("grid", "optimize"), default="grid",
+                        help="grid: every setting of the study; optimize: Optuna TPE search "
+                        "of each technique's range per fraction")
+    launch.add_argument("--budget", type=int, default=20, help="optimize: trials per group")
+    launch.add_argument("--metric", choices=("dsc_raw", "dsc_pp"), default="dsc_raw",
+                        help="optimize: mean test DSC without / with post-processing")
+    launch.add_argument("--max-concurrent", type=int, default=2,
+                        help="optimize: trials running at once per group")
     launch.set_defaults(func=cmd_launch)
 
     resume = commands.add_parser("resume", help="continue an interrupted study")

@@ -15,6 +15,7 @@ results are complete; readers join on it.
 
 from __future__ import annotations
 
+import math
 import uuid
 from collections.abc import Sequence
 from typing import Any
@@ -99,6 +100,19 @@ def identity_columns(trial_param: dict[str, Any]) -> dict[str, Any]:
     return row
 
 
+def summarise(trial_row: dict[str, Any], case_rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """A trial's final metrics as reported to Tune: status, iterations, training time and the
+    mean raw / post-processed DSC over its case rows (NaN where none is defined)."""
+    summary = {"status": trial_row["status"], "iterations_done": trial_row["iterations_done"],
+               "train_seconds": trial_row["train_seconds"]}
+    for postprocessed, suffix in ((False, "raw"), (True, "pp")):
+        values = [r["dsc"] for r in case_rows
+                  if r["postprocessed"] == postprocessed and r["dsc"] is not None
+                  and not math.isnan(r["dsc"])]
+        summary[f"dsc_{suffix}"] = sum(values) / len(values) if values else math.nan
+    return summary
+
+
 class ResultStore:
     """Reads and writes one study's results under ``uri`` (local path or filesystem URI)."""
 
@@ -165,6 +179,19 @@ class ResultStore:
         """Cases rows of trials whose ``trials`` row exists (complete trials only)."""
         cases = self._read("cases", CASES_SCHEMA)
         return cases[cases["trial_id"].isin(self.trials()["trial_id"])].reset_index(drop=True)
+
+    def stored_summary(self, trial_id: str) -> dict[str, Any] | None:
+        """The summary of a trial whose result is stored whole (``ok``/``diverged``), else
+        None. Reads only that trial's two files."""
+        paths = {table: f"{self._dir(table)}/{trial_id}.parquet" for table in ("trials", "cases")}
+        try:
+            rows = pq.read_table(paths["trials"], filesystem=self.fs).to_pylist()
+            cases = pq.read_table(paths["cases"], filesystem=self.fs).to_pylist()
+        except (pa.ArrowException, OSError):
+            return None
+        if len(rows) != 1 or rows[0]["status"] not in ("ok", "diverged"):
+            return None
+        return summarise(rows[0], cases)
 
     def finished_ids(self) -> set[str]:
         """Trials with a stored, readable result that need not run again (``ok`` or

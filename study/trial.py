@@ -29,7 +29,7 @@ from study.data.registry import DATASETS, DatasetInfo
 from study.evaluate import evaluate_segmentation
 from study.inference import sliding_window_logits
 from study.models import build_model
-from study.results import ResultStore, identity_columns
+from study.results import ResultStore, identity_columns, summarise
 from study.techniques import build_objective
 from study.trials import Trial, canonical_json, trial_id
 
@@ -273,15 +273,4 @@ def run_trial(param: dict[str, Any], options: RunOptions, session: Session | Non
     identity = identity_columns(param)
     store.write_trial(row, [{**identity, **r, "status": row["status"]} for r in case_rows])
     return summarise(row, case_rows)
-
-
-def summarise(row: dict[str, Any], case_rows: list[dict]) -> dict[str, Any]:
-    """Final metrics reported to Tune: status and mean raw/post-processed DSC over cases."""
-    summary = {"status": row["status"], "iterations_done": row["iterations_done"],
-               "train_seconds": row["train_seconds"]}
-    for postprocessed, suffix in ((False, "raw"), (True, "pp")):
-        values = [r["dsc"] for r in case_rows
-                  if r["postprocessed"] == postprocessed and not math.isnan(r["dsc"])]
-        summary[f"dsc_{suffix}"] = float(np.mean(values)) if values else math.nan
-    return summary
 

@@ -101,11 +101,9 @@ class Trial:
         return trial
 
 
-def expand(spec: StudySpec) -> list[Trial]:
-    """All trials of a study, ordered by fraction, technique, setting, seed.
-
-    Raises ``ValueError`` if two entries of the study describe the same trial.
-    """
+def trial_config(spec: StudySpec, fraction: float, technique: str, hp: dict[str, float],
+                 seed: int) -> dict[str, Any]:
+    """The canonical identity config of one trial of ``spec``."""
     dataset = {"name": spec.dataset.name, "test_cases": spec.dataset.test_cases}
     if spec.dataset.synthetic:
         dataset["synthetic"] = dict(spec.dataset.synthetic)
@@ -116,23 +114,30 @@ def expand(spec: StudySpec) -> list[Trial]:
         "lr": spec.training.lr,
         "fg_fraction": spec.training.fg_fraction,
     }
+    config = {
+        "dataset": dataset,
+        "fraction": fraction,
+        "model": {"name": spec.model, "preset": spec.model_preset},
+        "technique": technique,
+        "hp": {name: float(value) for name, value in hp.items()},
+        "seed": seed,
+        "training": training,
+    }
+    return json.loads(canonical_json(config))
+
+
+def expand(spec: StudySpec) -> list[Trial]:
+    """All trials of a study, ordered by fraction, technique, setting, seed.
+
+    Raises ``ValueError`` if two entries of the study describe the same trial.
+    """
     trials: dict[str, Trial] = {}
     for fraction in spec.fractions:
         for run in spec.techniques:
             shown = _varying(run.settings)
-            for setting in run.settings:
-                hp = {name: float(value) for name, value in setting.items()}
+            for hp in run.settings:
                 for seed in spec.seeds:
-                    config = {
-                        "dataset": dataset,
-                        "fraction": fraction,
-                        "model": {"name": spec.model, "preset": spec.model_preset},
-                        "technique": run.technique,
-                        "hp": hp,
-                        "seed": seed,
-                        "training": training,
-                    }
-                    config = json.loads(canonical_json(config))
+                    config = trial_config(spec, fraction, run.technique, hp, seed)
                     tid = trial_id(config)
                     if tid in trials:
                         raise ValueError(

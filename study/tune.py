@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 import pyarrow.fs as pafs
+from ray import tune
 
 from study.results import ResultStore
 from study.trial import RunOptions, run_trial
@@ -39,7 +40,7 @@ def study_uri(storage: str, study: str) -> str:
     return f"{str(storage).rstrip('/')}/{study}"
 
 
-def _filesystem(uri: str) -> tuple[pafs.FileSystem, str]:
+def filesystem(uri: str) -> tuple[pafs.FileSystem, str]:
     if "://" in uri:
         return pafs.FileSystem.from_uri(uri)
     return pafs.LocalFileSystem(), str(Path(uri).resolve())
@@ -49,8 +50,6 @@ class TuneSession:
     """``study.trial.Session`` backed by Ray Tune's report/checkpoint API (Ray >= 2.40)."""
 
     def restore(self) -> bytes | None:
-        from ray import tune
-
         checkpoint = tune.get_checkpoint()
         if checkpoint is None:
             return None
@@ -58,8 +57,6 @@ class TuneSession:
             return (Path(directory) / CHECKPOINT_FILE).read_bytes()
 
     def report(self, metrics: dict[str, Any], checkpoint: bytes | None = None) -> None:
-        from ray import tune
-
         if checkpoint is None:
             tune.report(metrics)
             return
@@ -70,10 +67,12 @@ class TuneSession:
 
 def _trainable(options: RunOptions) -> Callable[[dict], None]:
     def trainable(config: dict) -> None:
-        from ray import tune
-
-        summary = run_trial(config["trial"], options, TuneSession())
-        tune.report({**summary, "done_trial": True})
+        param = config["trial"]
+        stored = ResultStore(options.results_uri).stored_summary(param["trial_id"])
+        if stored is not None:  # finished before a driver restart rolled Tune back
+            tune.report({**stored, "stored": True})
+            return
+        tune.report(run_trial(param, options, TuneSession()))
 
     return trainable
 
@@ -89,14 +88,14 @@ class Plan:
     gpus_per_trial: float
 
     def save(self, uri: str) -> None:
-        fs, root = _filesystem(uri)
+        fs, root = filesystem(uri)
         fs.create_dir(root, recursive=True)
         with fs.open_output_stream(f"{root}/study.json") as stream:
             stream.write(json.dumps(asdict(self), indent=1).encode())
 
     @classmethod
     def load(cls, uri: str) -> Plan:
-        fs, root = _filesystem(uri)
+        fs, root = filesystem(uri)
         path = f"{root}/study.json"
         if fs.get_file_info(path).type == pafs.FileType.NotFound:
             raise FileNotFoundError(f"{path}: no launched study here (run `study launch` first)")
@@ -115,32 +114,38 @@ def ensure_ray(address: str | None, num_cpus: int | None = None) -> None:
         ray.init(num_cpus=num_cpus, include_dashboard=False, log_to_driver=False)
 
 
-class _Progress:
-    """Prints one line per finished trial: ``[3/14] asym_focal γ = 2 f=0.5: DSC ...``."""
+class Progress(tune.Callback):
+    """Prints one line per finished trial: ``[3/14] asym_focal γ = 2 fraction 0.5 ...``.
 
-    def __init__(self, total: int, done: int, printer: Callable[[str], None]):
-        from ray import tune
+    Tune pickles callbacks with the experiment and re-applies them on restore, so the count
+    of finished trials is re-read from the result store whenever an experiment (re)starts.
+    """
 
-        outer = self
+    def __init__(self, plan: Plan, uri: str, printer: Callable[[str], None]):
+        self.total, self.uri, self.printer = len(plan.trials), uri, printer
+        self.plan_ids = {t["trial_id"] for t in plan.trials}
+        self.done, self.start = 0, time.monotonic()
 
-        class Callback(tune.Callback):
-            def on_trial_complete(self, iteration, trials, trial, **info):
-                outer.finished(trial.config["trial"], trial.last_result or {})
-
-            def on_trial_error(self, iteration, trials, trial, **info):
-                outer.finished(trial.config["trial"], {"status": "failed (see study status)"})
-
-        self.callback = Callback()
-        self.total, self.done, self.printer = total, done, printer
+    def setup(self, **info) -> None:
+        self.done = len(self.plan_ids & ResultStore(f"{self.uri}/results").finished_ids())
         self.start = time.monotonic()
 
-    def finished(self, param: dict, result: dict) -> None:
-        self.done += 1
+    def on_trial_complete(self, iteration, trials, trial, **info) -> None:
+        self._finished(trial.config["trial"], trial.last_result or {})
+
+    def on_trial_error(self, iteration, trials, trial, **info) -> None:
+        self._finished(trial.config["trial"], {"status": "failed (see `study status`)"})
+
+    def _finished(self, param: dict, result: dict) -> None:
         config = param["config"]
         status = result.get("status", "?")
         scores = ""
         if status == "ok":
             scores = f"DSC {result['dsc_raw']:.3f} (post-processed {result['dsc_pp']:.3f})"
+        if result.get("stored"):  # finished before a restart: counted in setup()
+            status = "already stored,"
+        else:
+            self.done += 1
         self.printer(
             f"[{self.done}/{self.total}] {config['technique']} {param['param_label']} "
             f"fraction {config['fraction']:g} seed {config['seed']}: {status} {scores} "
@@ -150,19 +155,16 @@ class _Progress:
 
 def _run_experiment(plan: Plan, uri: str, pending: list[dict], restore_path: str | None,
                     printer: Callable[[str], None], max_failures: int) -> None:
-    from ray import tune
-
     options = RunOptions(**plan.options)
     trainable = tune.with_resources(
         _trainable(options), {"cpu": plan.cpus_per_trial, "gpu": plan.gpus_per_trial}
     )
-    done_before = len(plan.trials) - len(pending)
-    progress = _Progress(len(plan.trials), done_before, printer)
+    progress = Progress(plan, uri, printer)
     if restore_path is not None:
         tuner = tune.Tuner.restore(restore_path, trainable, resume_unfinished=True,
                                    resume_errored=True)
     else:
-        fs, root = _filesystem(f"{uri}/tune")
+        fs, root = filesystem(f"{uri}/tune")
         name = datetime.now(timezone.utc).strftime("run-%Y%m%d-%H%M%S")
         tuner = tune.Tuner(
             trainable,
@@ -177,7 +179,7 @@ def _run_experiment(plan: Plan, uri: str, pending: list[dict], restore_path: str
                 storage_filesystem=fs,
                 failure_config=tune.FailureConfig(max_failures=max_failures),
                 checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
-                callbacks=[progress.callback],
+                callbacks=[progress],
                 verbose=0,
             ),
         )
@@ -185,9 +187,7 @@ def _run_experiment(plan: Plan, uri: str, pending: list[dict], restore_path: str
 
 
 def _latest_experiment(uri: str) -> str | None:
-    from ray import tune
-
-    fs, root = _filesystem(f"{uri}/tune")
+    fs, root = filesystem(f"{uri}/tune")
     if fs.get_file_info(root).type != pafs.FileType.Directory:
         return None
     runs = sorted(info.path for info in fs.get_file_info(pafs.FileSelector(root))
