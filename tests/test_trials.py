@@ -11,6 +11,7 @@ import pytest
 from study.trials import canonical_json, expand, param_label, trial_id
 
 DEMO = "search_spaces/studies/demo.yaml"
+GOLDEN_ID = "0a4c5c4631d66713"  # sha256 of the canonical JSON below, first 16 hex digits
 
 
 def _ids_in_subprocess(path: str) -> list[str]:
@@ -51,6 +52,13 @@ def test_trial_id_changes_with_any_identity_field(tiny_spec):
             target = target[key]
         target[path[-1]] = value
         assert trial_id(changed) != base, path
+
+
+def test_trial_id_of_a_fixed_config_never_changes():
+    """Golden value: changing the canonical form would orphan every stored result."""
+    config = {"dataset": {"name": "synthetic-brats", "test_cases": 8}, "fraction": 0.1,
+              "hp": {"gamma": 2.0}, "seed": 0, "technique": "asym_focal"}
+    assert trial_id(config) == GOLDEN_ID
 
 
 def test_trial_id_rejects_non_finite_values():

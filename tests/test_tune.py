@@ -38,7 +38,8 @@ def test_tune_run_writes_exactly_one_row_per_trial(launched, tiny_spec):
 
 
 def test_relaunch_and_resume_repeat_no_finished_work(launched, tiny_spec):
-    """Launching again runs nothing; resume after losing one trial's results reruns only it."""
+    """Launching again runs nothing; after one trial's results are damaged (truncated cases
+    file), resume detects it and reruns that trial only."""
     storage, options, _, _ = launched
     results = Path(options.results_uri)
     kept, lost = sorted((results / "trials").glob("*.parquet"))
@@ -46,10 +47,12 @@ def test_relaunch_and_resume_repeat_no_finished_work(launched, tiny_spec):
     lines: list[str] = []
     assert tune.launch(expand(tiny_spec), storage, options, printer=lines.append) == []
     assert "2 already done, 0 to run" in lines[0]
-    lost.unlink()
-    (results / "cases" / lost.name).unlink()
+    damaged = results / "cases" / lost.name
+    damaged.write_bytes(damaged.read_bytes()[:64])
+    lost_mtime = lost.stat().st_mtime_ns
     assert tune.resume("tiny", storage, printer=lines.append) == []
-    assert lost.exists() and kept.stat().st_mtime_ns == kept_mtime
+    assert any("1 already done, 1 to run" in line for line in lines)
+    assert lost.stat().st_mtime_ns > lost_mtime and kept.stat().st_mtime_ns == kept_mtime
     assert len(ResultStore(options.results_uri).cases()) == 8
 
 
