@@ -4,6 +4,7 @@ Layout under a study's results URI (a local path or any pyarrow filesystem URI, 
 
     <results>/cases/<trial_id>.parquet    one row per (test case, class, postprocessed)
     <results>/trials/<trial_id>.parquet   one row per trial
+    <results>/running/<trial_id>.json     heartbeat of a trial in progress (for `study status`)
 
 Exactly once, whole or not at all: a trial's rows are one file per table named by its
 ``trial_id``; each file is written to a hidden temporary name (``.tmp-...``, which Parquet
@@ -15,9 +16,11 @@ results are complete; readers join on it.
 
 from __future__ import annotations
 
+import json
 import math
 import uuid
 from collections.abc import Sequence
+from datetime import datetime, timezone
 from typing import Any
 
 import pandas as pd
@@ -192,6 +195,35 @@ class ResultStore:
         if len(rows) != 1 or rows[0]["status"] not in ("ok", "diverged"):
             return None
         return summarise(rows[0], cases)
+
+    def beat(self, trial_id: str, host: str, started_at: str) -> None:
+        """Record that ``trial_id`` is running now (``running/<trial_id>.json``)."""
+        directory = self._dir("running")
+        self.fs.create_dir(directory, recursive=True)
+        beat = {"host": host, "started_at": started_at,
+                "updated_at": datetime.now(timezone.utc).isoformat()}
+        with self.fs.open_output_stream(f"{directory}/{trial_id}.json") as stream:
+            stream.write(json.dumps(beat).encode())
+
+    def end_beat(self, trial_id: str) -> None:
+        path = f"{self._dir('running')}/{trial_id}.json"
+        if self.fs.get_file_info(path).type == pafs.FileType.File:
+            self.fs.delete_file(path)
+
+    def beats(self) -> dict[str, dict[str, str]]:
+        """The last heartbeat of every trial that started and has not ended cleanly."""
+        directory = self._dir("running")
+        if self.fs.get_file_info(directory).type != pafs.FileType.Directory:
+            return {}
+        beats = {}
+        for info in self.fs.get_file_info(pafs.FileSelector(directory)):
+            if info.base_name.endswith(".json"):
+                try:
+                    with self.fs.open_input_stream(info.path) as stream:
+                        beats[info.base_name[:-5]] = json.loads(stream.read())
+                except (OSError, ValueError):
+                    continue  # a beat being rewritten right now
+        return beats
 
     def finished_ids(self) -> set[str]:
         """Trials with a stored, readable result that need not run again (``ok`` or

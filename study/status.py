@@ -2,25 +2,39 @@
 
 from __future__ import annotations
 
+from datetime import datetime, timedelta, timezone
+
 import pandas as pd
 
 from study.results import ResultStore
 
-STATES = ("done", "diverged", "failed", "pending")
+STATES = ("done", "running", "pending", "failed", "diverged")
+RUNNING_TIMEOUT = timedelta(minutes=15)  # a heartbeat older than this is a lost trial
 
 
-def status_table(plan, results_uri: str) -> tuple[pd.DataFrame, list[tuple[str, str]]]:
-    """Counts per (dataset, fraction, technique) of trials done/diverged/failed/pending
-    (pending includes running trials) and the (trial id, error) of each failed trial."""
-    stored = ResultStore(results_uri).trials().set_index("trial_id")
+def _state(tid: str, stored: pd.DataFrame, beats: dict, now: datetime) -> str:
+    status = stored.at[tid, "status"] if tid in stored.index else None
+    if status in ("ok", "diverged"):
+        return {"ok": "done"}.get(status, status)
+    beat = beats.get(tid)
+    if beat and now - datetime.fromisoformat(beat["updated_at"]) < RUNNING_TIMEOUT:
+        return "running"  # also a failed trial that Tune is retrying
+    return "failed" if status == "failed" else "pending"
+
+
+def status_table(plan, results_uri: str, now: datetime | None = None
+                 ) -> tuple[pd.DataFrame, list[tuple[str, str]]]:
+    """Counts per (dataset, fraction, technique) of trials done / running (heartbeat within
+    ``RUNNING_TIMEOUT``) / pending / failed / diverged, and (trial id, error) per failure."""
+    store = ResultStore(results_uri)
+    stored, beats = store.trials().set_index("trial_id"), store.beats()
+    now = now or datetime.now(timezone.utc)
     rows, failures = [], []
     for param in plan.trials:
         config, tid = param["config"], param["trial_id"]
-        state = "pending"
-        if tid in stored.index:
-            state = {"ok": "done"}.get(stored.at[tid, "status"], stored.at[tid, "status"])
-            if state == "failed":
-                failures.append((tid, stored.at[tid, "error"]))
+        state = _state(tid, stored, beats, now)
+        if state == "failed":
+            failures.append((tid, stored.at[tid, "error"]))
         rows.append({"dataset": config["dataset"]["name"], "fraction": config["fraction"],
                      "technique": config["technique"], "state": state})
     frame = pd.DataFrame(rows)

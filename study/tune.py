@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import tempfile
 import time
 from collections.abc import Callable
@@ -47,7 +48,13 @@ def filesystem(uri: str) -> tuple[pafs.FileSystem, str]:
 
 
 class TuneSession:
-    """``study.trial.Session`` backed by Ray Tune's report/checkpoint API (Ray >= 2.40)."""
+    """``study.trial.Session`` backed by Ray Tune's report/checkpoint API (Ray >= 2.40).
+
+    With a ``beat`` callable, every report also refreshes the trial's heartbeat.
+    """
+
+    def __init__(self, beat: Callable[[], None] | None = None):
+        self.beat = beat
 
     def restore(self) -> bytes | None:
         checkpoint = tune.get_checkpoint()
@@ -57,6 +64,8 @@ class TuneSession:
             return (Path(directory) / CHECKPOINT_FILE).read_bytes()
 
     def report(self, metrics: dict[str, Any], checkpoint: bytes | None = None) -> None:
+        if self.beat is not None:
+            self.beat()
         if checkpoint is None:
             tune.report(metrics)
             return
@@ -72,7 +81,18 @@ def _trainable(options: RunOptions) -> Callable[[dict], None]:
         if stored is not None:  # finished before a driver restart rolled Tune back
             tune.report({**stored, "stored": True})
             return
-        tune.report(run_trial(param, options, TuneSession()))
+        store, trial_id = ResultStore(options.results_uri), param["trial_id"]
+        started = datetime.now(timezone.utc).isoformat()
+
+        def beat() -> None:
+            store.beat(trial_id, socket.gethostname(), started)
+
+        beat()
+        try:
+            summary = run_trial(param, options, TuneSession(beat))
+        finally:
+            store.end_beat(trial_id)
+        tune.report(summary)
 
     return trainable
 

@@ -63,4 +63,5 @@ def test_status_command_counts_trials(launched):
     out = subprocess.run([sys.executable, "-m", "study.cli", "status", "tiny", "--storage",
                           storage], capture_output=True, text=True, check=True, env=env)
     assert "asym_focal" in out.stdout and "vanilla" in out.stdout
-    assert out.stdout.split("\n")[0].split()[-4:] == ["done", "diverged", "failed", "pending"]
+    assert out.stdout.split("\n")[0].split()[-5:] == [
+        "done", "running", "pending", "failed", "diverged"]
