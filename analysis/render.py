@@ -1,52 +1,539 @@
-"""Render a sensitivity table as the papers print it (000 Table IV): one decimal, the method
-named once per group, rows worse than the baseline marked (▼ in Markdown; the papers shade
-them gray)."""
+"""Render the tables as the papers print them: Markdown, LaTeX (booktabs), HTML, CSV.
+
+Every table is first laid out as a ``Grid`` (header rows with spans, body rows of ``Cell``s
+that may be bold, underlined or shaded, block titles, notes); one backend per format prints a
+grid. Numbers have one decimal, as in the papers; ``—`` marks a value that does not exist.
+
+* Markdown: shaded rows of a sensitivity table are marked ``▼`` in a first column (Markdown
+  has no shading), shaded comparison cells carry ``▼`` before the DSC; bold is ``**x**`` and
+  underline ``<ins>x</ins>``.
+* LaTeX: a ``table`` float with ``booktabs`` rules, ``\\cellcolor{gray!25}`` shading,
+  ``\\textbf``/``\\underline``; it needs ``\\usepackage{booktabs}`` and
+  ``\\usepackage[table]{xcolor}`` (``latex_document`` writes a complete, compilable file).
+* HTML: a ``<table>`` fragment with classes ``worse``, ``best``, ``second``; ``html_page``
+  wraps fragments into a standalone, styled page.
+* CSV: the table's columns with numbers printed to one decimal (p-values to 3 significant
+  digits) and the flags as columns.
+"""
 
 from __future__ import annotations
 
+import html as html_lib
 import math
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Literal
 
 import pandas as pd
 
-COLUMNS = (("dsc", "DSC"), ("sensitivity", "SEN"), ("precision", "PRC"), ("hd95", "HD"))
+from analysis.tables import fraction_label
+
 WORSE_MARK = "▼"
+MISSING = "—"
+HD_LEFT_OUT = "†"
+METRIC_COLUMNS = (("dsc", "DSC"), ("sensitivity", "SEN"), ("precision", "PRC"), ("hd95", "HD"))
+COLUMNS = METRIC_COLUMNS  # kept for callers of the first version
+Emphasis = Literal["bold-underline", "paper"]
 
 
-def _number(value: float) -> str:
-    return "—" if value is None or not math.isfinite(value) else f"{value:.1f}"
+@dataclass
+class Cell:
+    """One table cell: its text and how it is emphasised; ``latex`` overrides the escaped
+    text in LaTeX (math, symbols)."""
+
+    text: str = ""
+    bold: bool = False
+    underline: bool = False
+    shade: bool = False
+    mark: bool = False  # Markdown: prefix WORSE_MARK (shading shown as a mark)
+    latex: str | None = None
 
 
-def _p(value: float) -> str:
-    if value is None or not math.isfinite(value):
+@dataclass
+class Grid:
+    """A table laid out for printing: ``header`` rows of ``(label, span)`` (the last row has
+    one entry per column), ``rows`` of cells or a block title (``str``, spans every column),
+    column ``align`` (``l``/``r``), ``notes`` printed under it, and optional row marks for
+    Markdown (``row_marks[i]`` marks body row ``i``)."""
+
+    caption: str
+    header: list[list[tuple[str, int]]]
+    rows: list[list[Cell] | str]
+    align: list[str]
+    notes: list[str] = field(default_factory=list)
+    row_marks: list[bool] | None = None
+    label: str = ""
+
+    @property
+    def width(self) -> int:
+        return len(self.align)
+
+
+# ---------------------------------------------------------------------------- numbers, text
+
+def number(value, decimals: int = 1) -> str:
+    """``50.4``; ``—`` for None/NaN; ``inf`` as ``∞``."""
+    if value is None or (isinstance(value, float) and math.isnan(value)) or value is pd.NA:
+        return MISSING
+    value = float(value)
+    if math.isinf(value):
+        return "∞" if value > 0 else "-∞"
+    return f"{value:.{decimals}f}"
+
+
+def p_text(value) -> str:
+    if value is None or pd.isna(value):
         return ""
     return "<0.001" if value < 0.001 else f"{value:.3f}"
 
 
-def markdown_rows(table: pd.DataFrame) -> list[str]:
-    """Body rows of one block (no header)."""
-    lines, previous = [], None
+def value_text(value) -> str:
+    """A hyperparameter value as the papers print it: ``0.2``, ``1e-5``, ``—`` when unused."""
+    if value is None or pd.isna(value):
+        return MISSING
+    return pretty_label(f"{float(value):g}")
+
+
+def pretty_label(label: str) -> str:
+    """``ε = 1e-05 l = 10`` -> ``ε = 1e-5 l = 10`` (exponents as the papers print them)."""
+    return re.sub(r"(\d)e([+-])0*(\d)", lambda m: f"{m[1]}e{'' if m[2] == '+' else '-'}{m[3]}",
+                  str(label))
+
+
+_LATEX_SPECIAL = {"&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_", "{": r"\{",
+                  "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}",
+                  "\\": r"\textbackslash{}"}
+_LATEX_UNICODE = {"γ": r"$\gamma$", "ε": r"$\epsilon$", "τ": r"$\tau$", "ν": r"$\nu$",
+                  "α": r"$\alpha$", "β": r"$\beta$", "λ": r"$\lambda$", "—": "---",
+                  "–": "--", "×": r"$\times$", "∞": r"$\infty$", "±": r"$\pm$",
+                  "†": r"$^\dagger$", "▼": r"$\blacktriangledown$", "≥": r"$\geq$",
+                  "≤": r"$\leq$", "<": r"$<$", ">": r"$>$", "Δ": r"$\Delta$",
+                  "|": r"$|$", "ẑ": r"$\hat{z}$", "·": r"$\cdot$"}
+_LATEX_SYMBOLS = {"γ": r"\gamma", "ε": r"\epsilon", "τ": r"\tau", "ν": r"\nu", "α": r"\alpha",
+                  "β": r"\beta", "λ": r"\lambda"}
+
+
+def latex_escape(text: str) -> str:
+    """Plain text as LaTeX source that pdflatex accepts (Greek letters in math mode)."""
+    out = []
+    for char in str(text):
+        out.append(_LATEX_SPECIAL.get(char) or _LATEX_UNICODE.get(char) or char)
+    return "".join(out).replace("$$", "")
+
+
+def latex_parameter(label: str) -> str:
+    """``γ = 0.5`` -> ``$\\gamma = 0.5$``; ``ε = 1e-05 l = 10`` -> ``$\\epsilon = 1e-5$ $l =
+    10$`` as 000 Table IV prints it; ``—`` -> ``---``."""
+    label = pretty_label(label)
+    pairs = re.findall(r"(\S+) = (\S+)", label)
+    if not pairs:
+        return latex_escape(label)
+    parts = []
+    for name, value in pairs:
+        symbol = _LATEX_SYMBOLS.get(name, latex_escape(name).replace("$", ""))
+        parts.append(f"${symbol} = {value}$")
+    return " ".join(parts)
+
+
+# ---------------------------------------------------------------------------- grids
+
+def _metric_cells(row, left_out: bool = False) -> list[Cell]:
+    cells = []
+    for column, _ in METRIC_COLUMNS:
+        text = number(getattr(row, column))
+        if column == "hd95" and left_out and text != MISSING:
+            cells.append(Cell(text + HD_LEFT_OUT, latex=text + r"$^\dagger$"))
+        else:
+            cells.append(Cell(text))
+    return cells
+
+
+def sensitivity_grid(blocks: dict[str, pd.DataFrame], caption: str, statistics: bool = True,
+                     label: str = "") -> Grid:
+    """000 Table IV: one block per entry of ``blocks`` (title -> ``sensitivity_table``), the
+    method named once per group, worse-than-baseline rows shaded. ``statistics`` adds the
+    columns the paper does not have: DSC std over cases, Holm-corrected p and cases x seeds."""
+    header = ["Method", "Parameter", *[name for _, name in METRIC_COLUMNS]]
+    if statistics:
+        header += ["DSC sd", "p (Holm)", "cases×seeds"]
+    rows: list[list[Cell] | str] = []
+    marks: list[bool] = []
+    any_left_out = False
+    for title, table in blocks.items():
+        rows.append(title)
+        marks.append(False)
+        previous = None
+        for row in table.itertuples(index=False):
+            shade = bool(row.worse_than_baseline)
+            left_out = getattr(row, "hd95_left_out", 0) > 0
+            any_left_out |= left_out
+            method = row.method if row.method != previous else ""
+            previous = row.method
+            cells = [Cell(method), Cell(pretty_label(row.parameter),
+                                        latex=latex_parameter(row.parameter)),
+                     *_metric_cells(row, left_out)]
+            if statistics:
+                seeds = f"{row.n_cases}×{row.n_seeds}"
+                if getattr(row, "n_diverged", 0):
+                    seeds += f" ({row.n_diverged} diverged)"
+                cells += [Cell(number(row.dsc_std)), Cell(p_text(row.p_value)), Cell(seeds)]
+            for cell in cells[1:]:
+                cell.shade = shade
+            rows.append(cells)
+            marks.append(shade)
+    notes = [f"Shaded ({WORSE_MARK} in Markdown): mean DSC below the vanilla baseline's. DSC, "
+             "SEN, PRC in %, HD = HD95 in mm; means over cases, then over seeds."]
+    if statistics:
+        notes.append("DSC sd: standard deviation over cases. p: two-sided Wilcoxon "
+                     "signed-rank test of DSC against the baseline over (case, seed) pairs, "
+                     "Holm-corrected within the block.")
+    if any_left_out:
+        notes.append(f"{HD_LEFT_OUT}: HD95 is infinite (empty prediction) or undefined for some "
+                     "(case, seed) pairs; they are left out of the HD mean (counts in the CSV).")
+    align = ["l", "l"] + ["r"] * (len(header) - 2)
+    return Grid(caption, [[(h, 1) for h in header]], rows, align, notes, marks, label)
+
+
+def _emphasis(rank, style: Emphasis) -> tuple[bool, bool]:
+    if rank is None or pd.isna(rank):
+        return False, False
+    if style == "paper":  # 001/000 captions: best and second bold, the best also underlined
+        return rank <= 2, rank == 1
+    return rank == 1, rank == 2  # best bold, second best underlined
+
+
+def emphasis_note(style: Emphasis) -> str:
+    if style == "paper":
+        return "Best and second best of each column in bold, the best also underlined."
+    return "Best of each column in bold, second best underlined."
+
+
+def comparison_grid(table: pd.DataFrame, caption: str, emphasis: Emphasis = "bold-underline",
+                    label: str = "") -> Grid:
+    """001 Tables II-IV: technique rows, one group of DSC/SEN/PRC/HD per training fraction;
+    cells of a fraction whose DSC is below the baseline's shaded; best and second best per
+    column emphasised (``emphasis``: ``"bold-underline"`` = best bold, second underlined;
+    ``"paper"`` = both bold, best also underlined, as the papers' captions say)."""
+    fractions = sorted(table["fraction"].unique())
+    header = [[("", 1)] + [(f"{fraction_label(f)} training", 4) for f in fractions],
+              [("Method", 1)] + [(name, 1) for f in fractions for _, name in METRIC_COLUMNS]]
+    rows: list[list[Cell] | str] = []
+    any_left_out = False
+    for _, group in table.groupby("technique", sort=False):
+        by_fraction = group.set_index("fraction")
+        cells = [Cell(group["method"].iloc[0])]
+        for f in fractions:
+            if f not in by_fraction.index:
+                cells += [Cell(MISSING) for _ in METRIC_COLUMNS]
+                continue
+            row = by_fraction.loc[f]
+            worse = bool(row["worse_than_baseline"])
+            left_out = row.get("hd95_left_out", 0) > 0
+            any_left_out |= left_out
+            for column, _ in METRIC_COLUMNS:
+                text = number(row[column])
+                latex = None
+                if column == "hd95" and left_out and text != MISSING:
+                    text, latex = text + HD_LEFT_OUT, text + r"$^\dagger$"
+                bold, underline = _emphasis(row.get(f"rank_{column}"), emphasis)
+                cells.append(Cell(text, bold, underline, shade=worse,
+                                  mark=worse and column == "dsc", latex=latex))
+        rows.append(cells)
+    notes = [f"Shaded ({WORSE_MARK} in Markdown): DSC below the vanilla baseline's at that "
+             "fraction. " + emphasis_note(emphasis) + " DSC, SEN, PRC in %, HD = HD95 in mm; "
+             "means over cases, then over seeds."]
+    if any_left_out:
+        notes.append(f"{HD_LEFT_OUT}: some (case, seed) pairs with infinite or undefined HD95 "
+                     "left out of the HD mean.")
+    align = ["l"] + ["r"] * (4 * len(fractions))
+    return Grid(caption, header, rows, align, notes, None, label)
+
+
+def best_hyperparameters_grid(table: pd.DataFrame, caption: str, label: str = "") -> Grid:
+    """000 Tables I-III: method and hyperparameter rows, one column per training fraction."""
+    fractions = [c for c in table.columns
+                 if c not in ("method", "technique", "hyperparameter", "column")]
+    header = [[("Method", 1), ("Hyperparameter", 1), *[(f"{f} data", 1) for f in fractions]]]
+    rows: list[list[Cell] | str] = []
+    previous = None
+    for _, row in table.iterrows():
+        method = row["method"] if row["method"] != previous else ""
+        previous = row["method"]
+        symbol = row["hyperparameter"]
+        rows.append([Cell(method), Cell(symbol, latex=latex_escape(symbol)),
+                     *[Cell(value_text(row[f])) for f in fractions]])
+    align = ["l", "l"] + ["r"] * len(fractions)
+    return Grid(caption, header, rows, align, [], None, label)
+
+
+def importance_grid(table: pd.DataFrame, caption: str, skipped: dict[str, str] | None = None,
+                    label: str = "") -> Grid:
+    """Hyperparameter importance: method, parameter, share of variance, completed trials."""
+    header = [[("Method", 1), ("Parameter", 1), ("Importance", 1), ("Trials", 1)]]
+    rows: list[list[Cell] | str] = []
+    previous = None
     for row in table.itertuples(index=False):
         method = row.method if row.method != previous else ""
         previous = row.method
-        mark = WORSE_MARK if row.worse_than_baseline else ""
-        cells = [mark, method, row.parameter, *[_number(getattr(row, c)) for c, _ in COLUMNS],
-                 _p(row.p_value), f"{row.n_cases}×{row.n_seeds}"]
-        lines.append("| " + " | ".join(cells) + " |")
-    return lines
+        rows.append([Cell(method), Cell(row.parameter, latex=latex_escape(row.parameter)),
+                     Cell(f"{row.importance:.2f}"), Cell(str(row.n_trials))])
+    notes = ["Importance: share of the variance of the trials' mean test DSC that optuna's "
+             "fANOVA evaluator attributes to the parameter (a technique's shares sum to 1)."]
+    for technique, reason in (skipped or {}).items():
+        notes.append(f"{technique}: skipped, {reason}.")
+    return Grid(caption, header, rows, ["l", "l", "r", "r"], notes, None, label)
 
+
+def logit_shift_grid(table: pd.DataFrame, caption: str, label: str = "") -> Grid:
+    """001 Fig. 3 (right) as a table: per setting, fraction, true class and logit the pooled
+    mean logit on training and test voxels and the shift of its magnitude."""
+    header = [[("Method", 1), ("Parameter", 1), ("Fraction", 1), ("Voxels of", 1),
+               ("Logit", 1), ("Train mean", 1), ("Test mean", 1), ("Δ|ẑ|", 1)]]
+    rows: list[list[Cell] | str] = []
+    previous = None
+    for row in table.itertuples(index=False):
+        method = row.method if row.method != previous else ""
+        previous = row.method
+        rows.append([Cell(method), Cell(pretty_label(row.parameter),
+                                        latex=latex_parameter(row.parameter)),
+                     Cell(fraction_label(row.fraction)), Cell(row.true_class),
+                     Cell(row.logit_class), Cell(number(row.train_mean, 2)),
+                     Cell(number(row.test_mean, 2)), Cell(number(row.shift, 2))])
+    notes = ["Δ|ẑ| = |ẑ_test| − |ẑ_train| (001 Fig. 3): negative when the test logits lie "
+             "closer to the decision boundary than the training logits. Seeds pooled."]
+    return Grid(caption, header, rows, ["l", "l", "r", "l", "l", "r", "r", "r"], notes, None,
+                label)
+
+
+# ---------------------------------------------------------------------------- Markdown
+
+def _md_escape(text: str) -> str:
+    return str(text).replace("|", r"\|")
+
+
+def _md_cell(cell: Cell) -> str:
+    text = _md_escape(cell.text)
+    if not text:
+        return text
+    if cell.underline:
+        text = f"<ins>{text}</ins>"
+    if cell.bold:
+        text = f"**{text}**"
+    if cell.mark:
+        text = f"{WORSE_MARK} {text}"
+    return text
+
+
+def _flat_header(grid: Grid) -> list[str]:
+    labels = [""] * grid.width
+    for header_row in grid.header:
+        column = 0
+        for name, span in header_row:
+            for k in range(column, column + span):
+                labels[k] = f"{labels[k]} {name}".strip() if name else labels[k]
+            column += span
+    return labels
+
+
+def to_markdown(grid: Grid) -> str:
+    """A GitHub-flavoured Markdown table with the caption above and notes below."""
+    marks = grid.row_marks is not None
+    header = ([""] if marks else []) + [_md_escape(h) for h in _flat_header(grid)]
+    rule = (["---"] if marks else []) + ["---" if a == "l" else "---:" for a in grid.align]
+    lines = [grid.caption, "", "| " + " | ".join(header) + " |", "|" + "|".join(rule) + "|"]
+    for i, row in enumerate(grid.rows):
+        if isinstance(row, str):
+            cells = ([""] if marks else []) + [f"**{_md_escape(row)}**"] + [""] * (grid.width - 1)
+        else:
+            mark = WORSE_MARK if marks and grid.row_marks[i] else ""
+            cells = ([mark] if marks else []) + [_md_cell(c) for c in row]
+        lines.append("| " + " | ".join(cells) + " |")
+    if grid.notes:
+        lines += ["", *[" ".join(grid.notes)]]
+    return "\n".join(lines) + "\n"
+
+
+# ---------------------------------------------------------------------------- LaTeX
+
+LATEX_PACKAGES = (r"\usepackage{booktabs}", r"\usepackage[table]{xcolor}")
+SHADE = r"\cellcolor{gray!25}"
+
+
+def _latex_cell(cell: Cell) -> str:
+    text = cell.latex if cell.latex is not None else latex_escape(cell.text)
+    if cell.underline and text:
+        text = rf"\underline{{{text}}}"
+    if cell.bold and text:
+        text = rf"\textbf{{{text}}}"
+    if cell.shade:
+        text = SHADE + text
+    return text
+
+
+def to_latex(grid: Grid) -> str:
+    """A ``table`` float: booktabs rules, shaded cells, bold/underline; needs the packages in
+    ``LATEX_PACKAGES``."""
+    lines = ["% " + "  ".join(LATEX_PACKAGES), r"\begin{table}[htbp]", r"\centering",
+             rf"\caption{{{latex_escape(grid.caption)}}}"]
+    if grid.label:
+        lines.append(rf"\label{{{grid.label}}}")
+    lines += [r"\small", rf"\begin{{tabular}}{{{''.join(grid.align)}}}", r"\toprule"]
+    for depth, header_row in enumerate(grid.header):
+        cells, rules, column = [], [], 1
+        last = depth == len(grid.header) - 1
+        for name, span in header_row:
+            text = latex_escape(name)
+            if span > 1:
+                cells.append(rf"\multicolumn{{{span}}}{{c}}{{{text}}}")
+                rules.append(rf"\cmidrule(lr){{{column}-{column + span - 1}}}")
+            else:
+                cells.append(text)
+            column += span
+        lines.append(" & ".join(cells) + r" \\")
+        if rules and not last:
+            lines.append(" ".join(rules))
+    lines.append(r"\midrule")
+    for i, row in enumerate(grid.rows):
+        if isinstance(row, str):
+            if i:
+                lines.append(r"\midrule")
+            lines.append(rf"\multicolumn{{{grid.width}}}{{l}}{{\textit{{{latex_escape(row)}}}}}"
+                         r" \\")
+            lines.append(r"\midrule")
+        else:
+            lines.append(" & ".join(_latex_cell(c) for c in row) + r" \\")
+    lines += [r"\bottomrule", r"\end{tabular}"]
+    if grid.notes:
+        lines += [r"\par\smallskip", r"\begin{minipage}{0.95\linewidth}\footnotesize",
+                  latex_escape(" ".join(grid.notes)), r"\end{minipage}"]
+    lines.append(r"\end{table}")
+    return "\n".join(lines) + "\n"
+
+
+def latex_document(fragments: Sequence[str], title: str = "") -> str:
+    """A complete LaTeX document (article, landscape-wide text block) holding ``fragments``
+    (outputs of ``to_latex``); compiles with pdflatex."""
+    head = [r"\documentclass{article}", r"\usepackage[margin=1.5cm,landscape]{geometry}",
+            r"\usepackage[T1]{fontenc}", r"\usepackage{amssymb}", *LATEX_PACKAGES,
+            r"\begin{document}"]
+    if title:
+        head.append(rf"\section*{{{latex_escape(title)}}}")
+    body = [f"{f}\n\\clearpage" if i % 3 == 2 else f for i, f in enumerate(fragments)]
+    return "\n".join([*head, *body, r"\end{document}"]) + "\n"
+
+
+# ---------------------------------------------------------------------------- HTML
+
+HTML_STYLE = """
+body { font-family: system-ui, -apple-system, "Segoe UI", sans-serif; margin: 2rem auto;
+       max-width: 78rem; padding: 0 1rem; color: #1b1b1b; line-height: 1.45; }
+h1, h2, h3 { font-weight: 600; } h2 { border-bottom: 1px solid #ddd; padding-bottom: .2rem; }
+table.paper { border-collapse: collapse; margin: 1rem 0 .3rem; font-size: .9rem;
+              font-variant-numeric: tabular-nums; }
+table.paper caption { caption-side: top; text-align: left; font-weight: 600;
+                      padding-bottom: .4rem; }
+table.paper thead tr:first-child th { border-top: 2px solid #000; }
+table.paper thead tr:last-child th { border-bottom: 1px solid #000; }
+table.paper tbody tr:last-child td { border-bottom: 2px solid #000; }
+table.paper th, table.paper td { padding: .18rem .6rem; }
+table.paper th.group { border-bottom: 1px solid #777; }
+table.paper td.r, table.paper th.r { text-align: right; }
+table.paper td.l, table.paper th.l { text-align: left; }
+table.paper td.worse { background: #d9d9d9; }
+table.paper td.block { font-style: italic; border-top: 1px solid #000;
+                       border-bottom: 1px solid #000; }
+table.paper .best { font-weight: 700; } table.paper .second { text-decoration: underline; }
+p.note { font-size: .82rem; color: #444; max-width: 60rem; margin-top: .2rem; }
+.warn { background: #fff4ce; border-left: 4px solid #e0b000; padding: .5rem .8rem; }
+figure { margin: 1rem 0 2rem; } figure img { max-width: 100%; border: 1px solid #eee; }
+figcaption { font-size: .85rem; color: #444; }
+"""
+
+
+def _html_cell(cell: Cell, align: str) -> str:
+    text = html_lib.escape(cell.text)
+    if cell.underline and text:
+        text = f"<u>{text}</u>"
+    if cell.bold and text:
+        text = f"<strong>{text}</strong>"
+    classes = [align] + (["worse"] if cell.shade else [])
+    return f'<td class="{" ".join(classes)}">{text}</td>'
+
+
+def to_html(grid: Grid) -> str:
+    """A ``<table class="paper">`` fragment with caption, and the notes as a paragraph."""
+    ident = f' id="{html_lib.escape(grid.label)}"' if grid.label else ""
+    lines = [f'<table class="paper"{ident}>',
+             f"<caption>{html_lib.escape(grid.caption)}</caption>", "<thead>"]
+    for header_row in grid.header:
+        cells, column = [], 0
+        for name, span in header_row:
+            align = grid.align[column] if span == 1 else "c"
+            group = ' class="group"' if span > 1 else f' class="{align}"'
+            colspan = f' colspan="{span}"' if span > 1 else ""
+            cells.append(f"<th{group}{colspan}>{html_lib.escape(name)}</th>")
+            column += span
+        lines.append("<tr>" + "".join(cells) + "</tr>")
+    lines += ["</thead>", "<tbody>"]
+    for row in grid.rows:
+        if isinstance(row, str):
+            lines.append(f'<tr><td class="block" colspan="{grid.width}">'
+                         f"{html_lib.escape(row)}</td></tr>")
+        else:
+            lines.append("<tr>" + "".join(_html_cell(c, a) for c, a in
+                                          zip(row, grid.align, strict=True)) + "</tr>")
+    lines += ["</tbody>", "</table>"]
+    if grid.notes:
+        lines.append(f'<p class="note">{html_lib.escape(" ".join(grid.notes))}</p>')
+    return "\n".join(lines) + "\n"
+
+
+def html_page(title: str, body: str | Sequence[str]) -> str:
+    """A standalone HTML5 page (inline CSS, no external resources) around ``body``."""
+    if not isinstance(body, str):
+        body = "\n".join(body)
+    return ("<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n"
+            "<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\n"
+            f"<title>{html_lib.escape(title)}</title>\n<style>{HTML_STYLE}</style>\n"
+            f"</head>\n<body>\n<h1>{html_lib.escape(title)}</h1>\n{body}\n</body>\n</html>\n")
+
+
+# ---------------------------------------------------------------------------- CSV
+
+ONE_DECIMAL = ("dsc", "sensitivity", "precision", "hd95", "hd95_max", "dsc_std",
+               "dsc_seed_std", "score")
+TWO_DECIMALS = ("train_mean", "train_std", "test_mean", "test_std", "shift", "importance")
+
+
+def to_csv(table: pd.DataFrame) -> str:
+    """The table as CSV with the metrics printed to one decimal (as the papers), logit
+    statistics and importances to two, p-values to three significant digits; every other
+    column as it is (flags, counts, hyperparameter values)."""
+    out = table.copy()
+    for column in out.columns:
+        if column in ONE_DECIMAL:
+            out[column] = out[column].map(lambda v: "" if pd.isna(v) else f"{v:.1f}")
+        elif column in TWO_DECIMALS:
+            out[column] = out[column].map(lambda v: "" if pd.isna(v) else f"{v:.2f}")
+        elif column == "p_value":
+            out[column] = out[column].map(lambda v: "" if pd.isna(v) else f"{v:.3g}")
+    return out.to_csv(index=False, lineterminator="\n")
+
+
+# ---------------------------------------------------------------------------- shortcuts
 
 def markdown(blocks: dict[str, pd.DataFrame], caption: str) -> str:
-    """A Markdown table with one block per entry of ``blocks`` (e.g. w/ and w/o
+    """A Markdown sensitivity table with one block per entry of ``blocks`` (e.g. w/ and w/o
     post-processing), as 000 Table IV."""
-    header = ["", "Method", "Parameter", *[label for _, label in COLUMNS], "p (Holm)",
-              "cases×seeds"]
-    lines = [caption, "", "| " + " | ".join(header) + " |",
-             "|" + "|".join(["---"] * 3 + ["---:"] * (len(header) - 3)) + "|"]
-    for title, table in blocks.items():
-        lines.append("| | **" + title + "** |" + " |" * (len(header) - 2))
-        lines.extend(markdown_rows(table))
-    lines += ["", f"{WORSE_MARK}: mean DSC below the vanilla baseline's (shaded in the papers). "
-              "DSC, SEN, PRC in %, HD = HD95 in mm, means over cases then seeds; p: paired "
-              "Wilcoxon signed-rank test of DSC against the baseline over (case, seed) pairs, "
-              "Holm-corrected within the block."]
-    return "\n".join(lines) + "\n"
+    return to_markdown(sensitivity_grid(blocks, caption))
+
+
+def latex(blocks: dict[str, pd.DataFrame], caption: str) -> str:
+    """The LaTeX ``table`` of a sensitivity analysis (see ``markdown``)."""
+    return to_latex(sensitivity_grid(blocks, caption))
+
+
+def html(blocks: dict[str, pd.DataFrame], caption: str) -> str:
+    """A standalone HTML page holding the sensitivity table (see ``markdown``)."""
+    return html_page(caption, to_html(sensitivity_grid(blocks, caption)))

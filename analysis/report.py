@@ -1,52 +1,469 @@
-"""Write a study's report folder: one sensitivity table per (dataset, model, fraction, class)
-with and without post-processing, as Markdown and CSV, and an index linking them."""
+"""Write a study's report folder: every table (Markdown, LaTeX, HTML, CSV) and figure (PNG,
+SVG), with ``index.md`` and ``index.html`` linking all of them.
+
+Per (dataset, model, class): the comparison of techniques across training fractions at their
+chosen settings, with and without post-processing (001 Tables II-IV), the chosen
+hyperparameters (000 Tables I-III), hyperparameter importance (fANOVA), one sensitivity table
+per fraction with both blocks (000 Table IV), and the figures. Per (dataset, model): the logit
+shift table and figures. Works on partial results: what cannot be built yet (no baseline, one
+trial, ...) is listed under "What is missing" instead of stopping the report.
+
+Layout of ``out_dir``: tables flat (``sensitivity_<dataset>_<model>_<fraction>_<class>.md``,
+``.tex``, ``.html``, ``.csv``...), ``figures/`` (``.png`` and ``.svg``), ``tables.tex`` (a
+complete LaTeX document with every table), ``index.md`` and ``index.html``.
+"""
 
 from __future__ import annotations
 
+import html as html_lib
+import time
+from collections.abc import Callable, Collection, Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pandas as pd
 
-from analysis.render import markdown
-from analysis.tables import sensitivity_table
+from analysis import figures as fig
+from analysis.importance import hyperparameter_importance
+from analysis.load import Results, check_cases
+from analysis.logits import logit_histograms, logit_shift_table
+from analysis.render import (
+    Emphasis,
+    Grid,
+    best_hyperparameters_grid,
+    comparison_grid,
+    html_page,
+    importance_grid,
+    latex_document,
+    logit_shift_grid,
+    pretty_label,
+    sensitivity_grid,
+    to_csv,
+    to_html,
+    to_latex,
+    to_markdown,
+)
+from analysis.tables import (
+    BASELINE,
+    best_hyperparameters,
+    best_settings,
+    comparison_table,
+    fraction_label,
+    method_name,
+    selection_description,
+    sensitivity_from_block,
+)
+from study.results import TRIALS_SCHEMA
 
 BLOCKS = (("w/ post-processing", True), ("w/o post-processing", False))
+MAX_LOGIT_PANELS = 5
 
 
 def _slug(*parts) -> str:
     return "_".join(str(p).replace("/", "-").replace(" ", "-") for p in parts)
 
 
-def write_report(cases: pd.DataFrame, out_dir: str | Path, title: str = "Study report",
-                 missing: int = 0) -> list[Path]:
-    """Write the tables of ``cases`` into ``out_dir``; return the paths written (index last).
+@dataclass
+class _Section:
+    title: str
+    level: int = 2
+    markdown: list[str] = field(default_factory=list)
+    html: list[str] = field(default_factory=list)
 
-    ``missing`` is the number of trials without results yet (the index says so).
+
+@dataclass
+class _Writer:
+    out: Path
+    figures: bool
+    say: Callable[[str], None]
+    written: list[Path] = field(default_factory=list)
+    latex: list[str] = field(default_factory=list)
+    sections: list[_Section] = field(default_factory=list)
+    missing: list[str] = field(default_factory=list)
+
+    def section(self, title: str, level: int = 2) -> _Section:
+        self.sections.append(_Section(title, level))
+        return self.sections[-1]
+
+    def table(self, section: _Section, grid: Grid, frame: pd.DataFrame, stem: str) -> None:
+        """Write one table in every format and show it in the index."""
+        markdown, latex = to_markdown(grid), to_latex(grid)
+        files = {".md": markdown, ".tex": latex, ".html": html_page(grid.caption, to_html(grid)),
+                 ".csv": to_csv(frame)}
+        for suffix, text in files.items():
+            path = self.out / f"{stem}{suffix}"
+            path.write_text(text, encoding="utf-8")
+            self.written.append(path)
+        self.latex.append(latex)
+        links = ", ".join(f"[{s[1:]}]({stem}{s})" for s in files)
+        section.markdown += [markdown, f"Files: {links}", ""]
+        html_links = ", ".join(f'<a href="{html_lib.escape(stem + s)}">{s[1:]}</a>'
+                               for s in files)
+        section.html += [to_html(grid), f'<p class="note">Files: {html_links}</p>']
+
+    def note(self, section: _Section, text: str) -> None:
+        section.markdown += [text, ""]
+        section.html.append(f"<p>{html_lib.escape(text)}</p>")
+
+    def figure(self, section: _Section, stem: str, caption: str, build: Callable, *args,
+               **kwargs) -> None:
+        """Draw ``build(*args, **kwargs)`` and save it (PNG and SVG); a figure that cannot be
+        drawn is listed as missing with the reason."""
+        if not self.figures:
+            return
+        try:
+            figure = build(*args, **kwargs)
+        except (ValueError, KeyError) as error:
+            self.missing.append(f"Figure {stem}: {error}")
+            return
+        paths = fig.save(figure, self.out / "figures" / stem)
+        self.written += paths
+        png, svg = (f"figures/{p.name}" for p in paths)
+        section.markdown += [f"![{caption}]({png})", "", f"{caption} ([PNG]({png}), "
+                             f"[SVG]({svg}))", ""]
+        section.html += [f'<figure><a href="{html_lib.escape(svg)}"><img src="'
+                         f'{html_lib.escape(png)}" alt="{html_lib.escape(caption)}"></a>'
+                         f"<figcaption>{html_lib.escape(caption)} (<a href=\""
+                         f'{html_lib.escape(png)}">PNG</a>, <a href="{html_lib.escape(svg)}">'
+                         "SVG</a>)</figcaption></figure>"]
+
+    def attempt(self, what: str, build: Callable, *args, **kwargs):
+        """Return ``build(*args, **kwargs)``; on a ``ValueError`` record why ``what`` is
+        missing and return None."""
+        try:
+            return build(*args, **kwargs)
+        except ValueError as error:
+            self.missing.append(f"{what}: {error}")
+            return None
+
+
+def _pending_summary(pending: Sequence[Mapping]) -> pd.DataFrame:
+    rows = []
+    for trial in pending:
+        config = trial.get("config", {}) if isinstance(trial, Mapping) else {}
+        dataset = config.get("dataset", {})
+        rows.append({"dataset": dataset.get("name") if isinstance(dataset, Mapping) else dataset,
+                     "fraction": config.get("fraction"), "technique": config.get("technique"),
+                     "setting": trial.get("param_label", "?")})
+    frame = pd.DataFrame(rows, columns=["dataset", "fraction", "technique", "setting"])
+    return (frame.groupby(["dataset", "fraction", "technique"], dropna=False)
+            .agg(trials=("setting", "size"), settings=("setting", lambda s: ", ".join(
+                sorted(set(map(str, s)))))).reset_index())
+
+
+def _status_lines(results: Results, missing: int, pending: Sequence[Mapping] | None
+                  ) -> tuple[list[str], pd.DataFrame | None]:
+    lines = []
+    trials = results.trials
+    if len(trials):
+        counts = trials["status"].value_counts()
+        lines.append("Stored trials: " + ", ".join(f"{counts.get(s, 0)} {s}"
+                                                   for s in ("ok", "diverged", "failed")) + ".")
+    if missing:
+        lines.append(f"**Partial results:** {missing} trial(s) have no results yet; the tables "
+                     "below cover the finished ones.")
+    if results.incomplete:
+        lines.append(f"{len(results.incomplete)} trial(s) have case rows but no trials row "
+                     "(running, or interrupted between the two writes) and are left out: "
+                     + ", ".join(results.incomplete[:10])
+                     + (" …" if len(results.incomplete) > 10 else "") + ".")
+    for name, reason in sorted(results.problems.items()):
+        lines.append(f"Skipped unreadable file `{name}`: {reason}.")
+    failed = trials[trials["status"] == "failed"] if len(trials) else trials
+    for row in failed.head(20).itertuples(index=False):
+        lines.append(f"Failed trial {row.trial_id} ({row.technique} {row.param_label}, "
+                     f"fraction {row.fraction:g}, seed {row.seed}): "
+                     f"{str(row.error).splitlines()[0] if row.error else 'no error recorded'}.")
+    if len(failed) > 20:
+        lines.append(f"... and {len(failed) - 20} more failed trials.")
+    summary = _pending_summary(pending) if pending else None
+    return lines, summary
+
+
+def _seed_gaps(table: pd.DataFrame) -> list[str]:
+    """Settings with fewer seeds than the most complete setting of the same table."""
+    if table.empty:
+        return []
+    most = table["n_seeds"].max()
+    short = table[table["n_seeds"] < most]
+    return [f"{r.method} {r.parameter}: {r.n_seeds} of {most} seeds"
+            for r in short.itertuples(index=False)]
+
+
+def _as_results(cases, trials) -> Results:
+    if isinstance(cases, Results):
+        return cases
+    check_cases(cases)
+    if trials is None:
+        trials = TRIALS_SCHEMA.empty_table().to_pandas()
+    return Results(cases, trials, "")
+
+
+def write_report(cases: pd.DataFrame | Results, out_dir: str | Path,
+                 title: str = "Study report", missing: int = 0,
+                 trials: pd.DataFrame | None = None, *,
+                 pending: Sequence[Mapping] | None = None, figures: bool = True,
+                 metric: str = "dsc", select_postprocessed: bool = True,
+                 selection_cases: Collection[str] | None = None,
+                 emphasis: Emphasis = "bold-underline",
+                 progress: Callable[[str], None] | None = None) -> list[Path]:
+    """Write every table and figure of the results into ``out_dir``; return the paths written,
+    ``index.md`` last (``index.html`` just before it).
+
+    ``cases`` is the cases table (``analysis.load``) or a ``Results`` (``load_results``, which
+    also brings the ``trials`` table for the logit figures and the list of incomplete trials
+    and skipped files); ``missing`` is the number of trials without results yet and
+    ``pending`` their Tune params (the index says which). Settings are chosen per technique
+    and fraction by ``metric`` (default: highest mean test DSC, with post-processing unless
+    ``select_postprocessed=False``; ``selection_cases``: choose on those cases only and report
+    on the others). ``figures=False`` skips the figures (faster). ``progress`` receives one
+    line per step.
     """
+    say = progress or (lambda _message: None)
+    results = _as_results(cases, trials)
+    cases = results.cases
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    written, index = [], [f"# {title}", ""]
-    if missing:
-        index += [f"**Partial results:** {missing} trial(s) have no results yet; the tables "
-                  "below cover the finished ones.", ""]
+    writer = _Writer(out, figures, say)
+    start = time.perf_counter()
+    selection = selection_description(metric, select_postprocessed, selection_cases)
+    choose = {"metric": metric, "selection_cases": selection_cases}
+
+    keys = ["dataset", "model", "class_name"]
+    groups = list(cases.groupby(keys, sort=True, observed=True)) if len(cases) else []
+    for n, ((dataset, model, class_name), rows) in enumerate(groups, start=1):
+        name = f"{dataset}, {class_name}, {model}"
+        say(f"[{n}/{len(groups)}] tables and figures of {name}")
+        writer.section(f"{dataset} — {class_name} — {model}")
+
+        # Comparison across fractions at the chosen settings (001 Tables II-IV).
+        section = writer.section("Techniques at their chosen settings", 3)
+        for block, postprocessed in BLOCKS:
+            table = writer.attempt(
+                f"Comparison of {name} ({block})", comparison_table, rows, dataset,
+                postprocessed, model, class_name, select_postprocessed=select_postprocessed,
+                **choose)
+            if table is None:
+                continue
+            caption = (f"{name}: techniques at the setting with the {selection}, evaluated "
+                       f"{block}, by amount of training data.")
+            writer.table(section, comparison_grid(table, caption, emphasis), table,
+                         _slug("comparison", dataset, model, class_name,
+                               "pp" if postprocessed else "raw"))
+
+        # Chosen hyperparameters (000 Tables I-III).
+        section = writer.section("Chosen hyperparameters", 3)
+        table = writer.attempt(f"Chosen hyperparameters of {name}", best_hyperparameters, rows,
+                               dataset, model, class_name,
+                               postprocessed=select_postprocessed, **choose)
+        if table is not None and len(table):
+            caption = f"Hyperparameters of {name} chosen by the {selection}."
+            writer.table(section, best_hyperparameters_grid(table, caption), table,
+                         _slug("best-hyperparameters", dataset, model, class_name))
+        elif table is not None:
+            writer.note(section, "No technique with hyperparameters has results yet.")
+
+        # Hyperparameter importance (fANOVA).
+        section = writer.section("Hyperparameter importance", 3)
+        importance = writer.attempt(f"Importance of {name}", hyperparameter_importance, rows,
+                                    dataset, model, class_name, metric=choose["metric"],
+                                    postprocessed=select_postprocessed)
+        if importance is not None:
+            if importance.unavailable:
+                writer.missing.append(f"Importance of {name}: {importance.unavailable}")
+                writer.note(section, f"Not computed: {importance.unavailable}.")
+            elif len(importance.table):
+                caption = (f"{name}: fANOVA importance of each technique's hyperparameters "
+                           "(and the training fraction) for the trials' mean test DSC.")
+                writer.table(section, importance_grid(importance.table, caption,
+                                                      importance.skipped),
+                             importance.table, _slug("importance", dataset, model, class_name))
+            else:
+                writer.note(section, "Not computed: " + "; ".join(
+                    f"{method_name(t)}: {r}" for t, r in importance.skipped.items()) + ".")
+
+        # Training fraction figure (001 Fig. 1).
+        chosen = writer.attempt(f"Chosen settings of {name}", best_settings, rows, dataset,
+                                model, class_name, postprocessed=select_postprocessed,
+                                **choose)
+        if chosen is not None and rows["fraction"].nunique() > 1:
+            writer.figure(section, _slug("fraction", dataset, model, class_name),
+                          f"{name}: sensitivity, precision and DSC vs training data at the "
+                          "chosen settings (001 Fig. 1).", fig.fraction_figure, rows, chosen,
+                          dataset, model, class_name, select_postprocessed)
+
+        # Sensitivity analysis per fraction (000 Table IV) and its figures.
+        for fraction, at_fraction in rows.groupby("fraction", sort=True):
+            section = writer.section(f"Sensitivity analysis, {fraction_label(fraction)} "
+                                     "training data", 3)
+            blocks = {}
+            for block, postprocessed in BLOCKS:
+                part = at_fraction[at_fraction["postprocessed"] == postprocessed]
+                if part.empty:
+                    writer.missing.append(f"Sensitivity of {name} at {fraction:g}: no "
+                                          f"{block} results")
+                    continue
+                blocks[block] = sensitivity_from_block(part)
+            if not blocks:
+                continue
+            first = next(iter(blocks.values()))
+            if not (first["technique"] == BASELINE).any():
+                writer.missing.append(f"Sensitivity of {name} at {fraction:g}: no vanilla "
+                                      "baseline yet (no shading, no p-values)")
+            for gap in _seed_gaps(first):
+                writer.missing.append(f"Sensitivity of {name} at {fraction:g}: {gap}")
+            caption = (f"Sensitivity analysis: {class_name} of {dataset}, "
+                       f"{fraction_label(fraction)} training data, {model}.")
+            frame = pd.concat([t.assign(block=b) for b, t in blocks.items()], ignore_index=True)
+            writer.table(section, sensitivity_grid(blocks, caption), frame,
+                         _slug("sensitivity", dataset, model, f"{fraction:g}", class_name))
+            techniques = set(at_fraction["technique"]) - {BASELINE}
+            if techniques:
+                writer.figure(section,
+                              _slug("sensitivity", dataset, model, f"{fraction:g}", class_name),
+                              f"DSC vs hyperparameter, {name}, {fraction_label(fraction)} "
+                              "training data; dashed: vanilla baseline.",
+                              fig.sensitivity_figure, rows, dataset, fraction, model, class_name)
+            for technique in sorted(techniques):
+                if len(fig.varying_hyperparameters(at_fraction, technique)) == 2:
+                    writer.figure(section, _slug("heatmap", dataset, model, f"{fraction:g}",
+                                                 class_name, technique),
+                                  f"Mean DSC over the {method_name(technique)} grid, {name}, "
+                                  f"{fraction_label(fraction)} training data.",
+                                  fig.heatmap_figure, rows, dataset, fraction, technique, model,
+                                  class_name)
+
+    _logit_sections(writer, results, cases, choose, select_postprocessed)
+
+    say(f"tables and figures done in {time.perf_counter() - start:.1f} s; writing the index")
+    status, pending_summary = _status_lines(results, missing, pending)
+    paths = _write_index(writer, title, results, cases, status, pending_summary, selection,
+                         emphasis)
+    return [*writer.written, *paths]
+
+
+def _logit_sections(writer: _Writer, results: Results, cases: pd.DataFrame, choose: dict,
+                    select_postprocessed: bool) -> None:
+    trials = results.trials
+    if trials.empty or "logit_stats" not in trials or trials["logit_stats"].isna().all():
+        if len(cases):
+            writer.missing.append("Logit figures: no trial has logit statistics yet")
+        return
+    shift = writer.attempt("Logit shift table", logit_shift_table, trials)
+    histograms = writer.attempt("Logit histograms", logit_histograms, trials)
+    if shift is None or histograms is None or shift.empty:
+        return
+    for (dataset, model), table in shift.groupby(["dataset", "model"], sort=True):
+        name = f"{dataset}, {model}"
+        section = writer.section(f"Logit shift — {name}")
+        own = cases[(cases["dataset"] == dataset) & (cases["model"] == model)]
+        classes = sorted(own["class_name"].unique()) if len(own) else []
+        chosen = None
+        if classes:  # the rarest class is listed last by convention; choose settings on it
+            chosen = writer.attempt(f"Chosen settings of {name}", best_settings, own, dataset,
+                                    model, classes[-1], postprocessed=select_postprocessed,
+                                    **choose)
+        shown = table
+        if chosen is not None:
+            keep = pd.MultiIndex.from_frame(chosen[["technique", "parameter", "fraction"]])
+            index = pd.MultiIndex.from_frame(table[["technique", "parameter", "fraction"]])
+            shown = table[index.isin(keep) | (table["technique"] == BASELINE).to_numpy()]
+        caption = (f"{name}: mean logits on training vs test voxels and their shift, for the "
+                   "baseline and each technique at its chosen setting.")
+        stem = _slug("logit-shift", dataset, model)
+        writer.table(section, logit_shift_grid(shown, caption), shown, stem)
+        every = writer.out / f"{stem}_all-settings.csv"
+        every.write_text(to_csv(table), encoding="utf-8")
+        writer.written.append(every)
+        writer.note(section, f"Every setting: [{every.name}]({every.name})")
+        hist = histograms[(histograms["dataset"] == dataset) & (histograms["model"] == model)]
+        fractions = sorted(hist["fraction"].unique())
+        if BASELINE in set(hist["technique"]):
+            panels = [(f"{fraction_label(f)} training", {"technique": BASELINE, "fraction": f})
+                      for f in fractions]
+            writer.figure(section, _slug("logits", dataset, model, BASELINE),
+                          f"Logit distributions of the vanilla baseline by training data, "
+                          f"{name} (001 Figs. 3-5).", fig.logit_figure, hist, dataset, model,
+                          panels, f"Vanilla logits, {name}: train (solid) vs test (dashed)")
+            writer.figure(section, _slug("logit-shift", dataset, model, BASELINE),
+                          f"Shift of the mean logits of the vanilla baseline, {name} "
+                          "(001 Fig. 3, right).", fig.logit_shift_figure, table, dataset, model,
+                          BASELINE)
+        if chosen is None:
+            continue
+        # Techniques at their chosen settings, one figure per fraction (001 Figs. 7-8).
+        for f in fractions:
+            at = chosen[(chosen["fraction"] - f).abs() < 1e-12]
+            panels = [(method_name(r.technique) + ("" if r.parameter == "—" else
+                                                   f"\n{pretty_label(r.parameter)}"),
+                       {"technique": r.technique, "param_label": r.parameter, "fraction": f})
+                      for r in at.itertuples(index=False)]
+            if len(panels) < 2:
+                continue
+            for part in range(0, len(panels), MAX_LOGIT_PANELS):
+                chunk = panels[part:part + MAX_LOGIT_PANELS]
+                suffix = "" if len(panels) <= MAX_LOGIT_PANELS else \
+                    f"_{part // MAX_LOGIT_PANELS + 1}"
+                writer.figure(section, _slug("logits", dataset, model, f"{f:g}") + suffix,
+                              f"Logit distributions of the techniques at their chosen "
+                              f"settings, {name}, {fraction_label(f)} training data "
+                              "(001 Figs. 7-8).", fig.logit_figure, hist, dataset, model, chunk,
+                              f"Logits at {fraction_label(f)} training data, {name}: train "
+                              "(solid) vs test (dashed)")
+
+
+def _write_index(writer: _Writer, title: str, results: Results, cases: pd.DataFrame,
+                 status: list[str], pending: pd.DataFrame | None, selection: str,
+                 emphasis: Emphasis) -> list[Path]:
+    out = writer.out
+    latex_path = out / "tables.tex"
+    if writer.latex:
+        latex_path.write_text(latex_document(writer.latex, title), encoding="utf-8")
+        writer.written.append(latex_path)
+    about = (f"Settings are chosen per technique and training fraction by the {selection}. "
+             "Numbers as the papers print them: DSC, SEN, PRC in %, HD = HD95 in mm, one "
+             "decimal; means over cases, then over seeds.")
+    md = [f"# {title}", ""]
+    body = []
+    if results.source:
+        md += [f"Results: `{results.source}`", ""]
+        body.append(f"<p>Results: <code>{html_lib.escape(results.source)}</code></p>")
+    md += [*[f"{line}  " for line in status], ""] if status else []
+    if status:
+        body.append('<div class="warn">' + "<br>".join(html_lib.escape(line.replace("**", ""))
+                                                      for line in status) + "</div>")
     if cases.empty:
-        index.append("No finished trials yet.")
-    groups = cases.groupby(["dataset", "model", "fraction", "class_name"], sort=True)
-    for (dataset, model, fraction, class_name), _ in groups:
-        blocks = {
-            title_: sensitivity_table(cases, dataset, fraction, pp, model, class_name)
-            for title_, pp in BLOCKS
-        }
-        caption = (f"Sensitivity analysis: {class_name} of {dataset}, {fraction:.0%} training "
-                   f"data, {model}.")
-        stem = _slug("sensitivity", dataset, model, f"{fraction:g}", class_name)
-        md_path, csv_path = out / f"{stem}.md", out / f"{stem}.csv"
-        md_path.write_text(markdown(blocks, caption), encoding="utf-8")
-        pd.concat([t.assign(block=b) for b, t in blocks.items()]).to_csv(csv_path, index=False)
-        written += [md_path, csv_path]
-        index += [f"## {dataset}, {fraction:.0%} training data, {model}, {class_name}", "",
-                  markdown(blocks, caption), f"Files: [{md_path.name}]({md_path.name}), "
-                  f"[{csv_path.name}]({csv_path.name})", ""]
-    index_path = out / "index.md"
-    index_path.write_text("\n".join(index) + "\n", encoding="utf-8")
-    return [*written, index_path]
+        md += ["No finished trials yet.", ""]
+        body.append("<p>No finished trials yet.</p>")
+    else:
+        md += [about, ""]
+        body.append(f"<p>{html_lib.escape(about)}</p>")
+    if writer.latex:
+        md += [f"All tables in one LaTeX document: [tables.tex]({latex_path.name})", ""]
+        body.append(f'<p>All tables in one LaTeX document: <a href="{latex_path.name}">'
+                    "tables.tex</a></p>")
+    if pending is not None or writer.missing:
+        md += ["## What is missing", ""]
+        body.append("<h2>What is missing</h2>")
+        if pending is not None and len(pending):
+            md += ["Trials without results, by dataset, fraction and technique:", "",
+                   "| Dataset | Fraction | Technique | Trials | Settings |",
+                   "|---|---:|---|---:|---|"]
+            md += [f"| {r.dataset} | {r.fraction} | {r.technique} | {r.trials} | {r.settings} |"
+                   for r in pending.itertuples(index=False)]
+            md.append("")
+            body.append(pending.to_html(index=False, classes="paper", border=0))
+        if writer.missing:
+            md += [f"- {line}" for line in writer.missing] + [""]
+            body.append("<ul>" + "".join(f"<li>{html_lib.escape(line)}</li>"
+                                         for line in writer.missing) + "</ul>")
+    for section in writer.sections:
+        hashes = "#" * section.level
+        md += [f"{hashes} {section.title}", "", *section.markdown]
+        body += [f"<h{section.level}>{html_lib.escape(section.title)}</h{section.level}>",
+                 *section.html]
+    html_path = out / "index.html"
+    html_path.write_text(html_page(title, body), encoding="utf-8")
+    md_path = out / "index.md"
+    md_path.write_text("\n".join(md) + "\n", encoding="utf-8")
+    return [html_path, md_path]
