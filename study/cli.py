@@ -69,16 +69,21 @@ def _finish(name: str, storage: str, missing: list) -> int:
     return 1 if missing else 0
 
 
-def _report(name: str, storage: str, out: str | None) -> Path:
+def _report(name: str, storage: str, out: str | None, figures: bool = True,
+            printer=None) -> Path:
+    """Write the study's report (tables, figures, index.md/index.html); return index.md.
+    Damaged or malformed result files are skipped and listed in the report."""
     import analysis
     from study import tune
 
     uri = tune.study_uri(storage, name)
     plan = tune.Plan.load(uri)
-    missing = len(tune.pending_trials(plan, uri))
+    pending = tune.pending_trials(plan, uri)
     out_dir = Path(out or (Path(uri) / "report" if "://" not in uri else f"{name}-report"))
-    paths = analysis.write_report(analysis.load(f"{uri}/results"), out_dir,
-                                  title=f"Study {name}", missing=missing)
+    results = analysis.load_results(f"{uri}/results", errors="skip")
+    paths = analysis.write_report(results, out_dir, title=f"Study {name}",
+                                  missing=len(pending), pending=pending, figures=figures,
+                                  progress=printer)
     return paths[-1]
 
 
@@ -119,8 +124,16 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    index = _report(args.name, args.storage, args.out)
-    _say(f"report: {index}")
+    from analysis import ResultsError
+
+    try:
+        index = _report(args.name, args.storage, args.out, figures=not args.no_figures,
+                        printer=_say)
+    except ResultsError as error:
+        print(f"study: error: {error}", file=sys.stderr)
+        return 2
+    _say(f"report: {index} (and {index.with_suffix('.html').name}; its \"What is missing\" "
+         "section lists what could not be built yet)")
     return 0
 
 
@@ -180,10 +193,12 @@ def _parser() -> argparse.ArgumentParser:
     storage(status)
     status.set_defaults(func=cmd_status)
 
-    report = commands.add_parser("report", help="write a study's tables")
+    report = commands.add_parser(
+        "report", help="write a study's tables (md, tex, html, csv) and figures (png, svg)")
     report.add_argument("name")
     storage(report)
     report.add_argument("--out", default=None, help="report folder (default: in the study)")
+    report.add_argument("--no-figures", action="store_true", help="tables only (faster)")
     report.set_defaults(func=cmd_report)
     return parser
 
