@@ -5,6 +5,7 @@
     study resume NAME [--storage URI]
     study status NAME [--storage URI]
     study report NAME [--storage URI] [--out DIR]
+    study data check ROOT --layout NAME     validate a dataset folder (every problem listed)
 """
 
 from __future__ import annotations
@@ -46,7 +47,8 @@ def _launch(study_file: str | Path, args: argparse.Namespace) -> int:
 
         best = optimize(spec, storage, options, budget=args.budget, metric=args.metric,
                         max_concurrent=args.max_concurrent,
-                        cpus_per_trial=args.cpus_per_trial, gpus_per_trial=args.gpus_per_trial,
+                        cpus_per_trial=args.cpus_per_trial,
+                        gpus=args.gpus_per_trial,
                         address=args.address, num_cpus=args.num_cpus,
                         max_failures=args.max_failures, printer=_say)
         _say(f"best settings: {tune.study_uri(storage, spec.name)}/optimize/*.json "
@@ -56,7 +58,7 @@ def _launch(study_file: str | Path, args: argparse.Namespace) -> int:
          f"{sum(len(t.settings) for t in spec.techniques)} setting(s) x "
          f"{len(spec.seeds)} seed(s)) from {study_file}")
     missing = tune.launch(trials, storage, options, cpus_per_trial=args.cpus_per_trial,
-                          gpus_per_trial=args.gpus_per_trial, address=args.address,
+                          gpus=args.gpus_per_trial, address=args.address,
                           num_cpus=args.num_cpus, max_failures=args.max_failures, printer=_say)
     return _finish(spec.name, storage, missing)
 
@@ -137,6 +139,12 @@ def cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_data_check(args: argparse.Namespace) -> int:
+    from study.data import check
+
+    return check.run(args.root, args.layout, printer=_say)
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="study", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -161,7 +169,9 @@ def _parser() -> argparse.ArgumentParser:
         p.add_argument("--dataset-root", default=None, help="folder of a real dataset's cases")
         p.add_argument("--device", default="auto", help="auto, cpu or cuda")
         p.add_argument("--cpus-per-trial", type=float, default=1)
-        p.add_argument("--gpus-per-trial", type=float, default=0)
+        p.add_argument("--gpus-per-trial", type=float, default=None,
+                       help="GPU share per trial (default: by model when Ray sees GPUs: "
+                       "DeepMedic 0.25, paper U-Net 1, tiny models 0.125; else 0)")
 
     demo = commands.add_parser("demo", help="run the embedded demo study and write its report")
     run_options(demo)
@@ -200,6 +210,16 @@ def _parser() -> argparse.ArgumentParser:
     report.add_argument("--out", default=None, help="report folder (default: in the study)")
     report.add_argument("--no-figures", action="store_true", help="tables only (faster)")
     report.set_defaults(func=cmd_report)
+
+    data = commands.add_parser("data", help="dataset tools")
+    data_commands = data.add_subparsers(dest="data_command", required=True)
+    data_check = data_commands.add_parser(
+        "check", help="check every case of a dataset folder; list all problems, exit 1 if any")
+    data_check.add_argument("root", help="the dataset folder")
+    data_check.add_argument("--layout", required=True,
+                            help="dataset id: brats, atlas, kits19, btcv, promise12, msd-brain, "
+                            "msd-prostate, msd-pancreas, msd-spleen, or a synthetic-* preset")
+    data_check.set_defaults(func=cmd_data_check)
     return parser
 
 

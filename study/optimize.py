@@ -25,11 +25,10 @@ import pyarrow.fs as pafs
 from ray import tune
 from ray.tune.search.optuna import OptunaSearch
 
-from study.results import ResultStore
 from study.spec import SearchSpace, StudySpec, load_search_spaces
-from study.trial import RunOptions, run_trial
+from study.trial import RunOptions
 from study.trials import Trial, param_label, trial_config, trial_id
-from study.tune import TuneSession, ensure_ray, filesystem, study_uri
+from study.tune import ensure_ray, filesystem, gpus_per_trial, run_tune_trial, study_uri
 
 METRICS = ("dsc_raw", "dsc_pp")
 
@@ -43,31 +42,19 @@ def _distributions(space: SearchSpace) -> dict[str, Any]:
             for h in space.hyperparameters}
 
 
-class _SearchSession(TuneSession):
-    """Tune's searcher wants its metric in every report: NaN until the trial is evaluated."""
-
-    def __init__(self, metric: str):
-        self.metric = metric
-
-    def report(self, metrics: dict[str, Any], checkpoint: bytes | None = None) -> None:
-        super().report({self.metric: math.nan, **metrics}, checkpoint)
-
-
 def _trainable(options: RunOptions, study: str, metric: str) -> Callable[[dict], None]:
     def trainable(config: dict) -> None:
         hp = {name: _round(value) for name, value in config["hp"].items()}
         trial_cfg = {**config["base"], "hp": hp}
         trial = Trial(study, trial_id(trial_cfg), trial_cfg, param_label(hp))
-        stored = ResultStore(options.results_uri).stored_summary(trial.trial_id)
-        summary = stored or run_trial(trial.as_param(), options, _SearchSession(metric))
-        tune.report({**summary, "hp": hp})
+        run_tune_trial(trial.as_param(), options, defaults={metric: math.nan, "hp": hp})
 
     return trainable
 
 
 def optimize(spec: StudySpec, storage: str, options: RunOptions, *, budget: int,
              metric: str = "dsc_raw", max_concurrent: int = 2, cpus_per_trial: float = 1,
-             gpus_per_trial: float = 0, address: str | None = None,
+             gpus: float | None = None, address: str | None = None,
              num_cpus: int | None = None, max_failures: int = 1,
              printer: Callable[[str], None] = print) -> dict[str, dict[str, Any]]:
     """Search each (fraction, technique) group; return {group: best record}.
@@ -83,8 +70,10 @@ def optimize(spec: StudySpec, storage: str, options: RunOptions, *, budget: int,
     uri = study_uri(storage, spec.name)
     fs, root = filesystem(uri)
     fs.create_dir(f"{root}/optimize", recursive=True)
+    ensure_ray(address, num_cpus)
+    share = gpus_per_trial({(spec.model, spec.model_preset)}, gpus)
     trainable = tune.with_resources(_trainable(options, spec.name, metric),
-                                    {"cpu": cpus_per_trial, "gpu": gpus_per_trial})
+                                    {"cpu": cpus_per_trial, "gpu": share})
     best: dict[str, dict[str, Any]] = {}
     for fraction in spec.fractions:
         for run in spec.techniques:
@@ -98,7 +87,6 @@ def optimize(spec: StudySpec, storage: str, options: RunOptions, *, budget: int,
                     best[group] = json.loads(stream.read())
                 printer(f"{group}: already optimised, best {best[group]['hp']}")
                 continue
-            ensure_ray(address, num_cpus)
             base = trial_config(spec, fraction, run.technique, {}, spec.seeds[0])
             experiment = f"{root}/tune/optimize-{group}"
             if tune.Tuner.can_restore(experiment, storage_filesystem=fs):

@@ -35,6 +35,23 @@ from study.trials import Trial
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 
 CHECKPOINT_FILE = "state.pt"
+# Share of one GPU a trial asks for when the cluster has GPUs, by (model, preset): DeepMedic
+# is launch-bound (DESIGN.md §Scale: 8 packed processes gave 1.9x), so four trials share a
+# GPU; a paper-size U-Net fills one. Ray packs fractions per GPU, with no memory isolation.
+GPU_SHARE = {("deepmedic", "paper"): 0.25, ("unet", "paper"): 1.0}
+TINY_GPU_SHARE = 0.125
+
+
+def gpus_per_trial(models: set[tuple[str, str]], requested: float | None) -> float:
+    """``requested`` if given, else the largest share the (model, preset) pairs need when
+    the connected Ray cluster has GPUs, else 0."""
+    if requested is not None:
+        return requested
+    import ray
+
+    if not ray.cluster_resources().get("GPU", 0):
+        return 0.0
+    return max(GPU_SHARE.get(model, TINY_GPU_SHARE) for model in models)
 
 
 def study_uri(storage: str, study: str) -> str:
@@ -50,11 +67,13 @@ def filesystem(uri: str) -> tuple[pafs.FileSystem, str]:
 class TuneSession:
     """``study.trial.Session`` backed by Ray Tune's report/checkpoint API (Ray >= 2.40).
 
-    With a ``beat`` callable, every report also refreshes the trial's heartbeat.
+    With a ``beat`` callable, every report also refreshes the trial's heartbeat; ``defaults``
+    are added to every report (a searcher needs its metric in each one, NaN until known).
     """
 
-    def __init__(self, beat: Callable[[], None] | None = None):
-        self.beat = beat
+    def __init__(self, beat: Callable[[], None] | None = None,
+                 defaults: dict[str, Any] | None = None):
+        self.beat, self.defaults = beat, defaults or {}
 
     def restore(self) -> bytes | None:
         checkpoint = tune.get_checkpoint()
@@ -66,6 +85,7 @@ class TuneSession:
     def report(self, metrics: dict[str, Any], checkpoint: bytes | None = None) -> None:
         if self.beat is not None:
             self.beat()
+        metrics = {**self.defaults, **metrics}
         if checkpoint is None:
             tune.report(metrics)
             return
@@ -74,25 +94,32 @@ class TuneSession:
             tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(directory))
 
 
+def run_tune_trial(param: dict[str, Any], options: RunOptions,
+                   defaults: dict[str, Any] | None = None) -> None:
+    """The body of every Tune trial: report the stored result of a trial that already
+    finished (a driver restart rolled Tune back), else run it with a heartbeat and report
+    its summary (with ``defaults`` in every report)."""
+    store, trial_id = ResultStore(options.results_uri), param["trial_id"]
+    stored = store.stored_summary(trial_id)
+    if stored is not None:
+        tune.report({**(defaults or {}), **stored, "stored": True})
+        return
+    started = datetime.now(timezone.utc).isoformat()
+
+    def beat() -> None:
+        store.beat(trial_id, socket.gethostname(), started)
+
+    beat()
+    try:
+        summary = run_trial(param, options, TuneSession(beat, defaults))
+    finally:
+        store.end_beat(trial_id)
+    tune.report({**(defaults or {}), **summary})
+
+
 def _trainable(options: RunOptions) -> Callable[[dict], None]:
     def trainable(config: dict) -> None:
-        param = config["trial"]
-        stored = ResultStore(options.results_uri).stored_summary(param["trial_id"])
-        if stored is not None:  # finished before a driver restart rolled Tune back
-            tune.report({**stored, "stored": True})
-            return
-        store, trial_id = ResultStore(options.results_uri), param["trial_id"]
-        started = datetime.now(timezone.utc).isoformat()
-
-        def beat() -> None:
-            store.beat(trial_id, socket.gethostname(), started)
-
-        beat()
-        try:
-            summary = run_trial(param, options, TuneSession(beat))
-        finally:
-            store.end_beat(trial_id)
-        tune.report(summary)
+        run_tune_trial(config["trial"], options)
 
     return trainable
 
@@ -225,16 +252,21 @@ def pending_trials(plan: Plan, uri: str) -> list[dict]:
 
 
 def launch(trials: list[Trial], storage: str, options: RunOptions, *,
-           cpus_per_trial: float = 1, gpus_per_trial: float = 0, address: str | None = None,
+           cpus_per_trial: float = 1, gpus: float | None = None, address: str | None = None,
            num_cpus: int | None = None, max_failures: int = 1,
            printer: Callable[[str], None] = print) -> list[dict]:
-    """Run every trial that has no stored result; return those still missing afterwards."""
+    """Run every trial that has no stored result; return those still missing afterwards.
+
+    ``gpus`` is the GPU share per trial; None picks it from the model (``GPU_SHARE``).
+    """
     if not trials:
         raise ValueError("launch: the study expands to no trials")
     study = trials[0].study
     uri = study_uri(storage, study)
+    ensure_ray(address, num_cpus)
     plan = Plan(study, [t.as_param() for t in trials], asdict(options), cpus_per_trial,
-                gpus_per_trial)
+                gpus_per_trial({(t.config["model"]["name"], t.config["model"]["preset"])
+                                for t in trials}, gpus))
     plan.save(uri)
     return _continue(plan, uri, address, num_cpus, max_failures, printer, restore=False)
 

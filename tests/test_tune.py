@@ -65,3 +65,16 @@ def test_status_command_counts_trials(launched):
     assert "asym_focal" in out.stdout and "vanilla" in out.stdout
     assert out.stdout.split("\n")[0].split()[-5:] == [
         "done", "running", "pending", "failed", "diverged"]
+
+
+def test_gpu_share_follows_the_model_profile(monkeypatch, ray_session):
+    """Without GPUs trials ask for none; with GPUs DeepMedic shares one 4 ways, a paper U-Net
+    takes a whole one, and an explicit request wins."""
+    import ray
+
+    assert tune.gpus_per_trial({("deepmedic", "paper")}, None) == 0.0
+    monkeypatch.setattr(ray, "cluster_resources", lambda: {"CPU": 8.0, "GPU": 2.0})
+    assert tune.gpus_per_trial({("deepmedic", "paper")}, None) == 0.25
+    assert tune.gpus_per_trial({("deepmedic", "paper"), ("unet", "paper")}, None) == 1.0
+    assert tune.gpus_per_trial({("unet", "tiny")}, None) == tune.TINY_GPU_SHARE
+    assert tune.gpus_per_trial({("unet", "paper")}, 0.5) == 0.5
