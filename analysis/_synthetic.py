@@ -1,0 +1,174 @@
+"""Synthetic study results in the results-store layout, for tests and benchmarks.
+
+``write_study(root, ...)`` writes ``root/cases/<trial_id>.parquet`` and
+``root/trials/<trial_id>.parquet`` (one file per trial, as ``study.results.ResultStore``) for
+a grid of techniques x settings (the papers' grids) x fractions x seeds, with per-case values
+drawn around a known mean: DSC rises with the training fraction and each technique has a
+fixed effect, HD95 is infinite on a small share of cases (empty predictions), and a trial's
+``logit_stats`` holds train/test histograms whose foreground mean shifts toward the boundary
+on test data the less data there is (001 Fig. 3). Deterministic for a given ``seed``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+from scipy import stats
+
+from study.results import CASES_SCHEMA, HP_COLUMNS, TRIALS_SCHEMA
+
+SYMBOLS = {"m": "m", "gamma": "γ", "eps": "ε", "l": "l", "mixup_m": "m", "mixup_alpha": "α",
+           "tau": "τ", "nu": "ν", "bg_aug_prob": "p", "beta": "β"}
+# The papers' grids (DESIGN.md); labels print the varying hyperparameters only.
+GRIDS: dict[str, list[dict]] = {
+    "vanilla": [{}],
+    "large_margin": [{"m": v} for v in (0.2, 0.5, 1, 1.5, 2, 3)],
+    "asym_large_margin": [{"m": v} for v in (0.2, 0.5, 1, 1.5, 2, 3)],
+    "focal": [{"gamma": v} for v in (0.5, 1, 1.5, 2, 3, 4)],
+    "asym_focal": [{"gamma": v} for v in (0.5, 1, 1.5, 2, 3, 4)],
+    "asym_adversarial": [{"eps": e, "l": v} for e, v in (
+        (1e-5, 2.5), (1e-5, 5), (1e-5, 10), (1e-5, 15), (1e-5, 20), (1e-4, 10), (1e-6, 10))],
+    "asym_mixup": [{"mixup_m": v, "mixup_alpha": 1.0} for v in
+                   (0.1, 0.15, 0.2, 0.25, 0.3, 0.4, 0.8)],
+    "margin_calibration": [{"tau": t, "nu": v} for t, v in
+                           ((1, 10), (1, 1), (10, 1), (10, 0.1), (10, 0.01))],
+}
+EFFECTS = {"vanilla": 0.0, "large_margin": -0.01, "asym_large_margin": 0.03, "focal": 0.005,
+           "asym_focal": 0.05, "asym_adversarial": 0.04, "asym_mixup": 0.06,
+           "margin_calibration": 0.02}
+BINS = np.linspace(-30.0, 30.0, 61)
+
+
+def label(hp: dict) -> str:
+    varying = {k: v for k, v in hp.items() if k != "mixup_alpha"}
+    return " ".join(f"{SYMBOLS[k]} = {v:g}" for k, v in varying.items()) or "—"
+
+
+def trials_grid(techniques=None, fractions=(0.1, 0.5), seeds=(0, 1)) -> list[dict]:
+    """The (technique, hp, fraction, seed) of every trial, in launch order."""
+    out = []
+    for fraction in fractions:
+        for seed in seeds:
+            for technique in techniques or GRIDS:
+                for hp in GRIDS[technique]:
+                    out.append({"technique": technique, "hp": hp, "fraction": fraction,
+                                "seed": seed})
+    return out
+
+
+def _trial_id(trial: dict, dataset: str) -> str:
+    key = json.dumps({**trial, "dataset": dataset}, sort_keys=True)
+    return hashlib.sha256(key.encode()).hexdigest()[:16]
+
+
+def _setting_effect(trial: dict) -> float:
+    """A smooth, peaked response to the hyperparameter values (the best setting is inside
+    the grid) plus the technique's effect."""
+    bump = 0.0
+    for name, value in trial["hp"].items():
+        grid = [hp[name] for hp in GRIDS[trial["technique"]]]
+        middle = float(np.median(grid))
+        if name != "mixup_alpha" and value > 0 and middle > 0:
+            bump -= 0.02 * np.log10(value / middle) ** 2
+    return EFFECTS.get(trial["technique"], 0.0) + bump
+
+
+def _logit_stats(classes: list[str], fraction: float, rng: np.random.Generator) -> str:
+    centres = {}
+    for t, true in enumerate(classes):
+        for k, logit in enumerate(classes):
+            centres[(true, logit)] = (4.0 if t == k else -1.5) + (0.5 if t == 0 else 0.0)
+    out = {"bin_edges": BINS.tolist()}
+    for split in ("train", "test"):
+        out[split] = {}
+        for t, true in enumerate(classes):
+            out[split][true] = {}
+            for k, logit in enumerate(classes):
+                mean = centres[(true, logit)]
+                if split == "test" and t > 0 and t == k:  # foreground shifts toward 0
+                    mean -= 2.0 * (1 - fraction) + rng.normal(0, 0.1)
+                std = 1.2 + 0.3 * (t > 0)
+                voxels = int(200_000 if t == 0 else 2_000 * (t + 1))
+                hist = np.diff(stats.norm.cdf(BINS, mean, std)) * voxels
+                out[split][true][logit] = {"voxels": voxels, "mean": mean, "std": std,
+                                           "hist": np.round(hist).astype(int).tolist()}
+    return json.dumps(out)
+
+
+def write_study(root: str | Path, *, dataset: str = "synthetic-kits",
+                model: str = "unet-tiny", classes=("background", "kidney", "tumour"),
+                techniques=None, fractions=(0.1, 0.5), seeds=(0, 1), cases: int = 6,
+                max_trials: int | None = None, diverged_every: int = 0, seed: int = 0,
+                logits: bool = True) -> list[str]:
+    """Write a synthetic study under ``root``; return the trial ids written.
+
+    ``cases`` test cases per trial; every class but the first (background) gets rows, with
+    and without post-processing, so a trial has ``cases x (len(classes) - 1) x 2`` rows.
+    ``max_trials`` keeps the first trials of the grid only (a partial study);
+    ``diverged_every=k`` marks every k-th trial diverged (NaN metrics)."""
+    root = Path(root)
+    (root / "cases").mkdir(parents=True, exist_ok=True)
+    (root / "trials").mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    grid = trials_grid(techniques, fractions, seeds)[:max_trials]
+    foreground = list(classes[1:])
+    case_ids = np.array([f"case_{i:05d}" for i in range(cases)])
+    case_effect = rng.normal(0, 0.08, cases)
+    n = cases * len(foreground) * 2
+    case_column = np.tile(np.repeat(case_ids, 2), len(foreground))
+    class_column = np.repeat(foreground, cases * 2)
+    pp_column = np.tile([False, True], cases * len(foreground))
+    written = []
+    for index, trial in enumerate(grid):
+        trial_id = _trial_id(trial, dataset)
+        diverged = bool(diverged_every) and index % diverged_every == diverged_every - 1
+        status = "diverged" if diverged else "ok"
+        level = 0.45 + 0.3 * np.sqrt(trial["fraction"]) + _setting_effect(trial)
+        class_level = np.repeat([0.35 * (k == 0) for k in range(len(foreground))], cases * 2)
+        dsc = (level + class_level + np.tile(np.repeat(case_effect, 2), len(foreground))
+               + 0.02 * pp_column + rng.normal(0, 0.03, n))
+        dsc = np.clip(dsc, 0.0, 0.99)
+        sensitivity = np.clip(dsc - 0.05 + rng.normal(0, 0.03, n), 0.0, 1.0)
+        precision = np.clip(dsc + 0.08 + rng.normal(0, 0.03, n), 0.0, 1.0)
+        hd95 = np.abs(30 * (1 - dsc) + rng.normal(0, 2, n)) * np.where(pp_column, 0.7, 1.0)
+        empty = rng.random(n) < 0.01
+        hd95[empty], dsc[empty], sensitivity[empty] = np.inf, 0.0, 0.0
+        precision[empty] = np.nan
+        if diverged:
+            dsc[:] = sensitivity[:] = precision[:] = hd95[:] = np.nan
+        identity = {"study": "synthetic", "trial_id": trial_id, "dataset": dataset,
+                    "model": model, "technique": trial["technique"],
+                    "fraction": float(trial["fraction"]), "seed": int(trial["seed"]),
+                    "param_label": label(trial["hp"]),
+                    **{f"hp_{k}": float(trial["hp"][k]) if k in trial["hp"] else None
+                       for k in HP_COLUMNS}}
+        columns = {name: pa.array([value] * n, CASES_SCHEMA.field(name).type)
+                   for name, value in identity.items()}
+        columns.update({
+            "case_id": pa.array(case_column, pa.string()),
+            "class_name": pa.array(class_column, pa.string()),
+            "postprocessed": pa.array(pp_column, pa.bool_()),
+            "dsc": pa.array(dsc), "sensitivity": pa.array(sensitivity),
+            "precision": pa.array(precision), "iou": pa.array(dsc / (2 - dsc)),
+            "hd95": pa.array(hd95), "hd95_max": pa.array(hd95 * 1.5),
+            "pred_voxels": pa.array(np.where(empty, 0, 500), pa.int64()),
+            "ref_voxels": pa.array(np.full(n, 500), pa.int64()),
+            "status": pa.array([status] * n, pa.string())})
+        pq.write_table(pa.table(columns, schema=CASES_SCHEMA), root / "cases" /
+                       f"{trial_id}.parquet")
+        row = {**identity, "config": json.dumps(trial), "status": status,
+               "error": "loss is NaN" if diverged else None, "train_seconds": 1.0,
+               "eval_seconds": 0.5, "iterations_done": 100, "final_train_loss": 0.1,
+               "train_cases": 10, "test_cases": cases, "code_version": "synthetic",
+               "host": "localhost", "device": "cpu",
+               "logit_stats": (_logit_stats(list(classes), trial["fraction"], rng)
+                               if logits and not diverged else None)}
+        pq.write_table(pa.Table.from_pylist([row], schema=TRIALS_SCHEMA),
+                       root / "trials" / f"{trial_id}.parquet")
+        written.append(trial_id)
+    return written

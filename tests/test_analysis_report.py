@@ -1,0 +1,182 @@
+"""The report folder: every table and figure written and linked from index.md and index.html,
+partial studies say what is missing, importance and logit shift, the command-line entry."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import re
+import shutil
+import subprocess
+import sys
+from html.parser import HTMLParser
+from pathlib import Path
+
+import pytest
+
+from analysis import hyperparameter_importance, load, load_results, logit_shift_table
+from analysis._synthetic import trials_grid, write_study
+from analysis.report import write_report
+
+TECHNIQUES = ["vanilla", "asym_focal", "margin_calibration"]
+
+
+@pytest.fixture(scope="module")
+def study(tmp_path_factory):
+    """A small study folder (results/ and study.json) of which two trials have not run."""
+    root = tmp_path_factory.mktemp("study")
+    grid = trials_grid(TECHNIQUES, (0.1, 0.5), (0, 1))
+    write_study(root / "results", techniques=TECHNIQUES, fractions=(0.1, 0.5), seeds=(0, 1),
+                cases=4, classes=("background", "tumour"), max_trials=len(grid) - 2)
+    plan = [{"trial_id": f"t{i}", "param_label": "γ = 1",
+             "config": {"dataset": {"name": "synthetic-kits"}, "fraction": 0.5,
+                        "technique": "asym_focal"}} for i in range(2)]
+    (root / "study.json").write_text(json.dumps({"trials": plan}))
+    return root
+
+
+@pytest.fixture(scope="module")
+def report(study, tmp_path_factory):
+    out = tmp_path_factory.mktemp("report")
+    pending = json.loads((study / "study.json").read_text())["trials"]
+    paths = write_report(load_results(str(study / "results")), out, title="Study t",
+                         missing=len(pending), pending=pending)
+    return out, paths
+
+
+class Links(HTMLParser):
+    def __init__(self):
+        super().__init__()
+        self.links = []
+
+    def handle_starttag(self, tag, attrs):
+        attrs = dict(attrs)
+        self.links += [attrs[k] for k in ("href", "src") if k in attrs]
+
+
+def test_every_file_is_written_and_linked(report):
+    """index.md and index.html link every table file and figure; every link resolves."""
+    out, paths = report
+    assert paths[-1] == out / "index.md" and paths[-2] == out / "index.html"
+    written = {p.relative_to(out).as_posix() for p in paths[:-2]} - {"tables.tex"}
+    md = (out / "index.md").read_text()
+    md_links = set(re.findall(r"\]\(([^)]+)\)", md))
+    parser = Links()
+    parser.feed((out / "index.html").read_text())
+    assert written <= md_links and written <= set(parser.links)
+    assert all((out / link).exists() for link in md_links | set(parser.links))
+    kinds = {Path(p).suffix for p in written}
+    assert kinds == {".md", ".tex", ".html", ".csv", ".png", ".svg"}
+
+
+def test_figures_are_images(report):
+    out, paths = report
+    figures = sorted(p for p in paths if p.parent.name == "figures")
+    names = {p.stem for p in figures}
+    assert {"sensitivity_synthetic-kits_unet-tiny_0.1_tumour",
+            "heatmap_synthetic-kits_unet-tiny_0.1_tumour_margin_calibration",
+            "fraction_synthetic-kits_unet-tiny_tumour",
+            "logits_synthetic-kits_unet-tiny_vanilla",
+            "logit-shift_synthetic-kits_unet-tiny_vanilla"} <= names
+    for path in figures:
+        head = path.read_bytes()[:200]
+        assert head.startswith(b"\x89PNG") if path.suffix == ".png" else b"<svg" in head
+
+
+def test_partial_study_says_what_is_missing(report):
+    out, _ = report
+    md = (out / "index.md").read_text()
+    assert "**Partial results:** 2 trial(s) have no results yet" in md
+    assert "| synthetic-kits | 0.5 | asym_focal | 2 | γ = 1 |" in md
+    missing = md.split("## What is missing", 1)[1].split("\n## ", 1)[0]
+    assert "1 of 2 seeds" in missing  # the two trials cut from the grid
+
+
+def test_no_baseline_yet_is_reported(tmp_path):
+    """A study whose baseline has not finished: tables without shading, and the index says
+    why."""
+    write_study(tmp_path / "r", techniques=["asym_focal"], fractions=(0.1,), seeds=(0,),
+                cases=3, classes=("background", "tumour"), logits=False)
+    write_report(load(str(tmp_path / "r")), tmp_path / "out", figures=False)
+    md = (tmp_path / "out" / "index.md").read_text()
+    assert "no vanilla baseline yet (no shading, no p-values)" in md
+    rows = md.split("### Sensitivity", 1)[1].splitlines()
+    assert not [row for row in rows if row.startswith("| ▼")]
+
+
+def test_empty_study_report(tmp_path):
+    (tmp_path / "r").mkdir()
+    paths = write_report(load_results(str(tmp_path / "r")), tmp_path / "out", missing=5)
+    md = paths[-1].read_text()
+    assert "No finished trials yet." in md and "5 trial(s) have no results yet" in md
+
+
+def test_importance_skips_with_a_reason_when_too_few_trials(study):
+    cases = load(str(study / "results"))
+    few = cases[cases["seed"] == 0]
+    result = hyperparameter_importance(few, "synthetic-kits", min_trials=50)
+    if result.unavailable:
+        assert "sklearn" in result.unavailable or "scikit" in result.unavailable
+        return
+    assert result.table.empty
+    assert "fANOVA needs at least 50" in result.skipped["asym_focal"]
+
+
+@pytest.mark.skipif(importlib.util.find_spec("sklearn") is None,
+                    reason="optuna's fANOVA needs scikit-learn")
+def test_importance_finds_the_parameter_that_matters(tmp_path):
+    """A technique whose DSC depends on the training fraction far more than on γ: fANOVA gives
+    the fraction most of the variance; shares sum to 1."""
+    write_study(tmp_path, techniques=["asym_focal"], fractions=(0.05, 0.25, 1.0),
+                seeds=(0, 1), cases=4, classes=("background", "tumour"), logits=False)
+    result = hyperparameter_importance(load(str(tmp_path)), "synthetic-kits")
+    shares = result.table.set_index("parameter")["importance"]
+    assert shares.sum() == pytest.approx(1.0) and shares["fraction"] > shares["γ"]
+
+
+def test_logit_shift_grows_with_less_data(study):
+    """001 Fig. 3's property, on data built to have it: test logits of the foreground move
+    toward the boundary (negative shift), more with less training data; background stays."""
+    trials = load_results(str(study / "results")).trials
+    shift = logit_shift_table(trials)
+    base = shift[shift["technique"] == "vanilla"].set_index(
+        ["fraction", "true_class", "logit_class"])["shift"]
+    assert base[(0.1, "tumour", "tumour")] < base[(0.5, "tumour", "tumour")] < 0
+    assert abs(base[(0.1, "background", "background")]) < 1e-9
+
+
+def test_command_line_counts_missing_trials(study, tmp_path):
+    """``python -m analysis STUDY`` reads study.json for the planned trials."""
+    result = subprocess.run([sys.executable, "-m", "analysis", str(study), "--out",
+                             str(tmp_path / "out"), "--no-figures"], capture_output=True,
+                            text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert "report:" in result.stdout
+    assert "2 trial(s) have no results yet" in (tmp_path / "out" / "index.md").read_text()
+    bad = subprocess.run([sys.executable, "-m", "analysis", str(tmp_path / "nowhere"),
+                          "--out", str(tmp_path / "o2")], capture_output=True, text=True,
+                         timeout=120)
+    assert bad.returncode == 2 and "no such results folder" in bad.stderr
+
+
+@pytest.mark.skipif(shutil.which("chromium") is None, reason="chromium is not installed")
+def test_index_opens_in_a_headless_browser(report, tmp_path):
+    """Chromium loads index.html and every image in it decodes."""
+    out, _ = report
+    probe = out / "_probe.html"
+    probe.write_text((out / "index.html").read_text() + (
+        "<script>window.addEventListener('load', () => { const bad = [...document.images]"
+        ".filter(i => !i.naturalWidth).map(i => i.getAttribute('src'));"
+        "document.documentElement.setAttribute('data-broken', JSON.stringify(bad));"
+        "document.documentElement.setAttribute('data-images', document.images.length); });"
+        "</script>"))
+    try:
+        result = subprocess.run(["chromium", "--headless=new", "--no-sandbox", "--disable-gpu",
+                                 f"--user-data-dir={tmp_path}", "--virtual-time-budget=5000",
+                                 "--dump-dom", probe.as_uri()], capture_output=True, text=True,
+                                timeout=120)
+    finally:
+        probe.unlink()
+    assert result.returncode == 0, result.stderr[-2000:]
+    images = int(re.search(r'data-images="(\d+)"', result.stdout)[1])
+    assert images >= 5 and 'data-broken="[]"' in result.stdout
