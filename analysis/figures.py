@@ -16,6 +16,7 @@ display needed); styles are applied through seaborn's context managers only.
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -159,12 +160,13 @@ def sensitivity_figure(cases: pd.DataFrame, dataset: str, fraction: float,
                 x = varying[0]
                 own[x] = [settings.loc[(technique, p), x] for p in own["param_label"]]
                 values = own[x].to_numpy(float)
-                if values.min() > 0 and values.max() / values.min() >= 50:
-                    ax.set_xscale("log")
+                if values.min() > 0 and values.max() / values.min() >= 5:
+                    ax.set_xscale("log")  # the papers' grids are roughly geometric
                     ax.minorticks_off()
                 grid_values = sorted(set(values))
                 if len(grid_values) <= 10:
-                    ax.set_xticks(grid_values, [value_text(v) for v in grid_values])
+                    ax.set_xticks(grid_values, [value_text(v) for v in grid_values],
+                                  rotation=45 if len(grid_values) > 6 else 0)
                 xlabel = HP_NAMES.get(x, x)
             else:
                 x = "setting"
@@ -199,6 +201,15 @@ def sensitivity_figure(cases: pd.DataFrame, dataset: str, fraction: float,
     return figure
 
 
+def _heatmap(table: pd.DataFrame, ax, base: float, spread: float | None, lower: bool,
+             metric: str) -> None:
+    finite = np.isfinite(base)
+    sns.heatmap(table, ax=ax, annot=True, fmt=".1f", mask=table.isna(),
+                cmap="RdBu_r" if lower else "RdBu", center=base if finite else None,
+                vmin=base - spread if spread else None, vmax=base + spread if spread else None,
+                linewidths=0.5, linecolor="white", cbar_kws={"label": LABELS.get(metric, metric)})
+
+
 def heatmap_figure(cases: pd.DataFrame, dataset: str, fraction: float, technique: str,
                    model: str | None = None, class_name: str | None = None,
                    metric: str = "dsc") -> Figure:
@@ -231,17 +242,14 @@ def heatmap_figure(cases: pd.DataFrame, dataset: str, fraction: float, technique
                     postprocessed, level=-1).mean()
             finite = table.to_numpy(float)
             spread = np.nanmax(np.abs(finite - base)) if np.isfinite(base) else None
-            sns.heatmap(table, ax=ax, annot=True, fmt=".1f", mask=table.isna(),
-                        cmap="RdBu_r" if lower else "RdBu",
-                        center=base if np.isfinite(base) else None,
-                        vmin=base - spread if spread else None,
-                        vmax=base + spread if spread else None,
-                        linewidths=0.5, linecolor="white",
-                        cbar_kws={"label": LABELS.get(metric, metric)})
+            with warnings.catch_warnings():  # seaborn's own use of Colormap.set_bad
+                warnings.simplefilter("ignore", PendingDeprecationWarning)
+                _heatmap(table, ax, base, spread, lower, metric)
             ax.set_yticks(np.arange(len(table.index)) + 0.5,
                           [value_text(v) for v in table.index], rotation=0)
             ax.set_xticks(np.arange(len(table.columns)) + 0.5,
                           [value_text(v) for v in table.columns], rotation=0)
+            ax.grid(False)
             ax.set_ylabel(HP_NAMES.get(first, first))
             ax.set_xlabel(HP_NAMES.get(second, second))
             baseline = f"vanilla {base:.1f}" if np.isfinite(base) else "no baseline"

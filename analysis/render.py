@@ -92,13 +92,20 @@ def value_text(value) -> str:
     """A hyperparameter value as the papers print it: ``0.2``, ``1e-5``, ``—`` when unused."""
     if value is None or pd.isna(value):
         return MISSING
-    return pretty_label(f"{float(value):g}")
+    value = float(value)
+    text = f"{value:g}"
+    if 0 < abs(value) < 1e-3 and "e" not in text:  # 0.0001 -> 1e-4, as the papers print it
+        mantissa, exponent = f"{value:.6e}".split("e")
+        text = f"{mantissa.rstrip('0').rstrip('.')}e{exponent}"
+    return pretty_label(text)
 
 
 def pretty_label(label: str) -> str:
-    """``ε = 1e-05 l = 10`` -> ``ε = 1e-5 l = 10`` (exponents as the papers print them)."""
+    """``ε = 1e-05 l = 10`` -> ``ε = 1e-5 l = 10``, ``ε = 0.0001`` -> ``ε = 1e-4`` (small
+    numbers and exponents as the papers print them)."""
+    label = re.sub(r"(?<![\w.])0\.000\d+", lambda m: value_text(float(m[0])), str(label))
     return re.sub(r"(\d)e([+-])0*(\d)", lambda m: f"{m[1]}e{'' if m[2] == '+' else '-'}{m[3]}",
-                  str(label))
+                  label)
 
 
 _LATEX_SPECIAL = {"&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_", "{": r"\{",

@@ -101,9 +101,11 @@ class _Writer:
                                for s in files)
         section.html += [to_html(grid), f'<p class="note">Files: {html_links}</p>']
 
-    def note(self, section: _Section, text: str) -> None:
-        section.markdown += [text, ""]
-        section.html.append(f"<p>{html_lib.escape(text)}</p>")
+    def note(self, section: _Section, text: str, link: str | None = None) -> None:
+        """A sentence under the section, ending with a link to ``link`` when given."""
+        section.markdown += [text + (f" [{link}]({link})" if link else ""), ""]
+        anchor = f' <a href="{html_lib.escape(link)}">{html_lib.escape(link)}</a>' if link else ""
+        section.html.append(f"<p>{html_lib.escape(text)}{anchor}</p>")
 
     def figure(self, section: _Section, stem: str, caption: str, build: Callable, *args,
                **kwargs) -> None:
@@ -375,7 +377,7 @@ def _logit_sections(writer: _Writer, results: Results, cases: pd.DataFrame, choo
         every = writer.out / f"{stem}_all-settings.csv"
         every.write_text(to_csv(table), encoding="utf-8")
         writer.written.append(every)
-        writer.note(section, f"Every setting: [{every.name}]({every.name})")
+        writer.note(section, "Every setting:", every.name)
         hist = histograms[(histograms["dataset"] == dataset) & (histograms["model"] == model)]
         fractions = sorted(hist["fraction"].unique())
         if BASELINE in set(hist["technique"]):
