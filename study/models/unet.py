@@ -4,7 +4,18 @@ Each resolution stage is 2 x (3^3 conv -> InstanceNorm(affine) -> LeakyReLU 0.01
 the first downsample with a stride-2 first convolution; the decoder upsamples with stride-2
 transposed convolutions and concatenates the skip connection; a 1^3 convolution gives the
 logits ``[N, C, D, H, W]`` (what the objectives receive). Patch sides must be divisible by
-``2 ** (stages - 1)``.
+``2 ** (stages - 1)``; the output has the input's size.
+
+Width and depth: ``widths`` lists the features per stage; :func:`unet_widths` builds nnU-Net's
+rule (``base`` features doubled per stage, capped). Presets: ``paper`` — the fork of 001
+(30 features, 6 stages, cap 320, no deep supervision); ``tiny`` — 8/16/32 (tests, CPU demo;
+techniques.md Part C suggests 16/32/64, halved to keep the CPU demo at a few minutes).
+
+Deep supervision (nnU-Net; off in 001): with ``deep_supervision=True`` the network in training
+mode returns a list of logits, full resolution first, then one per coarser decoder stage;
+:class:`study.models.outputs.OutputLoss` weights them 1, 1/2, 1/4, ... (the coarsest 0,
+normalised) against strided (nearest) downsampled targets. In eval mode it returns the
+full-resolution logits only.
 """
 
 from __future__ import annotations
@@ -14,10 +25,22 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-WIDTHS = {
+PRESETS: dict[str, tuple[int, ...]] = {
     "tiny": (8, 16, 32),  # tests and the CPU demo
     "paper": (30, 60, 120, 240, 320, 320),  # the fork used in paper 001 (30 features, cap 320)
 }
+
+
+def unet_widths(base: int, stages: int, cap: int = 320) -> tuple[int, ...]:
+    """nnU-Net's features per stage: ``base`` doubled per stage, at most ``cap``.
+
+    >>> unet_widths(30, 6)
+    (30, 60, 120, 240, 320, 320)
+    """
+    if base < 1 or stages < 2 or cap < base:
+        raise ValueError(f"unet_widths: expected base >= 1, stages >= 2, cap >= base; got "
+                         f"base={base}, stages={stages}, cap={cap}")
+    return tuple(min(base * 2**i, cap) for i in range(stages))
 
 
 def _block(cin: int, cout: int, stride: int) -> nn.Sequential:
@@ -32,7 +55,11 @@ def _block(cin: int, cout: int, stride: int) -> nn.Sequential:
 
 
 class UNet3D(nn.Module):
-    def __init__(self, in_channels: int, num_classes: int, widths: Sequence[int]):
+    """``forward(x [N, C_in, *patch]) -> logits [N, C, *patch]`` (a list of logits per scale in
+    training mode with deep supervision)."""
+
+    def __init__(self, in_channels: int, num_classes: int, widths: Sequence[int],
+                 deep_supervision: bool = False):
         super().__init__()
         if len(widths) < 2:
             raise ValueError(f"widths: expected at least 2 stages, got {list(widths)}")
@@ -48,29 +75,44 @@ class UNet3D(nn.Module):
             _block(2 * widths[i], widths[i], 1) for i in reversed(range(len(widths) - 1))
         )
         self.head = nn.Conv3d(widths[0], num_classes, 1)
+        self.deep_supervision = deep_supervision
+        # one extra head per decoder stage below full resolution, coarse to fine
+        self.aux_heads = nn.ModuleList(
+            nn.Conv3d(widths[i], num_classes, 1) for i in reversed(range(1, len(widths) - 1))
+        ) if deep_supervision else nn.ModuleList()
         self.divisor = 2 ** (len(widths) - 1)
+        self.output_multiple = self.divisor
         for module in self.modules():
             if isinstance(module, (nn.Conv3d, nn.ConvTranspose3d)):
                 nn.init.kaiming_normal_(module.weight, a=0.01)
                 nn.init.zeros_(module.bias)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if any(s % self.divisor for s in x.shape[2:]):
-            raise ValueError(f"UNet3D: spatial shape {tuple(x.shape[2:])} must be divisible by "
-                             f"{self.divisor}")
+    def _check(self, size: Sequence[int]) -> tuple[int, ...]:
+        size = tuple(int(s) for s in size)
+        if any(s < 1 or s % self.divisor for s in size):
+            raise ValueError(f"UNet3D: spatial shape {size} must be positive multiples of "
+                             f"{self.divisor} (2 ** (stages - 1))")
+        return size
+
+    def input_size(self, output_size: Sequence[int]) -> tuple[int, ...]:
+        """The input for an output patch: the same size (padded convolutions)."""
+        return self._check(output_size)
+
+    def output_size(self, input_size: Sequence[int]) -> tuple[int, ...]:
+        return self._check(input_size)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor | list[torch.Tensor]:
+        self._check(x.shape[2:])
         skips = []
         for block in self.down:
             x = block(x)
             skips.append(x)
-        for up, decode, skip in zip(self.up, self.decode, reversed(skips[:-1]), strict=True):
+        supervised = self.deep_supervision and self.training
+        aux = []
+        stages = zip(self.up, self.decode, reversed(skips[:-1]), strict=True)
+        for i, (up, decode, skip) in enumerate(stages):
             x = decode(torch.cat([up(x), skip], dim=1))
-        return self.head(x)
-
-
-def build_model(name: str, preset: str, in_channels: int, num_classes: int) -> nn.Module:
-    """The network a trial config names (``model.name``, ``model.preset``)."""
-    if name != "unet":
-        raise ValueError(f"model.name: unknown model {name!r} (known: 'unet')")
-    if preset not in WIDTHS:
-        raise ValueError(f"model.preset: unknown preset {preset!r} (known: {sorted(WIDTHS)})")
-    return UNet3D(in_channels, num_classes, WIDTHS[preset])
+            if supervised and i < len(self.aux_heads):
+                aux.append(self.aux_heads[i](x))
+        logits = self.head(x)
+        return [logits, *reversed(aux)] if supervised else logits
