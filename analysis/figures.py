@@ -38,6 +38,7 @@ from analysis.tables import (
     _select,
     fraction_label,
     method_name,
+    plain,
 )
 
 LABELS = {"dsc": "DSC (%)", "sensitivity": "Sensitivity (%)", "precision": "Precision (%)",
@@ -98,6 +99,7 @@ def _units(rows: pd.DataFrame, keys: list[str], metric: str) -> tuple[pd.DataFra
     unit = "seed" if ok["seed"].nunique() > 1 else "case_id"
     frame = ok[keys + [unit]].assign(value=values)
     data = frame.groupby(keys + [unit], sort=False, observed=True)["value"].mean().reset_index()
+    data = plain(data, [*keys, unit])
     return data, ("seeds" if unit == "seed" else "cases (one seed)")
 
 

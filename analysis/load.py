@@ -21,6 +21,7 @@ from typing import Literal
 
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.dataset as ds
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
@@ -136,14 +137,25 @@ def _raise_if(problems: dict[str, str], source: str) -> None:
         raise ResultsError("malformed results:\n" + "\n".join(lines[:10]) + more)
 
 
+def _categorical(table: pa.Table) -> pa.Table:
+    """String columns dictionary-encoded, so pandas gets categoricals: a million rows of a
+    few hundred distinct ids filter and group several times faster than as strings."""
+    for index, column in enumerate(table.schema):
+        if pa.types.is_string(column.type) or pa.types.is_large_string(column.type):
+            table = table.set_column(index, column.name,
+                                     pc.dictionary_encode(table.column(index)))
+    return table
+
+
 def load_results(path: str, errors: Literal["raise", "skip"] = "raise") -> Results:
     """The results under ``path``: a folder (or URI) holding ``cases/`` and ``trials/``.
 
     ``cases`` keeps only rows of trials that have a ``trials`` row (complete trials, whatever
-    was killed when). With ``errors="raise"`` a malformed file raises ``ResultsError`` naming
-    every bad file and column; with ``"skip"`` such files are left out and listed in
-    ``Results.problems``. Raises ``FileNotFoundError`` when ``path`` does not exist; an existing
-    folder without results gives empty tables (a study with no finished trial yet).
+    was killed when); its string columns are pandas categoricals. With ``errors="raise"`` a
+    malformed file raises ``ResultsError`` naming every bad file and column; with ``"skip"``
+    such files are left out and listed in ``Results.problems``. Raises ``FileNotFoundError``
+    when ``path`` does not exist; an existing folder without results gives empty tables (a
+    study with no finished trial yet).
     """
     source = str(path).rstrip("/")
     fs, root = _filesystem(source)
@@ -156,7 +168,7 @@ def load_results(path: str, errors: Literal["raise", "skip"] = "raise") -> Resul
     trials = _read_table(fs, f"{root}/trials", TRIALS_SCHEMA, "trials", problems)
     if errors == "raise":
         _raise_if(problems, source)
-    cases_frame = cases.to_pandas()
+    cases_frame = _categorical(cases).to_pandas()
     trials_frame = trials.to_pandas()
     complete = cases_frame["trial_id"].isin(trials_frame["trial_id"])
     incomplete = sorted(set(cases_frame.loc[~complete, "trial_id"]))

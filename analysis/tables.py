@@ -73,6 +73,15 @@ def fraction_label(fraction: float) -> str:
     return f"{round(fraction * 100, 6):g}%"
 
 
+def plain(frame: pd.DataFrame, columns) -> pd.DataFrame:
+    """``columns`` as plain strings (``load`` gives categoricals; small tables sort and map
+    by value)."""
+    for column in columns:
+        if column in frame.columns and isinstance(frame[column].dtype, pd.CategoricalDtype):
+            frame[column] = frame[column].astype(str)
+    return frame
+
+
 def _hp_columns(frame: pd.DataFrame) -> list[str]:
     return [c for c in frame.columns if c.startswith(HP_PREFIX)]
 
@@ -91,22 +100,28 @@ def _select(cases: pd.DataFrame, dataset: str, model: str | None,
     check_cases(cases)
     if cases.empty:
         raise ValueError("no results: the cases table is empty (no finished trial yet)")
-    rows = cases[cases["dataset"] == dataset]
-    if rows.empty:
+    mask = (cases["dataset"] == dataset).to_numpy(bool, copy=True)
+    if not mask.any():
         raise ValueError(f"no results for dataset {dataset!r} "
                          f"(have {sorted(cases['dataset'].unique())})")
-    models = sorted(rows["model"].unique())
+    models = sorted(cases.loc[mask, "model"].unique())
     model = _choose(models, "model", model, f" for dataset {dataset!r}")
-    rows = rows[rows["model"] == model]
-    if rows.empty:
+    mask &= (cases["model"] == model).to_numpy(bool)
+    if not mask.any():
         raise ValueError(f"no results for model {model!r} of dataset {dataset!r} "
                          f"(have {models})")
-    classes = sorted(rows["class_name"].unique())
+    classes = sorted(cases.loc[mask, "class_name"].unique())
     class_name = _choose(classes, "class_name", class_name, "")
-    rows = rows[rows["class_name"] == class_name]
-    if rows.empty:
+    mask &= (cases["class_name"] == class_name).to_numpy(bool)
+    if not mask.any():
         raise ValueError(f"no results for class {class_name!r} (have {classes})")
-    return rows, model, class_name
+    # Only the columns the tables read: filtering a million rows moves every column kept.
+    keep = [c for c in cases.columns if c in _NEEDED or c.startswith(HP_PREFIX)]
+    return cases.loc[mask, keep], model, class_name
+
+
+_NEEDED = {*METRICS, "technique", "param_label", "dataset", "model", "fraction", "seed",
+           "case_id", "class_name", "postprocessed", "status", "trial_id"}
 
 
 def _at_fraction(rows: pd.DataFrame, fraction: float, postprocessed: bool,
@@ -149,7 +164,7 @@ def _settings(block: pd.DataFrame) -> pd.DataFrame:
     for column in ("n_cases", "n_seeds", "n_diverged", "hd95_left_out"):
         table[column] = table[column].fillna(0).astype("int64")
     table = table.reset_index().rename(columns={"param_label": "parameter"})
-    return table
+    return plain(table, ["technique", "parameter"])
 
 
 def _order(table: pd.DataFrame) -> pd.DataFrame:
@@ -196,20 +211,20 @@ def _versus_baseline(table: pd.DataFrame, block: pd.DataFrame) -> pd.DataFrame:
         return table
     base_dsc = table.loc[is_base, "dsc"].iloc[0]
     table["worse_than_baseline"] = ~is_base & (table["dsc"] < base_dsc - TIE)
-    pairs = ok.groupby(["technique", "param_label", "case_id", "seed"], sort=False,
+    pairs = ok.groupby(["case_id", "seed", "technique", "param_label"], sort=False,
                        observed=True)["dsc"].mean()
-    by_setting = {key: group.droplevel([0, 1])
-                  for key, group in pairs.groupby(level=[0, 1], sort=False)}
-    base = by_setting.get((BASELINE, table.loc[is_base, "parameter"].iloc[0]))
+    wide = pairs.unstack(["technique", "param_label"])  # (case, seed) x setting
+    columns = {(str(t), str(p)): j for j, (t, p) in enumerate(wide.columns)}
+    values = wide.to_numpy(float)
+    base_column = columns.get((BASELINE, str(table.loc[is_base, "parameter"].iloc[0])))
     raw = []
     for baseline, technique, label in zip(is_base, table["technique"], table["parameter"],
                                           strict=True):
-        setting = by_setting.get((technique, label))
-        if baseline or base is None or setting is None:
+        column = columns.get((str(technique), str(label)))
+        if baseline or base_column is None or column is None:
             raw.append(np.nan)
             continue
-        joined = pd.concat([setting, base], axis=1, join="inner").to_numpy(float)
-        raw.append(_wilcoxon(joined[:, 0], joined[:, 1]))
+        raw.append(_wilcoxon(values[:, column], values[:, base_column]))
     table["p_value"] = _holm(pd.Series(raw, index=table.index)).to_numpy()
     return table
 
