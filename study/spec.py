@@ -239,12 +239,19 @@ class DatasetSpec:
 
 @dataclass(frozen=True)
 class TrainingSpec:
+    """``patch``: the output patch the loss sees (the model asks for the input it needs:
+    the same for the U-Net, the wider context of its pathways for DeepMedic, e.g. 21^3 for
+    DeepMedic's 37^3 normal-resolution segments); ``lr``: initial learning rate, None = the
+    model's paper value (``study.models.recipes``); ``validate_every``: iterations between
+    periodic validations (0 = none; monitoring only, not part of a trial's identity)."""
+
     iterations: int
     batch_size: int
     patch: tuple[int, int, int]
-    lr: float
+    lr: float | None
     fg_fraction: float
     checkpoint_every: int
+    validate_every: int = 0
 
 
 @dataclass(frozen=True)
@@ -294,11 +301,14 @@ def _parse_training(node: _Node) -> TrainingSpec:
         iterations=node.get("iterations", int, **positive),
         batch_size=node.get("batch_size", int, **positive),
         patch=tuple(patch),
-        lr=node.get("lr", float, check=lambda v: v > 0, expect="a positive number"),
+        lr=node.get("lr", float, default=None, check=lambda v: v > 0,
+                    expect="a positive number"),
         fg_fraction=node.get("fg_fraction", float, default=0.5,
                              check=lambda v: 0 <= v <= 1, expect="a number in [0, 1]"),
         checkpoint_every=node.get("checkpoint_every", int, default=0,
                                   check=lambda v: v >= 0, expect="an integer >= 0"),
+        validate_every=node.get("validate_every", int, default=0,
+                                check=lambda v: v >= 0, expect="an integer >= 0"),
     )
     node.done()
     return spec
@@ -350,14 +360,21 @@ def load_study(path: str | Path, spaces_dir: str | Path = SEARCH_SPACES_DIR) -> 
     dataset = _parse_dataset(node.child("dataset"))
     fractions = node.list_of("fractions", float, check=lambda v: 0 < v <= 1,
                              expect="a fraction in (0, 1]")
+    from study.models import MODELS, patch_problem
+
     model_node = node.child("model")
-    model = model_node.get("name", str, check=lambda v: v in ("unet",), expect="'unet'")
+    model = model_node.get("name", str, check=lambda v: v in MODELS,
+                           expect=f"one of {', '.join(MODELS)}")
     preset = model_node.get("preset", str, default="tiny",
-                            check=lambda v: v in ("tiny", "paper"), expect="'tiny' or 'paper'")
+                            check=lambda v: v in MODELS[model],
+                            expect=f"one of {', '.join(sorted(MODELS[model]))}")
     model_node.done()
     seeds = node.list_of("seeds", int, default=[0], check=lambda v: v >= 0,
                          expect="a non-negative integer")
     training = _parse_training(node.child("training"))
+    problem = patch_problem(model, preset, training.patch)
+    if problem:
+        node.fail(problem, "training.patch")
     techniques = _parse_techniques(node.list_of("techniques", (str, dict)), str(path), spaces)
     node.done()
     return StudySpec(

@@ -1,46 +1,213 @@
-"""Technique id + hyperparameters -> the training objective a trial optimises.
+"""Technique id + hyperparameters -> what a trial trains with: the objective, the batch
+regularizers and the augmentation (001 §IV, 003, 004).
 
-The U-Net's baseline objective is CE + soft DSC (paper 001 §V, KiTS); each loss technique
-replaces both terms by its CE and DSC forms (001 eq. 4-13). ``rare`` is the dataset's r vector
-for asymmetric techniques; symmetric ones pass ``rare=None`` (001 §IV).
+Three builders, one per family:
+
+* :func:`_regularized` — the baseline loss with the 001 modifications: large margin ``m``
+  (eq. 4-9), focal ``gamma`` (eq. 10-13), both (eq. 22), plus adversarial batches ``eps, l``
+  (eq. 14-16), mixup batches ``mixup_alpha`` / ``mixup_m, mixup_alpha`` (eq. 17-19) and
+  the (asymmetric) augmentation gate ``bg_aug_prob`` (eq. 20-21, applied by the sampler).
+  Every single technique is this builder with a fixed set of hyperparameters;
+  ``combination`` / ``asym_combination`` accept any subset (an absent technique is off).
+  The loss has the model's baseline forms: CE for DeepMedic (001 §V, BraTS/ATLAS), CE + soft
+  DSC for the U-Net (001 §V, KiTS), each replaced by its margin/focal form.
+* :func:`_region` — a region loss alone: ``dsc`` (001 eq. 3, Table II "F1 (DSC)"), ``jaccard``
+  (004 §3, squared denominator), ``f_beta`` (001 Table II F2/F4/F8, ``beta``).
+* :func:`_calibration` — ``margin_calibration`` (003 eq. 27-29; ``tau``, ``nu``) alone, with the
+  class voxel counts of the whole training set (one pass over the training labels).
+
+Asymmetric techniques pass the dataset's rare-class vector ``r``; symmetric ones
+``rare=None`` (001 §IV). Every loss and regularizer is built with ``ignore_index =``
+:data:`IGNORE` — asymmetric mixup writes it (eq. 19's "0" targets) and the trial runner
+marks the labels outside a model's output with it.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
+import numpy as np
+import torch
 from torch import nn
 
 import study.objectives as obj
+from study.models.outputs import centre_crop, main_output
+
+IGNORE = obj.IGNORE_INDEX
 
 
-def _vanilla(hp: dict, rare: Sequence[float]) -> nn.Module:
-    return obj.CrossEntropyLoss() + obj.DiceLoss()
+@dataclass(frozen=True)
+class Context:
+    """What a technique needs to know about the trial.
+
+    ``rare``: the dataset's r vector; ``dsc_term``: the model's baseline has a soft DSC term
+    (U-Net) or not (DeepMedic); ``class_counts``: called once, only by techniques that need the
+    training set's class voxel counts.
+    """
+
+    rare: tuple[float, ...]
+    dsc_term: bool = True
+    class_counts: Callable[[], np.ndarray] | None = None
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.rare)
 
 
-def _ce_and_dsc_forms(
-    loss: type[nn.Module], hp_name: str, asymmetric: bool
-) -> Callable[[dict, Sequence[float]], nn.Module]:
-    """``loss(form="ce") + loss(form="dsc")`` with the hyperparameter ``hp[hp_name]``."""
+@dataclass(frozen=True)
+class AugmentationGate:
+    """Eq. 21: a sample holding a voxel of a class with ``rare > 0.5`` is always augmented,
+    any other with probability ``bg_aug_prob``; all-zero ``rare`` is symmetric augmentation
+    with probability ``bg_aug_prob``. The trial runner hands it to the patch sampler, which
+    applies the augmentation ``A`` (eq. 20) on the CPU while batches are prepared."""
 
-    def build(hp: dict, rare: Sequence[float]) -> nn.Module:
-        r = list(rare) if asymmetric else None
-        return loss(hp[hp_name], rare=r, form="ce") + loss(hp[hp_name], rare=r, form="dsc")
-
-    return build
+    bg_aug_prob: float
+    rare: tuple[float, ...]
 
 
-TECHNIQUES: dict[str, Callable[[dict, Sequence[float]], nn.Module]] = {
-    "vanilla": _vanilla,
-    "focal": _ce_and_dsc_forms(obj.FocalLoss, "gamma", asymmetric=False),
-    "asym_focal": _ce_and_dsc_forms(obj.FocalLoss, "gamma", asymmetric=True),
-    "large_margin": _ce_and_dsc_forms(obj.LargeMarginLoss, "m", asymmetric=False),
-    "asym_large_margin": _ce_and_dsc_forms(obj.LargeMarginLoss, "m", asymmetric=True),
+@dataclass(frozen=True)
+class TrainingObjective:
+    """The loss and the extra-batch regularizers (eq. 14, 17) of one trial, as
+    :func:`study.objectives.regularized_step` takes them, and the augmentation gate (eq. 21)."""
+
+    loss: nn.Module
+    regularizers: tuple[obj.Regularizer, ...] = ()
+    augmentation: AugmentationGate | None = None
+
+
+class AlignedAdversarialPerturbation(obj.AdversarialPerturbation):
+    """:class:`~study.objectives.AdversarialPerturbation` (001 eq. 14-16) for any of our
+    models: the direction loss reads the model's full-resolution logits (deep supervision) and
+    the central part of the target that the logits cover (DeepMedic's output is the centre of
+    its input). The perturbation covers the whole input."""
+
+    def direction_loss(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        return super().direction_loss(logits, centre_crop(target, logits.shape[2:]))
+
+    def perturbation(self, model: nn.Module, x: torch.Tensor, target: torch.Tensor,
+                     generator: torch.Generator | None = None) -> torch.Tensor:
+        return super().perturbation(main_output(model), x, target, generator)
+
+
+@dataclass(frozen=True)
+class Technique:
+    """A technique id's builder, its symmetry and its hyperparameters (``required`` must all
+    be given, ``optional`` may be)."""
+
+    build_with: Callable[[Technique, dict[str, float], Context], TrainingObjective]
+    asymmetric: bool = False
+    required: tuple[str, ...] = ()
+    optional: tuple[str, ...] = ()
+    loss: type[nn.Module] | None = None  # the region loss of :func:`_region`
+
+    def build(self, name: str, hp: dict[str, float], context: Context) -> TrainingObjective:
+        unknown = sorted(set(hp) - set(self.required) - set(self.optional))
+        missing = [k for k in self.required if k not in hp]
+        if unknown or missing:
+            known = ", ".join((*self.required, *self.optional)) or "none"
+            problem = f"unknown {unknown}" if unknown else f"missing {missing}"
+            raise ValueError(f"technique {name}: hyperparameters {problem} (takes: {known})")
+        return self.build_with(self, hp, context)
+
+
+def _forms(make: Callable[[str], nn.Module], context: Context) -> nn.Module:
+    """``make("ce")`` (DeepMedic) or ``make("ce") + make("dsc")`` (U-Net)."""
+    return make("ce") + make("dsc") if context.dsc_term else make("ce")
+
+
+def _pair(hp: dict[str, float], keys: tuple[str, ...], technique: str) -> bool:
+    """Whether the technique with hyperparameters ``keys`` is on; a partial set is an error."""
+    given = [k for k in keys if k in hp]
+    if given and len(given) < len(keys):
+        raise ValueError(f"{technique} needs {' and '.join(keys)} together, got only "
+                         f"{', '.join(given)}")
+    return bool(given)
+
+
+def _regularized(technique: Technique, hp: dict[str, float], context: Context
+                 ) -> TrainingObjective:
+    rare = list(context.rare) if technique.asymmetric else None
+    common = {"rare": rare, "ignore_index": IGNORE}
+    if "m" in hp and "gamma" in hp:
+        loss = _forms(lambda form: obj.MarginFocalLoss(hp["m"], hp["gamma"], form=form, **common),
+                      context)
+    elif "m" in hp:
+        loss = _forms(lambda form: obj.LargeMarginLoss(hp["m"], form=form, **common), context)
+    elif "gamma" in hp:
+        loss = _forms(lambda form: obj.FocalLoss(hp["gamma"], form=form, **common), context)
+    elif context.dsc_term:
+        loss = obj.CrossEntropyLoss(ignore_index=IGNORE) + obj.DiceLoss(ignore_index=IGNORE)
+    else:
+        loss = obj.CrossEntropyLoss(ignore_index=IGNORE)
+    regularizers: list[obj.Regularizer] = []
+    if _pair(hp, ("eps", "l"), "adversarial training"):
+        regularizers.append(AlignedAdversarialPerturbation(hp["eps"], hp["l"], **common))
+    if technique.asymmetric and _pair(hp, ("mixup_m", "mixup_alpha"), "asymmetric mixup"):
+        regularizers.append(obj.AsymmetricMixup(hp["mixup_alpha"], hp["mixup_m"],
+                                                context.rare, ignore_index=IGNORE))
+    elif not technique.asymmetric and "mixup_alpha" in hp:
+        regularizers.append(obj.Mixup(hp["mixup_alpha"], context.num_classes,
+                                      ignore_index=IGNORE))
+    augmentation = None
+    if "bg_aug_prob" in hp:
+        # symmetric: no sample counts as rare, every sample is augmented with probability p
+        gate = context.rare if technique.asymmetric else (0.0,) * context.num_classes
+        augmentation = AugmentationGate(hp["bg_aug_prob"], tuple(gate))
+    return TrainingObjective(loss, tuple(regularizers), augmentation)
+
+
+def _region(technique: Technique, hp: dict[str, float], context: Context) -> TrainingObjective:
+    return TrainingObjective(technique.loss(*(hp[k] for k in technique.required),
+                                            ignore_index=IGNORE))
+
+
+def _calibration(technique: Technique, hp: dict[str, float], context: Context
+                 ) -> TrainingObjective:
+    if context.class_counts is None:
+        raise ValueError("margin_calibration needs the training set's class voxel counts")
+    counts = context.class_counts()
+    return TrainingObjective(obj.MarginCalibrationLoss(hp["tau"], hp["nu"], counts,
+                                                       ignore_index=IGNORE))
+
+
+_ALL = ("m", "gamma", "eps", "l", "mixup_m", "mixup_alpha", "bg_aug_prob")
+
+TECHNIQUES: dict[str, Technique] = {
+    "vanilla": Technique(_regularized),
+    "large_margin": Technique(_regularized, False, ("m",)),
+    "asym_large_margin": Technique(_regularized, True, ("m",)),
+    "focal": Technique(_regularized, False, ("gamma",)),
+    "asym_focal": Technique(_regularized, True, ("gamma",)),
+    "adversarial": Technique(_regularized, False, ("eps", "l")),
+    "asym_adversarial": Technique(_regularized, True, ("eps", "l")),
+    "mixup": Technique(_regularized, False, ("mixup_alpha",)),
+    "asym_mixup": Technique(_regularized, True, ("mixup_m", "mixup_alpha")),
+    "asym_augmentation": Technique(_regularized, True, ("bg_aug_prob",)),
+    # symmetric mixup has no margin m, so mixup_m belongs to the asymmetric combination only
+    "combination": Technique(_regularized, False, optional=tuple(k for k in _ALL
+                                                                  if k != "mixup_m")),
+    "asym_combination": Technique(_regularized, True, optional=_ALL),
+    "dsc": Technique(_region, loss=obj.DiceLoss),
+    "jaccard": Technique(_region, loss=obj.JaccardLoss),
+    "f_beta": Technique(_region, required=("beta",), loss=obj.FBetaLoss),
+    "margin_calibration": Technique(_calibration, required=("tau", "nu")),
 }
 
 
-def build_objective(technique: str, hp: dict, rare: Sequence[float]) -> nn.Module:
-    """The loss module for ``technique`` with hyperparameters ``hp`` and rare-class vector r."""
+def build_training(technique: str, hp: dict[str, float], context: Context
+                   ) -> TrainingObjective:
+    """The loss, regularizers and augmentation for ``technique`` with hyperparameters ``hp``.
+
+    Raises ``ValueError`` naming an unknown technique, an unknown or missing hyperparameter,
+    or a half-given pair (``eps`` without ``l``).
+    """
     if technique not in TECHNIQUES:
         raise ValueError(f"technique: unknown {technique!r} (known: {', '.join(TECHNIQUES)})")
-    return TECHNIQUES[technique](hp, rare)
+    return TECHNIQUES[technique].build(technique, {k: float(v) for k, v in hp.items()}, context)
+
+
+def build_objective(technique: str, hp: dict[str, float], rare: Sequence[float],
+                    dsc_term: bool = True) -> nn.Module:
+    """The loss alone of :func:`build_training` (for techniques without class counts)."""
+    return build_training(technique, hp, Context(tuple(rare), dsc_term)).loss
