@@ -4,17 +4,39 @@
 same with Ray Tune (``study.tune`` passes a session that reports to Tune and checkpoints
 through it) and without (``LocalSession``, for tests and debugging). It never raises for a
 bad trial: a NaN/inf training loss ends it as ``diverged``; any other error is stored as a
-``failed`` trial row naming the error, and only then re-raised, so that Tune can retry it.
+``failed`` trial row naming the error (a CUDA out-of-memory error names the model, batch,
+patch, GPU and config), and only then re-raised, so that Tune can retry it.
+
+Training (:class:`Training`): the model (``study.models``), the technique's loss, batch
+regularizers and augmentation (``study.techniques``), one :func:`regularized_step` per
+iteration in the papers' summed-loss mode, the model's paper optimiser and LR schedule
+(``study.models.recipes``). Patches are sampled at the model's *input* size with labels of
+its output patch ``training.patch`` (for DeepMedic the input is the wider context of its
+pathways); on the device the labels are padded to the input size with the ignore label, so
+that flips, mixup and adversarial perturbations treat input and labels alike. The (asymmetric)
+augmentation of eq. 21 is done by the sampler. On CUDA: bf16 autocast, optional
+``torch.compile``, batches sampled ahead in a thread into pinned memory, and the loss read by
+the host only every ``check_every`` iterations (a window of on-device losses), so the loop does
+not wait for the GPU each step; divergence is still reported at its exact iteration. On the
+CPU: float32, no prefetch, a check every iteration.
+
+Checkpoints (every ``checkpoint_every`` iterations) hold model, optimizer, LR schedule,
+sampler and RNG states (CPU and CUDA); a trial resumed from one ends bit-exactly as an
+uninterrupted run on the CPU (CUDA kernels are not bit-reproducible run to run).
 """
 
 from __future__ import annotations
 
+import inspect
 import io
 import json
 import math
+import queue
 import socket
+import threading
 import time
 import traceback
+from contextlib import nullcontext
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -24,23 +46,39 @@ import numpy as np
 import torch
 
 import study
+import study.objectives as obj
 from study.data import loader, sampling, splits, synthetic
 from study.data.registry import DATASETS, DatasetInfo
 from study.evaluate import evaluate_segmentation
-from study.inference import sliding_window_logits
-from study.models import build_model
+from study.inference import predict_logits
+from study.models import OutputLoss, build_model, centre_crop
+from study.models.recipes import RECIPES
 from study.results import ResultStore, identity_columns, summarise
-from study.techniques import build_objective
+from study.techniques import IGNORE, AugmentationGate, Context, build_training
 from study.trials import Trial, canonical_json, trial_id
 
 LOGIT_BINS = np.linspace(-30.0, 30.0, 61)  # fixed bins so histograms add across trials
 LOGIT_STAT_TRAIN_CASES = 4  # training cases whose logits are summarised (inference is costly)
 METRIC_KEYS = ("dsc", "sensitivity", "precision", "iou", "hd95", "hd95_max")
+VALIDATION_PATCHES = 8  # fixed patches of the test cases scored by periodic validation
+VALIDATION_SEED = 0
+MODEL_OPTIONS = ("deep_supervision", "base", "stages", "dropout")  # optional config["model"] keys
 
 
 @dataclass(frozen=True)
 class RunOptions:
-    """Where a trial reads data and writes results; not part of the trial's identity."""
+    """Where a trial reads data and writes results, and how it uses the machine; not part of
+    the trial's identity.
+
+    ``validate_every``: iterations between validations (0 = none); each scores
+    ``VALIDATION_PATCHES`` fixed patches of the *test* cases and reports ``val_loss`` and
+    ``val_dsc`` — for watching training only, as the reference DeepMedic configs validate on
+    their test list; nothing is selected or stopped on it. ``compile``: a ``torch.compile``
+    mode (``"default"``, ``"reduce-overhead"``, ...) used on CUDA, or None for eager.
+    ``prefetch``: batches sampled ahead in a thread (None: 2 on CUDA, 0 on the CPU).
+    ``check_every``: iterations between NaN/inf checks of the loss (None: 1 on the CPU, 25 on
+    CUDA).
+    """
 
     data_dir: str
     results_uri: str
@@ -48,6 +86,10 @@ class RunOptions:
     device: str = "auto"
     checkpoint_every: int = 0  # iterations between checkpoints; 0 = none
     threads: int | None = None
+    validate_every: int = 0
+    compile: str | None = None
+    prefetch: int | None = None
+    check_every: int | None = None
 
 
 class Session(Protocol):
@@ -75,7 +117,11 @@ class LocalSession:
 
 
 class Diverged(Exception):
-    """The training loss became NaN or infinite."""
+    """The training loss became NaN or infinite at ``iteration``."""
+
+    def __init__(self, message: str, iteration: int):
+        super().__init__(message)
+        self.iteration = iteration
 
 
 def resolve_device(requested: str) -> torch.device:
@@ -97,60 +143,299 @@ def dataset_root(config: dict[str, Any], options: RunOptions) -> Path:
     return Path(options.dataset_root)
 
 
-def _state_bytes(model, optimizer, iteration: int, sampler, loss: float) -> bytes:
-    buffer = io.BytesIO()
-    torch.save({
-        "model": model.state_dict(),
-        "optimizer": optimizer.state_dict(),
-        "iteration": iteration,
-        "loss": loss,
-        "torch_rng": torch.get_rng_state(),
-        "sampler": json.dumps(sampler.state()),
-    }, buffer)
-    return buffer.getvalue()
+class _BatchStream:
+    """Training batches from a sampler, optionally sampled ``prefetch`` batches ahead in a
+    background thread. Each batch comes with the sampler's state right after it was drawn, so
+    a checkpoint records where the sampler stood after the last batch *trained on*, however
+    far the thread has run ahead (the resumed run draws exactly the same batches)."""
+
+    def __init__(self, sampler: sampling.PatchSampler, batch_size: int, prefetch: int,
+                 pin: bool, label_dtype: np.dtype):
+        self.sampler, self.batch_size = sampler, batch_size
+        self.prefetch, self.pin, self.label_dtype = prefetch, pin, label_dtype
+        self._queue: queue.Queue | None = None
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def _draw(self) -> tuple[torch.Tensor, torch.Tensor, dict]:
+        images, labels = self.sampler.sample(self.batch_size)
+        state = self.sampler.state()
+        x = torch.from_numpy(images)
+        y = torch.from_numpy(labels.astype(self.label_dtype, copy=False))
+        if self.pin:
+            x, y = x.pin_memory(), y.pin_memory()
+        return x, y, state
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                item: Any = self._draw()
+            except Exception as error:  # handed to the consumer, raised there
+                item = error
+            while not self._stop.is_set():
+                try:
+                    self._queue.put(item, timeout=0.1)
+                    break
+                except queue.Full:
+                    continue
+            if isinstance(item, Exception):
+                return
+
+    def next(self) -> tuple[torch.Tensor, torch.Tensor, dict]:
+        if not self.prefetch:
+            return self._draw()
+        if self._thread is None:
+            self._consumed = self.sampler.state()
+            self._queue = queue.Queue(maxsize=self.prefetch)
+            self._stop = threading.Event()
+            self._thread = threading.Thread(target=self._run, name="batch-prefetch", daemon=True)
+            self._thread.start()
+        item = self._queue.get()
+        if isinstance(item, Exception):
+            raise item
+        self._consumed = item[2]
+        return item
+
+    def close(self) -> None:
+        """Stop the thread and rewind the sampler to just after the last batch handed out
+        (batches sampled ahead are dropped), so that sampling can continue exactly."""
+        if self._thread is None:
+            return
+        self._stop.set()
+        self._thread.join()
+        self._thread = None
+        self.sampler.set_state(self._consumed)
 
 
-def _train(config, cases, info: DatasetInfo, device, session: Session, checkpoint_every: int):
-    """Train; return (model, iterations done, last loss). Raises ``Diverged``."""
-    training = config["training"]
-    torch.manual_seed(config["seed"])
-    model = build_model(config["model"]["name"], config["model"]["preset"],
-                        len(info.channels), len(info.classes)).to(device)
-    optimizer = torch.optim.Adam(model.parameters(), lr=training["lr"])
-    objective = build_objective(config["technique"], config["hp"], info.rare_vector())
-    sampler = sampling.PatchSampler(cases, training["patch"], training["fg_fraction"],
-                                    seed=config["seed"])
-    start, loss_value = 0, math.nan
+def _model_options(model_config: dict[str, Any]) -> dict[str, Any]:
+    unknown = sorted(set(model_config) - {"name", "preset", *MODEL_OPTIONS})
+    if unknown:
+        raise ValueError(f"model: unknown option(s) {unknown} (known: {', '.join(MODEL_OPTIONS)})")
+    return {k: model_config[k] for k in MODEL_OPTIONS if k in model_config}
+
+
+class Training:
+    """One trial's training: model, objective, optimizer, schedule, batches; :meth:`run`.
+
+    ``patch`` (``training.patch``) is the *output* patch the loss sees; the model says which
+    input it needs (``model.input_size``) and the sampler cuts patches of that size.
+    """
+
+    def __init__(self, config: dict[str, Any], cases, info: DatasetInfo, device: torch.device,
+                 options: RunOptions):
+        training = config["training"]
+        name = config["model"]["name"]
+        self.config, self.device, self.iterations = config, device, training["iterations"]
+        torch.manual_seed(config["seed"])
+        self.recipe = RECIPES[name]
+        self.num_classes = len(info.classes)
+        self.model = build_model(name, config["model"]["preset"], len(info.channels),
+                                 self.num_classes, **_model_options(config["model"])).to(device)
+        self.output_patch = tuple(int(p) for p in training["patch"])
+        self.input_patch = tuple(self.model.input_size(self.output_patch))
+        context = Context(tuple(info.rare_vector()), self.recipe.dsc_term,
+                          class_counts=lambda: obj.class_counts((c.label for c in cases),
+                                                                self.num_classes))
+        built = build_training(config["technique"], config["hp"], context)
+        self.loss = OutputLoss(built.loss)
+        self.regularizers = built.regularizers
+        self.optimizer = self.recipe.optimizer(self.model.parameters(), training.get("lr"))
+        self.schedule = self.recipe.schedule(self.optimizer, self.iterations)
+        self.sampler, self.augmentation = self._sampler(cases, training["fg_fraction"],
+                                                        config["seed"], built.augmentation)
+        cuda = device.type == "cuda"
+        prefetch = options.prefetch if options.prefetch is not None else (2 if cuda else 0)
+        self.batches = _BatchStream(self.sampler, training["batch_size"], prefetch, pin=cuda,
+                                    label_dtype=np.uint8 if self.num_classes <= 255
+                                    else np.int64)
+        self.check_every = options.check_every or (25 if cuda else 1)
+        self.autocast = (torch.autocast("cuda", dtype=torch.bfloat16) if cuda
+                         else nullcontext())
+        self.forward_model = self.model
+        if cuda:
+            torch.backends.cudnn.benchmark = True
+            if options.compile:
+                self.forward_model = torch.compile(self.model, mode=options.compile)
+        self.iteration, self.last_loss = 0, math.nan
+        self.sampler_state = self.sampler.state()
+        self._window: list[tuple[int, torch.Tensor, torch.Tensor]] = []
+
+    def _sampler(self, cases, fg_fraction: float, seed: int, gate: AugmentationGate | None):
+        """Patches at the model's input size with labels of its output size; eq. 21's
+        augmentation applied by the sampler (on the CPU, in the prefetch thread on CUDA).
+
+        Returns the sampler and a device-side augmentation for samplers without these options
+        (``study.data.sampling`` before its rebuild; TODO(data): drop the fallback once the
+        rebuilt sampler is committed)."""
+        if "label_patch" not in inspect.signature(sampling.PatchSampler).parameters:
+            augmentation = None if gate is None else obj.AsymmetricAugmentation(
+                obj.RandomFlip(), gate.bg_aug_prob, gate.rare)
+            return sampling.PatchSampler(cases, self.input_patch, fg_fraction,
+                                         seed=seed), augmentation
+        options: dict[str, Any] = {"label_patch": self.output_patch}
+        if gate is not None:
+            options.update(augmentation=sampling.Augmentation(), bg_aug_prob=gate.bg_aug_prob,
+                           rare=gate.rare, rare_by="any")
+        return sampling.PatchSampler(cases, self.input_patch, fg_fraction, seed=seed,
+                                     **options), None
+
+    # -- state ------------------------------------------------------------------------------
+    def state_bytes(self) -> bytes:
+        """Everything a resumed run needs to continue bit-exactly (checks the loss first)."""
+        self.check()
+        buffer = io.BytesIO()
+        torch.save({
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "schedule": self.schedule.state_dict(),
+            "iteration": self.iteration,
+            "loss": self.last_loss,
+            "torch_rng": torch.get_rng_state(),
+            "cuda_rng": (torch.cuda.get_rng_state(self.device) if self.device.type == "cuda"
+                         else None),
+            "sampler": json.dumps(self.sampler_state),
+        }, buffer)
+        return buffer.getvalue()
+
+    def load_state(self, saved: bytes) -> None:
+        state = torch.load(io.BytesIO(saved), weights_only=True, map_location=self.device)
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.schedule.load_state_dict(state["schedule"])
+        torch.set_rng_state(state["torch_rng"].cpu())
+        if state["cuda_rng"] is not None and self.device.type == "cuda":
+            torch.cuda.set_rng_state(state["cuda_rng"].cpu(), self.device)
+        self.sampler_state = json.loads(state["sampler"])
+        self.sampler.set_state(self.sampler_state)
+        self.iteration, self.last_loss = state["iteration"], state["loss"]
+
+    # -- one iteration ----------------------------------------------------------------------
+    def _labels(self, labels: torch.Tensor) -> torch.Tensor:
+        """int64 labels at the input size (every batch regularizer needs them aligned with the
+        input) from labels of the output or input size; voxels outside the output are
+        ``IGNORE``."""
+        inner = centre_crop(labels.long(), self.output_patch)
+        if self.input_patch == self.output_patch:
+            return inner
+        marked = torch.full((labels.shape[0], *self.input_patch), IGNORE, dtype=torch.int64,
+                            device=labels.device)
+        centre_crop(marked, self.output_patch).copy_(inner)
+        return marked
+
+    def step(self) -> obj.StepResult:
+        """Sample a batch and take one training step (no host-device synchronisation)."""
+        images, labels, self.sampler_state = self.batches.next()
+        x = images.to(self.device, non_blocking=True)
+        y = self._labels(labels.to(self.device, non_blocking=True))
+        self.model.train()
+        with self.autocast:
+            result = obj.regularized_step(self.forward_model, self.loss, self.optimizer, x, y,
+                                          regularizers=self.regularizers,
+                                          augmentation=self.augmentation)
+        clean = result.losses["clean"]
+        self.schedule.step(clean)
+        self.iteration += 1
+        self._window.append((self.iteration, result.total, clean))
+        return result
+
+    def check(self) -> None:
+        """Read the losses of the iterations since the last check (one synchronisation);
+        raise :class:`Diverged` naming the first iteration whose loss was NaN or inf."""
+        if not self._window:
+            return
+        values = torch.stack([torch.stack([t.float(), c.float()])
+                              for _, t, c in self._window]).cpu()
+        iterations = [i for i, _, _ in self._window]
+        self._window.clear()
+        finite = torch.isfinite(values).all(dim=1)
+        if not bool(finite.all()):
+            bad = int((~finite).nonzero()[0, 0])
+            value = float(values[bad, 0])
+            raise Diverged(f"training loss is {value} at iteration {iterations[bad]}",
+                           iterations[bad])
+        self.last_loss = float(values[-1, 1])
+
+    # -- the loop ---------------------------------------------------------------------------
+    def run(self, session: Session, checkpoint_every: int = 0,
+            validation: _Validation | None = None, validate_every: int = 0) -> None:
+        """Train from the current iteration to the budget, reporting ~10 times, checkpointing
+        every ``checkpoint_every`` and validating every ``validate_every`` iterations."""
+        report_every = max(1, self.iterations // 10)
+        try:
+            while self.iteration < self.iterations:
+                self.step()
+                it = self.iteration
+                due_checkpoint = bool(checkpoint_every) and it % checkpoint_every == 0 \
+                    and it < self.iterations
+                due_validation = bool(validate_every) and validation is not None \
+                    and it % validate_every == 0
+                due_report = it % report_every == 0 or due_checkpoint or due_validation
+                if due_report or it % self.check_every == 0 or it == self.iterations:
+                    self.check()
+                if due_report:
+                    metrics = {"iteration": it, "train_loss": self.last_loss,
+                               "lr": self.optimizer.param_groups[0]["lr"]}
+                    if due_validation:
+                        metrics.update(validation.score(self))
+                    session.report(metrics, self.state_bytes() if due_checkpoint else None)
+        except Diverged:
+            raise
+        except Exception:
+            self.check()  # a NaN that broke a later step is divergence, not a failure
+            raise
+        finally:
+            self.batches.close()
+
+
+class _Validation:
+    """Fixed patches of the test cases (sampled once, the same for every trial of a dataset),
+    scored in eval mode: the objective's loss and the pooled hard DSC of the foreground
+    classes."""
+
+    def __init__(self, cases, training: Training, fg_fraction: float):
+        sampler = sampling.PatchSampler(cases, training.input_patch, fg_fraction,
+                                        seed=VALIDATION_SEED)
+        images, labels = sampler.sample(VALIDATION_PATCHES)
+        self.images = torch.from_numpy(images)
+        self.labels = torch.from_numpy(labels)
+
+    @torch.no_grad()
+    def score(self, training: Training) -> dict[str, float]:
+        model, device = training.model, training.device
+        model.eval()
+        losses, tp, total = [], torch.zeros(training.num_classes), torch.zeros(
+            training.num_classes)
+        batch = training.config["training"]["batch_size"]
+        with training.autocast:
+            for i in range(0, len(self.images), batch):
+                x = self.images[i:i + batch].to(device)
+                y = training._labels(self.labels[i:i + batch].to(device))
+                logits = model(x).float()
+                losses.append(float(training.loss(logits, y)))
+                target = centre_crop(y, logits.shape[2:])
+                prediction = logits.argmax(1)
+                for k in range(1, training.num_classes):
+                    p, t = prediction == k, target == k
+                    tp[k] += float((p & t).sum())
+                    total[k] += float(p.sum() + t.sum())
+        model.train()
+        dsc = [2 * tp[k] / total[k] for k in range(1, training.num_classes) if total[k] > 0]
+        return {"val_loss": float(np.mean(losses)),
+                "val_dsc": float(np.mean(dsc)) if dsc else math.nan}
+
+
+def _train(config, cases, info: DatasetInfo, device, session: Session, options: RunOptions,
+           test_cases=()) -> Training:
+    """Train (resuming from the session's checkpoint if any); raises ``Diverged``."""
+    training = Training(config, cases, info, device, options)
     saved = session.restore()
     if saved is not None:
-        state = torch.load(io.BytesIO(saved), weights_only=True, map_location=device)
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        torch.set_rng_state(state["torch_rng"])
-        sampler.set_state(json.loads(state["sampler"]))
-        start, loss_value = state["iteration"], state["loss"]
-    iterations = training["iterations"]
-    report_every = max(1, iterations // 10)
-    autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda")
-    model.train()
-    for iteration in range(start + 1, iterations + 1):
-        images, labels = sampler.sample(training["batch_size"])
-        images = torch.from_numpy(images).to(device, non_blocking=True)
-        labels = torch.from_numpy(labels).to(device, non_blocking=True)
-        with autocast:
-            loss = objective(model(images), labels)
-        loss_value = loss.detach().item()
-        if not math.isfinite(loss_value):
-            raise Diverged(f"training loss is {loss_value} at iteration {iteration}")
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        checkpoint = None
-        if checkpoint_every and iteration % checkpoint_every == 0 and iteration < iterations:
-            checkpoint = _state_bytes(model, optimizer, iteration, sampler, loss_value)
-        if checkpoint is not None or iteration % report_every == 0:
-            session.report({"iteration": iteration, "train_loss": loss_value}, checkpoint)
-    return model, iterations, loss_value
+        training.load_state(saved)
+    validation = None
+    if options.validate_every and test_cases:
+        validation = _Validation(test_cases, training, config["training"]["fg_fraction"])
+    training.run(session, options.checkpoint_every, validation, options.validate_every)
+    return training
 
 
 class _LogitStats:
@@ -187,15 +472,20 @@ class _LogitStats:
 
 
 def _evaluate(model, config, info, test_cases, train_cases, device):
-    """Per-case metric rows of the test cases and the train/test logit statistics."""
+    """Per-case metric rows of the test cases and the train/test logit statistics.
+
+    Whole-volume logits by :func:`study.inference.predict_logits` (U-Net: Gaussian sliding
+    window over the training patch, overlap 0.5; DeepMedic: dense tiling), argmax, metrics
+    with and without largest-component post-processing.
+    """
     patch = config["training"]["patch"]
     rows = []
     stats = {"train": _LogitStats(len(info.classes)), "test": _LogitStats(len(info.classes))}
     for case in train_cases[:LOGIT_STAT_TRAIN_CASES]:
-        logits = sliding_window_logits(model, case.image, patch, device=device).numpy()
+        logits = predict_logits(model, case.image, patch, device=device).numpy()
         stats["train"].add(logits, case.label, case.roi)
     for case in test_cases:
-        logits = sliding_window_logits(model, case.image, patch, device=device).numpy()
+        logits = predict_logits(model, case.image, patch, device=device).numpy()
         stats["test"].add(logits, case.label, case.roi)
         prediction = logits.argmax(axis=0).astype(np.uint8)
         for row in evaluate_segmentation(prediction, case.label, case.spacing, info.class_names,
@@ -217,6 +507,23 @@ def _diverged_rows(test_cases, info: DatasetInfo) -> list[dict]:
                              "ref_voxels": int((case.label == k).sum()),
                              **{key: math.nan for key in METRIC_KEYS}})
     return rows
+
+
+def _out_of_memory_message(error: BaseException, config: dict[str, Any],
+                           device: torch.device) -> str:
+    """What ran out of memory: model, batch, patch, technique, GPU and its memory use."""
+    training = config["training"]
+    model = config["model"]
+    gpu = ""
+    if device.type == "cuda" and torch.cuda.is_available():
+        total = torch.cuda.get_device_properties(device).total_memory / 2**30
+        peak = torch.cuda.max_memory_allocated(device) / 2**30
+        gpu = f" on {torch.cuda.get_device_name(device)} ({total:.0f} GiB, peak {peak:.1f} GiB)"
+        torch.cuda.empty_cache()
+    return (f"CUDA out of memory training {model['name']}/{model['preset']} with batch "
+            f"{training['batch_size']} x output patch {list(training['patch'])}, technique "
+            f"{config['technique']} {config['hp']}{gpu}: {error} (config: "
+            f"{canonical_json(config)})")
 
 
 def run_trial(param: dict[str, Any], options: RunOptions, session: Session | None = None
@@ -247,16 +554,16 @@ def run_trial(param: dict[str, Any], options: RunOptions, session: Session | Non
         row.update(train_cases=len(train_cases), test_cases=len(test_cases))
         clock = time.perf_counter()
         try:
-            model, done, loss = _train(config, train_cases, info, device, session,
-                                       options.checkpoint_every)
-            row.update(status="ok", iterations_done=done, final_train_loss=loss)
+            training = _train(config, train_cases, info, device, session, options, test_cases)
+            row.update(status="ok", iterations_done=training.iteration,
+                       final_train_loss=training.last_loss)
         except Diverged as error:
-            row.update(status="diverged", error=str(error))
+            row.update(status="diverged", error=str(error), iterations_done=error.iteration - 1)
         row["train_seconds"] = time.perf_counter() - clock
         clock = time.perf_counter()
         if row["status"] == "ok":
-            case_rows, logit_stats = _evaluate(model, config, info, test_cases, train_cases,
-                                               device)
+            case_rows, logit_stats = _evaluate(training.model, config, info, test_cases,
+                                               train_cases, device)
             row["logit_stats"] = json.dumps(logit_stats)
         else:
             case_rows = _diverged_rows(test_cases, info)
@@ -264,7 +571,7 @@ def run_trial(param: dict[str, Any], options: RunOptions, session: Session | Non
     except Exception as error:
         message = f"{type(error).__name__}: {error}"
         if isinstance(error, torch.cuda.OutOfMemoryError):
-            message += f" (config: {canonical_json(config)})"
+            message = _out_of_memory_message(error, config, device)
         row.update(status="failed", error=message, finished_at=datetime.now(timezone.utc))
         store.write_trial(row, [])
         error.add_note(traceback.format_exc(limit=3))
@@ -273,4 +580,3 @@ def run_trial(param: dict[str, Any], options: RunOptions, session: Session | Non
     identity = identity_columns(param)
     store.write_trial(row, [{**identity, **r, "status": row["status"]} for r in case_rows])
     return summarise(row, case_rows)
-

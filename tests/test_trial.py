@@ -1,4 +1,5 @@
-"""The trial runner without Ray: results rows, divergence, failure, exact resume."""
+"""The trial runner without Ray: results rows, every technique's training step, divergence,
+failure, out-of-memory reports, exact resume."""
 
 from __future__ import annotations
 
@@ -9,15 +10,51 @@ import pandas as pd
 import pytest
 import torch
 
+import study.objectives as obj
 from study import techniques
+from study.data import loader, sampling, splits
+from study.data.registry import DATASETS
 from study.results import ResultStore
-from study.trial import LocalSession, run_trial
+from study.spec import load_search_spaces
+from study.trial import IGNORE, LocalSession, Training, dataset_root, run_trial
 from study.trials import expand
 
+DEEPMEDIC_PATCH = (9, 9, 9)  # tiny DeepMedic: 17^3 normal segments, 9^3 outputs
 
-def _with_iterations(spec, iterations):
-    training = dataclasses.replace(spec.training, iterations=iterations)
-    return dataclasses.replace(spec, training=training)
+
+def _variant(spec, model="unet", iterations=None, patch=None, technique=None, **training):
+    """``spec`` with another model, budget, patch or single technique run."""
+    changes = {k: v for k, v in {"iterations": iterations, "patch": patch}.items() if v}
+    if model == "deepmedic" and patch is None:
+        changes["patch"] = DEEPMEDIC_PATCH
+    spec = dataclasses.replace(spec, model=model, training=dataclasses.replace(
+        spec.training, **changes, **training))
+    if technique is not None:
+        spec = dataclasses.replace(spec, techniques=(technique,))
+    return spec
+
+
+@pytest.fixture(scope="module")
+def tiny_data(tiny_spec, tmp_path_factory):
+    """The tiny study's dataset: (info, train cases, test cases)."""
+    from study.trial import RunOptions
+
+    options = RunOptions(data_dir=str(tmp_path_factory.mktemp("tiny-data")), results_uri="")
+    config = expand(tiny_spec)[0].config
+    info = DATASETS[config["dataset"]["name"]]
+    root = dataset_root(config, options)
+    train, test = splits.split(loader.list_cases(info, root), config["dataset"]["test_cases"],
+                               config["fraction"])
+    return (info, [loader.load_case(info, root, c) for c in train],
+            [loader.load_case(info, root, c) for c in test])
+
+
+def _training(tiny_spec, tiny_data, run_options, technique, hp, model="unet", **options):
+    config = expand(_variant(tiny_spec, model))[0].config
+    config = {**config, "technique": technique, "hp": hp}
+    info, train, _ = tiny_data
+    return Training(config, train, info, torch.device("cpu"),
+                    dataclasses.replace(run_options, **options))
 
 
 def test_trial_writes_one_trial_row_and_all_case_rows(tiny_spec, run_options):
@@ -34,19 +71,150 @@ def test_trial_writes_one_trial_row_and_all_case_rows(tiny_spec, run_options):
     assert trials.loc[0, "iterations_done"] == 4 and trials.loc[0, "train_cases"] == 2
 
 
-def test_nan_loss_is_recorded_as_diverged(tiny_spec, run_options, monkeypatch):
-    """A NaN training loss ends the trial as `diverged` with rows, not an exception."""
+def test_tiny_deepmedic_trial_trains_and_evaluates(tiny_spec, run_options):
+    """DeepMedic end to end on the synthetic preset: 31^3 inputs for 9^3 outputs, RMSProp with
+    the halving schedule (reported LR), dense-tiling evaluation of whole volumes."""
+    spec = _variant(tiny_spec, "deepmedic", iterations=8, lr=None)
+    session = LocalSession()
+    summary = run_trial(expand(spec)[0].as_param(), run_options, session)
+    assert summary["status"] == "ok" and summary["iterations_done"] == 8
+    trials = ResultStore(run_options.results_uri).trials()
+    assert trials.loc[0, "model"] == "deepmedic-tiny"
+    cases = ResultStore(run_options.results_uri).cases()
+    assert len(cases) == 4 and cases["pred_voxels"].notna().all()
+    lrs = [r["lr"] for r in session.reports]
+    assert lrs[0] == 1e-3 and lrs[-1] == pytest.approx(1e-3 / 32)
 
-    class NanLoss(torch.nn.Module):
-        def forward(self, logits, target):
-            return logits.sum() * float("nan")
 
-    monkeypatch.setitem(techniques.TECHNIQUES, "vanilla", lambda hp, rare: NanLoss())
-    summary = run_trial(expand(tiny_spec)[0].as_param(), run_options)
+def test_deepmedic_labels_outside_the_output_are_ignored(tiny_spec, tiny_data, run_options):
+    """Labels travel at the input size; only the central output part is not IGNORE."""
+    training = _training(tiny_spec, tiny_data, run_options, "vanilla", {}, model="deepmedic")
+    assert training.input_patch == (31, 31, 31) and training.output_patch == DEEPMEDIC_PATCH
+    labels = torch.randint(0, 2, (2, 31, 31, 31))
+    marked = training._labels(labels)
+    assert (marked[:, 11:20, 11:20, 11:20] == labels[:, 11:20, 11:20, 11:20]).all()
+    marked[:, 11:20, 11:20, 11:20] = IGNORE
+    assert (marked == IGNORE).all()
+
+
+EXTRA_BATCHES = {"adversarial": 1, "asym_adversarial": 1, "mixup": 1, "asym_mixup": 1,
+                 "combination": 2, "asym_combination": 2}
+
+
+@pytest.mark.parametrize("model", ["unet", "deepmedic"])
+def test_every_technique_trains_with_its_batches(tiny_spec, tiny_data, run_options, model):
+    """Two iterations of every technique (first grid point of its search space): one loss term
+    per extra batch (adversarial, mixup), augmentation where set, finite losses."""
+    for technique, space in load_search_spaces().items():
+        training = _training(tiny_spec, tiny_data, run_options, technique, space.settings()[0],
+                             model=model)
+        for _ in range(2):
+            result = training.step()
+        training.check()
+        assert len(result.losses) == 1 + EXTRA_BATCHES.get(technique, 0), technique
+        augments = training.augmentation is not None or getattr(
+            training.sampler, "augmentation", None) is not None
+        assert augments == (technique == "asym_augmentation"), technique
+        assert np.isfinite(training.last_loss), technique
+
+
+def test_asymmetric_adversarial_step_trains_on_a_perturbation_of_norm_l(
+        tiny_spec, tiny_data, run_options, monkeypatch):
+    """asym_adversarial: the direction is searched on the rare voxels and the second batch is
+    x + perturbation with ||perturbation|| = l per sample (eq. 14, 16), same labels."""
+    seen = []
+    original = techniques.AlignedAdversarialPerturbation.__call__
+
+    def spy(self, model, x, target, generator=None):
+        x_adv, t_adv = original(self, model, x, target, generator)
+        seen.append(((x_adv - x).flatten(1).norm(dim=1), torch.equal(t_adv, target)))
+        return x_adv, t_adv
+
+    monkeypatch.setattr(techniques.AlignedAdversarialPerturbation, "__call__", spy)
+    training = _training(tiny_spec, tiny_data, run_options, "asym_adversarial",
+                         {"eps": 1e-5, "l": 10.0}, model="deepmedic")
+    assert training.regularizers[0].rare == (0.0, 1.0)
+    training.sampler.fg_fraction = 1.0  # a rare voxel at the centre (without: no direction)
+    training.step()
+    norms, same_labels = seen[0]
+    assert len(seen) == 1 and same_labels
+    torch.testing.assert_close(norms, torch.full_like(norms, 10.0))
+
+
+def test_mixup_steps_train_on_mixed_targets(tiny_spec, tiny_data, run_options, monkeypatch):
+    """mixup: the second loss term gets soft targets summing to 1 (eq. 18); asym_mixup: hard
+    targets in which eq. 19 ignores or relabels voxels, so they differ from the batch's."""
+    targets = []
+    original = obj.SumLoss.forward
+
+    def record(self, logits, target):
+        targets.append(target)
+        return original(self, logits, target)
+
+    monkeypatch.setattr(obj.SumLoss, "forward", record)
+    training = _training(tiny_spec, tiny_data, run_options, "mixup", {"mixup_alpha": 0.2})
+    training.step()
+    clean, mixed = targets
+    assert mixed.is_floating_point() and mixed.shape[1] == 2
+    torch.testing.assert_close(mixed.sum(1), torch.ones_like(mixed[:, 0]))
+    targets.clear()
+    training = _training(tiny_spec, tiny_data, run_options, "asym_mixup",
+                         {"mixup_m": 0.2, "mixup_alpha": 1.0})
+    training.config["training"]["batch_size"] = 2
+    training.batches.batch_size = 2
+    training.sampler.fg_fraction = 1.0
+    training.step()
+    clean, mixed = targets
+    assert mixed.dtype == torch.int64 and not torch.equal(mixed, clean)
+    assert set(mixed.unique().tolist()) <= {IGNORE, 0, 1}
+
+
+@pytest.mark.skipif(not hasattr(sampling, "Augmentation"), reason="sampler without augmentation")
+@pytest.mark.parametrize("model", ["unet", "deepmedic"])
+def test_asymmetric_augmentation_gate_reaches_the_sampler(tiny_spec, tiny_data, run_options,
+                                                          model):
+    """asym_augmentation with bg_aug_prob = 0 (eq. 21): a patch is augmented exactly when its
+    output region holds a rare voxel; labels arrive at the output size and are padded."""
+    training = _training(tiny_spec, tiny_data, run_options, "asym_augmentation",
+                         {"bg_aug_prob": 0.0}, model=model)
+    assert training.sampler.bg_aug_prob == 0.0 and training.augmentation is None
+    training.batches.batch_size = 8
+    for _ in range(3):
+        training.step()
+        last = training.sampler.last
+        np.testing.assert_array_equal(last["augmented"], last["rare"])
+    images, labels, _ = training.batches.next()
+    assert tuple(labels.shape[1:]) == training.output_patch
+    assert tuple(images.shape[2:]) == training.input_patch
+
+
+class _NanAfter(torch.nn.Module):
+    """CE whose value is NaN from its ``start``-th call on."""
+
+    def __init__(self, start: int):
+        super().__init__()
+        self.calls, self.start = 0, start
+
+    def forward(self, logits, target):
+        self.calls += 1
+        value = obj.CrossEntropyLoss(ignore_index=IGNORE)(logits, target)
+        return value * float("nan") if self.calls >= self.start else value
+
+
+@pytest.mark.parametrize("start, check_every", [(1, None), (3, 4)])
+def test_nan_loss_is_recorded_as_diverged(tiny_spec, run_options, monkeypatch, start,
+                                          check_every):
+    """A NaN training loss ends the trial as `diverged` with rows, not an exception; with the
+    loss read only every 4 iterations the first bad iteration is still the one named."""
+    loss = _NanAfter(start)
+    monkeypatch.setitem(techniques.TECHNIQUES, "vanilla", techniques.Technique(
+        lambda technique, hp, context: techniques.TrainingObjective(loss)))
+    options = dataclasses.replace(run_options, check_every=check_every)
+    summary = run_trial(expand(tiny_spec)[0].as_param(), options)
     store = ResultStore(run_options.results_uri)
     row = store.trials().iloc[0]
     assert summary["status"] == row["status"] == "diverged"
-    assert "nan" in row["error"] and row["iterations_done"] == 0
+    assert f"nan at iteration {start}" in row["error"] and row["iterations_done"] == start - 1
     cases = store.cases()
     assert len(cases) == 4 and (cases["status"] == "diverged").all() and cases["dsc"].isna().all()
     assert store.finished_ids() == {row["trial_id"]}
@@ -62,6 +230,30 @@ def test_failure_is_stored_then_raised(tiny_spec, run_options):
     assert ResultStore(run_options.results_uri).finished_ids() == set()
 
 
+def test_out_of_memory_names_model_batch_patch_and_config(tiny_spec, run_options, monkeypatch):
+    """A CUDA OOM is stored as `failed` with what was being trained and the full config."""
+
+    def out_of_memory(self):
+        raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+
+    monkeypatch.setattr(Training, "step", out_of_memory)
+    with pytest.raises(torch.cuda.OutOfMemoryError):
+        run_trial(expand(tiny_spec)[0].as_param(), run_options)
+    error = ResultStore(run_options.results_uri).trials().iloc[0]["error"]
+    assert "training unet/tiny with batch 1 x output patch [16, 16, 16]" in error
+    assert "Tried to allocate 2.00 GiB" in error and '"technique":"vanilla"' in error
+
+
+def test_validation_reports_are_periodic(tiny_spec, run_options):
+    """validate_every adds val_loss/val_dsc to the reports at its multiples only."""
+    session = LocalSession()
+    options = dataclasses.replace(run_options, validate_every=2)
+    run_trial(expand(tiny_spec)[0].as_param(), options, session)
+    validated = [r["iteration"] for r in session.reports if "val_dsc" in r]
+    assert validated == [2, 4] and all(np.isfinite(r["val_loss"]) for r in session.reports
+                                       if "val_loss" in r)
+
+
 class _Killed(Exception):
     pass
 
@@ -73,12 +265,29 @@ class _KillAfterFirstCheckpoint(LocalSession):
             raise _Killed
 
 
-def test_resume_from_checkpoint_equals_uninterrupted_run(tiny_spec, run_options, tmp_path):
+@pytest.mark.parametrize("model, technique, options", [
+    ("unet", "vanilla", {}),
+    ("deepmedic", {"technique": "asym_combination",
+                   "settings": ({"gamma": 2.0, "eps": 1e-5, "l": 10.0, "mixup_m": 0.2,
+                                 "mixup_alpha": 1.0, "bg_aug_prob": 0.5},)},
+     {"prefetch": 2, "check_every": 4}),
+])
+def test_resume_from_checkpoint_equals_uninterrupted_run(tiny_spec, run_options, tmp_path,
+                                                         model, technique, options):
     """Killed after its checkpoint at iteration 3 and resumed, a trial ends bit-exactly as an
-    uninterrupted one (model, optimizer, sampler and RNG state are all checkpointed; CPU)."""
-    param = expand(_with_iterations(tiny_spec, 6))[0].as_param()
-    options = dataclasses.replace(run_options, checkpoint_every=3)
-    run_trial(param, options)
+    uninterrupted one: model, optimizer, LR schedule, sampler (also when batches are sampled
+    ahead in a thread) and the RNG of the regularizers are all checkpointed (CPU)."""
+    if isinstance(technique, dict):
+        from study.spec import TechniqueRun
+
+        technique = TechniqueRun(technique["technique"], technique["settings"])
+    else:
+        technique = tiny_spec.techniques[0]
+    spec = _variant(tiny_spec, model, iterations=6, technique=technique)
+    param = expand(spec)[0].as_param()
+    options = dataclasses.replace(run_options, checkpoint_every=3, **options)
+    straight = LocalSession()
+    run_trial(param, options, straight)
     uninterrupted = ResultStore(options.results_uri)
 
     interrupted = dataclasses.replace(options, results_uri=str(tmp_path / "resumed"))
@@ -89,9 +298,11 @@ def test_resume_from_checkpoint_equals_uninterrupted_run(tiny_spec, run_options,
     resumed = LocalSession(checkpoint=session.checkpoint)
     run_trial(param, interrupted, resumed)
     assert [r["iteration"] for r in resumed.reports] == [4, 5, 6]
+    assert resumed.reports == straight.reports[3:]
     store = ResultStore(interrupted.results_uri)
     assert store.trials().loc[0, "final_train_loss"] == (
         uninterrupted.trials().loc[0, "final_train_loss"])
     columns = ["case_id", "postprocessed", "dsc", "hd95", "pred_voxels"]
     np.testing.assert_array_equal(store.cases()[columns].to_numpy(),
                                   uninterrupted.cases()[columns].to_numpy())
+    assert store.trials().loc[0, "logit_stats"] == uninterrupted.trials().loc[0, "logit_stats"]
