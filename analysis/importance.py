@@ -68,8 +68,10 @@ def hyperparameter_importance(cases: pd.DataFrame, dataset: str, model: str | No
     try:
         FanovaImportanceEvaluator(n_trees=n_trees, seed=seed)
     except ImportError as error:  # optuna's fANOVA fits scikit-learn's random forests
-        return Importance(pd.DataFrame(columns=columns), {},
-                          f"optuna's fANOVA evaluator is unavailable: {error}".splitlines()[0])
+        reason = ("optuna's fANOVA evaluator needs scikit-learn, which is not installed "
+                  "(pip install scikit-learn)" if "sklearn" in str(error) else
+                  f"optuna's fANOVA evaluator is unavailable ({str(error).splitlines()[0]})")
+        return Importance(pd.DataFrame(columns=columns), {}, reason)
     rows, _, _ = _select(cases, dataset, model, class_name)
     rows = rows[rows["postprocessed"] == postprocessed]
     scores = _trial_scores(rows, metric)

@@ -289,6 +289,7 @@ def write_report(cases: pd.DataFrame | Results, out_dir: str | Path,
                                 model, class_name, postprocessed=select_postprocessed,
                                 **choose)
         if chosen is not None and rows["fraction"].nunique() > 1:
+            section = writer.section("Sensitivity and precision vs training data", 3)
             writer.figure(section, _slug("fraction", dataset, model, class_name),
                           f"{name}: sensitivity, precision and DSC vs training data at the "
                           "chosen settings (001 Fig. 1).", fig.fraction_figure, rows, chosen,

@@ -180,3 +180,16 @@ def test_index_opens_in_a_headless_browser(report, tmp_path):
     assert result.returncode == 0, result.stderr[-2000:]
     images = int(re.search(r'data-images="(\d+)"', result.stdout)[1])
     assert images >= 5 and 'data-broken="[]"' in result.stdout
+
+
+def test_analysis_imports_neither_torch_nor_ray(study, tmp_path):
+    """The whole report (tables; the figure module is imported with it) runs without torch
+    or ray being imported."""
+    code = ("import sys, analysis, analysis.__main__, analysis.figures\n"
+            f"analysis.write_report(analysis.load_results({str(study / 'results')!r}), "
+            f"{str(tmp_path)!r}, figures=False)\n"
+            "bad = sorted(m for m in ('torch', 'ray') if m in sys.modules)\n"
+            "assert not bad, bad\n")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                            timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
