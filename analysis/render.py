@@ -116,7 +116,9 @@ _LATEX_UNICODE = {"γ": r"$\gamma$", "ε": r"$\epsilon$", "τ": r"$\tau$", "ν":
                   "–": "--", "×": r"$\times$", "∞": r"$\infty$", "±": r"$\pm$",
                   "†": r"$^\dagger$", "▼": r"$\blacktriangledown$", "≥": r"$\geq$",
                   "≤": r"$\leq$", "<": r"$<$", ">": r"$>$", "Δ": r"$\Delta$",
-                  "|": r"$|$", "ẑ": r"$\hat{z}$", "·": r"$\cdot$"}
+                  "|": r"$|$", "ẑ": r"$\hat{z}$", "·": r"$\cdot$", "−": "$-$", "…": r"\dots{}",
+                  "’": "'", "“": "``", "”": "''", "°": r"$^\circ$", "µ": r"$\mu$",
+                  "μ": r"$\mu$", "σ": r"$\sigma$", "π": r"$\pi$"}
 _LATEX_SYMBOLS = {"γ": r"\gamma", "ε": r"\epsilon", "τ": r"\tau", "ν": r"\nu", "α": r"\alpha",
                   "β": r"\beta", "λ": r"\lambda"}
 
@@ -125,7 +127,10 @@ def latex_escape(text: str) -> str:
     """Plain text as LaTeX source that pdflatex accepts (Greek letters in math mode)."""
     out = []
     for char in str(text):
-        out.append(_LATEX_SPECIAL.get(char) or _LATEX_UNICODE.get(char) or char)
+        latex = _LATEX_SPECIAL.get(char) or _LATEX_UNICODE.get(char)
+        if latex is None:  # pdflatex (T1, utf8) knows Latin-1 letters; anything else is '?'
+            latex = char if ord(char) < 256 else "?"
+        out.append(latex)
     return "".join(out).replace("$$", "")
 
 

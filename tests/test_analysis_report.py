@@ -69,6 +69,17 @@ def test_every_file_is_written_and_linked(report):
     assert kinds == {".md", ".tex", ".html", ".csv", ".png", ".svg"}
 
 
+@pytest.mark.skipif(shutil.which("pdflatex") is None, reason="pdflatex is not installed")
+def test_report_latex_document_compiles(report, tmp_path):
+    """tables.tex, every table of the report in one document, through pdflatex."""
+    out, _ = report
+    shutil.copy(out / "tables.tex", tmp_path / "tables.tex")
+    result = subprocess.run(["pdflatex", "-interaction=nonstopmode", "-halt-on-error",
+                             "tables.tex"], cwd=tmp_path, capture_output=True, text=True,
+                            timeout=120)
+    assert result.returncode == 0, result.stdout[-3000:]
+
+
 def test_figures_are_images(report):
     out, paths = report
     figures = sorted(p for p in paths if p.parent.name == "figures")
