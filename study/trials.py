@@ -14,7 +14,6 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -49,8 +48,14 @@ def trial_id(config: dict[str, Any]) -> str:
 
 
 def _number(value: float) -> str:
-    """``1e-05`` -> ``1e-5``, ``2.0`` -> ``2`` (how the papers print numbers)."""
-    return re.sub(r"e([+-])0*(\d)", r"e\1\2", f"{value:g}").replace("e+", "e")
+    """How the papers print numbers: ``2.0`` -> ``2``, ``0.0001`` -> ``1e-4``."""
+    text = f"{value:.6e}" if 0 < abs(value) < 1e-3 else f"{value:.6g}"
+    if "e" not in text:
+        return text
+    mantissa, exponent = text.split("e")
+    if "." in mantissa:
+        mantissa = mantissa.rstrip("0").rstrip(".")
+    return f"{mantissa}e{int(exponent)}"
 
 
 def param_label(hp: dict[str, float], shown: Sequence[str] | None = None) -> str:

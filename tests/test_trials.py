@@ -76,4 +76,6 @@ def test_expansion_order_and_labels(tiny_spec):
     assert param_label({"mixup_m": 0.2, "mixup_alpha": 1.0}, shown=["mixup_m"]) == "m = 0.2"
     assert param_label({"m": 1.0, "mixup_m": 0.2}) == "m = 1 m_mix = 0.2"
     assert param_label({"tau": 10.0, "nu": 0.01}, shown=[]) == "τ = 10 ν = 0.01"
+    assert param_label({"eps": 1e-4, "l": 2.5}) == "ε = 1e-4 l = 2.5"
+    assert param_label({"eps": 2.5e-6, "l": 1e6}) == "ε = 2.5e-6 l = 1e6"
     assert all(t.study == "tiny" for t in trials)
