@@ -280,15 +280,28 @@ def _parse_dataset(node: _Node) -> DatasetSpec:
     from study.data.registry import DATASETS  # the dataset registry owns the known names
 
     name = node.get("name", str, check=lambda v: v in DATASETS,
-                    expect=f"one of {', '.join(sorted(DATASETS))}")
-    test_cases = node.get("test_cases", int, check=lambda v: v > 0, expect="a positive integer")
+                    expect=f"one of {', '.join(DATASETS)}")  # synthetic presets first
+    info = DATASETS[name]
+    # Real datasets default to the papers' test-set size (001 §V-A) where one is declared.
+    default_test = info.test_cases if info.test_cases is not None else ...
+    test_cases = node.get("test_cases", int, default=default_test, check=lambda v: v > 0,
+                          expect="a positive integer")
     root = node.get("root", str, default=None)
-    synthetic = node.get("synthetic", dict, default={})
+    synthetic = node.get("synthetic", dict, default=None)
     node.done()
-    if DATASETS[name].synthetic:
-        synthetic = DATASETS[name].validate_synthetic(synthetic, node.source, node.key("synthetic"))
-    elif root is None:
-        node.fail("a real dataset needs `root`, the folder holding its cases", node.key("root"))
+    if info.synthetic:
+        if root is not None:
+            node.fail(f"{name} is generated (into --data-dir); `root` is only for real "
+                      "datasets", node.key("root"))
+        synthetic = info.validate_synthetic(synthetic or {}, node.source, node.key("synthetic"))
+    else:
+        if synthetic is not None:
+            node.fail(f"{name} is a real dataset; generator parameters are only for the "
+                      "synthetic presets", node.key("synthetic"))
+        if root is None:
+            node.fail(f"a real dataset needs `root`, the folder holding its cases "
+                      f"({info.description})", node.key("root"))
+        synthetic = {}
     return DatasetSpec(name, test_cases, root, synthetic)
 
 

@@ -137,7 +137,7 @@ def dataset_root(config: dict[str, Any], options: RunOptions) -> Path:
     if info.synthetic:
         key = trial_id({"synthetic": dataset["synthetic"]})[:8]
         folder = Path(options.data_dir) / f"{dataset['name']}-{key}"
-        return synthetic.ensure_generated(dataset["synthetic"], folder)
+        return synthetic.ensure_generated(dataset["synthetic"], folder, preset=dataset["name"])
     if options.dataset_root is None:
         raise ValueError(f"dataset {dataset['name']}: no dataset root given")
     return Path(options.dataset_root)
@@ -548,9 +548,12 @@ def run_trial(param: dict[str, Any], options: RunOptions, session: Session | Non
     try:
         root = dataset_root(config, options)
         train_ids, test_ids = splits.split(loader.list_cases(info, root),
-                                           config["dataset"]["test_cases"], config["fraction"])
-        train_cases = [loader.load_case(info, root, c) for c in train_ids]
-        test_cases = [loader.load_case(info, root, c) for c in test_ids]
+                                           config["dataset"]["test_cases"], config["fraction"],
+                                           counts=info.train_counts)
+        cache = Path(options.data_dir) / "preprocessed"  # shared by the trials of a node
+        train_cases = [loader.load_case(info, root, c, cache_dir=cache) for c in train_ids]
+        loader.require_foreground(train_cases, info)
+        test_cases = [loader.load_case(info, root, c, cache_dir=cache) for c in test_ids]
         row.update(train_cases=len(train_cases), test_cases=len(test_cases))
         clock = time.perf_counter()
         try:

@@ -1,6 +1,15 @@
-"""Declared datasets: class names, the raw labels forming each class, rare and LCC classes.
+"""Declared datasets: layout, channels, class mapping, rare and LCC classes, preprocessing, splits.
 
 Nothing in the training or evaluation code hard-codes a dataset's labels; it reads them here.
+Every entry is either a synthetic preset (generated on demand by :mod:`study.data.synthetic`,
+written in a real layout and read back through the same loader) or a real dataset read from a
+user's folder in its published layout (:mod:`study.data.layouts`).
+
+Sources of the declared values: paper 001 §V-A and Table I (BRATS, ATLAS, KiTS19, abdomen; test
+counts and training counts per fraction, target spacings), its supplement 000 §F (the abdomen
+rare classes 4, 5, 8-13), paper 004 §4.1 (PROMISE12: 50 training cases, 1 x 1 x 1.5 mm).
+CT windows: KiTS [-79, 304] HU as in the KiTS19 U-Net that 001 uses ([18]: the 0.5/99.5
+foreground percentiles); other abdominal CT the standard soft-tissue window W400/L40.
 """
 
 from __future__ import annotations
@@ -11,15 +20,28 @@ from typing import Any
 
 from study.data import synthetic
 
+ROI_RULES = ("nonzero", "body")
+
 
 @dataclass(frozen=True)
 class DatasetInfo:
-    """What a dataset is.
+    """What a dataset is and how its cases are preprocessed.
 
     ``classes`` maps each class name (index order, background first) to the raw label values
     that form it; a raw value may belong to one class only. ``rare`` names the
     under-represented classes (r_k = 1), ``lcc_classes`` the single-object classes for which
     largest-connected-component post-processing applies (001 §V-B).
+
+    Preprocessing (:mod:`study.data.preprocess`): resample to ``target_spacing`` (mm, array
+    axis order [D, H, W]; ``"median"`` = the per-axis median of the dataset's spacings;
+    ``None`` = keep each case's own), clip intensities to ``clip`` (CT windows), z-score every
+    channel with the mean and std inside the region of interest and crop to the ROI's bounding
+    box. ``roi`` is ``"nonzero"`` (skull-stripped MR: any channel != 0; 0 outside after
+    normalisation) or ``"body"`` (CT: channel 0 above ``body_threshold`` with holes filled).
+
+    ``test_cases`` is the papers' test-set size and ``train_counts`` the papers' training
+    cases per fraction, used when the training pool has exactly ``train_counts[1.0]`` cases
+    (:func:`study.data.splits.split`).
     """
 
     name: str
@@ -28,8 +50,29 @@ class DatasetInfo:
     classes: Mapping[str, tuple[int, ...]]
     rare: tuple[str, ...]
     lcc_classes: tuple[str, ...]
+    target_spacing: tuple[float, float, float] | str | None = (1.0, 1.0, 1.0)
+    roi: str = "nonzero"
+    body_threshold: float = -500.0
+    clip: tuple[float, float] | None = None
+    test_cases: int | None = None
+    train_counts: Mapping[float, int] = field(default_factory=dict)
+    description: str = ""
     synthetic: bool = False
     synthetic_defaults: Mapping[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self):
+        if self.roi not in ROI_RULES:
+            raise ValueError(f"{self.name}: roi must be one of {ROI_RULES}, got {self.roi!r}")
+        seen: dict[int, str] = {}
+        for name, values in self.classes.items():
+            for value in values:
+                if value in seen:
+                    raise ValueError(f"{self.name}: raw label {value} is in both {seen[value]!r}"
+                                     f" and {name!r}")
+                seen[value] = name
+        unknown = (set(self.rare) | set(self.lcc_classes)) - set(self.classes)
+        if unknown:
+            raise ValueError(f"{self.name}: rare/lcc classes {sorted(unknown)} are not classes")
 
     @property
     def class_names(self) -> tuple[str, ...]:
@@ -56,23 +99,108 @@ class DatasetInfo:
                 )
             merged[name] = value
         try:
-            synthetic.check_params(merged)
+            synthetic.check_params(self.name, merged)
         except ValueError as error:
             raise SpecError(f"{source}: {key}: {error}") from error
         return merged
 
 
+_BRATS_CLASSES = {"background": (0, 2), "tumour_core": (1, 4)}
+# BraTS convention: tumour core = necrotic core (1) + enhancing tumour (4); oedema (2) is
+# background for the binary tumour-core task of paper 001.
+_BRATS_COUNTS = {1.0: 190, 0.5: 95, 0.2: 38, 0.1: 19, 0.05: 10}  # 001 §V-A.1
+_ATLAS_COUNTS = {1.0: 145, 0.5: 73, 0.4: 57, 0.3: 43}  # 001 §V-A.2 (not round(f * 145))
+_KITS_COUNTS = {1.0: 140, 0.5: 70, 0.2: 28, 0.1: 14, 0.05: 7}  # 001 §V-A.4
+_ABDOMEN_COUNTS = {1.0: 20, 0.25: 5}  # 001 §V-A.3
+# BTCV organ labels 1-13 (Synapse multi-atlas abdomen challenge).
+_BTCV_ORGANS = ("spleen", "right_kidney", "left_kidney", "gallbladder", "esophagus", "liver",
+                "stomach", "aorta", "inferior_vena_cava", "portal_and_splenic_vein", "pancreas",
+                "right_adrenal_gland", "left_adrenal_gland")
+# 000 §F: "we take class 4, class 5, class 8, ..., class 13 as rare classes".
+_BTCV_RARE = tuple(_BTCV_ORGANS[k - 1] for k in (4, 5, 8, 9, 10, 11, 12, 13))
+
 DATASETS: dict[str, DatasetInfo] = {
+    # ---- synthetic presets (the embedded default; no data needed) ----
     "synthetic-brats": DatasetInfo(
-        name="synthetic-brats",
-        layout="brats",
-        channels=("t1", "t1ce", "t2", "flair"),
-        # BraTS convention: tumour core = necrotic core (1) + enhancing tumour (4); oedema (2)
-        # is background for the binary tumour-core task of paper 001.
-        classes={"background": (0, 2), "tumour_core": (1, 4)},
-        rare=("tumour_core",),
+        name="synthetic-brats", layout="brats", channels=synthetic.CHANNELS["synthetic-brats"],
+        classes=_BRATS_CLASSES, rare=("tumour_core",), lcc_classes=("tumour_core",),
+        description="4-channel MR-like brains, 1-3 small irregular tumours (BRATS-like)",
+        synthetic=True, synthetic_defaults=synthetic.DEFAULTS["synthetic-brats"],
+    ),
+    "synthetic-atlas": DatasetInfo(
+        name="synthetic-atlas", layout="atlas", channels=synthetic.CHANNELS["synthetic-atlas"],
+        classes={"background": (0,), "lesion": (1,)}, rare=("lesion",),
+        lcc_classes=("lesion",),
+        description="1-channel T1-like brains, stroke-like lesions overlapping tissue intensities",
+        synthetic=True, synthetic_defaults=synthetic.DEFAULTS["synthetic-atlas"],
+    ),
+    "synthetic-kits": DatasetInfo(
+        name="synthetic-kits", layout="kits19", channels=synthetic.CHANNELS["synthetic-kits"],
+        classes={"background": (0,), "kidney": (1,), "tumour": (2,)}, rare=("tumour",),
+        lcc_classes=("tumour",), target_spacing=(3.2, 1.6, 1.6), roi="body",
+        clip=(-79.0, 304.0),
+        description="CT-like abdomens (HU), two kidneys, a kidney tumour (the rare class)",
+        synthetic=True, synthetic_defaults=synthetic.DEFAULTS["synthetic-kits"],
+    ),
+    # ---- real datasets in their published layouts ----
+    "brats": DatasetInfo(
+        name="brats", layout="brats", channels=("t1", "t1ce", "t2", "flair"),
+        classes=_BRATS_CLASSES, rare=("tumour_core",), lcc_classes=("tumour_core",),
+        test_cases=95, train_counts=_BRATS_COUNTS,
+        description="BraTS 2017-2021 training data: <case>/<case>_{t1,t1ce,t2,flair,seg}.nii.gz",
+    ),
+    "atlas": DatasetInfo(
+        name="atlas", layout="atlas", channels=("t1w",),
+        classes={"background": (0,), "lesion": (1,)}, rare=("lesion",), lcc_classes=("lesion",),
+        test_cases=75, train_counts=_ATLAS_COUNTS,
+        description="ATLAS stroke lesions, R1.x (*_t1w_deface_stx + *_LesionSmooth*_stx) or "
+                    "2.0 BIDS (*_T1w + *_label-L_desc-T1lesion_mask)",
+    ),
+    "kits19": DatasetInfo(
+        name="kits19", layout="kits19", channels=("ct",),
+        classes={"background": (0,), "kidney": (1,), "tumour": (2,)}, rare=("tumour",),
+        lcc_classes=("tumour",), target_spacing=(3.2, 1.6, 1.6), roi="body",
+        clip=(-79.0, 304.0), test_cases=70, train_counts=_KITS_COUNTS,
+        description="KiTS19: case_XXXXX/imaging.nii.gz, segmentation.nii.gz (0/1 kidney/2 tumour)",
+    ),
+    "btcv": DatasetInfo(
+        name="btcv", layout="btcv", channels=("ct",),
+        classes={"background": (0,), **{o: (k,) for k, o in enumerate(_BTCV_ORGANS, 1)}},
+        rare=_BTCV_RARE, lcc_classes=_BTCV_ORGANS, target_spacing=(2.0, 2.0, 2.0), roi="body",
+        clip=(-160.0, 240.0), test_cases=10, train_counts=_ABDOMEN_COUNTS,
+        description="BTCV abdomen (13 organs): img/imgXXXX.nii.gz, label/labelXXXX.nii.gz",
+    ),
+    "promise12": DatasetInfo(
+        name="promise12", layout="promise12", channels=("t2",),
+        classes={"background": (0,), "prostate": (1,)}, rare=("prostate",),
+        lcc_classes=("prostate",), target_spacing=(1.5, 1.0, 1.0),
+        description="PROMISE12 prostate T2 MR: CaseXX.mhd, CaseXX_segmentation.mhd (004 §4.1)",
+    ),
+    # Medical Segmentation Decathlon tasks: imagesTr/, labelsTr/, dataset.json (4-D images
+    # for multi-modal tasks). Channel names are the dataset.json modality names; the loader
+    # checks that dataset.json agrees with what is declared here.
+    "msd-brain": DatasetInfo(
+        name="msd-brain", layout="msd", channels=("FLAIR", "T1w", "t1gd", "T2w"),
+        classes={"background": (0, 1), "tumour_core": (2, 3)}, rare=("tumour_core",),
         lcc_classes=("tumour_core",),
-        synthetic=True,
-        synthetic_defaults=synthetic.DEFAULTS,
+        description="MSD Task01_BrainTumour, binary tumour core (non-enhancing 2 + enhancing 3)",
+    ),
+    "msd-prostate": DatasetInfo(
+        name="msd-prostate", layout="msd", channels=("T2", "ADC"),
+        classes={"background": (0,), "peripheral_zone": (1,), "transition_zone": (2,)},
+        rare=("peripheral_zone",), lcc_classes=("transition_zone",), target_spacing="median",
+        description="MSD Task05_Prostate (T2 + ADC, 4-D), PZ/TZ",
+    ),
+    "msd-pancreas": DatasetInfo(
+        name="msd-pancreas", layout="msd", channels=("CT",),
+        classes={"background": (0,), "pancreas": (1,), "tumour": (2,)}, rare=("tumour",),
+        lcc_classes=("pancreas",), target_spacing="median", roi="body", clip=(-160.0, 240.0),
+        description="MSD Task07_Pancreas, pancreas + tumour",
+    ),
+    "msd-spleen": DatasetInfo(
+        name="msd-spleen", layout="msd", channels=("CT",),
+        classes={"background": (0,), "spleen": (1,)}, rare=("spleen",),
+        lcc_classes=("spleen",), target_spacing="median", roi="body", clip=(-160.0, 240.0),
+        description="MSD Task09_Spleen",
     ),
 }

@@ -1,23 +1,46 @@
 """Fixed test set and nested, deterministic training fractions (papers 001 §V-A, 000).
 
-The case ids are shuffled once with a fixed seed that does not depend on the trial (every
-trial of a study sees the same test set); the test set is the first ``test_cases`` of that
-order and a fraction f trains on the first ``round(f * pool)`` of the rest, so smaller
-fractions are always subsets of larger ones (the 5 % cases are inside the 10 % ones).
+The sorted case ids are shuffled once with a fixed seed that does not depend on the trial
+(every trial of a study sees the same test set); the test set is the first ``test_cases`` of
+that order and a fraction f trains on the first n(f) of the rest, so smaller fractions are
+always subsets of larger ones (the 5 % cases are inside the 10 % ones).
+
+n(f) is the papers' count where one is declared for the pool (``counts``, e.g. BRATS 190 ->
+95 / 38 / 19 / 10, ATLAS 145 -> 73 / 57 / 43, KiTS 140 -> 70 / 28 / 14 / 7, abdomen 20 -> 5;
+:attr:`study.data.registry.DatasetInfo.train_counts`), used when the pool has exactly
+``counts[1.0]`` cases; otherwise ``f * pool`` rounded half up. A fraction that gives zero
+training cases is an error, never an empty run.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import math
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 
 SPLIT_SEED = 20190613  # fixed: splits are part of the dataset, not of a trial
 
 
-def split(case_ids: Sequence[str], test_cases: int, fraction: float) -> tuple[list, list]:
-    """Return (train ids, test ids); raise ``ValueError`` if either would be empty."""
+def train_count(pool: int, fraction: float, counts: Mapping[float, int] | None = None) -> int:
+    """Training cases for ``fraction`` of a pool of ``pool`` cases (see the module docstring)."""
+    if counts and counts.get(1.0) == pool:
+        for declared, n in counts.items():
+            if math.isclose(declared, fraction, rel_tol=1e-9):
+                return int(n)
+    return math.floor(fraction * pool + 0.5)
+
+
+def split(case_ids: Sequence[str], test_cases: int, fraction: float,
+          counts: Mapping[float, int] | None = None) -> tuple[list[str], list[str]]:
+    """Return (train ids, test ids), both sorted.
+
+    Raises ``ValueError`` for a fraction outside (0, 1], a test set that leaves no training
+    pool, duplicate ids, or a fraction that rounds to zero training cases.
+    """
     ids = sorted(case_ids)
+    if len(set(ids)) != len(ids):
+        raise ValueError("case ids must be unique")
     if not 0 < fraction <= 1:
         raise ValueError(f"fraction: expected a value in (0, 1], got {fraction}")
     if not 0 < test_cases < len(ids):
@@ -25,7 +48,7 @@ def split(case_ids: Sequence[str], test_cases: int, fraction: float) -> tuple[li
                          f"got {test_cases}")
     order = [ids[i] for i in np.random.default_rng(SPLIT_SEED).permutation(len(ids))]
     test, pool = order[:test_cases], order[test_cases:]
-    n_train = round(fraction * len(pool))
+    n_train = train_count(len(pool), fraction, counts)
     if n_train == 0:
         raise ValueError(f"fraction {fraction} of a training pool of {len(pool)} cases rounds "
                          "to zero cases")

@@ -1,18 +1,46 @@
-"""Seeded synthetic 3D brain-tumour-like cases, written to disk in the BraTS layout.
+"""Seeded synthetic 3D imbalanced segmentation data, written to disk in real layouts.
 
-Each case: an ellipsoidal "brain" with smooth tissue texture and a bias field, 1-3 lesions,
-each a union of small random ellipsoids (necrotic core 1 / enhancing rim 4, i.e. the tumour
-core) wrapped in oedema (label 2). Lesion contrast differs per channel and per case (strong in
-t1ce and flair, weak in t1), so that few training cases over-fit the rare class. The files are
-read back by the same SimpleITK loader as real BraTS data.
+Three presets mimic the papers' datasets (001 §III, Table I; 000 Fig. 2):
+
+``synthetic-brats`` (BraTS layout, 4 channels t1/t1ce/t2/flair, 1 mm)
+    Skull-stripped brain with white/grey matter, cortical folds and ventricles; 1-3 tumours per
+    case, each an irregular necrotic core (label 1) with a partly enhancing rim (label 4) inside
+    irregular oedema (label 2). Tumour core = labels 1 + 4. The enhancing rim is bright only
+    in t1ce, oedema bright in t2/flair, necrosis resembles CSF in t2: good contrast in some
+    channels, distractors in others.
+``synthetic-atlas`` (ATLAS 2.0 layout, 1 channel t1w, 1 mm)
+    Same brain model, one channel; 1-2 stroke-like lesions whose T1 intensity lies between
+    CSF and grey matter, so lesion and normal-tissue intensities overlap (000 Fig. 2b).
+``synthetic-kits`` (KiTS19 layout, CT in HU, 3.2 x 1.6 x 1.6 mm)
+    Abdomen cross-section with fat, muscle, spine, liver, bowel gas and two kidneys (cortex,
+    medulla, sinus; label 1) and a tumour growing from one kidney (label 2, the rare class)
+    whose attenuation overlaps medulla, liver and muscle.
+
+Cases differ in lesion number, size (log-normal, heavy-tailed like Table I's std), shape
+(unions of random ellipsoids with a noisy boundary), position, texture and — the knob that
+makes few training cases over-fit — per-case lesion contrast drawn from ``contrast``. Every
+number that shapes the data is a parameter (and so part of the trial identity); ``version``
+names the generator algorithm, so data made by an older generator is never mistaken for the
+current one. Lesion sizes are defined relative to the field of view, so the imbalance ratio
+hardly depends on ``shape``.
+
+Parameters (all presets): ``version`` (must equal :data:`VERSION`), ``cases`` (>= 2),
+``shape`` [D, H, W] (>= 16 each), ``spacing`` [D, H, W] mm written to the headers, ``seed``,
+``lesions`` [min, max] per case, ``lesion_scale`` (size multiplier), ``contrast`` [low, high]
+(per-case lesion visibility, 1 = the preset's tissue tables), ``phenotypes`` (synthetic-brats:
+the tumour looks a case is drawn from: ``ring``, ``solid``, ``non_enhancing``), ``channel_jitter``
+(synthetic-brats: std of the log of a per-case, per-channel contrast factor), ``texture``
+(amplitude of smooth tissue texture), ``noise`` (white noise std), ``bias`` (bias-field
+amplitude; MR only).
+MR intensities are relative to white matter = 1 (``noise``/``texture`` in those units) and
+written as int16 x 1000; CT values are HU (``noise``/``texture`` in HU).
 """
 
 from __future__ import annotations
 
-import os
 import shutil
-import tempfile
-from collections.abc import Mapping
+import time
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -20,140 +48,475 @@ import numpy as np
 import SimpleITK as sitk
 from scipy import ndimage
 
-# ``contrast``: range of the per-case lesion contrast factor (1 = the means below).
-DEFAULTS: dict[str, Any] = {"cases": 40, "shape": [48, 48, 48], "seed": 0, "lesion_scale": 1.0,
-                            "contrast": [0.25, 0.9]}
-CHANNELS = ("t1", "t1ce", "t2", "flair")
-# Per-channel mean intensities (arbitrary units) of tissue, oedema and tumour core.
-_TISSUE = np.array([100.0, 100.0, 100.0, 100.0])
-_OEDEMA = np.array([95.0, 105.0, 140.0, 150.0])
-_CORE = np.array([85.0, 165.0, 135.0, 125.0])
+from study.data._atomic import file_lock, publish, remove_stale_staging, staging_dir
+
+VERSION = 2
+CHANNELS: dict[str, tuple[str, ...]] = {
+    "synthetic-brats": ("t1", "t1ce", "t2", "flair"),
+    "synthetic-atlas": ("t1w",),
+    "synthetic-kits": ("ct",),
+}
+LAYOUTS = {"synthetic-brats": "brats", "synthetic-atlas": "atlas", "synthetic-kits": "kits19"}
+_COMMON = {"version": VERSION, "cases": 40, "seed": 0}
+DEFAULTS: dict[str, dict[str, Any]] = {
+    "synthetic-brats": {**_COMMON, "shape": [48, 48, 48], "spacing": [1.0, 1.0, 1.0],
+                        "lesions": [1, 3], "lesion_scale": 1.0, "contrast": [0.35, 1.2],
+                        "phenotypes": ["ring"], "channel_jitter": 0.5, "texture": 0.05,
+                        "noise": 0.03, "bias": 0.1},
+    "synthetic-atlas": {**_COMMON, "shape": [56, 56, 56], "spacing": [1.0, 1.0, 1.0],
+                        "lesions": [1, 2], "lesion_scale": 1.0, "contrast": [0.4, 0.9],
+                        "texture": 0.05, "noise": 0.03, "bias": 0.1},
+    "synthetic-kits": {**_COMMON, "shape": [32, 80, 80], "spacing": [3.2, 1.6, 1.6],
+                       "lesions": [1, 1], "lesion_scale": 1.0, "contrast": [0.4, 1.0],
+                       "texture": 12.0, "noise": 12.0, "bias": 0.0},
+}
+LABEL_VALUES = {"synthetic-brats": (0, 1, 2, 4), "synthetic-atlas": (0, 1),
+                "synthetic-kits": (0, 1, 2)}
+FOREGROUND = {"synthetic-brats": {"tumour_core": (1, 4)}, "synthetic-atlas": {"lesion": (1,)},
+              "synthetic-kits": {"kidney": (1,), "tumour": (2,)}}
 
 
-def check_params(params: Mapping[str, Any]) -> None:
-    """Raise ``ValueError`` naming the parameter if generator parameters are invalid."""
-    cases, shape = params["cases"], params["shape"]
-    if not isinstance(cases, int) or isinstance(cases, bool) or cases < 2:
+# ----------------------------------------------------------------------------- parameters
+
+def _is_int(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and np.isfinite(value)
+
+
+def check_params(preset: str, params: Mapping[str, Any] | None = None) -> None:
+    """Raise ``ValueError`` naming the parameter if generator parameters are invalid.
+
+    ``check_params(params)`` (one argument) checks ``synthetic-brats`` parameters.
+    """
+    if params is None:
+        preset, params = "synthetic-brats", preset
+    if preset not in DEFAULTS:
+        raise ValueError(f"unknown synthetic preset {preset!r} (known: {', '.join(DEFAULTS)})")
+    unknown = sorted(set(params) - set(DEFAULTS[preset]))
+    missing = sorted(set(DEFAULTS[preset]) - set(params))
+    if unknown or missing:
+        raise ValueError(f"{preset}: unknown parameters {unknown}, missing {missing}")
+    if params["version"] != VERSION:
+        raise ValueError(f"version: this code generates version {VERSION}, got "
+                         f"{params['version']!r}")
+    cases, shape, spacing = params["cases"], params["shape"], params["spacing"]
+    if not _is_int(cases) or cases < 2:
         raise ValueError(f"cases: expected an integer >= 2, got {cases!r}")
-    if (
-        not isinstance(shape, list)
-        or len(shape) != 3
-        or not all(isinstance(s, int) and not isinstance(s, bool) and s >= 16 for s in shape)
-    ):
-        raise ValueError(f"shape: expected 3 integers >= 16, got {shape!r}")
-    if not isinstance(params["seed"], int) or params["seed"] < 0:
+    if not (isinstance(shape, list) and len(shape) == 3
+            and all(_is_int(s) and 16 <= s <= 512 for s in shape)):
+        raise ValueError(f"shape: expected 3 integers in [16, 512], got {shape!r}")
+    if not (isinstance(spacing, list) and len(spacing) == 3
+            and all(_is_number(s) and 0.1 <= s <= 10 for s in spacing)):
+        raise ValueError(f"spacing: expected 3 numbers in [0.1, 10] mm, got {spacing!r}")
+    if not _is_int(params["seed"]) or params["seed"] < 0:
         raise ValueError(f"seed: expected a non-negative integer, got {params['seed']!r}")
+    lesions = params["lesions"]
+    if not (isinstance(lesions, list) and len(lesions) == 2 and all(map(_is_int, lesions))
+            and 1 <= lesions[0] <= lesions[1] <= 8):
+        raise ValueError(f"lesions: expected [min, max] with 1 <= min <= max <= 8, "
+                         f"got {lesions!r}")
     scale = params["lesion_scale"]
-    if not isinstance(scale, (int, float)) or isinstance(scale, bool) or not 0.25 <= scale <= 4:
+    if not _is_number(scale) or not 0.25 <= scale <= 4:
         raise ValueError(f"lesion_scale: expected a number in [0.25, 4], got {scale!r}")
     contrast = params["contrast"]
-    if (
-        not isinstance(contrast, list)
-        or len(contrast) != 2
-        or not all(isinstance(c, (int, float)) and not isinstance(c, bool) for c in contrast)
-        or not 0 < contrast[0] <= contrast[1] <= 3
-    ):
+    if (not isinstance(contrast, list) or len(contrast) != 2
+            or not all(map(_is_number, contrast)) or not 0 < contrast[0] <= contrast[1] <= 3):
         raise ValueError(f"contrast: expected [low, high] with 0 < low <= high <= 3, "
                          f"got {contrast!r}")
+    ct = preset == "synthetic-kits"
+    limit = 200.0 if ct else 1.0
+    for name in ("texture", "noise"):
+        if not _is_number(params[name]) or not 0 <= params[name] <= limit:
+            raise ValueError(f"{name}: expected a number in [0, {limit:g}]"
+                             f"{' HU' if ct else ''}, got {params[name]!r}")
+    phenotypes = params.get("phenotypes", ["ring"])
+    if (not isinstance(phenotypes, list) or not phenotypes
+            or not set(phenotypes) <= {"ring", "solid", "non_enhancing"}):
+        raise ValueError(f"phenotypes: expected a non-empty list of 'ring', 'solid', "
+                         f"'non_enhancing', got {phenotypes!r}")
+    jitter = params.get("channel_jitter", 0.0)
+    if not _is_number(jitter) or not 0 <= jitter <= 2:
+        raise ValueError(f"channel_jitter: expected a number in [0, 2], got {jitter!r}")
+    if not _is_number(params["bias"]) or not 0 <= params["bias"] <= 0.5:
+        raise ValueError(f"bias: expected a number in [0, 0.5], got {params['bias']!r}")
 
 
-def _smooth_noise(rng: np.random.Generator, shape, sigma: float) -> np.ndarray:
-    field = ndimage.gaussian_filter(rng.standard_normal(shape), sigma)
+# ----------------------------------------------------------------------------- helpers
+
+def _smooth_noise(rng: np.random.Generator, shape, sigma) -> np.ndarray:
+    """Unit-variance Gaussian noise smoothed with ``sigma`` voxels (computed coarsely for
+    large sigma: the field is band-limited, so a coarse grid loses nothing visible)."""
+    shape = tuple(int(s) for s in shape)
+    sigma = np.broadcast_to(np.asarray(sigma, np.float64), (3,))
+    factor = np.maximum(1, np.floor(sigma / 2)).astype(int)
+    coarse = tuple(max(2, -(-s // f)) for s, f in zip(shape, factor, strict=True))
+    field = ndimage.gaussian_filter(rng.standard_normal(coarse).astype(np.float32),
+                                    sigma / factor, mode="wrap")
+    if coarse != shape:
+        zoom = [s / c for s, c in zip(shape, coarse, strict=True)]
+        field = ndimage.zoom(field, zoom, order=1, mode="nearest", grid_mode=True)
+        field = field[tuple(slice(0, s) for s in shape)]
     return field / (field.std() + 1e-12)
 
 
-def _ellipsoid(grid, centre, radii) -> np.ndarray:
-    return sum(((g - c) / r) ** 2 for g, c, r in zip(grid, centre, radii, strict=True)) <= 1.0
+def _box(centre, reach, shape) -> tuple[slice, ...]:
+    """The index box of half-size ``reach`` (voxels per axis) around ``centre``, clipped."""
+    lo = np.maximum(np.floor(np.asarray(centre) - reach).astype(int), 0)
+    hi = np.minimum(np.ceil(np.asarray(centre) + reach).astype(int) + 1, shape)
+    return tuple(slice(int(a), int(b)) for a, b in zip(lo, hi, strict=True))
 
 
-def generate_case(params: Mapping[str, Any], index: int) -> tuple[np.ndarray, np.ndarray]:
-    """One case: (channels float32 [4, D, H, W], BraTS labels uint8 [D, H, W])."""
+def _blob(rng, shape, centre, radius_mm, spacing, parts=(2, 5), roughness=0.25):
+    """An irregular solid: a union of ``parts`` random ellipsoids around ``centre`` (voxel
+    coordinates) with a noise-perturbed boundary. Returns (box slices, bool mask in the box)."""
+    spacing = np.asarray(spacing, float)
+    radius = radius_mm / spacing  # per-axis voxels
+    box = _box(centre, 2.6 * radius + 2, shape)
+    grid = np.meshgrid(*[np.arange(s.start, s.stop, dtype=np.float32) for s in box],
+                       indexing="ij")
+    inside = np.full(grid[0].shape, np.inf, np.float32)
+    for _ in range(int(rng.integers(parts[0], parts[1] + 1))):
+        offset = rng.normal(0, 0.45, 3) * radius
+        radii = radius * rng.uniform(0.45, 1.0, 3)
+        dist = sum(((g - (c + o)) / r) ** 2 for g, c, o, r in
+                   zip(grid, centre, offset, radii, strict=True))
+        inside = np.minimum(inside, dist)
+    if roughness:
+        inside *= 1 + roughness * _smooth_noise(rng, inside.shape, np.maximum(radius / 3, 0.7))
+    mask = inside <= 1.0
+    if not mask.any():  # a blob too small for the grid is at least its centre voxel
+        local = tuple(int(np.clip(round(c) - s.start, 0, s.stop - s.start - 1))
+                      for c, s in zip(centre, box, strict=True))
+        mask[local] = True
+    return box, mask
+
+
+def _lesion_radius(rng, params, base_mm: float, sigma: float) -> float:
+    """Log-normal lesion radius (heavy-tailed volumes, as Table I's large stds), clipped at
+    -1.5 and +2.5 sigma so that no lesion is a lone voxel or fills the organ."""
+    factor = np.exp(np.clip(rng.normal(0, sigma), -1.5 * sigma, 2.5 * sigma))
+    return float(params["lesion_scale"] * base_mm * factor)
+
+
+def _fov_mm(params) -> np.ndarray:
+    return np.asarray(params["shape"], float) * np.asarray(params["spacing"], float)
+
+
+# ----------------------------------------------------------------------------- brain model
+
+# Relative intensities (white matter = 1 on T1) of wm, gm, csf, necrosis, enhancing, oedema.
+_BRAIN_TABLE = {
+    "t1": (1.00, 0.78, 0.35, 0.45, 0.80, 0.75),
+    "t1ce": (1.00, 0.80, 0.35, 0.45, 1.55, 0.78),
+    "t2": (0.60, 0.80, 1.70, 1.45, 1.05, 1.30),
+    "flair": (0.75, 0.90, 0.25, 0.95, 1.10, 1.45),
+    "t1w": (1.00, 0.72, 0.30, 0.38, 0.38, 0.38),  # ATLAS: one lesion intensity (index 3)
+}
+_WM, _GM, _CSF, _NEC, _ENH, _OED = range(6)
+
+
+def _brain(rng, params):
+    """Brain mask, tissue map (0 wm, 1 gm, 2 csf) and normalised depth (0 centre, 1 surface)."""
     shape = tuple(params["shape"])
-    rng = np.random.default_rng([params["seed"], index])
-    grid = np.meshgrid(*[np.arange(s, dtype=np.float32) for s in shape], indexing="ij")
-    size = np.array(shape, dtype=np.float64)
-    centre = size / 2 + rng.uniform(-0.04, 0.04, 3) * size
-    radii = size * rng.uniform(0.36, 0.44, 3)
-    wobble = 1 + 0.06 * _smooth_noise(rng, shape, sigma=max(shape) / 6)
-    brain = sum(((g - c) / r) ** 2 for g, c, r in zip(grid, centre, radii, strict=True)) <= wobble
+    fov = _fov_mm(params)
+    spacing = np.asarray(params["spacing"], float)
+    grid = np.meshgrid(*[(np.arange(s, dtype=np.float32) + 0.5) * d
+                         for s, d in zip(shape, spacing, strict=True)], indexing="ij")
+    centre = fov / 2 + rng.uniform(-0.04, 0.04, 3) * fov
+    radii = fov * rng.uniform(0.36, 0.44, 3)
+    r2 = sum(((g - c) / r) ** 2 for g, c, r in zip(grid, centre, radii, strict=True))
+    scale_vox = min(shape) / 48
+    depth = r2 / (1 + 0.06 * _smooth_noise(rng, shape, 8 * scale_vox))
+    brain = depth <= 1.0
+    folds = _smooth_noise(rng, shape, 1.3 * scale_vox)
+    tissue = np.zeros(shape, np.uint8)
+    tissue[brain & ((depth > 0.8) | ((depth > 0.55) & (folds > 0.7)))] = 1
+    tissue[brain & (depth > 0.9) & (folds < -0.9)] = 2  # sulcal CSF
+    for side in (-1, 1):  # lateral ventricles
+        vc = centre + np.array([0.05, 0.0, side * 0.12]) * fov * rng.uniform(0.8, 1.2, 3)
+        vr = fov * np.array([0.16, 0.05, 0.045]) * rng.uniform(0.7, 1.3, 3)
+        ventricle = sum(((g - c) / r) ** 2 for g, c, r in zip(grid, vc, vr, strict=True)) <= 1
+        tissue[ventricle & brain] = 2
+    return brain, tissue, depth
+
+
+def _anchor(rng, allowed: np.ndarray) -> np.ndarray:
+    coords = np.argwhere(allowed)
+    return coords[rng.integers(len(coords))].astype(float)
+
+
+def _mr_image(rng, params, brain, tissue, parts, channels):
+    """Channels [C, *shape] float32 from a tissue map and lesion part masks (name -> mask,
+    with per-part intensity index into ``_BRAIN_TABLE``)."""
+    shape = tuple(params["shape"])
+    scale_vox = min(shape) / 48
+    texture = _smooth_noise(rng, shape, 1.5 * scale_vox)
+    bias = 1 + params["bias"] * _smooth_noise(rng, shape, 16 * scale_vox)
+    lesion_texture = _smooth_noise(rng, shape, 0.8 * scale_vox)
+    out = np.empty((len(channels), *shape), np.float32)
+    for c, name in enumerate(channels):
+        table = np.asarray(_BRAIN_TABLE[name], np.float32)
+        image = table[:3][tissue]
+        for index, mask, contrast in parts:
+            # Lesion intensity = white matter + contrast x (table value - white matter),
+            # heterogeneous inside (texture): visibility differs between lesions and cases,
+            # and (per-channel contrast) between channels.
+            contrast = np.broadcast_to(np.asarray(contrast, np.float32), (len(channels),))[c]
+            value = table[_WM] + contrast * (table[index] - table[_WM])
+            image[mask] = value * (1 + 2 * params["texture"] * lesion_texture[mask])
+        image = ndimage.gaussian_filter(image, 0.5)  # partial-volume blur
+        image = image * (1 + params["texture"] * texture) * bias
+        image += rng.normal(0, params["noise"], shape).astype(np.float32)
+        out[c] = np.where(brain, np.maximum(image, 0.01), 0.0)
+    return out
+
+
+def _generate_brats(params, index):
+    rng = np.random.default_rng([params["seed"], index, 1])
+    shape = tuple(params["shape"])
+    spacing = np.asarray(params["spacing"], float)
+    fov = _fov_mm(params)
+    brain, tissue, depth = _brain(rng, params)
     labels = np.zeros(shape, np.uint8)
-    scale = float(params["lesion_scale"]) * min(shape) / 48
-    inside = np.argwhere(ndimage.binary_erosion(brain, iterations=int(6 * scale) + 2))
-    for _ in range(rng.integers(1, 4)):
-        core = np.zeros(shape, bool)
-        anchor = inside[rng.integers(len(inside))]
-        for _ in range(rng.integers(2, 5)):
-            offset = rng.normal(0, 1.5 * scale, 3)
-            core |= _ellipsoid(grid, anchor + offset, rng.uniform(1.0, 3.0, 3) * scale)
-        core &= brain
-        oedema = ndimage.binary_dilation(core, iterations=max(1, int(rng.integers(2, 5) * scale)))
-        labels[oedema & brain & (labels == 0)] = 2
-        enhancing = core & ~ndimage.binary_erosion(core)
-        labels[core] = 1
-        labels[enhancing & (rng.random(shape) < 0.7)] = 4
-    texture = _smooth_noise(rng, shape, sigma=1.5)
-    bias = 1 + 0.1 * _smooth_noise(rng, shape, sigma=max(shape) / 3)
-    contrast = rng.uniform(*params["contrast"])  # lesion visibility differs between cases
-    channels = np.empty((len(CHANNELS),) + shape, np.float32)
-    for c in range(len(CHANNELS)):
-        image = _TISSUE[c] + 6.0 * texture + 4.0 * _smooth_noise(rng, shape, sigma=0.7)
-        image += contrast * (_OEDEMA[c] - _TISSUE[c]) * (labels == 2)
-        image += contrast * (_CORE[c] - _TISSUE[c]) * np.isin(labels, (1, 4))
-        image = image * bias + rng.normal(0, 3.0, shape)
-        channels[c] = np.where(brain, np.maximum(image, 1.0), 0.0)
-    return channels, labels
+    case_contrast = rng.uniform(*params["contrast"])
+    oedema_contrast = rng.uniform(0.5, 1.0)
+    # One tumour look per case (ring-enhancing with necrosis, solid enhancing, or
+    # non-enhancing like many low-grade cores): two training cases show at most two looks.
+    phenotype = params["phenotypes"][int(rng.integers(len(params["phenotypes"])))]
+    allowed = brain & (depth < 0.6) & (tissue != 2)
+    parts = []
+    for _ in range(int(rng.integers(params["lesions"][0], params["lesions"][1] + 1))):
+        centre = _anchor(rng, allowed)
+        radius = _lesion_radius(rng, params, 0.07 * fov.min(), 0.4)
+        box, core = _blob(rng, shape, centre, radius, spacing)
+        core &= brain[box]
+        rim = core & ~ndimage.binary_erosion(core)
+        enhancing = rim & (rng.random(core.shape) < rng.uniform(0.5, 0.9))
+        if phenotype == "solid":
+            enhancing = core
+        elif phenotype == "non_enhancing":
+            enhancing = np.zeros_like(core)
+        grow = max(1, int(round(rng.uniform(1.0, 3.0) * radius / spacing.min() * 0.6)))
+        big = tuple(slice(max(s.start - grow, 0), min(s.stop + grow, n))
+                    for s, n in zip(box, shape, strict=True))
+        local = np.zeros(tuple(s.stop - s.start for s in big), bool)
+        inner = tuple(slice(s.start - b.start, s.stop - b.start)
+                      for s, b in zip(box, big, strict=True))
+        local[inner] = core
+        oedema = ndimage.binary_dilation(local, iterations=grow)
+        oedema &= _smooth_noise(rng, local.shape, 1.2) > -0.6
+        oedema &= brain[big] & ~local
+        region = labels[big]
+        region[oedema & (region == 0)] = 2
+        core_region = labels[box]
+        core_region[core] = 1
+        core_region[enhancing] = 4
+    # Per-case, per-channel visibility (channel_jitter): lesions of one case enhance strongly,
+    # another's hardly (like non-enhancing low-grade cores); few cases cover few such looks.
+    jitter = np.exp(rng.normal(0, params["channel_jitter"], 4))
+    parts.append((_OED, labels == 2, oedema_contrast))
+    parts.append((_NEC, labels == 1, case_contrast * jitter))
+    parts.append((_ENH, labels == 4, case_contrast * jitter))
+    image = _mr_image(rng, params, brain, tissue, parts, CHANNELS["synthetic-brats"])
+    return image, labels
 
 
-def case_ids(params: Mapping[str, Any]) -> list[str]:
+def _generate_atlas(params, index):
+    rng = np.random.default_rng([params["seed"], index, 2])
+    shape = tuple(params["shape"])
+    spacing = np.asarray(params["spacing"], float)
+    fov = _fov_mm(params)
+    brain, tissue, depth = _brain(rng, params)
+    labels = np.zeros(shape, np.uint8)
+    allowed = brain & (depth < 0.85) & (tissue != 2)
+    for _ in range(int(rng.integers(params["lesions"][0], params["lesions"][1] + 1))):
+        centre = _anchor(rng, allowed)
+        radius = _lesion_radius(rng, params, 0.045 * fov.min(), 0.5)
+        box, lesion = _blob(rng, shape, centre, radius, spacing, roughness=0.35)
+        region = labels[box]
+        region[lesion & brain[box]] = 1
+    contrast = rng.uniform(*params["contrast"])
+    parts = [(_NEC, labels == 1, contrast)]
+    image = _mr_image(rng, params, brain, tissue, parts, CHANNELS["synthetic-atlas"])
+    return image, labels
+
+
+# ----------------------------------------------------------------------------- abdomen (CT)
+
+def _generate_kits(params, index):
+    """CT-like abdomen in HU; labels 0 background, 1 kidney, 2 tumour."""
+    rng = np.random.default_rng([params["seed"], index, 3])
+    shape = tuple(params["shape"])
+    spacing = np.asarray(params["spacing"], float)
+    # normalised coordinates in [-1, 1] per axis (z = D, y = H anterior->posterior, x = W)
+    z, y, x = np.meshgrid(*[np.linspace(-1, 1, s, dtype=np.float32) for s in shape],
+                          indexing="ij")
+    scale_vox = min(shape[1:]) / 80
+    wob = 1 + 0.04 * _smooth_noise(rng, shape, 10 * scale_vox)
+    ay, ax = rng.uniform(0.72, 0.82), rng.uniform(0.88, 0.95)
+    body_r = (y / ay) ** 2 + (x / ax) ** 2
+    body = body_r <= wob
+    hu = np.full(shape, -1000.0, np.float32)
+    visceral = _smooth_noise(rng, shape, 2.5 * scale_vox)
+    hu[body] = np.where(visceral[body] > 0.3, -90.0, 45.0)
+    hu[body & (body_r > 0.78 * wob)] = -100.0  # subcutaneous fat
+    hu[body & (body_r > 0.97 * wob)] = 40.0  # skin
+    # spine (posterior centre): cortical ring, trabecular bone, canal
+    sy = 0.5 + rng.uniform(-0.04, 0.04)
+    spine_r = ((y - sy) / 0.16) ** 2 + (x / 0.13) ** 2
+    hu[spine_r <= 1] = 600.0
+    hu[spine_r <= 0.6] = 220.0
+    hu[((y - sy - 0.2) / 0.05) ** 2 + (x / 0.05) ** 2 <= 1] = 20.0
+    for side in (-1, 1):  # psoas muscles
+        hu[((y - 0.35) / 0.12) ** 2 + ((x - side * 0.22) / 0.09) ** 2 <= 1] = 50.0
+    # liver on the patient's right (image left), upper part of the volume
+    liver = (((x + 0.45) / 0.42) ** 2 + ((y + 0.05) / 0.45) ** 2
+             + ((z + 0.9) / rng.uniform(0.9, 1.3)) ** 2) <= 1
+    hu[liver & body] = 100.0
+    # bowel: fluid and gas pockets anteriorly
+    bowel = (_smooth_noise(rng, shape, 1.5 * scale_vox) > 1.3) & (y < 0.0) & body & ~liver
+    hu[bowel] = np.where(rng.random(int(bowel.sum())) < 0.5, -850.0, 15.0)
+    labels = np.zeros(shape, np.uint8)
+    kidney_parts = []
+    for side in (-1, 1):
+        kc = np.array([rng.uniform(-0.15, 0.15), 0.42 + rng.uniform(-0.05, 0.05),
+                       side * rng.uniform(0.38, 0.46)])
+        kr = np.array([0.5, 0.15, 0.12]) * rng.uniform(0.85, 1.15, 3)
+        kd = ((z - kc[0]) / kr[0]) ** 2 + ((y - kc[1]) / kr[1]) ** 2 + ((x - kc[2]) / kr[2]) ** 2
+        kidney = kd <= 1 + 0.05 * visceral
+        sinus = kidney & (kd < 0.35) & ((x - kc[2]) * side < 0)  # medial renal sinus
+        medulla = kidney & (kd < 0.6) & ~sinus
+        hu[kidney] = 190.0
+        hu[medulla] = 125.0
+        hu[sinus] = np.where(visceral[sinus] > 0, -60.0, 10.0)
+        labels[kidney] = 1
+        kidney_parts.append(kidney)
+    # tumour(s): grow from a kidney surface point, extending inside and outside it
+    mm_scale = float(np.mean(np.asarray(shape[1:]) * spacing[1:]))
+    contrast = rng.uniform(*params["contrast"])
+    for _ in range(int(rng.integers(params["lesions"][0], params["lesions"][1] + 1))):
+        kidney = kidney_parts[int(rng.integers(2))]
+        surface = kidney & ~ndimage.binary_erosion(kidney)
+        centre = _anchor(rng, surface if surface.any() else kidney)
+        radius = _lesion_radius(rng, params, 0.045 * mm_scale, 0.55)
+        box, tumour = _blob(rng, shape, centre, radius, spacing, roughness=0.2)
+        tumour &= body[box]
+        base = rng.uniform(40.0, 90.0)  # tumour HU before contrast scaling
+        value = 190.0 + contrast * (base - 190.0)  # contrast 1: base; 0: like kidney cortex
+        local = hu[box]
+        local[tumour] = value + params["texture"] * 2 * _smooth_noise(rng, tumour.shape, 0.8)[
+            tumour]
+        if tumour.sum() > 60:  # necrotic centre of larger tumours
+            necrosis = ndimage.binary_erosion(tumour, iterations=2) & (
+                _smooth_noise(rng, tumour.shape, 1.0) > 0.5)
+            local[necrosis] = 20.0
+        labels[box][tumour] = 2
+    hu = ndimage.gaussian_filter(hu, (0.4, 0.7, 0.7))  # scanner point-spread
+    hu += params["texture"] * _smooth_noise(rng, shape, 1.2 * scale_vox) * body
+    hu += rng.normal(0, params["noise"], shape).astype(np.float32)
+    return hu[None].astype(np.float32), labels
+
+
+_GENERATORS: dict[str, Callable] = {"synthetic-brats": _generate_brats,
+                                    "synthetic-atlas": _generate_atlas,
+                                    "synthetic-kits": _generate_kits}
+
+
+def generate_case(params: Mapping[str, Any], index: int, preset: str = "synthetic-brats"
+                  ) -> tuple[np.ndarray, np.ndarray]:
+    """One case: (channels float32 [C, D, H, W], raw labels uint8 [D, H, W]).
+
+    Deterministic in (``params``, ``index``): case ``index`` is the same whatever ``cases`` is.
+    """
+    check_params(preset, params)
+    return _GENERATORS[preset](params, index)
+
+
+def case_ids(params: Mapping[str, Any], preset: str = "synthetic-brats") -> list[str]:
+    """The case ids as the preset's layout names them."""
+    if LAYOUTS[preset] == "kits19":
+        return [f"case_{index:05d}" for index in range(params["cases"])]
+    if LAYOUTS[preset] == "atlas":
+        return [f"sub-synth{index:04d}" for index in range(params["cases"])]
     return [f"Synth_{index:04d}" for index in range(params["cases"])]
 
 
-def _write(array: np.ndarray, path: Path) -> None:
+# ----------------------------------------------------------------------------- writing
+
+def _write(array: np.ndarray, path: Path, spacing) -> None:
     image = sitk.GetImageFromArray(array)
-    image.SetSpacing((1.0, 1.0, 1.0))
+    image.SetSpacing(tuple(float(s) for s in reversed(spacing)))
+    path.parent.mkdir(parents=True, exist_ok=True)
     sitk.WriteImage(image, str(path), useCompression=True)
 
 
-def ensure_generated(params: Mapping[str, Any], root: str | Path) -> Path:
+def write_case(preset: str, params: Mapping[str, Any], index: int, root: Path) -> None:
+    """Generate case ``index`` and write it under ``root`` in the preset's layout."""
+    from study.data.layouts import LAYOUTS as LAYOUT_READERS
+
+    channels, labels = generate_case(params, index, preset)
+    case = case_ids(params, preset)[index]
+    paths, label_path = LAYOUT_READERS[LAYOUTS[preset]].write_paths(root, case, CHANNELS[preset])
+    if preset == "synthetic-kits":
+        stored = np.clip(np.rint(channels), -1024, 3071).astype(np.int16)
+    else:
+        stored = np.clip(np.rint(channels * 1000), 0, 32767).astype(np.int16)
+    for path, channel in zip(paths, stored, strict=True):
+        _write(channel, path, params["spacing"])
+    _write(labels, label_path, params["spacing"])
+
+
+def ensure_generated(params: Mapping[str, Any], root: str | Path,
+                     preset: str = "synthetic-brats", progress: Callable | None = None) -> Path:
     """Write the dataset to ``root`` unless it is complete there; safe under concurrency.
 
-    Generation goes to a temporary sibling folder that is renamed into place, so a reader
-    never sees a partial dataset and concurrent generators (several trials on one node)
-    leave exactly one complete copy.
+    One process generates while the others wait on a lock file next to ``root``; generation
+    goes to a temporary sibling folder renamed into place, so a reader never sees a partial
+    dataset, and staging folders left by a killed generator are removed by the next one.
+    Returns ``root``.
     """
+    check_params(preset, params)
     root = Path(root)
     marker = root / "COMPLETE"
     if marker.exists():
         return root
     root.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{root.name}-", dir=root.parent))
-    try:
-        for index, case in enumerate(case_ids(params)):
-            channels, labels = generate_case(params, index)
-            folder = staging / case
-            folder.mkdir()
-            for name, channel in zip(CHANNELS, channels, strict=True):
-                _write(channel, folder / f"{case}_{name}.nii.gz")
-            _write(labels, folder / f"{case}_seg.nii.gz")
-        (staging / "COMPLETE").write_text("ok\n")
+    with file_lock(root.parent / f".{root.name}.lock"):
+        if marker.exists():
+            return root
+        remove_stale_staging(root)  # left by a killed generator
+        staging = staging_dir(root)
         try:
-            os.rename(staging, root)
-        except OSError:
-            if not marker.exists():  # lost the race only if the winner finished
-                raise
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
+            clock = time.perf_counter()
+            for index in range(params["cases"]):
+                write_case(preset, params, index, staging)
+                if progress is not None:
+                    progress(index + 1, params["cases"], time.perf_counter() - clock)
+            (staging / "COMPLETE").write_text(f"{preset} version {VERSION}\n")
+        except BaseException:
+            shutil.rmtree(staging, ignore_errors=True)
+            raise
+        publish(staging, root)
     return root
 
 
-def imbalance_ratio(labels: list[np.ndarray], foreground: tuple[int, ...]) -> tuple[float, float]:
+def imbalance_ratio(labels: list[np.ndarray], foreground: tuple[int, ...],
+                    background: tuple[int, ...] | None = None) -> tuple[float, float]:
     """Class-imbalance ratio as paper 001 Table I defines it: the mean (and std) over images of
-    (background voxels / foreground voxels); images without foreground are left out."""
+    (background voxels / foreground voxels); images without foreground are left out.
+
+    ``background`` holds the raw values counted as background (default: every voxel not in
+    ``foreground``; for KiTS Table I counts label 0 only, the same for kidney and tumour).
+    """
     ratios = []
     for lab in labels:
         fg = int(np.isin(lab, foreground).sum())
+        bg = lab.size - fg if background is None else int(np.isin(lab, background).sum())
         if fg:
-            ratios.append((lab.size - fg) / fg)
+            ratios.append(bg / fg)
     if not ratios:
         raise ValueError("no image has foreground: the imbalance ratio is undefined")
     return float(np.mean(ratios)), float(np.std(ratios))
