@@ -24,43 +24,82 @@ def _say(message: str) -> None:
     print(message, flush=True)
 
 
-def _launch(study_file: str | Path, args: argparse.Namespace) -> int:
-    from study import trials as trials_module
-    from study import tune
-    from study.spec import load_study
-    from study.trial import RunOptions
+def _dataset_roots(specs, overrides: list[str] | None) -> dict[str, str]:
+    """Each real dataset's folder: the study's ``root``, replaced by ``--dataset-root``
+    (``NAME=PATH``, or just ``PATH`` for a single-dataset study)."""
+    from study.spec import SpecError
 
-    spec = load_study(study_file)
-    trials = trials_module.expand(spec)
+    roots = {s.dataset.name: s.dataset.root for s in specs if s.dataset.root}
+    names = {s.dataset.name for s in specs}
+    for item in overrides or []:
+        name, sep, path = item.partition("=")
+        if not sep:
+            if len(names) != 1:
+                raise SpecError(f"--dataset-root {item}: the study has datasets "
+                                f"{sorted(names)}; write NAME=PATH")
+            name, path = next(iter(names)), item
+        if name not in names:
+            raise SpecError(f"--dataset-root {item}: {name!r} is not a dataset of the study "
+                            f"({sorted(names)})")
+        roots[name] = path
+    return roots
+
+
+def _same(specs, field: str) -> int:
+    """A run option every experiment of the study must share (``training.<field>``)."""
+    from study.spec import SpecError
+
+    values = {getattr(s.training, field) for s in specs}
+    if len(values) > 1:
+        raise SpecError(f"{specs[0].source}: training.{field}: the experiments disagree "
+                        f"({sorted(values)}); it is a run option shared by the whole study")
+    return values.pop()
+
+
+def _launch(study_file: str | Path, args: argparse.Namespace) -> int:
+    from study import tune
+    from study.spec import SpecError, load_studies
+    from study.trial import RunOptions
+    from study.trials import expand
+
+    specs = load_studies(study_file)
+    name = specs[0].name
+    trials = [trial for spec in specs for trial in expand(spec)]
+    if len({t.trial_id for t in trials}) != len(trials):
+        raise SpecError(f"{study_file}: experiments: two experiments describe the same trial")
     storage = str(Path(args.storage).resolve()) if "://" not in args.storage else args.storage
     data_dir = args.data_dir or str(Path(storage if "://" not in storage else ".") / "data")
     options = RunOptions(
         data_dir=str(Path(data_dir).resolve()),
-        results_uri=f"{tune.study_uri(storage, spec.name)}/results",
-        dataset_root=args.dataset_root or spec.dataset.root,
+        results_uri=f"{tune.study_uri(storage, name)}/results",
+        dataset_roots=_dataset_roots(specs, args.dataset_root),
         device=args.device,
-        checkpoint_every=spec.training.checkpoint_every,
+        checkpoint_every=_same(specs, "checkpoint_every"),
+        validate_every=_same(specs, "validate_every"),
+        compile=args.compile,
         threads=max(1, int(args.cpus_per_trial)),
     )
     if getattr(args, "mode", "grid") == "optimize":
         from study.optimize import optimize
 
-        best = optimize(spec, storage, options, budget=args.budget, metric=args.metric,
-                        max_concurrent=args.max_concurrent,
-                        cpus_per_trial=args.cpus_per_trial,
-                        gpus=args.gpus_per_trial,
-                        address=args.address, num_cpus=args.num_cpus,
-                        max_failures=args.max_failures, printer=_say)
-        _say(f"best settings: {tune.study_uri(storage, spec.name)}/optimize/*.json "
-             f"({len(best)} group(s) done)")
+        for spec in specs:
+            best = optimize(spec, storage, options, budget=args.budget, metric=args.metric,
+                            max_concurrent=args.max_concurrent,
+                            cpus_per_trial=args.cpus_per_trial, gpus=args.gpus_per_trial,
+                            address=args.address, num_cpus=args.num_cpus,
+                            max_failures=args.max_failures, printer=_say)
+            _say(f"{spec.dataset.name}: {len(best)} group(s) optimised")
+        _say(f"best settings: {tune.study_uri(storage, name)}/optimize/*.json")
         return 0
-    _say(f"study {spec.name}: {len(trials)} trials ({len(spec.fractions)} fraction(s) x "
-         f"{sum(len(t.settings) for t in spec.techniques)} setting(s) x "
-         f"{len(spec.seeds)} seed(s)) from {study_file}")
+    for spec in specs:
+        _say(f"study {name}: {spec.dataset.name} with {spec.model}-{spec.model_preset}: "
+             f"{len(spec.fractions)} fraction(s) x "
+             f"{sum(len(t.settings) for t in spec.techniques)} setting(s) x "
+             f"{len(spec.seeds)} seed(s) from {study_file}")
     missing = tune.launch(trials, storage, options, cpus_per_trial=args.cpus_per_trial,
                           gpus=args.gpus_per_trial, address=args.address,
                           num_cpus=args.num_cpus, max_failures=args.max_failures, printer=_say)
-    return _finish(spec.name, storage, missing)
+    return _finish(name, storage, missing)
 
 
 def _finish(name: str, storage: str, missing: list) -> int:
@@ -166,7 +205,11 @@ def _parser() -> argparse.ArgumentParser:
         ray_options(p)
         p.add_argument("--data-dir", default=None,
                        help="where synthetic datasets are generated (default: STORAGE/data)")
-        p.add_argument("--dataset-root", default=None, help="folder of a real dataset's cases")
+        p.add_argument("--dataset-root", action="append", metavar="[NAME=]PATH",
+                       help="folder of a real dataset's cases (repeat for several datasets)")
+        p.add_argument("--compile", default=None,
+                       choices=("default", "reduce-overhead", "max-autotune"),
+                       help="torch.compile mode on CUDA (default: eager)")
         p.add_argument("--device", default="auto", help="auto, cpu or cuda")
         p.add_argument("--cpus-per-trial", type=float, default=1)
         p.add_argument("--gpus-per-trial", type=float, default=None,

@@ -328,13 +328,14 @@ def _parse_training(node: _Node) -> TrainingSpec:
 
 
 def _parse_techniques(
-    items: Sequence[Any], source: str, spaces: Mapping[str, SearchSpace]
+    items: Sequence[Any], source: str, spaces: Mapping[str, SearchSpace],
+    key_prefix: str = "techniques",
 ) -> tuple[TechniqueRun, ...]:
     from study.techniques import TECHNIQUES  # techniques the trial runner can build
 
     runs = []
     for i, item in enumerate(items):
-        key = f"techniques[{i}]"
+        key = f"{key_prefix}[{i}]"
         node = _Node(item if isinstance(item, dict) else {"technique": item}, source, key)
         technique = node.get("technique", str)
         if technique not in spaces:
@@ -358,15 +359,50 @@ def _parse_techniques(
     names = [run.technique for run in runs]
     duplicated = {n for n in names if names.count(n) > 1}
     if duplicated:
-        raise SpecError(f"{source}: techniques: {sorted(duplicated)[0]!r} is listed twice")
+        raise SpecError(f"{source}: {key_prefix}: {sorted(duplicated)[0]!r} is listed twice")
     return tuple(runs)
 
 
 def load_study(path: str | Path, spaces_dir: str | Path = SEARCH_SPACES_DIR) -> StudySpec:
-    """Load and validate a study file against the technique search spaces in ``spaces_dir``."""
+    """Load and validate a single-experiment study file (see :func:`load_studies`)."""
+    specs = load_studies(path, spaces_dir)
+    if len(specs) != 1:
+        raise SpecError(f"{path}: experiments: this needs a single-experiment study, the file "
+                        f"has {len(specs)}")
+    return specs[0]
+
+
+def load_studies(path: str | Path, spaces_dir: str | Path = SEARCH_SPACES_DIR
+                 ) -> list[StudySpec]:
+    """Load and validate a study file: one spec, or one per entry of ``experiments``.
+
+    ``experiments`` lets one study cover several datasets and models (paper-full): each
+    entry is a mapping of study keys (``dataset``, ``model``, ``fractions``, ``training``,
+    ``techniques``, ``seeds``) laid over the file's top-level keys, which act as defaults.
+    Errors in an entry name it (``experiments[1].dataset.name``).
+    """
     path = Path(path)
-    node = _Node(_read_yaml(path), str(path))
+    data = _read_yaml(path)
     spaces = load_search_spaces(spaces_dir)
+    if not isinstance(data, dict) or "experiments" not in data:
+        return [_parse_study(_Node(data, str(path)), path, spaces)]
+    entries = data["experiments"]
+    if not isinstance(entries, list) or not entries:
+        raise SpecError(f"{path}: experiments: expected a non-empty list of mappings")
+    base = {key: value for key, value in data.items() if key != "experiments"}
+    specs = []
+    for i, entry in enumerate(entries):
+        if not isinstance(entry, dict):
+            raise SpecError(f"{path}: experiments[{i}]: expected a mapping, got {entry!r}")
+        if "name" in entry:
+            raise SpecError(f"{path}: experiments[{i}].name: the study's name is set once, "
+                            "at the top level")
+        specs.append(_parse_study(_Node({**base, **entry}, str(path), f"experiments[{i}]"),
+                                  path, spaces))
+    return specs
+
+
+def _parse_study(node: _Node, path: Path, spaces: Mapping[str, SearchSpace]) -> StudySpec:
     name = node.get("name", str, check=_NAME.match,
                     expect="a lower-case name of letters, digits, '_', '-', '.'")
     description = node.get("description", str, default="")
@@ -387,8 +423,9 @@ def load_study(path: str | Path, spaces_dir: str | Path = SEARCH_SPACES_DIR) -> 
     training = _parse_training(node.child("training"))
     problem = patch_problem(model, preset, training.patch)
     if problem:
-        node.fail(problem, "training.patch")
-    techniques = _parse_techniques(node.list_of("techniques", (str, dict)), str(path), spaces)
+        node.fail(problem, node.key("training.patch"))
+    techniques = _parse_techniques(node.list_of("techniques", (str, dict)), str(path), spaces,
+                                   node.key("techniques"))
     node.done()
     return StudySpec(
         name=name,

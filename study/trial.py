@@ -37,7 +37,7 @@ import threading
 import time
 import traceback
 from contextlib import nullcontext
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Protocol
@@ -82,7 +82,7 @@ class RunOptions:
 
     data_dir: str
     results_uri: str
-    dataset_root: str | None = None  # real datasets: the folder holding the cases
+    dataset_roots: dict[str, str] = field(default_factory=dict)  # real dataset name -> folder
     device: str = "auto"
     checkpoint_every: int = 0  # iterations between checkpoints; 0 = none
     threads: int | None = None
@@ -138,9 +138,11 @@ def dataset_root(config: dict[str, Any], options: RunOptions) -> Path:
         key = trial_id({"synthetic": dataset["synthetic"]})[:8]
         folder = Path(options.data_dir) / f"{dataset['name']}-{key}"
         return synthetic.ensure_generated(dataset["synthetic"], folder, preset=dataset["name"])
-    if options.dataset_root is None:
-        raise ValueError(f"dataset {dataset['name']}: no dataset root given")
-    return Path(options.dataset_root)
+    root = options.dataset_roots.get(dataset["name"])
+    if root is None:
+        raise ValueError(f"dataset {dataset['name']}: no folder given (set `root` in the study "
+                         f"or pass --dataset-root {dataset['name']}=PATH)")
+    return Path(root)
 
 
 class _BatchStream:
