@@ -135,8 +135,7 @@ def measure(model: str, size: str, technique: str, args) -> dict:
     def ceiling() -> None:
         with training.autocast:
             obj.regularized_step(training.forward_model, training.loss, training.optimizer, x, y,
-                                 regularizers=training.regularizers,
-                                 augmentation=training.augmentation)
+                                 regularizers=training.regularizers)
 
     for _ in range(args.warmup):
         real()

@@ -27,7 +27,6 @@ uninterrupted run on the CPU (CUDA kernels are not bit-reproducible run to run).
 
 from __future__ import annotations
 
-import inspect
 import io
 import json
 import math
@@ -243,8 +242,8 @@ class Training:
         self.regularizers = built.regularizers
         self.optimizer = self.recipe.optimizer(self.model.parameters(), training.get("lr"))
         self.schedule = self.recipe.schedule(self.optimizer, self.iterations)
-        self.sampler, self.augmentation = self._sampler(cases, training["fg_fraction"],
-                                                        config["seed"], built.augmentation)
+        self.sampler = self._sampler(cases, training["fg_fraction"], config["seed"],
+                                     built.augmentation)
         cuda = device.type == "cuda"
         prefetch = options.prefetch if options.prefetch is not None else (2 if cuda else 0)
         self.batches = _BatchStream(self.sampler, training["batch_size"], prefetch, pin=cuda,
@@ -264,22 +263,12 @@ class Training:
 
     def _sampler(self, cases, fg_fraction: float, seed: int, gate: AugmentationGate | None):
         """Patches at the model's input size with labels of its output size; eq. 21's
-        augmentation applied by the sampler (on the CPU, in the prefetch thread on CUDA).
-
-        Returns the sampler and a device-side augmentation for samplers without these options
-        (``study.data.sampling`` before its rebuild; TODO(data): drop the fallback once the
-        rebuilt sampler is committed)."""
-        if "label_patch" not in inspect.signature(sampling.PatchSampler).parameters:
-            augmentation = None if gate is None else obj.AsymmetricAugmentation(
-                obj.RandomFlip(), gate.bg_aug_prob, gate.rare)
-            return sampling.PatchSampler(cases, self.input_patch, fg_fraction,
-                                         seed=seed), augmentation
+        augmentation applied by the sampler (on the CPU, in the prefetch thread on CUDA)."""
         options: dict[str, Any] = {"label_patch": self.output_patch}
         if gate is not None:
             options.update(augmentation=sampling.Augmentation(), bg_aug_prob=gate.bg_aug_prob,
                            rare=gate.rare, rare_by="any")
-        return sampling.PatchSampler(cases, self.input_patch, fg_fraction, seed=seed,
-                                     **options), None
+        return sampling.PatchSampler(cases, self.input_patch, fg_fraction, seed=seed, **options)
 
     # -- state ------------------------------------------------------------------------------
     def state_bytes(self) -> bytes:
@@ -332,8 +321,7 @@ class Training:
         self.model.train()
         with self.autocast:
             result = obj.regularized_step(self.forward_model, self.loss, self.optimizer, x, y,
-                                          regularizers=self.regularizers,
-                                          augmentation=self.augmentation)
+                                          regularizers=self.regularizers)
         clean = result.losses["clean"]
         self.schedule.step(clean)
         self.iteration += 1

@@ -12,7 +12,7 @@ import torch
 
 import study.objectives as obj
 from study import techniques
-from study.data import loader, sampling, splits
+from study.data import loader, splits
 from study.data.registry import DATASETS
 from study.results import ResultStore
 from study.spec import load_search_spaces
@@ -112,8 +112,7 @@ def test_every_technique_trains_with_its_batches(tiny_spec, tiny_data, run_optio
             result = training.step()
         training.check()
         assert len(result.losses) == 1 + EXTRA_BATCHES.get(technique, 0), technique
-        augments = training.augmentation is not None or getattr(
-            training.sampler, "augmentation", None) is not None
+        augments = training.sampler.augmentation is not None
         assert augments == (technique == "asym_augmentation"), technique
         assert np.isfinite(training.last_loss), technique
 
@@ -169,7 +168,6 @@ def test_mixup_steps_train_on_mixed_targets(tiny_spec, tiny_data, run_options, m
     assert set(mixed.unique().tolist()) <= {IGNORE, 0, 1}
 
 
-@pytest.mark.skipif(not hasattr(sampling, "Augmentation"), reason="sampler without augmentation")
 @pytest.mark.parametrize("model", ["unet", "deepmedic"])
 def test_asymmetric_augmentation_gate_reaches_the_sampler(tiny_spec, tiny_data, run_options,
                                                           model):
@@ -177,7 +175,7 @@ def test_asymmetric_augmentation_gate_reaches_the_sampler(tiny_spec, tiny_data, 
     output region holds a rare voxel; labels arrive at the output size and are padded."""
     training = _training(tiny_spec, tiny_data, run_options, "asym_augmentation",
                          {"bg_aug_prob": 0.0}, model=model)
-    assert training.sampler.bg_aug_prob == 0.0 and training.augmentation is None
+    assert training.sampler.bg_aug_prob == 0.0
     training.batches.batch_size = 8
     for _ in range(3):
         training.step()
