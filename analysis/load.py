@@ -48,6 +48,17 @@ class Results:
     incomplete: list[str] = field(default_factory=list)
     problems: dict[str, str] = field(default_factory=dict)
 
+    def restrict(self, trial_ids: set[str]) -> Results:
+        """Only the rows of ``trial_ids`` (e.g. the trials of the current study file: results
+        of an edited study's old trials stay on disk but belong to no table)."""
+        return Results(
+            cases=self.cases[self.cases["trial_id"].isin(trial_ids)].reset_index(drop=True),
+            trials=self.trials[self.trials["trial_id"].isin(trial_ids)].reset_index(drop=True),
+            source=self.source,
+            incomplete=[t for t in self.incomplete if t in trial_ids],
+            problems=dict(self.problems),
+        )
+
 
 def _filesystem(uri: str) -> tuple[pafs.FileSystem, str]:
     if "://" in str(uri):

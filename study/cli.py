@@ -122,6 +122,9 @@ def _report(name: str, storage: str, out: str | None, figures: bool = True,
     pending = tune.pending_trials(plan, uri)
     out_dir = Path(out or (Path(uri) / "report" if "://" not in uri else f"{name}-report"))
     results = analysis.load_results(f"{uri}/results", errors="skip")
+    # Only this launch's trials: results of an earlier version of the study file (or of an
+    # Optuna search) stay on disk but must not be averaged into its tables.
+    results = results.restrict({t["trial_id"] for t in plan.trials})
     paths = analysis.write_report(results, out_dir, title=f"Study {name}",
                                   missing=len(pending), pending=pending, figures=figures,
                                   progress=printer)

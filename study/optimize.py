@@ -110,7 +110,8 @@ def optimize(spec: StudySpec, storage: str, options: RunOptions, *, budget: int,
                         failure_config=tune.FailureConfig(max_failures=max_failures)),
                 )
             results = tuner.fit()
-            finished = [r for r in results if r.metrics and r.metrics.get(metric) is not None]
+            finished = [r for r in results if r.error is None and r.metrics
+                        and r.metrics.get("status") in ("ok", "diverged")]
             if len(finished) < budget:
                 printer(f"{group}: {len(finished)} of {budget} trials finished; "
                         "run the same command again to continue")
@@ -120,8 +121,10 @@ def optimize(spec: StudySpec, storage: str, options: RunOptions, *, budget: int,
             best[group] = {"technique": run.technique, "fraction": fraction, "metric": metric,
                            "value": top.metrics[metric], "hp": top.metrics["hp"],
                            "trials": len(finished)}
-            with fs.open_output_stream(marker) as stream:
+            staging = f"{marker}.tmp"
+            with fs.open_output_stream(staging) as stream:
                 stream.write(json.dumps(best[group], indent=1).encode())
+            fs.move(staging, marker)  # a kill mid-write never leaves a broken marker
             printer(f"{group}: best {metric} {top.metrics[metric]:.3f} at "
                     f"{param_label(top.metrics['hp'])}")
     return best

@@ -228,6 +228,7 @@ class ResultStore:
     def finished_ids(self) -> set[str]:
         """Trials with a stored, readable result that need not run again (``ok`` or
         ``diverged``); a trial whose ``cases`` or ``trials`` file is damaged is not finished."""
+        self.problems = {}
         trials = self.trials()
         self._read("cases", CASES_SCHEMA)
         finished = set(trials.loc[trials["status"].isin(["ok", "diverged"]), "trial_id"])

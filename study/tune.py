@@ -18,6 +18,7 @@ import json
 import os
 import socket
 import tempfile
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -35,6 +36,7 @@ from study.trials import Trial
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 
 CHECKPOINT_FILE = "state.pt"
+HEARTBEAT_SECONDS = 60  # well under study.status.RUNNING_TIMEOUT
 # Share of one GPU a trial asks for when the cluster has GPUs, by (model, preset): DeepMedic
 # is launch-bound (DESIGN.md §Scale: 8 packed processes gave 1.9x), so four trials share a
 # GPU; a paper-size U-Net fills one. Ray packs fractions per GPU, with no memory isolation.
@@ -110,9 +112,17 @@ def run_tune_trial(param: dict[str, Any], options: RunOptions,
         store.beat(trial_id, socket.gethostname(), started)
 
     beat()
+    stop = threading.Event()
+
+    def keep_beating() -> None:  # data loading and evaluation report nothing for a while
+        while not stop.wait(HEARTBEAT_SECONDS):
+            beat()
+
+    threading.Thread(target=keep_beating, daemon=True, name="heartbeat").start()
     try:
         summary = run_trial(param, options, TuneSession(beat, defaults))
     finally:
+        stop.set()
         store.end_beat(trial_id)
     tune.report({**(defaults or {}), **summary})
 
@@ -206,8 +216,7 @@ def _run_experiment(plan: Plan, uri: str, pending: list[dict], restore_path: str
     trainable = tune.with_resources(
         _trainable(options), {"cpu": plan.cpus_per_trial, "gpu": plan.gpus_per_trial}
     )
-    progress = Progress(plan, uri, printer)
-    if restore_path is not None:
+    if restore_path is not None:  # Tune re-applies the first run's RunConfig and callbacks
         tuner = tune.Tuner.restore(restore_path, trainable, resume_unfinished=True,
                                    resume_errored=True)
     else:
@@ -226,7 +235,7 @@ def _run_experiment(plan: Plan, uri: str, pending: list[dict], restore_path: str
                 storage_filesystem=fs,
                 failure_config=tune.FailureConfig(max_failures=max_failures),
                 checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
-                callbacks=[progress],
+                callbacks=[Progress(plan, uri, printer)],
                 verbose=0,
             ),
         )

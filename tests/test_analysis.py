@@ -99,3 +99,15 @@ def test_report_has_both_blocks_and_says_what_is_missing(cases, tmp_path):
     assert "3 trial(s) have no results yet" in index
     assert index.count("**w/ post-processing**") == 1 and "**w/o post-processing**" in index
     assert all(p.exists() for p in paths)
+
+
+def test_results_restrict_keeps_only_the_named_trials(cases):
+    """A report covers the current study file's trials only: rows of other trial ids (an
+    edited study's old trials) are dropped from cases and trials."""
+    from analysis.load import Results
+
+    trials = cases[["trial_id"]].drop_duplicates()
+    results = Results(cases=cases, trials=trials, source="x", incomplete=["vanilla—0", "zz"])
+    kept = results.restrict({"vanilla—0"})
+    assert set(kept.cases["trial_id"]) == {"vanilla—0"} == set(kept.trials["trial_id"])
+    assert kept.incomplete == ["vanilla—0"]

@@ -95,3 +95,17 @@ def test_bad_search_space(tmp_path):
     (spaces / "focal.yaml").write_text("technique: other\n")
     with pytest.raises(SpecError, match=r"technique: technique 'other' must match"):
         load_search_spaces(spaces)
+
+
+def test_generator_numbers_keep_their_identity(tmp_path, tiny_study_path):
+    """`lesion_scale: 1` and `lesion_scale: 1.0` (or contrast [1, 2] vs [1.0, 2.0]) describe
+    the same data, hence the same trials."""
+    from study.trials import expand
+
+    ids = []
+    for scale, contrast in ((1, [1, 2]), (1.0, [1.0, 2.0])):
+        path = _write_study(tmp_path, tiny_study_path, dataset__synthetic={
+            "cases": 6, "shape": [24, 24, 24], "seed": 1, "lesion_scale": scale,
+            "contrast": contrast})
+        ids.append([t.trial_id for t in expand(load_study(path))])
+    assert ids[0] == ids[1]

@@ -97,12 +97,27 @@ class DatasetInfo:
                     f"{source}: {key}.{name}: unknown generator parameter "
                     f"(known: {', '.join(merged)})"
                 )
-            merged[name] = value
+            merged[name] = _like(merged[name], value)
         try:
             synthetic.check_params(self.name, merged)
         except ValueError as error:
             raise SpecError(f"{source}: {key}: {error}") from error
         return merged
+
+
+def _like(default: Any, value: Any) -> Any:
+    """``value`` with the number type of ``default`` (elementwise for lists), so that ``12``
+    and ``12.0`` give the same trial identity; anything else is returned unchanged for the
+    generator's own checks to judge."""
+    if isinstance(default, list) and isinstance(value, list) and len(default) == len(value):
+        return [_like(d, v) for d, v in zip(default, value, strict=True)]
+    is_number = isinstance(value, (int, float)) and not isinstance(value, bool)
+    if isinstance(default, float) and is_number:
+        return float(value)
+    if isinstance(default, int) and not isinstance(default, bool) and isinstance(value, float) \
+            and value.is_integer():
+        return int(value)
+    return value
 
 
 _BRATS_CLASSES = {"background": (0, 2), "tumour_core": (1, 4)}
