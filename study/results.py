@@ -162,8 +162,10 @@ class ResultStore:
         if self.fs.get_file_info(directory).type != pafs.FileType.Directory:
             return schema.empty_table().to_pandas()
         dataset = ds.dataset(directory, filesystem=self.fs, format="parquet", schema=schema)
-        try:
-            return dataset.to_table().to_pandas()
+        try:  # fast path, unless a footer lacks a column (the dataset would read it as null)
+            if all(set(schema.names) <= set(pq.read_schema(path, filesystem=self.fs).names)
+                   for path in dataset.files):
+                return dataset.to_table().to_pandas()
         except (pa.ArrowException, OSError):
             pass  # some file is damaged: find which, keep the others
         frames = []

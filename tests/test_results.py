@@ -62,6 +62,20 @@ def test_damaged_file_is_detected_and_its_trial_not_finished(tmp_path):
     assert set(fresh.cases()["trial_id"]) == {"t1"}
 
 
+def test_file_missing_a_column_is_not_finished(tmp_path):
+    """A trials file without a contract column (written by other code) is reported and its
+    trial runs again, rather than being read as nulls and counted as finished."""
+    import pyarrow.parquet as pq
+
+    store = ResultStore(str(tmp_path))
+    _store_trial(store, "t1")
+    _store_trial(store, "t2")
+    path = tmp_path / "trials" / "t2.parquet"
+    pq.write_table(pq.read_table(path).drop_columns(["status"]), path)
+    fresh = ResultStore(str(tmp_path))
+    assert fresh.finished_ids() == {"t1"} and "t2" in fresh.problems
+
+
 def test_bad_status_and_foreign_rows_are_refused(tmp_path):
     """Unknown statuses and case rows of another trial are errors, nothing is written."""
     store = ResultStore(str(tmp_path))
