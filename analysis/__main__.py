@@ -18,17 +18,12 @@ import pyarrow.fs as pafs
 
 from analysis.load import ResultsError, load_results
 from analysis.report import write_report
-
-
-def _filesystem(uri: str) -> tuple[pafs.FileSystem, str]:
-    if "://" in uri:
-        return pafs.FileSystem.from_uri(uri)
-    return pafs.LocalFileSystem(), str(Path(uri).resolve())
+from study.results import filesystem
 
 
 def _locate(path: str) -> tuple[str, str | None]:
     """(results URI, study.json path or None) for a results folder or a study folder."""
-    fs, root = _filesystem(path)
+    fs, root = filesystem(path)
     root = root.rstrip("/")
     base = path.rstrip("/")
     if fs.get_file_info(f"{root}/results").type == pafs.FileType.Directory:
@@ -42,7 +37,7 @@ def _pending(path: str, plan: str | None, finished: set[str]) -> list[dict] | No
     """Planned trials (``study.json``'s ``trials``) without a stored ok/diverged result."""
     if plan is None:
         return None
-    fs, _ = _filesystem(path)
+    fs, _ = filesystem(path)
     with fs.open_input_stream(plan) as stream:
         trials = json.loads(stream.read()).get("trials", [])
     return [t for t in trials if t.get("trial_id") not in finished]

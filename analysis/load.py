@@ -26,7 +26,7 @@ import pyarrow.dataset as ds
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
-from study.results import CASES_SCHEMA, TRIALS_SCHEMA
+from study.results import CASES_SCHEMA, TRIALS_SCHEMA, filesystem
 
 __all__ = ["Results", "ResultsError", "load", "load_results", "load_trials", "check_cases"]
 
@@ -58,12 +58,6 @@ class Results:
             incomplete=[t for t in self.incomplete if t in trial_ids],
             problems=dict(self.problems),
         )
-
-
-def _filesystem(uri: str) -> tuple[pafs.FileSystem, str]:
-    if "://" in str(uri):
-        return pafs.FileSystem.from_uri(str(uri))
-    return pafs.LocalFileSystem(), str(uri)
 
 
 def _compatible(found: pa.DataType, expected: pa.DataType) -> bool:
@@ -169,7 +163,7 @@ def load_results(path: str, errors: Literal["raise", "skip"] = "raise") -> Resul
     study with no finished trial yet).
     """
     source = str(path).rstrip("/")
-    fs, root = _filesystem(source)
+    fs, root = filesystem(source)
     root = root.rstrip("/") or "/"
     if fs.get_file_info(root).type == pafs.FileType.NotFound:
         raise FileNotFoundError(f"{source}: no such results folder (expected the folder "

@@ -25,10 +25,11 @@ import pyarrow.fs as pafs
 from ray import tune
 from ray.tune.search.optuna import OptunaSearch
 
+from study.results import filesystem
 from study.spec import SearchSpace, StudySpec, load_search_spaces
 from study.trial import RunOptions
 from study.trials import Trial, param_label, trial_config, trial_id
-from study.tune import ensure_ray, filesystem, gpus_per_trial, run_tune_trial, study_uri
+from study.tune import ensure_ray, gpus_per_trial, run_tune_trial, study_uri
 
 METRICS = ("dsc_raw", "dsc_pp")
 

@@ -21,6 +21,7 @@ import math
 import uuid
 from collections.abc import Sequence
 from datetime import datetime, timezone
+from pathlib import Path
 from typing import Any
 
 import pandas as pd
@@ -116,13 +117,20 @@ def summarise(trial_row: dict[str, Any], case_rows: Sequence[dict[str, Any]]) ->
     return summary
 
 
+def filesystem(uri: str | Path) -> tuple[pafs.FileSystem, str]:
+    """The pyarrow filesystem and path of ``uri``: a URI (``s3://...``) through
+    ``FileSystem.from_uri``, anything else an absolute local path."""
+    if "://" in str(uri):
+        return pafs.FileSystem.from_uri(str(uri))
+    return pafs.LocalFileSystem(), str(Path(uri).resolve())
+
+
 class ResultStore:
     """Reads and writes one study's results under ``uri`` (local path or filesystem URI)."""
 
     def __init__(self, uri: str):
         self.uri = uri
-        self.fs, self.root = pafs.FileSystem.from_uri(uri) if "://" in uri else (
-            pafs.LocalFileSystem(), str(uri))
+        self.fs, self.root = filesystem(uri)
         self._local = isinstance(self.fs, pafs.LocalFileSystem)
         self.problems: dict[str, str] = {}
 

@@ -29,7 +29,7 @@ from typing import Any
 import pyarrow.fs as pafs
 from ray import tune
 
-from study.results import ResultStore
+from study.results import ResultStore, filesystem
 from study.trial import RunOptions, run_trial
 from study.trials import Trial
 
@@ -58,12 +58,6 @@ def gpus_per_trial(models: set[tuple[str, str]], requested: float | None) -> flo
 
 def study_uri(storage: str, study: str) -> str:
     return f"{str(storage).rstrip('/')}/{study}"
-
-
-def filesystem(uri: str) -> tuple[pafs.FileSystem, str]:
-    if "://" in uri:
-        return pafs.FileSystem.from_uri(uri)
-    return pafs.LocalFileSystem(), str(Path(uri).resolve())
 
 
 class TuneSession:
