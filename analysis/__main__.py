@@ -67,10 +67,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         results_uri, plan = _locate(args.path)
         results = load_results(results_uri, errors="raise" if args.strict else "skip")
-        stored = results.trials
-        finished = set(stored.loc[stored["status"].isin(["ok", "diverged"]), "trial_id"])
-        finished -= {name.split("/")[-1].removesuffix(".parquet") for name in results.problems}
-        pending = _pending(args.path, plan, finished)
+        pending = _pending(args.path, plan, results.finished_ids())
         title = args.title or f"Study {Path(results_uri.rstrip('/')).parent.name or results_uri}"
         paths = write_report(results, args.out, title=title,
                              missing=len(pending) if pending else 0, pending=pending,

@@ -26,7 +26,7 @@ import pyarrow.dataset as ds
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
-from study.results import CASES_SCHEMA, TRIALS_SCHEMA, filesystem
+from study.results import CASES_SCHEMA, FINISHED_STATUSES, TRIALS_SCHEMA, filesystem
 
 __all__ = ["Results", "ResultsError", "load", "load_results", "load_trials", "check_cases"]
 
@@ -47,6 +47,13 @@ class Results:
     source: str
     incomplete: list[str] = field(default_factory=list)
     problems: dict[str, str] = field(default_factory=dict)
+
+    def finished_ids(self) -> set[str]:
+        """Trials with a stored ok/diverged result whose files were all read (as
+        ``study.results.ResultStore.finished_ids``, from the tables already loaded)."""
+        done = self.trials.loc[self.trials["status"].isin(FINISHED_STATUSES), "trial_id"]
+        damaged = {name.split("/")[-1].removesuffix(".parquet") for name in self.problems}
+        return set(done) - damaged
 
     def restrict(self, trial_ids: set[str]) -> Results:
         """Only the rows of ``trial_ids`` (e.g. the trials of the current study file: results

@@ -56,7 +56,8 @@ def _same(specs, field: str) -> int:
     return values.pop()
 
 
-def _launch(study_file: str | Path, args: argparse.Namespace) -> int:
+def _launch(study_file: str | Path, args: argparse.Namespace) -> tuple[int, str]:
+    """Run a study file's trials (grid or optimize mode); return (exit status, study name)."""
     from study import tune
     from study.spec import SpecError, load_studies
     from study.trial import RunOptions
@@ -90,7 +91,7 @@ def _launch(study_file: str | Path, args: argparse.Namespace) -> int:
                             max_failures=args.max_failures, printer=_say)
             _say(f"{spec.dataset.name}: {len(best)} group(s) optimised")
         _say(f"best settings: {tune.study_uri(storage, name)}/optimize/*.json")
-        return 0
+        return 0, name
     for spec in specs:
         _say(f"study {name}: {spec.dataset.name} with {spec.model}-{spec.model_preset}: "
              f"{len(spec.fractions)} fraction(s) x "
@@ -99,7 +100,7 @@ def _launch(study_file: str | Path, args: argparse.Namespace) -> int:
     missing = tune.launch(trials, storage, options, cpus_per_trial=args.cpus_per_trial,
                           gpus=args.gpus_per_trial, address=args.address,
                           num_cpus=args.num_cpus, max_failures=args.max_failures, printer=_say)
-    return _finish(name, storage, missing)
+    return _finish(name, storage, missing), name
 
 
 def _finish(name: str, storage: str, missing: list) -> int:
@@ -119,12 +120,13 @@ def _report(name: str, storage: str, out: str | None, figures: bool = True,
 
     uri = tune.study_uri(storage, name)
     plan = tune.Plan.load(uri)
-    pending = tune.pending_trials(plan, uri)
     out_dir = Path(out or (Path(uri) / "report" if "://" not in uri else f"{name}-report"))
     results = analysis.load_results(f"{uri}/results", errors="skip")
     # Only this launch's trials: results of an earlier version of the study file (or of an
     # Optuna search) stay on disk but must not be averaged into its tables.
     results = results.restrict({t["trial_id"] for t in plan.trials})
+    finished = results.finished_ids()
+    pending = [t for t in plan.trials if t["trial_id"] not in finished]
     paths = analysis.write_report(results, out_dir, title=f"Study {name}",
                                   missing=len(pending), pending=pending, figures=figures,
                                   progress=printer)
@@ -133,10 +135,7 @@ def _report(name: str, storage: str, out: str | None, figures: bool = True,
 
 def cmd_demo(args: argparse.Namespace) -> int:
     start = time.monotonic()
-    status = _launch(args.study, args)
-    from study.spec import load_study
-
-    name = load_study(args.study).name
+    status, name = _launch(args.study, args)
     index = _report(name, args.storage, args.out)
     _say(index.read_text(encoding="utf-8"))
     _say(f"demo finished in {time.monotonic() - start:.0f} s; report: {index}")
@@ -144,7 +143,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def cmd_launch(args: argparse.Namespace) -> int:
-    return _launch(args.file, args)
+    return _launch(args.file, args)[0]
 
 
 def cmd_resume(args: argparse.Namespace) -> int:

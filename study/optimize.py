@@ -25,7 +25,7 @@ import pyarrow.fs as pafs
 from ray import tune
 from ray.tune.search.optuna import OptunaSearch
 
-from study.results import filesystem
+from study.results import FINISHED_STATUSES, filesystem
 from study.spec import SearchSpace, StudySpec, load_search_spaces
 from study.trial import RunOptions
 from study.trials import Trial, param_label, trial_config, trial_id
@@ -112,7 +112,7 @@ def optimize(spec: StudySpec, storage: str, options: RunOptions, *, budget: int,
                 )
             results = tuner.fit()
             finished = [r for r in results if r.error is None and r.metrics
-                        and r.metrics.get("status") in ("ok", "diverged")]
+                        and r.metrics.get("status") in FINISHED_STATUSES]
             if len(finished) < budget:
                 printer(f"{group}: {len(finished)} of {budget} trials finished; "
                         "run the same command again to continue")

@@ -82,6 +82,7 @@ TRIALS_SCHEMA = pa.schema([
 ])
 
 STATUSES = ("ok", "diverged", "failed")
+FINISHED_STATUSES = ("ok", "diverged")  # a stored result that need not run again
 
 
 def identity_columns(trial_param: dict[str, Any]) -> dict[str, Any]:
@@ -202,7 +203,7 @@ class ResultStore:
             cases = pq.read_table(paths["cases"], filesystem=self.fs).to_pylist()
         except (pa.ArrowException, OSError):
             return None
-        if len(rows) != 1 or rows[0]["status"] not in ("ok", "diverged"):
+        if len(rows) != 1 or rows[0]["status"] not in FINISHED_STATUSES:
             return None
         return summarise(rows[0], cases)
 
@@ -241,5 +242,5 @@ class ResultStore:
         self.problems = {}
         trials = self.trials()
         self._read("cases", CASES_SCHEMA)
-        finished = set(trials.loc[trials["status"].isin(["ok", "diverged"]), "trial_id"])
+        finished = set(trials.loc[trials["status"].isin(FINISHED_STATUSES), "trial_id"])
         return finished - set(self.problems)

@@ -6,7 +6,7 @@ from datetime import datetime, timedelta, timezone
 
 import pandas as pd
 
-from study.results import ResultStore
+from study.results import FINISHED_STATUSES, ResultStore
 
 STATES = ("done", "running", "pending", "failed", "diverged")
 RUNNING_TIMEOUT = timedelta(minutes=15)  # a heartbeat older than this is a lost trial
@@ -14,7 +14,7 @@ RUNNING_TIMEOUT = timedelta(minutes=15)  # a heartbeat older than this is a lost
 
 def _state(tid: str, stored: pd.DataFrame, beats: dict, now: datetime) -> str:
     status = stored.at[tid, "status"] if tid in stored.index else None
-    if status in ("ok", "diverged"):
+    if status in FINISHED_STATUSES:
         return {"ok": "done"}.get(status, status)
     beat = beats.get(tid)
     if beat and now - datetime.fromisoformat(beat["updated_at"]) < RUNNING_TIMEOUT:

@@ -87,3 +87,18 @@ def test_bad_status_and_foreign_rows_are_refused(tmp_path):
     with pytest.raises(ValueError, match="another trial"):
         store.write_trial(row, [foreign])
     assert store.trials().empty and store.cases().empty
+
+
+def test_analysis_agrees_with_the_store_on_finished_trials(tmp_path):
+    """`study report` derives pending trials from the loaded tables: the same finished set as
+    the store's, damaged files and failed trials excluded."""
+    from analysis.load import load_results
+
+    store = ResultStore(str(tmp_path))
+    _store_trial(store, "t1")
+    _store_trial(store, "t2")
+    _store_trial(store, "t3", status="failed")
+    damaged = tmp_path / "cases" / "t2.parquet"
+    damaged.write_bytes(damaged.read_bytes()[:100])
+    loaded = load_results(str(tmp_path), errors="skip").finished_ids()
+    assert loaded == ResultStore(str(tmp_path)).finished_ids() == {"t1"}
