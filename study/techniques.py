@@ -10,9 +10,11 @@ Three builders, one per family:
   Every single technique is this builder with a fixed set of hyperparameters;
   ``combination`` / ``asym_combination`` accept any subset (an absent technique is off).
   The loss has the model's baseline forms: CE for DeepMedic (001 §V, BraTS/ATLAS), CE + soft
-  DSC for the U-Net (001 §V, KiTS), each replaced by its margin/focal form.
+  DSC for the U-Net (001 §V, KiTS; "sample-wise DSC loss", 001 §V-A.4, with
+  ``Context.batch_dice=False``), each replaced by its margin/focal form.
 * :func:`_region` — a region loss alone: ``dsc`` (001 eq. 3, Table II "F1 (DSC)"), ``jaccard``
-  (004 §3, squared denominator), ``f_beta`` (001 Table II F2/F4/F8, ``beta``).
+  (004 §3, squared denominator), ``f_beta`` (001 Table II F2/F4/F8, ``beta``); batch or
+  sample-wise sums as ``Context.batch_dice``.
 * :func:`_calibration` — ``margin_calibration`` (003 eq. 27-29; ``tau``, ``nu``) alone, with the
   class voxel counts of the whole training set (one pass over the training labels).
 
@@ -41,14 +43,30 @@ IGNORE = obj.IGNORE_INDEX
 class Context:
     """What a technique needs to know about the trial.
 
-    ``rare``: the dataset's r vector; ``dsc_term``: the model's baseline has a soft DSC term
-    (U-Net) or not (DeepMedic); ``class_counts``: called once, only by techniques that need the
-    training set's class voxel counts.
+    * ``rare``: the dataset's r vector (001 §IV).
+    * ``dsc_term``: the model's baseline has a soft DSC term (U-Net) or not (DeepMedic).
+    * ``class_counts``: called once, only by techniques that need the training set's class
+      voxel counts (``margin_calibration``).
+    * ``batch_dice``: every DSC-form loss (the U-Net's DSC term and its margin/focal forms, and
+      ``dsc``, ``jaccard``, ``f_beta``) sums over the whole batch (True) or averages
+      per-sample values (False: 001 §V-A.4's "sample-wise DSC loss").
+    * ``mixup_lambda``: how asymmetric mixup draws lambda, one of
+      :data:`study.objectives.LAMBDA_FORMS` (``"paper"``: eq. 18 as written; ``"code"``:
+      scaled by ``1 - mixup_m`` as the reference implementation).
     """
 
     rare: tuple[float, ...]
     dsc_term: bool = True
     class_counts: Callable[[], np.ndarray] | None = None
+    batch_dice: bool = True
+    mixup_lambda: str = "paper"
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.batch_dice, bool):
+            raise TypeError(f"batch_dice must be a bool, got {self.batch_dice!r}")
+        if self.mixup_lambda not in obj.LAMBDA_FORMS:
+            raise ValueError(f"mixup_lambda must be one of {', '.join(obj.LAMBDA_FORMS)}, "
+                             f"got {self.mixup_lambda!r}")
 
     @property
     def num_classes(self) -> int:
@@ -93,7 +111,7 @@ class AlignedAdversarialPerturbation(obj.AdversarialPerturbation):
 @dataclass(frozen=True)
 class Technique:
     """A technique id's builder, its symmetry and its hyperparameters (``required`` must all
-    be given, ``optional`` may be)."""
+    be given, ``optional`` may be; a combination, with only optional ones, needs one)."""
 
     build_with: Callable[[Technique, dict[str, float], Context], TrainingObjective]
     asymmetric: bool = False
@@ -104,15 +122,19 @@ class Technique:
     def build(self, name: str, hp: dict[str, float], context: Context) -> TrainingObjective:
         unknown = sorted(set(hp) - set(self.required) - set(self.optional))
         missing = [k for k in self.required if k not in hp]
+        known = ", ".join((*self.required, *self.optional)) or "none"
         if unknown or missing:
-            known = ", ".join((*self.required, *self.optional)) or "none"
             problem = f"unknown {unknown}" if unknown else f"missing {missing}"
             raise ValueError(f"technique {name}: hyperparameters {problem} (takes: {known})")
+        if self.optional and not self.required and not hp:
+            raise ValueError(f"technique {name}: combines nothing; give at least one of "
+                             f"{known} (with none it is vanilla)")
         return self.build_with(self, hp, context)
 
 
 def _forms(make: Callable[[str], nn.Module], context: Context) -> nn.Module:
-    """``make("ce")`` (DeepMedic) or ``make("ce") + make("dsc")`` (U-Net)."""
+    """``make("ce")`` (DeepMedic) or ``make("ce") + make("dsc")`` (U-Net); ``make`` builds the
+    DSC form with ``context.batch_dice``."""
     return make("ce") + make("dsc") if context.dsc_term else make("ce")
 
 
@@ -129,23 +151,24 @@ def _regularized(technique: Technique, hp: dict[str, float], context: Context
                  ) -> TrainingObjective:
     rare = list(context.rare) if technique.asymmetric else None
     common = {"rare": rare, "ignore_index": IGNORE}
+    forms = {**common, "batch_dice": context.batch_dice}  # batch_dice: DSC form only
     if "m" in hp and "gamma" in hp:
-        loss = _forms(lambda form: obj.MarginFocalLoss(hp["m"], hp["gamma"], form=form, **common),
+        loss = _forms(lambda form: obj.MarginFocalLoss(hp["m"], hp["gamma"], form=form, **forms),
                       context)
     elif "m" in hp:
-        loss = _forms(lambda form: obj.LargeMarginLoss(hp["m"], form=form, **common), context)
+        loss = _forms(lambda form: obj.LargeMarginLoss(hp["m"], form=form, **forms), context)
     elif "gamma" in hp:
-        loss = _forms(lambda form: obj.FocalLoss(hp["gamma"], form=form, **common), context)
-    elif context.dsc_term:
-        loss = obj.CrossEntropyLoss(ignore_index=IGNORE) + obj.DiceLoss(ignore_index=IGNORE)
+        loss = _forms(lambda form: obj.FocalLoss(hp["gamma"], form=form, **forms), context)
     else:
-        loss = obj.CrossEntropyLoss(ignore_index=IGNORE)
+        loss = _forms(lambda form: obj.CrossEntropyLoss(ignore_index=IGNORE) if form == "ce"
+                      else obj.DiceLoss(batch_dice=context.batch_dice, ignore_index=IGNORE),
+                      context)
     regularizers: list[obj.Regularizer] = []
     if _pair(hp, ("eps", "l"), "adversarial training"):
         regularizers.append(AlignedAdversarialPerturbation(hp["eps"], hp["l"], **common))
     if technique.asymmetric and _pair(hp, ("mixup_m", "mixup_alpha"), "asymmetric mixup"):
-        regularizers.append(obj.AsymmetricMixup(hp["mixup_alpha"], hp["mixup_m"],
-                                                context.rare, ignore_index=IGNORE))
+        regularizers.append(obj.AsymmetricMixup(hp["mixup_alpha"], hp["mixup_m"], context.rare,
+                                                lam=context.mixup_lambda, ignore_index=IGNORE))
     elif not technique.asymmetric and "mixup_alpha" in hp:
         regularizers.append(obj.Mixup(hp["mixup_alpha"], context.num_classes,
                                       ignore_index=IGNORE))
@@ -159,7 +182,7 @@ def _regularized(technique: Technique, hp: dict[str, float], context: Context
 
 def _region(technique: Technique, hp: dict[str, float], context: Context) -> TrainingObjective:
     return TrainingObjective(technique.loss(*(hp[k] for k in technique.required),
-                                            ignore_index=IGNORE))
+                                            batch_dice=context.batch_dice, ignore_index=IGNORE))
 
 
 def _calibration(technique: Technique, hp: dict[str, float], context: Context
@@ -200,7 +223,7 @@ def build_training(technique: str, hp: dict[str, float], context: Context
     """The loss, regularizers and augmentation for ``technique`` with hyperparameters ``hp``.
 
     Raises ``ValueError`` naming an unknown technique, an unknown or missing hyperparameter,
-    or a half-given pair (``eps`` without ``l``).
+    a half-given pair (``eps`` without ``l``) or a combination of nothing.
     """
     if technique not in TECHNIQUES:
         raise ValueError(f"technique: unknown {technique!r} (known: {', '.join(TECHNIQUES)})")

@@ -22,8 +22,8 @@ RARE = (0.0, 1.0)
 COUNTS = np.array([990_000, 10_000])
 
 
-def _context(dsc_term: bool = True) -> Context:
-    return Context(RARE, dsc_term, class_counts=lambda: COUNTS)
+def _context(dsc_term: bool = True, **options) -> Context:
+    return Context(RARE, dsc_term, class_counts=lambda: COUNTS, **options)
 
 
 @pytest.fixture
@@ -110,6 +110,68 @@ def test_combination_is_eq_22_plus_the_batch_techniques(batch):
     assert augmented.augmentation == AugmentationGate(0.25, (0.0, 0.0))  # no class favoured
 
 
+@pytest.mark.parametrize("hp", [
+    {"m": 1.0, "gamma": 2.0, "bg_aug_prob": 0.5},
+    {"m": 1.0, "gamma": 2.0, "eps": 1e-5, "l": 10.0, "bg_aug_prob": 0.5},
+    {"m": 1.0, "gamma": 2.0, "eps": 1e-5, "l": 10.0, "mixup_m": 0.2, "mixup_alpha": 1.0},
+    {"gamma": 4.0, "mixup_m": 0.2, "mixup_alpha": 1.0},
+    {"bg_aug_prob": 0.25},
+])
+def test_combination_of_any_subset(batch, hp):
+    """asym_combination / combination take any subset of their techniques (000 Tables II-III:
+    the ATLAS and KiTS settings leave some out): the loss has margin and/or focal as given,
+    the batches and the augmentation gate are exactly those given, asymmetric with r or
+    symmetric without."""
+    for technique, asymmetric in (("asym_combination", True), ("combination", False)):
+        given = {k: v for k, v in hp.items() if asymmetric or k != "mixup_m"}
+        built = build_training(technique, given, _context())
+        rare = RARE if asymmetric else None
+        m, gamma = given.get("m", 0.0), given.get("gamma", 0.0)
+        expected = (obj.MarginFocalLoss(m, gamma, rare, "ce")(*batch)
+                    + obj.MarginFocalLoss(m, gamma, rare, "dsc")(*batch))
+        torch.testing.assert_close(built.loss(*batch), expected)
+        kinds = ["AlignedAdversarialPerturbation"] if "eps" in given else []
+        if "mixup_alpha" in given:
+            kinds.append("AsymmetricMixup" if asymmetric else "Mixup")
+        if "bg_aug_prob" in given:
+            kinds.append("augmentation")
+        assert _kinds(built) == kinds, (technique, given)
+        if "bg_aug_prob" in given:
+            gate = RARE if asymmetric else (0.0, 0.0)
+            assert built.augmentation == AugmentationGate(given["bg_aug_prob"], gate)
+
+
+def test_sample_wise_dsc_reaches_every_dsc_form(batch):
+    """Context.batch_dice=False (001 §V-A.4, the U-Net's "sample-wise DSC loss") builds every
+    DSC-form loss sample-wise: the baseline's DSC term, its margin/focal forms and the region
+    techniques; the CE terms are unchanged."""
+    logits, target = batch
+    sample_wise = _context(batch_dice=False)
+    for technique, hp in (("vanilla", {}), ("asym_large_margin", {"m": 1.0}),
+                          ("focal", {"gamma": 2.0}),
+                          ("asym_combination", {"m": 1.0, "gamma": 2.0}), ("dsc", {}),
+                          ("jaccard", {}), ("f_beta", {"beta": 2.0})):
+        loss = build_training(technique, hp, sample_wise).loss
+        terms = list(loss.terms) if isinstance(loss, obj.SumLoss) else [loss]
+        dsc_terms = [t for t in terms if getattr(t, "form", "dsc") == "dsc"
+                     and not isinstance(t, obj.CrossEntropyLoss)]
+        assert len(dsc_terms) == 1 and dsc_terms[0].batch_dice is False, technique
+        per_sample = torch.stack([loss(logits[i:i + 1], target[i:i + 1]) for i in range(2)])
+        torch.testing.assert_close(loss(logits, target), per_sample.mean())
+
+
+def test_mixup_lambda_form_reaches_asymmetric_mixup():
+    """Context.mixup_lambda chooses eq. 18's lambda ("paper") or the reference code's
+    (1 - m)-scaled one ("code"); an unknown form is named."""
+    hp = {"mixup_m": 0.2, "mixup_alpha": 1.0}
+    for form in ("paper", "code"):
+        for technique in ("asym_mixup", "asym_combination"):
+            (mixup,) = build_training(technique, hp, _context(mixup_lambda=form)).regularizers
+            assert mixup.lam == form
+    with pytest.raises(ValueError, match="mixup_lambda must be one of paper, code, got 'x'"):
+        _context(mixup_lambda="x")
+
+
 def test_region_and_calibration_losses_stand_alone(batch):
     """f_beta with beta = 1 is the DSC loss (001 Table II "F1 (DSC)"); margin calibration uses
     the training set's class counts (003 Cor. 1.1)."""
@@ -129,9 +191,9 @@ def test_asymmetric_mixup_targets_are_accepted_by_every_loss(batch):
     logits, target = batch
     ignored = target.clone()
     ignored[:, :3] = IGNORE
-    for technique in ("vanilla", "asym_focal", "asym_large_margin", "asym_combination"):
-        hp = {"gamma": 2.0} if technique == "asym_focal" else {"m": 1.0} \
-            if technique == "asym_large_margin" else {}
+    hps = {"vanilla": {}, "asym_focal": {"gamma": 2.0}, "asym_large_margin": {"m": 1.0},
+           "asym_combination": {"m": 1.0, "gamma": 2.0}}
+    for technique, hp in hps.items():
         loss = build_training(technique, hp, _context()).loss
         torch.testing.assert_close(loss(logits, ignored), loss(logits[:, :, 3:],
                                                                 target[:, 3:]))
@@ -160,3 +222,6 @@ def test_bad_hyperparameters_are_named():
         build_training("asym_combination", {"l": 10.0}, _context())
     with pytest.raises(ValueError, match=r"unknown \['mixup_m'\]"):
         build_training("combination", {"mixup_m": 0.2, "mixup_alpha": 1.0}, _context())
+    for technique in ("combination", "asym_combination"):
+        with pytest.raises(ValueError, match=f"technique {technique}: combines nothing"):
+            build_training(technique, {}, _context())

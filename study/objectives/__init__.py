@@ -6,17 +6,21 @@ names follow the papers: ``m``, ``gamma``, ``tau``, ``nu``, ``beta``, ``rare``, 
 ``rare=None`` is the symmetric (original) technique; ``rare`` = one float in [0, 1] per class
 the asymmetric variant of 001. Losses add: ``CrossEntropyLoss() + DiceLoss()``.
 
-Batch regularizers (adversarial eq. 14-16, mixup eq. 17-19, asymmetric augmentation eq. 21)
-are separate callables ``reg(model, x, target, generator) -> (x', target')``;
-:func:`regularized_step` applies them as one summed loss (the papers, default) or as extra
-sequential optimizer steps (the reference code).
+Batch regularizers (adversarial eq. 14-16, mixup eq. 17-19) are separate callables
+``reg(model, x, target, generator) -> (x', target')``; :func:`regularized_step` applies them as
+one summed loss (the papers, default) or as extra sequential optimizer steps (the reference
+code, in either model's order). The (asymmetric) augmentation of eq. 20-21 is not here: the
+patch sampler (:mod:`study.data.sampling`) applies it while it cuts the clean batch.
+
+Label values are checked only when :func:`set_label_checks` (or ``STUDY_CHECK_LABELS=1``)
+turns the checks on, so that a training step never waits for the GPU.
 
 Papers: 001 Li, Kamnitsas, Glocker (TMI), 000 its supplement, 003 Li, Yu, Zhang (margin
 calibration), 004 Liu et al. (DSC / Jaccard losses).
 """
 
+from ._validate import label_checks, set_label_checks
 from .adversarial import AdversarialPerturbation, l2_normalize
-from .augmentation import AsymmetricAugmentation, RandomFlip
 from .base import Objective, SumLoss
 from .calibration import (
     MarginCalibrationLoss,
@@ -28,15 +32,23 @@ from .combination import MarginFocalLoss
 from .crossentropy import CrossEntropyLoss
 from .focal import FocalLoss
 from .margin import LargeMarginLoss
-from .mixup import IGNORE_INDEX, AsymmetricMixup, Mixup, asymmetric_labels, partner_indices
+from .mixup import (
+    IGNORE_INDEX,
+    LAMBDA_FORMS,
+    AsymmetricMixup,
+    Mixup,
+    asymmetric_labels,
+    partner_indices,
+)
 from .rare import rare_vector
 from .region import DiceLoss, FBetaLoss, JaccardLoss
-from .schedule import Regularizer, StepResult, regularized_step
+from .schedule import UPDATES, Regularizer, StepResult, regularized_step
 
 __all__ = [
     "IGNORE_INDEX",
+    "LAMBDA_FORMS",
+    "UPDATES",
     "AdversarialPerturbation",
-    "AsymmetricAugmentation",
     "AsymmetricMixup",
     "CrossEntropyLoss",
     "DiceLoss",
@@ -48,7 +60,6 @@ __all__ = [
     "MarginFocalLoss",
     "Mixup",
     "Objective",
-    "RandomFlip",
     "Regularizer",
     "StepResult",
     "SumLoss",
@@ -57,7 +68,9 @@ __all__ = [
     "class_counts",
     "class_margins",
     "l2_normalize",
+    "label_checks",
     "partner_indices",
     "rare_vector",
     "regularized_step",
+    "set_label_checks",
 ]

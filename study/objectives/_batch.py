@@ -1,4 +1,4 @@
-"""Helpers shared by the batch regularizers (adversarial, mixup, augmentation)."""
+"""Helpers shared by the batch regularizers (adversarial, mixup)."""
 
 from __future__ import annotations
 
@@ -6,12 +6,13 @@ from collections.abc import Sequence
 
 import torch
 
+from ._functional import to_device
 from ._validate import as_class_vector
 
 
 def binary_rare(rare: Sequence[float] | torch.Tensor | None, name: str = "rare",
                 ) -> tuple[float, ...]:
-    """A rare vector whose entries are exactly 0 or 1 (eq. 19 and eq. 21 test ``y . r == 1``)."""
+    """A rare vector whose entries are exactly 0 or 1 (eq. 19 tests ``y . r == 1``)."""
     r = as_class_vector(name, rare, low=0.0, high=1.0)
     if r is None:
         raise ValueError(f"{name} is required (one 0/1 entry per class), got None")
@@ -36,16 +37,6 @@ def check_batch(x: torch.Tensor, target: torch.Tensor) -> None:
                          f"{(x.shape[0], *x.shape[2:]) if x.ndim >= 2 else '?'}")
 
 
-def check_labels(target: torch.Tensor, num_classes: int, ignore_index: int | None) -> None:
-    """Every label is in ``0..C-1`` or equals ``ignore_index``."""
-    bad = (target < 0) | (target >= num_classes)
-    if ignore_index is not None:
-        bad &= target != ignore_index
-    if bool(bad.any()):
-        raise ValueError(f"target contains labels {torch.unique(target[bad])[:5].tolist()} "
-                         f"outside 0..{num_classes - 1} (ignore_index={ignore_index})")
-
-
 def sample_dims(t: torch.Tensor) -> tuple[int, ...]:
     """All dimensions but the batch dimension."""
     return tuple(range(1, t.ndim))
@@ -61,10 +52,5 @@ def randn_like(x: torch.Tensor, generator: torch.Generator | None) -> torch.Tens
     device (so a CPU generator also seeds CUDA batches) and moved to ``x``'s device."""
     dtype = x.dtype if x.dtype in (torch.float32, torch.float64) else torch.float32
     device = generator.device if generator is not None else x.device
-    return torch.randn(x.shape, generator=generator, dtype=dtype, device=device).to(x.device)
-
-
-def uniform(n: int, generator: torch.Generator | None, device: torch.device) -> torch.Tensor:
-    """``n`` float64 draws from U[0, 1) on the generator's device, moved to ``device``."""
-    gdev = generator.device if generator is not None else torch.device("cpu")
-    return torch.rand(n, generator=generator, dtype=torch.float64, device=gdev).to(device)
+    return to_device(torch.randn(x.shape, generator=generator, dtype=dtype, device=device),
+                     x.device)

@@ -12,6 +12,19 @@ import torch
 from ._targets import Target
 
 
+def to_device(t: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """Copy a small tensor made on the host to ``device`` without waiting for the device's
+    queued kernels (a host-to-device copy from pageable memory is staged before it returns,
+    so ``t`` may be dropped at once)."""
+    return t.to(device, non_blocking=True)
+
+
+def class_tensor(values: tuple[float, ...], dtype: torch.dtype,
+                 device: torch.device) -> torch.Tensor:
+    """A per-class vector (``rare``, ``weight``, margins) as a ``[C]`` tensor on ``device``."""
+    return to_device(torch.tensor(values, dtype=dtype), device)
+
+
 def class_view(vec: torch.Tensor, ndim: int) -> torch.Tensor:
     """Reshape a per-class vector ``[C]`` to broadcast against ``[N, C, *spatial]``."""
     return vec.view(1, -1, *([1] * (ndim - 2)))

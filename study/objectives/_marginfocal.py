@@ -39,7 +39,7 @@ class MarginFocalBase(Objective):
         rare = None
         if self.rare is not None:
             check_length("rare", self.rare, c)
-            rare = torch.as_tensor(self.rare, dtype=z.dtype, device=z.device)
+            rare = F.class_tensor(self.rare, z.dtype, z.device)
         shift = None
         if self.m != 0.0:
             shift = (torch.full((c,), self.m, dtype=z.dtype, device=z.device) if rare is None

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import torch
 
-from ._validate import check_logits
+from ._validate import check_labels, check_logits, check_soft_target
 
 _INT_DTYPES = (torch.int64, torch.int32, torch.int16, torch.int8, torch.uint8)
 
@@ -26,7 +26,8 @@ class Target:
     ``probs``: ``[N, C, *spatial]`` float (soft targets only; zero rows at ignored voxels).
     ``valid``: ``[N, 1, *spatial]`` float 1/0 mask of the voxels that enter the loss.
     ``n_valid``: number of valid voxels, as a 0-d float tensor.
-    ``all_valid``: True when no voxel is ignored (lets losses skip the masking).
+    ``all_valid``: True when no voxel is ignored, as far as is known without reading a GPU
+    tensor (lets losses skip the masking).
     """
 
     labels: torch.Tensor | None
@@ -47,11 +48,19 @@ def upcast(logits: torch.Tensor) -> torch.Tensor:
     return logits
 
 
+def _may_be_set(mask: torch.Tensor) -> bool:
+    """``mask.any()`` on the CPU; True elsewhere, where reading a value waits for every queued
+    kernel (the masked loss is exact for any mask; skipping it is only a shortcut)."""
+    return bool(mask.any()) if mask.device.type == "cpu" else True
+
+
 def prepare(logits: torch.Tensor, target: torch.Tensor,
             ignore_index: int | None) -> tuple[torch.Tensor, Target]:
     """Validate shapes, dtypes and label values; return float logits and a :class:`Target`.
 
-    Raises ``ValueError`` naming the shapes, dtypes or label values that are wrong.
+    Raises ``ValueError`` naming the shapes or dtypes that are wrong, and the label values
+    when label checks are on (:func:`~study.objectives.set_label_checks`). Nothing here reads
+    a tensor value on a GPU.
     """
     check_logits(logits)
     if not isinstance(target, torch.Tensor):
@@ -67,26 +76,17 @@ def prepare(logits: torch.Tensor, target: torch.Tensor,
                 f"target of shape {tuple(target.shape)} does not match logits of shape "
                 f"{tuple(logits.shape)}: expected target shape {expected} ([N, *spatial])"
             )
+        check_labels(target, num_classes, ignore_index)
         labels = target.long().unsqueeze(1)
-        out_of_range = (labels < 0) | (labels >= num_classes)
-        if ignore_index is not None:
-            ignored = labels == ignore_index
-            out_of_range = out_of_range & ~ignored
-        if bool(out_of_range.any()):
-            bad = torch.unique(labels[out_of_range])[:5].tolist()
-            raise ValueError(
-                f"target contains labels {bad} outside 0..{num_classes - 1} "
-                f"(ignore_index={ignore_index})"
-            )
-        if ignore_index is not None and bool(ignored.any()):
-            valid = (~ignored).to(z.dtype)
-            labels = labels * ~ignored        # (torch.where/masked_fill are slow on CPU)
+        if ignore_index is not None and _may_be_set(labels == ignore_index):
+            kept = labels != ignore_index
+            valid = kept.to(z.dtype)
+            labels = labels * kept            # (torch.where/masked_fill are slow on CPU)
             all_valid = False
         else:
             valid = torch.ones_like(labels, dtype=z.dtype)
             all_valid = True
-        n_valid = valid.sum()
-        return z, Target(labels, None, valid, n_valid, all_valid)
+        return z, Target(labels, None, valid, valid.sum(), all_valid)
     if target.dtype in (torch.float16, torch.bfloat16, torch.float32, torch.float64):
         if tuple(target.shape) != tuple(logits.shape):
             raise ValueError(
@@ -94,10 +94,9 @@ def prepare(logits: torch.Tensor, target: torch.Tensor,
                 f"{tuple(logits.shape)} (a floating target must be [N, C, *spatial])"
             )
         probs = target.to(z.dtype)
-        if bool((probs < 0).any()) or not bool(torch.isfinite(probs).all()):
-            raise ValueError("soft target must be finite and non-negative")
+        check_soft_target(probs)
         valid = (probs.sum(1, keepdim=True) > 0).to(z.dtype)
-        return z, Target(None, probs, valid, valid.sum(), bool(valid.all()))
+        return z, Target(None, probs, valid, valid.sum(), not _may_be_set(valid == 0))
     raise ValueError(
         f"target must be an integer tensor [N, *spatial] or a floating tensor [N, C, *spatial], "
         f"got dtype {target.dtype}"

@@ -3,11 +3,62 @@
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Sequence
 
 import torch
 
 _FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
+
+_label_checks = os.environ.get("STUDY_CHECK_LABELS", "") == "1"
+
+
+def set_label_checks(enabled: bool) -> bool:
+    """Turn the label-value checks on or off; return the previous setting.
+
+    The checks (every hard label in ``0..C-1`` or ``ignore_index``; soft targets finite and
+    non-negative) read tensor values, which on a GPU waits for every queued kernel once per
+    loss or regularizer call. They are off by default, so a training step never synchronises;
+    set the environment variable ``STUDY_CHECK_LABELS=1`` (read at import) or call this to
+    debug a data pipeline. Shapes and dtypes are always checked.
+    """
+    global _label_checks
+    if not isinstance(enabled, bool):
+        raise TypeError(f"enabled must be a bool, got {enabled!r}")
+    previous, _label_checks = _label_checks, enabled
+    return previous
+
+
+def label_checks() -> bool:
+    """Whether the label-value checks of :func:`set_label_checks` are on."""
+    return _label_checks
+
+
+def check_labels(target: torch.Tensor, num_classes: int, ignore_index: int | None) -> None:
+    """Every label is in ``0..C-1`` or equals ``ignore_index`` (when label checks are on)."""
+    if not _label_checks:
+        return
+    labels = target.long()
+    bad = (labels < 0) | (labels >= num_classes)
+    if ignore_index is not None:
+        bad &= labels != ignore_index
+    if bool(bad.any()):
+        raise ValueError(f"target contains labels {torch.unique(labels[bad])[:5].tolist()} "
+                         f"outside 0..{num_classes - 1} (ignore_index={ignore_index})")
+
+
+def check_soft_target(probs: torch.Tensor) -> None:
+    """A soft target is finite and non-negative (when label checks are on)."""
+    if _label_checks and (bool((probs < 0).any()) or not bool(torch.isfinite(probs).all())):
+        raise ValueError("soft target must be finite and non-negative")
+
+
+def check_choice(name: str, value: str, choices: Sequence[str]) -> str:
+    """Return ``value`` after checking it is one of ``choices``."""
+    if value not in choices:
+        raise ValueError(f"{name} must be one of {', '.join(map(repr, choices))}, "
+                         f"got {value!r}")
+    return value
 
 
 def check_real(name: str, value: float, *, low: float | None = None, low_open: bool = False,
@@ -31,9 +82,7 @@ def check_real(name: str, value: float, *, low: float | None = None, low_open: b
 
 def check_form(form: str) -> str:
     """Check the ``form`` keyword: ``"ce"`` or ``"dsc"``."""
-    if form not in ("ce", "dsc"):
-        raise ValueError(f'form must be "ce" or "dsc", got {form!r}')
-    return form
+    return check_choice("form", form, ("ce", "dsc"))
 
 
 def check_ignore_index(ignore_index: int | None) -> int | None:

@@ -7,8 +7,15 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from ._batch import check_batch, check_labels, randn_like, sample_dims
-from ._validate import as_class_vector, check_ignore_index, check_length, check_real
+from ._batch import check_batch, randn_like, sample_dims
+from ._functional import class_tensor
+from ._validate import (
+    as_class_vector,
+    check_ignore_index,
+    check_labels,
+    check_length,
+    check_real,
+)
 
 
 def l2_normalize(d: torch.Tensor) -> torch.Tensor:
@@ -81,7 +88,7 @@ class AdversarialPerturbation:
         logp = torch.log_softmax(logits.float(), dim=1).gather(1, labels.unsqueeze(1)).squeeze(1)
         if self.rare is not None:
             check_length("rare", self.rare, c)
-            r = torch.as_tensor(self.rare, dtype=logp.dtype, device=logp.device)
+            r = class_tensor(self.rare, logp.dtype, logp.device)
             w = r[labels] * valid
         else:
             w = valid.to(logp.dtype)

@@ -9,6 +9,7 @@ from collections.abc import Iterable, Sequence
 import numpy as np
 import torch
 
+from ._functional import class_tensor
 from ._targets import Target, prepare
 from ._validate import check_ignore_index, check_real
 from .base import Objective
@@ -226,8 +227,8 @@ def _calibrated_log_loss(z: torch.Tensor, tgt: Target, rho_pos: tuple[float, ...
     """Eq. 27-29 summed over classes, mean over valid voxels (any C >= 2, autograd)."""
     c = z.shape[1]
     view = (1, c) + (1,) * (z.ndim - 2)
-    rp = torch.as_tensor(rho_pos, dtype=z.dtype, device=z.device).view(view)
-    rn = torch.as_tensor(rho_neg, dtype=z.dtype, device=z.device).view(view)
+    rp = class_tensor(rho_pos, z.dtype, z.device).view(view)
+    rn = class_tensor(rho_neg, z.dtype, z.device).view(view)
     is_true = (torch.arange(c, device=z.device).view(view) == tgt.labels).to(z.dtype)
     # t_k = rho_k0 - lambda_k (labelled class, eq. 28) or lambda_k + rho_0k (eq. 29), in
     # units of ln 2 so that log2(1 + 2^t) = softplus(t ln 2) / ln 2.

@@ -45,7 +45,7 @@ class CrossEntropyLoss(Objective):
         weight = None
         if self.weight is not None:
             check_length("weight", self.weight, z.shape[1])
-            weight = torch.as_tensor(self.weight, dtype=z.dtype, device=z.device)
+            weight = F.class_tensor(self.weight, z.dtype, z.device)
         return F.cross_entropy(z, tgt, weight=weight)
 
     def extra_repr(self) -> str:

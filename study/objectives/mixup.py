@@ -8,11 +8,16 @@ import numpy as np
 import torch
 from torch import nn
 
-from ._batch import binary_rare, check_batch, check_labels, per_sample_view
-from ._validate import check_ignore_index, check_real
+from ._batch import binary_rare, check_batch, per_sample_view
+from ._functional import class_tensor, to_device
+from ._validate import check_choice, check_ignore_index, check_labels, check_real
 
 IGNORE_INDEX = -1
 """Label that :class:`AsymmetricMixup` writes for voxels eq. 19 maps to 0 (not trained on)."""
+
+LAMBDA_FORMS = ("paper", "code")
+"""How :class:`AsymmetricMixup` draws lambda: ``"paper"`` ``Beta(alpha, alpha)`` (eq. 18 as
+written), ``"code"`` ``Beta(alpha, alpha) (1 - m)`` (the authors' reference implementation)."""
 
 
 def partner_indices(n: int, generator: torch.Generator | None = None) -> torch.Tensor:
@@ -37,8 +42,8 @@ def beta_draws(alpha: float, n: int, generator: torch.Generator | None) -> torch
 
 def mix_inputs(x: torch.Tensor, partner: torch.Tensor, lam: torch.Tensor) -> torch.Tensor:
     """Eq. 18: ``x~_i = lambda_i x_i + (1 - lambda_i) x_k`` with ``k = partner[i]``."""
-    lam = per_sample_view(lam.to(device=x.device, dtype=x.dtype), x)
-    return lam * x + (1 - lam) * x[partner.to(x.device)]
+    lam = per_sample_view(to_device(lam.to(x.dtype), x.device), x)
+    return lam * x + (1 - lam) * x[to_device(partner, x.device)]
 
 
 def asymmetric_labels(a: torch.Tensor, b: torch.Tensor, lam: torch.Tensor, m: float,
@@ -110,8 +115,8 @@ class Mixup:
             labels = target.masked_fill(~valid, 0)
         onehot = torch.nn.functional.one_hot(labels.long(), self.num_classes).movedim(-1, 1)
         onehot = onehot.to(dtype) * valid.unsqueeze(1)
-        p = partner.to(x.device)
-        lam_v = per_sample_view(lam.to(device=x.device, dtype=dtype), onehot)
+        p = to_device(partner, x.device)
+        lam_v = per_sample_view(to_device(lam.to(dtype), x.device), onehot)
         soft = lam_v * onehot + (1 - lam_v) * onehot[p]
         both = (valid & valid[p]).unsqueeze(1)
         return x_mix, soft * both
@@ -123,17 +128,25 @@ class Mixup:
 class AsymmetricMixup:
     """Asymmetric mixup, 001 eq. 17-19: mixed inputs, hard labels biased to the rare class.
 
-    Inputs are mixed as eq. 18 with ``lambda ~ Beta(alpha, alpha)`` per pair (no ``(1 - m)``
-    rescaling of ``lambda`` as in the reference code); labels follow eq. 19
-    (:func:`asymmetric_labels`): a voxel mixing a rare class with a non-rare one becomes the rare
-    class when the rare component's weight exceeds ``m``, and voxels eq. 19 maps to 0 are set
-    to ``ignore_index`` ("we do not update the model using training samples with y^ = 0"): the
-    loss must be built with the same ``ignore_index``.
+    Inputs are mixed as eq. 18 with one ``lambda`` per pair (:meth:`draw_lambda`); labels
+    follow eq. 19 (:func:`asymmetric_labels`): a voxel mixing a rare class with a non-rare one
+    becomes the rare class when the rare component's weight exceeds ``m``, and voxels eq. 19
+    maps to 0 are set to ``ignore_index`` ("we do not update the model using training samples
+    with y^ = 0"): the loss must be built with the same ``ignore_index``.
+
+    ``lam`` chooses the distribution of ``lambda``:
+
+    * ``"paper"``: ``lambda ~ Beta(alpha, alpha)``, eq. 18-19 as written;
+    * ``"code"``: ``lambda ~ Beta(alpha, alpha) (1 - m)``, the authors' reference
+      implementation: ``lambda`` lies in ``[0, 1 - m]``, so the partner ``k`` always weighs at
+      least ``m`` and its rare label always wins, while the sample's own rare label wins only
+      when ``lambda > m``.
 
     Args:
         alpha: Beta parameter, > 0 (001 tables, "mixup lambda (asymmetric)": 1).
         m: margin of eq. 19 in [0, 1) (001 grid: 0.1 0.15 0.2 0.25 0.3 0.4 0.8).
         rare: one 0 or 1 per class (eq. 19 tests ``y . r == 1``; continuous r is rejected).
+        lam: ``"paper"`` or ``"code"`` (above).
         ignore_index: label written for excluded voxels and read as "ignored" in the input.
 
     Example::
@@ -147,12 +160,13 @@ class AsymmetricMixup:
     """
 
     def __init__(self, alpha: float, m: float, rare: Sequence[float] | torch.Tensor, *,
-                 ignore_index: int = IGNORE_INDEX):
+                 lam: str = "paper", ignore_index: int = IGNORE_INDEX):
         self.alpha = check_real("alpha", alpha, low=0.0, low_open=True)
         self.m = check_real("m", m, low=0.0)
         if self.m >= 1.0:
             raise ValueError(f"m must be < 1 (no component could ever win), got {self.m!r}")
         self.rare = binary_rare(rare)
+        self.lam = check_choice("lam", lam, LAMBDA_FORMS)
         if check_ignore_index(ignore_index) is None:
             raise ValueError("ignore_index must be an int for AsymmetricMixup, got None")
         if 0 <= ignore_index < len(self.rare):
@@ -160,20 +174,26 @@ class AsymmetricMixup:
                              f"(0..{len(self.rare) - 1}); use a value outside the classes")
         self.ignore_index = ignore_index
 
+    def draw_lambda(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
+        """``n`` float64 draws of ``lambda`` in the form ``lam``."""
+        lam = beta_draws(self.alpha, n, generator)
+        return lam * (1.0 - self.m) if self.lam == "code" else lam
+
     def __call__(self, model: nn.Module | None, x: torch.Tensor, target: torch.Tensor,
                  generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """Return ``(x~, y^)``: mixed inputs and int64 eq.-19 labels; ``model`` is unused."""
         check_batch(x, target)
         check_labels(target, len(self.rare), self.ignore_index)
         partner = partner_indices(x.shape[0], generator)
-        lam = beta_draws(self.alpha, x.shape[0], generator)
+        lam = self.draw_lambda(x.shape[0], generator)
         x_mix = mix_inputs(x.detach(), partner, lam)
-        rare = torch.as_tensor(self.rare, device=x.device) > 0.5
+        rare = class_tensor(self.rare, torch.float32, x.device) > 0.5
         a = target.long()
-        b = a[partner.to(x.device)]
-        lam_v = per_sample_view(lam.to(x.device), a)
+        b = a[to_device(partner, x.device)]
+        lam_v = per_sample_view(to_device(lam, x.device), a)
         return x_mix, asymmetric_labels(a, b, lam_v, self.m, rare, self.ignore_index)
 
     def __repr__(self) -> str:
-        return f"AsymmetricMixup(alpha={self.alpha}, m={self.m}, rare={self.rare})"
+        return (f"AsymmetricMixup(alpha={self.alpha}, m={self.m}, rare={self.rare}, "
+                f"lam={self.lam!r})")
 

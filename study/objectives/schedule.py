@@ -1,21 +1,30 @@
-"""How extra batches (adversarial, mixup) and augmentation enter a training step (001 §IV-F).
+"""How extra batches (adversarial, mixup) enter a training step (001 §IV-F).
 
-Two modes:
+Two updates:
 
-* ``"paper"`` (default): one summed loss and one optimizer step, as eq. 14, 17 and 22 write it:
-  ``L(x~, y~) + sum_r L(x_r, y_r)`` where ``x~`` is the (asymmetrically) augmented clean batch
-  (eq. 21) and ``(x_r, y_r)`` the batches of each regularizer (eq. 16, 19), all generated from
+* ``"summed"`` (default): one summed loss and one optimizer step, as eq. 14, 17 and 22 write
+  it: ``L(x, y) + sum_r L(x_r, y_r)`` where ``(x, y)`` is the clean (already augmented, eq. 21)
+  batch and ``(x_r, y_r)`` the batches of each regularizer (eq. 16, 19), all generated from
   the same weights. Gradients are accumulated term by term (identical to back-propagating the
   sum, with the peak memory of one batch).
-* ``"sequential"``: the reference code's schedule (techniques.md A6): an optimizer step on the
-  clean batch, then for each regularizer a new batch generated with the *updated* weights and a
-  separate optimizer step.
+* ``"sequential"``: the authors' reference implementations: an optimizer step on the clean
+  batch, then one optimizer step per regularizer batch, in order. Where the batches come from
+  differs between the two implementations (``generate_before_clean``):
 
-Cost per call with ``k`` regularizers: both modes run ``1 + k`` forward/backward passes (plus one
-forward/backward w.r.t. the input for each adversarial direction); ``"paper"`` makes **1**
-parameter update, ``"sequential"`` makes **1 + k** — it doubles or triples the number of
+  - U-Net (``False``): each regularizer batch is generated just before its own step, from
+    the weights the previous step left (clean step, adversarial direction, adversarial step,
+    mixup step);
+  - DeepMedic (``True``): every regularizer batch is generated before the clean step, from
+    the weights the iteration started with (adversarial direction, clean step, adversarial
+    step with that now one-step-stale direction, mixup step).
+
+  Mixup batches do not depend on the weights, so only the adversarial batch differs.
+
+Cost per call with ``k`` regularizers: both updates run ``1 + k`` forward/backward passes (plus
+one forward/backward w.r.t. the input for each adversarial direction); ``"summed"`` makes **1**
+parameter update, ``"sequential"`` makes **1 + k**: it doubles or triples the number of
 updates (and the optimizer's step count, learning-rate schedule and momentum) per iteration,
-so an iteration budget means different amounts of training in the two modes.
+so an iteration budget means different amounts of training in the two updates.
 """
 
 from __future__ import annotations
@@ -26,12 +35,14 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
+from ._validate import check_choice
+
 Regularizer = Callable[[nn.Module, torch.Tensor, torch.Tensor, "torch.Generator | None"],
                        tuple[torch.Tensor, torch.Tensor]]
-"""``reg(model, x, target, generator) -> (x', target')``: AdversarialPerturbation, Mixup,
-AsymmetricMixup, AsymmetricAugmentation all have this signature."""
+"""``reg(model, x, target, generator) -> (x', target')``: AdversarialPerturbation, Mixup and
+AsymmetricMixup have this signature."""
 
-MODES = ("paper", "sequential")
+UPDATES = ("summed", "sequential")
 
 
 @dataclass
@@ -62,11 +73,11 @@ def _names(regularizers: Sequence[Regularizer]) -> list[str]:
 
 def regularized_step(model: nn.Module, loss: nn.Module, optimizer: torch.optim.Optimizer,
                      x: torch.Tensor, target: torch.Tensor, *,
-                     regularizers: Sequence[Regularizer] = (),
-                     augmentation: Regularizer | None = None, mode: str = "paper",
+                     regularizers: Sequence[Regularizer] = (), update: str = "summed",
+                     generate_before_clean: bool = False,
                      generator: torch.Generator | None = None,
                      scaler: torch.amp.GradScaler | None = None) -> StepResult:
-    """One training iteration with optional augmentation and extra-batch regularizers.
+    """One training iteration on a clean batch plus extra-batch regularizers.
 
     Args:
         model: the network, in training mode.
@@ -74,12 +85,14 @@ def regularized_step(model: nn.Module, loss: nn.Module, optimizer: torch.optim.O
             (soft targets of :class:`~study.objectives.Mixup`; the ``ignore_index`` of
             :class:`~study.objectives.AsymmetricMixup`).
         optimizer: the optimizer (its gradients are zeroed here).
-        x, target: the batch ``[N, C_in, *spatial]`` and ``[N, *spatial]``.
-        regularizers: batch generators whose batches are added to the loss (eq. 14, 17);
-            they receive the un-augmented batch, as eq. 22's separately generated sets.
-        augmentation: transform of the clean batch (e.g.
-            :class:`~study.objectives.AsymmetricAugmentation`, eq. 21), or None.
-        mode: ``"paper"`` or ``"sequential"`` (see the module docstring for the cost).
+        x, target: the clean batch ``[N, C_in, *spatial]`` and ``[N, *spatial]``, augmented
+            (eq. 20-21) by the patch sampler.
+        regularizers: batch generators whose batches are added to the loss (eq. 14, 17); they
+            receive the clean batch.
+        update: ``"summed"`` or ``"sequential"`` (see the module docstring for the cost).
+        generate_before_clean: ``"sequential"`` only: generate every regularizer batch before
+            the clean step (DeepMedic's order) instead of before its own step (U-Net's).
+            ``"summed"`` generates every batch from the step's starting weights either way.
         generator: RNG for the regularizers (None: torch's global RNG).
         scaler: optional ``GradScaler`` for float16 training. Wrap the call in
             ``torch.autocast`` for mixed precision.
@@ -99,13 +112,11 @@ def regularized_step(model: nn.Module, loss: nn.Module, optimizer: torch.optim.O
         >>> sorted(out.losses), out.optimizer_steps
         (['AdversarialPerturbation', 'clean'], 1)
     """
-    if mode not in MODES:
-        raise ValueError(f'mode must be "paper" or "sequential", got {mode!r}')
-    names = _names(regularizers)
+    check_choice("update", update, UPDATES)
+    if not isinstance(generate_before_clean, bool):
+        raise TypeError(f"generate_before_clean must be a bool, got {generate_before_clean!r}")
+    sequential = update == "sequential"
     result = StepResult()
-
-    def backward(value: torch.Tensor) -> None:
-        (scaler.scale(value) if scaler is not None else value).backward()
 
     def step() -> None:
         if scaler is not None:
@@ -115,29 +126,22 @@ def regularized_step(model: nn.Module, loss: nn.Module, optimizer: torch.optim.O
             optimizer.step()
         result.optimizer_steps += 1
 
-    x_clean, t_clean = (augmentation(model, x, target, generator) if augmentation is not None
-                        else (x, target))
-    optimizer.zero_grad(set_to_none=True)
-    if mode == "paper":
-        batches = [reg(model, x, target, generator) for reg in regularizers]
-        value = loss(model(x_clean), t_clean)
-        backward(value)
-        result.losses["clean"] = value.detach()
-        for name, (xb, tb) in zip(names, batches, strict=True):
-            value = loss(model(xb), tb)
-            backward(value)
-            result.losses[name] = value.detach()
-        step()
-        return result
-    value = loss(model(x_clean), t_clean)
-    backward(value)
-    result.losses["clean"] = value.detach()
-    step()
-    for name, reg in zip(names, regularizers, strict=True):
-        xb, tb = reg(model, x, target, generator)
-        optimizer.zero_grad(set_to_none=True)
+    def train_on(name: str, xb: torch.Tensor, tb: torch.Tensor) -> None:
+        if sequential:
+            optimizer.zero_grad(set_to_none=True)
         value = loss(model(xb), tb)
-        backward(value)
+        (scaler.scale(value) if scaler is not None else value).backward()
         result.losses[name] = value.detach()
+        if sequential:
+            step()
+
+    batches = ([reg(model, x, target, generator) for reg in regularizers]
+               if not sequential or generate_before_clean else None)
+    if not sequential:
+        optimizer.zero_grad(set_to_none=True)
+    train_on("clean", x, target)
+    for i, (name, reg) in enumerate(zip(_names(regularizers), regularizers, strict=True)):
+        train_on(name, *(batches[i] if batches is not None else reg(model, x, target, generator)))
+    if not sequential:
         step()
     return result

@@ -135,7 +135,7 @@ def test_ignored_voxels_do_not_steer_the_direction():
                                b.perturbation(net, x, y_bg, _gen()))
 
 
-def test_adversarial_argument_errors():
+def test_adversarial_argument_errors(label_checks):
     """Negative eps or l, r of the wrong length, bad batches raise ValueError naming them."""
     with pytest.raises(ValueError, match="eps must be >= 0.0, got -1.0"):
         AdversarialPerturbation(-1.0, 1.0)

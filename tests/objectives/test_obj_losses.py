@@ -185,6 +185,29 @@ def test_soft_target_margin_and_focal_follow_the_equations():
     torch.testing.assert_close(got, expected)
 
 
+_DSC_FORMS = [
+    lambda **kw: DiceLoss(**kw),
+    lambda **kw: JaccardLoss(**kw),
+    lambda **kw: FBetaLoss(4.0, **kw),
+    lambda **kw: LargeMarginLoss(1.0, (0, 0, 1), "dsc", **kw),
+    lambda **kw: FocalLoss(2.0, None, "dsc", **kw),
+    lambda **kw: MarginFocalLoss(0.5, 2.0, (0, 1, 1), "dsc", **kw),
+]
+
+
+@pytest.mark.parametrize("make", _DSC_FORMS)
+def test_sample_wise_dsc_is_the_mean_of_per_sample_losses(make):
+    """batch_dice=False (001 §V-A.4 "sample-wise DSC loss"): the mean over samples of each
+    sample's loss, ignored voxels included; batch_dice=True sums over the batch, which differs
+    for N > 1 and is the same for N = 1."""
+    z, y = _data(shape=(3, 4, 3, 2), ignore_frac=0.2, seed=6)
+    sample_wise, batch = make(batch_dice=False, ignore_index=IGN), make(ignore_index=IGN)
+    per_sample = torch.stack([batch(z[i:i + 1], y[i:i + 1]) for i in range(3)])
+    torch.testing.assert_close(sample_wise(z, y), per_sample.mean())
+    assert not torch.isclose(batch(z, y), sample_wise(z, y))
+    torch.testing.assert_close(sample_wise(z[:1], y[:1]), batch(z[:1], y[:1]))
+
+
 def test_sum_loss_adds_terms():
     """SumLoss / '+' is the weighted sum of its terms (U-Net baseline CE + DSC)."""
     z, y = _data()

@@ -78,13 +78,15 @@ def test_hard_label_rule_examples():
     assert rule(IGN, 1, 0.5) == IGN and rule(1, IGN, 0.5) == IGN
 
 
-def test_asymmetric_mixup_batch():
+@pytest.mark.parametrize("form", ["paper", "code"])
+def test_asymmetric_mixup_batch(form):
     """AsymmetricMixup: x~ = lambda x_i + (1 - lambda) x_k with a partner k != i and lambda in
-    [0, 1]; labels are class indices or ignore_index and equal eq. 19 applied to (y_i, y_k)."""
-    n = 4
+    [0, 1] ("paper") or [0, 1 - m] ("code"); labels are class indices or ignore_index and
+    equal eq. 19 applied to (y_i, y_k) with that lambda."""
+    n = 8
     x = torch.eye(n, dtype=torch.float64).view(n, n, 1, 1).expand(n, n, 3, 3).clone()
     y = torch.randint(0, 3, (n, 3, 3), generator=torch.Generator().manual_seed(0))
-    mix = AsymmetricMixup(1.0, 0.2, (0, 0, 1))
+    mix = AsymmetricMixup(1.0, 0.2, (0, 0, 1), lam=form)
     x_mix, y_mix = mix(None, x, y, torch.Generator().manual_seed(3))
     assert y_mix.dtype == torch.int64
     for i in range(n):
@@ -93,7 +95,7 @@ def test_asymmetric_mixup_batch():
         k = [j for j in nz if j != i]
         assert len(k) == 1 and torch.isclose(weights.sum(), torch.tensor(1.0, dtype=torch.float64))
         lam = float(weights[i])
-        assert 0.0 <= lam <= 1.0
+        assert 0.0 <= lam <= (0.8 if form == "code" else 1.0)
         torch.testing.assert_close(x_mix[i], lam * x[i] + (1 - lam) * x[k[0]])
         for a, b, got in zip(y[i].flatten().tolist(), y[k[0]].flatten().tolist(),
                              y_mix[i].flatten().tolist(), strict=True):
@@ -153,6 +155,34 @@ def test_partner_is_a_derangement_and_lambda_is_beta():
         assert lam.min() >= 0 and lam.max() <= 1
 
 
+@pytest.mark.parametrize("m", [0.2, 0.4])
+def test_lambda_forms(m):
+    """lam="code": lambda = Beta(alpha, alpha) (1 - m), in [0, 1 - m] with mean (1 - m) / 2
+    for alpha = 1 (uniform, variance (1 - m)^2 / 12) over 1e4 draws; lam="paper" (default):
+    the Beta draws themselves, from the same generator state."""
+    n = 10_000
+    code = AsymmetricMixup(1.0, m, (0, 1), lam="code").draw_lambda(
+        n, torch.Generator().manual_seed(4)).numpy()
+    paper = AsymmetricMixup(1.0, m, (0, 1)).draw_lambda(n, torch.Generator().manual_seed(4))
+    assert code.min() >= 0.0 and code.max() <= 1 - m and code.max() > 0.99 * (1 - m)
+    sd = (1 - m) / 12**0.5
+    assert abs(code.mean() - (1 - m) / 2) < 4 * sd / n**0.5
+    np.testing.assert_allclose(code, paper.numpy() * (1 - m))
+    torch.testing.assert_close(paper, beta_draws(1.0, n, torch.Generator().manual_seed(4)))
+
+
+def test_code_lambda_lets_the_partners_rare_label_always_win():
+    """With lambda <= 1 - m the partner's rare label always outweighs m (eq. 19's second case),
+    so a rare voxel of the partner over a background voxel is never ignored."""
+    x = torch.randn(2, 1, 4, 4)
+    y = torch.zeros(2, 4, 4, dtype=torch.long)
+    y[1] = 1
+    for seed in range(20):
+        _, y_mix = AsymmetricMixup(0.5, 0.3, (0, 1), lam="code")(
+            None, x, y, torch.Generator().manual_seed(seed))
+        assert bool((y_mix[0] == 1).all())      # sample 0 (background) mixed with partner 1
+
+
 def test_mixup_is_reproducible_from_the_generator():
     """The same generator seed gives the same mixed batch."""
     x, y = torch.randn(4, 2, 3, 3), torch.randint(0, 2, (4, 3, 3))
@@ -163,9 +193,11 @@ def test_mixup_is_reproducible_from_the_generator():
     assert torch.equal(a[1], b[1])
 
 
-def test_mixup_argument_errors():
-    """Non-binary r, m >= 1, alpha <= 0 and an ignore_index that is a class raise ValueError
-    naming the argument and the value."""
+def test_mixup_argument_errors(label_checks):
+    """Non-binary r, m >= 1, alpha <= 0, an unknown lambda form, an ignore_index that is a class
+    and (with label checks on) out-of-range labels raise ValueError naming the value."""
+    with pytest.raises(ValueError, match="lam must be one of 'paper', 'code', got 'scaled'"):
+        AsymmetricMixup(1.0, 0.2, (0, 1), lam="scaled")
     with pytest.raises(ValueError, match=r"rare\[1\] must be 0 or 1 for this technique, got 0.5"):
         AsymmetricMixup(1.0, 0.2, (0, 0.5))
     with pytest.raises(ValueError, match="m must be < 1"):

@@ -123,6 +123,45 @@ def test_ignored_voxels_do_not_affect_value_or_gradient():
         assert float(a.grad[:, :, :2].abs().max()) == 0.0
 
 
+def test_masked_path_without_ignored_voxels_is_exact(monkeypatch):
+    """On a GPU the losses cannot ask whether a voxel is ignored without waiting for it, so
+    they take the masked path; with nothing ignored it gives the same values and gradients as
+    the unmasked shortcut (hard and soft targets)."""
+    import study.objectives._targets as targets
+
+    g = torch.Generator().manual_seed(2)
+    logits = torch.randn(2, 3, 4, 4, generator=g, dtype=torch.float64)
+    hard = torch.randint(0, 3, (2, 4, 4), generator=g)
+    soft = torch.softmax(torch.randn(2, 3, 4, 4, generator=g, dtype=torch.float64), 1)
+
+    def value_and_grad(loss, target):
+        x = logits.clone().requires_grad_(True)
+        value = loss(x, target)
+        value.backward()
+        return value.detach(), x.grad
+
+    cases = [(loss, hard) for loss in _losses()]
+    cases += [(loss, soft) for loss in _losses()[:-1]]  # calibration takes hard targets only
+    shortcut = [value_and_grad(loss, target) for loss, target in cases]
+    monkeypatch.setattr(targets, "_may_be_set", lambda mask: True)
+    for (loss, target), expected in zip(cases, shortcut, strict=True):
+        torch.testing.assert_close(value_and_grad(loss, target), expected, rtol=1e-12,
+                                   atol=1e-15)
+
+
+def test_label_checks_switch():
+    """set_label_checks turns the value checks on and off and returns the previous setting."""
+    from study.objectives import label_checks, set_label_checks
+
+    previous = set_label_checks(True)
+    try:
+        assert label_checks() and set_label_checks(False) is True and not label_checks()
+        with pytest.raises(TypeError, match="enabled must be a bool"):
+            set_label_checks(1)
+    finally:
+        set_label_checks(previous)
+
+
 # ---------------------------------------------------------------- errors
 
 def _ok():
@@ -137,7 +176,7 @@ def _ok():
         (lambda: LargeMarginLoss(-0.5), r"m must be >= 0.0, got -0.5"),
         (lambda: LargeMarginLoss(1.0, rare=(0.0, 1.5)), r"rare\[1\] must be <= 1.0, got 1.5"),
         (lambda: FocalLoss(1.0, rare=(0.0, -0.1)), r"rare\[1\] must be >= 0.0, got -0.1"),
-        (lambda: FocalLoss(1.0, form="dice"), r'form must be "ce" or "dsc", got \'dice\''),
+        (lambda: FocalLoss(1.0, form="dice"), r"form must be one of 'ce', 'dsc', got 'dice'"),
         (lambda: FBetaLoss(0.0), r"beta must be > 0.0, got 0.0"),
         (lambda: CrossEntropyLoss(weight=(1.0, -2.0)), r"weight\[1\] must be >= 0.0, got -2.0"),
         (lambda: SumLoss([]), r"terms must contain at least one objective"),
@@ -157,8 +196,9 @@ def test_gamma_of_wrong_type():
 
 
 @pytest.mark.parametrize("loss", _losses(), ids=repr)
-def test_forward_errors_name_the_problem(loss):
-    """Wrong shapes, dtypes and label values raise ValueError naming shapes/dtypes/labels."""
+def test_forward_errors_name_the_problem(loss, label_checks):
+    """Wrong shapes, dtypes and (with label checks on) label values raise ValueError naming
+    shapes/dtypes/labels."""
     logits, target = _ok()
     with pytest.raises(ValueError, match=r"target of shape \(2, 4, 5\) does not match logits"):
         loss(logits, torch.zeros(2, 4, 5, dtype=torch.long))
@@ -166,6 +206,8 @@ def test_forward_errors_name_the_problem(loss):
         loss(logits, torch.full((2, 4, 4), 3))
     with pytest.raises(ValueError, match=r"labels \[-1\] outside 0..2"):
         loss(logits, torch.full((2, 4, 4), -1))
+    with pytest.raises(ValueError, match="soft target must be finite and non-negative"):
+        loss(logits, -torch.rand(2, 3, 4, 4))
     with pytest.raises(ValueError, match="logits must be a floating tensor, got dtype torch.int64"):
         loss(target.unsqueeze(1).expand(2, 3, 4, 4).clone(), target)
     with pytest.raises(ValueError, match="integer tensor .* got dtype torch.bool"):
