@@ -1,12 +1,19 @@
 """Whole-volume inference: Gaussian sliding window (U-Net, nnU-Net style) and dense tiling
 (DeepMedic).
 
-:func:`predict_logits` picks the method from the model's geometry: a model whose output is as
-large as its input (padded convolutions, the U-Net) has truncated receptive fields at window
-borders, so windows overlap and are blended with a Gaussian; a model with valid convolutions
-(DeepMedic) computes every output voxel from its full context, so output tiles are simply
-laid side by side, each read from the volume with the context its input needs, zero-padded
-(0 = the ROI mean after z-scoring) outside the volume.
+:func:`predict_logits` picks the method from the model: a model with padded convolutions (the
+U-Net) has truncated receptive fields at window borders, so windows of its training patch
+overlap and are blended with a Gaussian; a model with valid convolutions (DeepMedic, which
+states ``inference_output``) reads the full context of its outputs, so output tiles of its
+inference segment (the papers: 45^3 normal-pathway segments, 29^3 outputs) are laid side by
+side as DeepMedic does, each read from the volume with the context its input needs,
+zero-padded (0 = the ROI mean after z-scoring) outside the volume.
+
+Test-time mirroring (nnU-Net; the KiTS experiment of 001): ``mirror_axes`` averages the logits
+over all ``2^k`` combinations of flips of the given spatial axes, each flipped back (nnU-Net
+averages softmax probabilities; the logits are averaged here so that the logit statistics stay
+logits). The model's receptive fields are symmetric about their outputs, so a flipped window
+predicts the flipped voxels.
 
 Both run on the model's device: the volume is copied there once, windows are cut and results
 accumulated there, and only the final logits come back, as float32 ``[C, D, H, W]`` on the
@@ -120,13 +127,17 @@ def dense_tiling_logits(
     tile: Sequence[int],
     batch_size: int = 2,
     device: str | torch.device = "cpu",
+    mirror_axes: Sequence[int] = (),
 ) -> torch.Tensor:
     """Logits float32 [C, D, H, W] (on the CPU) of a valid-convolution model, tile by tile.
 
-    Output tiles of size ``tile`` cover the volume without overlap (the last ones reach into
-    padding and are cropped); each is computed from an input of ``model.input_size(tile)``
-    centred on it. With ``tile`` a multiple of ``model.output_multiple`` every tile sees the
-    same subsampling grid, so the result does not depend on where tiles start.
+    Output tiles of size ``tile`` cover the volume without overlap from its first voxel (the
+    last ones reach into padding and are cropped); each is computed from an input of
+    ``model.input_size(tile)`` centred on it. As in DeepMedic, the result depends on the
+    tiling in two ways: the subsampling grid's phase changes from tile to tile unless ``tile``
+    is a multiple of ``model.output_multiple`` (it is not for the 29^3 tiles), and a first FC
+    kernel wider than 1^3 sees mirror-padded features at the tile's outermost outputs.
+    ``mirror_axes``: test-time mirroring (module docstring).
     """
     device = torch.device(device)
     tile = tuple(int(t) for t in tile)
@@ -150,7 +161,7 @@ def dense_tiling_logits(
             chunk = corners[i:i + batch_size]
             batch = torch.stack([volume[(slice(None),) + tuple(
                 slice(c, c + n) for c, n in zip(corner, need, strict=True))] for corner in chunk])
-            out = model(batch).float()
+            out = _forward(model, batch, mirror_axes)
             if tuple(out.shape[2:]) != tile:
                 raise ValueError(f"dense tiling: model output {tuple(out.shape[2:])} for input "
                                  f"{need} is not the requested tile {tile}")
@@ -164,29 +175,26 @@ def dense_tiling_logits(
     return logits[(slice(None),) + tuple(slice(0, s) for s in spatial)].cpu()
 
 
-def _round_up(value: int, multiple: int) -> int:
-    return -(-value // multiple) * multiple
-
-
-def predict_logits(model: torch.nn.Module, image: np.ndarray, patch: Sequence[int], *,
+def predict_logits(model: torch.nn.Module, image: np.ndarray, patch: Sequence[int] | None, *,
                    device: str | torch.device = "cpu", overlap: float = 0.5,
                    batch_size: int = 2, mirror_axes: Sequence[int] = ()) -> torch.Tensor:
     """Whole-volume logits float32 [C, D, H, W] on the CPU, the way the model is evaluated.
 
-    ``patch`` is the training output patch. A model with ``input_size(patch) == patch`` uses
-    :func:`sliding_window_logits` with windows of ``patch``; any other uses
-    :func:`dense_tiling_logits` with tiles of up to three times ``patch`` per axis (fewer
-    inputs to read for the context than the training patch; DeepMedic infers on larger
-    segments than it trains on too), rounded up to ``model.output_multiple``.
+    A model with an ``inference_output`` (DeepMedic: the output of its preset's inference
+    segment, 29^3 for 45^3) uses :func:`dense_tiling_logits` with tiles of that size and
+    ignores ``patch``; any other (the U-Net) uses :func:`sliding_window_logits` with windows of
+    ``patch``, its training patch, and ``overlap``. ``mirror_axes`` (spatial axes 0-2) adds
+    test-time mirroring over every combination of flips of those axes (``(0, 1, 2)``: 8
+    passes; nnU-Net's setting for KiTS in 001).
     """
-    patch = tuple(int(p) for p in patch)
-    if tuple(model.input_size(patch)) == patch:
-        return sliding_window_logits(model, image, patch, overlap=overlap,
-                                     batch_size=batch_size, device=device,
-                                     mirror_axes=mirror_axes)
-    if mirror_axes:
-        raise ValueError("predict_logits: mirroring is implemented for the sliding window only")
-    step = getattr(model, "output_multiple", 1)
-    tile = [min(_round_up(s, step), _round_up(3 * p, step))
-            for s, p in zip(image.shape[1:], patch, strict=True)]
-    return dense_tiling_logits(model, image, tile, batch_size=batch_size, device=device)
+    if any(a not in (0, 1, 2) for a in mirror_axes) or len(set(mirror_axes)) < len(mirror_axes):
+        raise ValueError(f"mirror_axes: expected distinct spatial axes among 0, 1, 2, got "
+                         f"{tuple(mirror_axes)}")
+    tile = getattr(model, "inference_output", None)
+    if tile is not None:
+        return dense_tiling_logits(model, image, tile, batch_size=batch_size, device=device,
+                                   mirror_axes=mirror_axes)
+    if patch is None:
+        raise ValueError("predict_logits: a sliding-window model needs its patch")
+    return sliding_window_logits(model, image, tuple(int(p) for p in patch), overlap=overlap,
+                                 batch_size=batch_size, device=device, mirror_axes=mirror_axes)

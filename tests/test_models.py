@@ -1,17 +1,164 @@
-"""Models, their geometry, output matching, whole-volume inference and the papers' optimisers."""
+"""Models, their geometry, output matching and the papers' optimisers."""
 
 from __future__ import annotations
+
+import dataclasses
+import time
 
 import numpy as np
 import pytest
 import torch
 
 import study.objectives as obj
-from study.inference import dense_tiling_logits, predict_logits, sliding_window_logits
-from study.models import OutputLoss, build_model, centre_crop, patch_problem, unet_widths
-from study.models.deepmedic import PRESETS, DeepMedic, DeepMedicConfig
+from study.models import (
+    MODELS,
+    OutputLoss,
+    build_model,
+    centre_crop,
+    output_patch,
+    segment_sizes,
+    unet_widths,
+)
+from study.models.deepmedic import (
+    PRESETS,
+    DeepMedic,
+    DeepMedicConfig,
+    DeepMedicDropout,
+    _add_residual,
+    _Stack,
+)
 from study.models.outputs import deep_supervision_weights
 from study.models.recipes import RECIPES, DeepMedicRMSprop, PlateauOnTrainingLoss, StepHalving
+
+PAPER_PRESETS = ("basic", "default")
+
+
+def _meta_model(preset: str, channels: int = 4) -> DeepMedic:
+    """A DeepMedic without storage: shapes only, instant even for the papers' sizes."""
+    with torch.device("meta"):
+        return DeepMedic(channels, 2, PRESETS[preset])
+
+
+def _pathway_shapes(net: DeepMedic, output: int) -> dict[str, tuple]:
+    """(input side, output side) each pathway and the FC part see for an ``output``^3 patch."""
+    seen = {}
+    parts = {"normal": net.normal, "x3": net.subsampled[0], "x5": net.subsampled[1],
+             "fc": net.fc}
+    hooks = [module.register_forward_hook(
+        lambda m, i, o, name=name: seen.__setitem__(name, (i[0].shape[2], o.shape[2])))
+        for name, module in parts.items()]
+    x = torch.empty(2, 4, *net.input_size((output,) * 3), device="meta")
+    out = net(x)
+    for hook in hooks:
+        hook.remove()
+    assert tuple(out.shape) == (2, 2, output, output, output)
+    return seen
+
+
+@pytest.mark.parametrize("preset", PAPER_PRESETS)
+def test_deepmedic_segments_follow_the_papers(preset):
+    """001 §V-A / DeepMedic v0.7: normal-pathway segments 37^3 (train) -> 21^3, 17^3
+    (validation) -> 1^3, 45^3 (inference) -> 29^3; for 21^3 outputs the x3 pathway reads 23^3
+    and the x5 pathway 21^3 subsampled voxels; one 105^3 context tensor (21 + 2 x 42)."""
+    sizes = segment_sizes("deepmedic", preset)
+    assert sizes == {"train_input": (37,) * 3, "validation_input": (17,) * 3,
+                     "inference_input": (45,) * 3}
+    assert [output_patch("deepmedic", preset, s) for s in sizes.values()] == [
+        (21,) * 3, (1,) * 3, (29,) * 3]
+    net = _meta_model(preset)
+    assert net.input_size((21, 21, 21)) == (105,) * 3 and net.output_size((105,) * 3) == (21,) * 3
+    assert _pathway_shapes(net, 21) == {"normal": (37, 21), "x3": (23, 7), "x5": (21, 5),
+                                        "fc": (21, 21)}
+    assert _pathway_shapes(net, 1) == {"normal": (17, 1), "x3": (17, 1), "x5": (17, 1),
+                                       "fc": (1, 1)}
+    # centred blocks: one subsampled voxel more than DeepMedic's 26^3 / 22^3 for 29^3 tiles
+    assert _pathway_shapes(net, 29) == {"normal": (45, 29), "x3": (27, 11), "x5": (23, 7),
+                                        "fc": (29, 29)}
+    assert net.inference_output == (29, 29, 29)
+
+
+@pytest.mark.parametrize("preset", PAPER_PRESETS)
+def test_deepmedic_widths_follow_the_papers(preset):
+    """Per pathway 8 x 3^3 kernels [30, 30, 40, 40, 40, 40, 50, 50]; FC 3^3 (150 -> 250), 1^3
+    (250 -> 250), 1^3 classifier; convolutions without bias."""
+    net = _meta_model(preset)
+    for pathway in (net.normal, *net.subsampled):
+        convs = [m for m in pathway.modules() if isinstance(m, torch.nn.Conv3d)]
+        assert [c.out_channels for c in convs] == [30, 30, 40, 40, 40, 40, 50, 50]
+        assert {c.kernel_size for c in convs} == {(3, 3, 3)}
+    fc = [m for m in net.fc.modules() if isinstance(m, torch.nn.Conv3d)]
+    assert [(c.in_channels, c.out_channels, c.kernel_size[0]) for c in fc] == [
+        (150, 250, 3), (250, 250, 1), (250, 2, 1)]
+    assert all(m.bias is None for m in net.modules() if isinstance(m, torch.nn.Conv3d))
+
+
+def _count(net: torch.nn.Module, kind: type) -> int:
+    return sum(isinstance(m, kind) for m in net.modules())
+
+
+def test_basic_and_default_differ_only_where_the_papers_say():
+    """basic (BraTS): ReLU, no residual connections, no dropout, no L1/L2; default (ATLAS):
+    PReLU, residuals at layers 4, 6, 8 of each pathway and FC layer 2, dropout on the inputs of
+    FC layer 2 and the classifier (rates 0, 0.5, 0.5), L1 1e-6, L2 1e-4. The first layer of a
+    pathway has no activation: 3 x 7 + 3 activations."""
+    basic, default = _meta_model("basic"), _meta_model("default")
+    assert (_count(basic, torch.nn.ReLU), _count(basic, torch.nn.PReLU)) == (24, 0)
+    assert (_count(default, torch.nn.ReLU), _count(default, torch.nn.PReLU)) == (0, 24)
+    assert _count(basic, DeepMedicDropout) == 0
+    assert [m.p for m in default.modules() if isinstance(m, DeepMedicDropout)] == [0.5, 0.5]
+    assert all(s.residual == frozenset() for s in basic.modules() if isinstance(s, _Stack))
+    assert [s.residual for s in (default.normal, *default.subsampled, default.fc)] == [
+        frozenset({3, 5, 7})] * 3 + [frozenset({1})]
+    assert (PRESETS["basic"].l1, PRESETS["basic"].l2) == (0.0, 0.0)
+    assert (PRESETS["default"].l1, PRESETS["default"].l2) == (1e-6, 1e-4)
+    prelu = next(m for m in default.modules() if isinstance(m, torch.nn.PReLU))
+    assert prelu.init == 0.01
+
+
+def test_residual_adds_the_centre_of_the_earlier_input_zero_padded_in_channels():
+    """DeepMedic's residual: output of layer k + centre crop of the input of layer k - 1,
+    channels beyond the earlier ones untouched (zero padding)."""
+    torch.manual_seed(0)
+    earlier, deeper = torch.randn(1, 2, 7, 7, 7), torch.randn(1, 3, 3, 3, 3)
+    out = _add_residual(earlier, deeper)
+    torch.testing.assert_close(out[:, :2], deeper[:, :2] + earlier[:, :, 2:5, 2:5, 2:5])
+    torch.testing.assert_close(out[:, 2:], deeper[:, 2:])
+    zero = [torch.nn.Conv3d(2, 3, 3, bias=False), torch.nn.Conv3d(3, 4, 3, bias=False)]
+    for conv in zero:
+        torch.nn.init.zeros_(conv.weight)
+    stacked = _Stack(zero, residual=[1])(earlier)  # layer 2 gets the stack's input added
+    expected = torch.zeros(1, 4, 3, 3, 3)
+    expected[:, :2] = earlier[:, :, 2:5, 2:5, 2:5]
+    torch.testing.assert_close(stacked, expected)
+
+
+def test_deepmedic_dropout_masks_without_rescaling_and_scales_in_evaluation():
+    """DeepMedic's dropout: training keeps each element unchanged with probability 1 - p or
+    zeroes it; evaluation multiplies by 1 - p."""
+    torch.manual_seed(0)
+    drop, x = DeepMedicDropout(0.5), torch.rand(20000) + 1
+    y = drop.train()(x)
+    assert set(torch.unique(y / x).tolist()) == {0.0, 1.0}
+    assert abs((y == 0).float().mean().item() - 0.5) < 0.02
+    torch.testing.assert_close(drop.eval()(x), 0.5 * x)
+
+
+@pytest.mark.parametrize("preset, random_in_training", [("tiny", True), ("basic", False)])
+def test_dropout_is_random_in_training_only(preset, random_in_training):
+    """The tiny preset has default's FC dropout: two training passes differ, evaluation passes
+    agree; basic has none (training passes agree too, BatchNorm using batch statistics)."""
+    config = PRESETS[preset]
+    if preset == "basic":  # the basic structure at tiny width (the paper's is slow on a CPU)
+        config = dataclasses.replace(PRESETS["tiny"], activation="relu", residual=(),
+                                     fc_residual=(), fc_dropout=(), l1=0.0, l2=0.0)
+    torch.manual_seed(0)
+    net = DeepMedic(1, 2, config)
+    x = torch.randn(2, 1, *net.input_size((3, 3, 3)))
+    with torch.no_grad():
+        net.train()
+        assert (not torch.equal(net(x), net(x))) == random_in_training
+        net.eval()
+        assert torch.equal(net(x), net(x))
 
 
 def _support(net: torch.nn.Module, size: int, channels: int = 1) -> np.ndarray:
@@ -24,53 +171,63 @@ def _support(net: torch.nn.Module, size: int, channels: int = 1) -> np.ndarray:
     return (x.grad[0].abs().sum(0) > 0).numpy()
 
 
-def test_deepmedic_paper_geometry_is_37_cube_segments_to_21_cube_outputs():
-    """Paper preset (Kamnitsas 2017 / 001): 8 valid 3^3 layers, so a 37^3 normal segment gives
-    21^3 outputs; the x3 pathway needs 23^3 subsampled voxels, i.e. a 67^3 context."""
-    net = DeepMedic(4, 2, PRESETS["paper"])
-    assert net.input_size((21, 21, 21)) == (67, 67, 67)
-    assert net.output_size((67, 67, 67)) == (21, 21, 21)
-    out = net(torch.randn(2, 4, 67, 67, 67))
-    assert out.shape == (2, 2, 21, 21, 21)
-    normal = net.normal(torch.randn(1, 4, 37, 37, 37))
-    subsampled = net.subsampled[0](torch.randn(1, 4, 23, 23, 23))
-    assert normal.shape[2:] == (21, 21, 21) and subsampled.shape[2:] == (7, 7, 7)
-    assert [m.out_channels for m in net.normal if isinstance(m, torch.nn.Conv3d)] == \
-        [30, 30, 40, 40, 40, 40, 50, 50]
-    assert [m.out_channels for m in net.fc if isinstance(m, torch.nn.Conv3d)] == [150, 150]
-
-
-def test_deepmedic_tiny_is_17_cube_to_9_cube():
-    """techniques.md Part C: 4 x 3^3 convolutions of 16, one x3 pathway, FC 32, 17^3 -> 9^3."""
-    net = build_model("deepmedic", "tiny", 1, 2)
-    assert net.normal(torch.randn(1, 1, 17, 17, 17)).shape == (1, 16, 9, 9, 9)
-    assert net(torch.randn(1, 1, *net.input_size((9, 9, 9)))).shape == (1, 2, 9, 9, 9)
-
-
-@pytest.mark.parametrize("preset", ["tiny", "paper"])
-def test_deepmedic_receptive_field_is_centred_on_its_output_voxel(preset):
-    """The centre output voxel reads a 17^3 (paper) / 9^3 (tiny) normal-resolution box and the
-    x3 grid over three times that span, both centred on the voxel (pathways aligned)."""
-    net = DeepMedic(1, 2, PRESETS[preset])
-    layers = net.layers
-    size = net.input_size((3, 3, 3))[0]
+def test_deepmedic_receptive_field_is_centred_on_its_output_voxel():
+    """Centre voxel of a 3^3 output: a dense normal-resolution box of (2L + 3)^3 (L layers and
+    the 3^3 FC kernel) and, beyond it, only the x3 and x5 grids through that voxel, reaching
+    5 L voxels each way (pathways aligned on the output)."""
+    torch.manual_seed(0)
+    net = DeepMedic(1, 2, PRESETS["tiny"])
+    layers, size = net.layers, net.input_size((3, 3, 3))[0]
     support = _support(net, size)
     centre = size // 2
-    coords = np.argwhere(support)
-    assert (coords.min(0) == centre - 3 * layers).all() and (coords.max(0) == centre
-                                                              + 3 * layers).all()
-    far = np.abs(coords - centre).max(1) > layers  # outside the normal box: the x3 grid only
-    assert far.any() and ((coords[far] - centre) % 3 == 0).all()
-    box = support[tuple(slice(centre - layers, centre + layers + 1) for _ in range(3))]
+    offsets = np.argwhere(support) - centre
+    assert (offsets.min(0) == -5 * layers).all() and (offsets.max(0) == 5 * layers).all()
+    far = np.abs(offsets).max(1) > layers + 1
+    on_grid = ((offsets[far] % 3 == 0).all(1)) | ((offsets[far] % 5 == 0).all(1))
+    assert far.any() and on_grid.all()
+    box = support[tuple(slice(centre - layers - 1, centre + layers + 2) for _ in range(3))]
     assert box.all()
 
 
-def test_deepmedic_rejects_inputs_that_give_no_output():
-    net = DeepMedic(1, 2, PRESETS["paper"])
-    with pytest.raises(ValueError, match="nearest valid input sizes are 64 and 67"):
-        net(torch.randn(1, 1, 66, 66, 66))
+def test_output_patch_names_both_sizes_and_what_fits():
+    assert output_patch("deepmedic", "tiny", (17, 17, 17)) == (9, 9, 9)
+    with pytest.raises(ValueError, match=r"deepmedic/basic: input segment \[16, 37, 37\] gives "
+                                         r"output \[0, 21, 21\].*> 16 voxels.*37 -> 21"):
+        output_patch("deepmedic", "basic", (16, 37, 37))
+    assert output_patch("unet", "paper", (128, 128, 96)) == (128, 128, 96)
+    with pytest.raises(ValueError, match=r"input patch \[128, 128, 72\] would give output "
+                                         r"\[128, 128, 72\].*divisible by 32.*\[128, 128, 64\] "
+                                         r"or \[128, 128, 96\]"):
+        output_patch("unet", "paper", (128, 128, 72))
+    with pytest.raises(ValueError, match="unknown preset 'paper' for deepmedic"):
+        output_patch("deepmedic", "paper", (37, 37, 37))
+    assert segment_sizes("unet", "paper") == dict.fromkeys(
+        ("train_input", "validation_input", "inference_input"))
+    assert set(MODELS["deepmedic"]) == {"basic", "default", "tiny"}
+
+
+def test_deepmedic_config_rejects_impossible_settings():
     with pytest.raises(ValueError, match="odd integers"):
-        DeepMedic(1, 2, DeepMedicConfig((8,), (2,), (8,)))
+        DeepMedicConfig((8,), (2,), (8,), "relu", segments=(5, 3, 5))
+    with pytest.raises(ValueError, match=r"fc_dropout needs 2 rates"):
+        DeepMedicConfig((8,), (3,), (8,), "relu", fc_dropout=(0.5,), segments=(5, 3, 5))
+    with pytest.raises(ValueError, match=r"residual layers must be in 2..1"):
+        DeepMedicConfig((8,), (3,), (8,), "relu", residual=(1,), segments=(5, 3, 5))
+    with pytest.raises(ValueError, match="gives no output"):
+        build_model("deepmedic", "tiny", 1, 2)(torch.randn(1, 1, 44, 44, 44))
+
+
+def test_tiny_deepmedic_is_fast_on_a_cpu():
+    """The tiny preset (tests, CPU demo): 17^3 segments -> 9^3 outputs from a 53^3 context,
+    about 0.1 M parameters; a training step on two segments takes well under a second."""
+    torch.manual_seed(0)
+    net = build_model("deepmedic", "tiny", 4, 2)
+    assert net.input_size((9, 9, 9)) == (53, 53, 53)
+    assert sum(p.numel() for p in net.parameters()) < 120_000
+    x = torch.randn(2, 4, 53, 53, 53)
+    start = time.perf_counter()
+    net(x).sum().backward()
+    assert time.perf_counter() - start < 5.0
 
 
 def test_unet_width_and_depth_follow_nnunet_rule():
@@ -79,8 +236,6 @@ def test_unet_width_and_depth_follow_nnunet_rule():
     assert unet_widths(30, 6) == (30, 60, 120, 240, 320, 320)
     net = build_model("unet", "tiny", 1, 3, base=4, stages=4)
     assert net.divisor == 8 and net(torch.randn(1, 1, 16, 16, 16)).shape == (1, 3, 16, 16, 16)
-    assert patch_problem("unet", "paper", (128, 128, 96)) is None
-    assert "divisible by 32" in patch_problem("unet", "paper", (128, 128, 72))
     with pytest.raises(ValueError, match="U-Net options"):
         build_model("deepmedic", "tiny", 1, 2, deep_supervision=True)
 
@@ -112,55 +267,72 @@ def test_output_loss_crops_hard_and_soft_targets_to_the_centre():
         centre_crop(target, (4, 4, 4))
 
 
-def test_dense_tiling_does_not_depend_on_the_tile_size():
-    """DeepMedic's output voxels are computed from their own context, so tiles of any multiple
-    of the subsampling factor give the same volume (float tolerance)."""
-    torch.manual_seed(0)
-    net = DeepMedic(2, 2, PRESETS["tiny"]).eval()
-    image = np.random.default_rng(0).normal(size=(2, 20, 23, 17)).astype(np.float32)
-    small = dense_tiling_logits(net, image, (6, 6, 6))
-    large = dense_tiling_logits(net, image, (21, 24, 18))
-    assert small.shape == (2, 20, 23, 17)
-    torch.testing.assert_close(small, large, atol=1e-4, rtol=1e-4)
-    torch.testing.assert_close(predict_logits(net, image, (9, 9, 9)), large, atol=1e-4,
-                               rtol=1e-4)
-
-
-def test_sliding_window_of_a_pointwise_model_equals_the_model():
-    """Gaussian blending is a normalised weighted mean: for a model without spatial context
-    every window agrees, and the blend equals one pass over the whole volume."""
-    net = torch.nn.Conv3d(2, 3, 1)
-    image = np.random.default_rng(1).normal(size=(2, 20, 13, 24)).astype(np.float32)
-    with torch.no_grad():
-        expected = net(torch.from_numpy(image)[None])[0]
-    torch.testing.assert_close(sliding_window_logits(net, image, (8, 8, 8)), expected,
-                               atol=1e-5, rtol=1e-5)
-    torch.testing.assert_close(sliding_window_logits(net, image, (8, 8, 8), mirror_axes=(0, 2)),
-                               expected, atol=1e-5, rtol=1e-5)
+def _rmsprop_reference(p, grads, l1=0.0, l2=0.0, lr=1e-3, rho=0.9, eps=1e-4, mu=0.6):
+    """DeepMedic's update by hand, the gradient of ``cost + l1 sum|w| + l2 sum w^2``."""
+    a, v = torch.zeros_like(p), torch.zeros_like(p)
+    for g in grads:
+        g = g + l1 * torch.sign(p) + 2 * l2 * p
+        a = rho * a + (1 - rho) * g**2
+        s = lr * g / torch.sqrt(a + eps)
+        v = mu * v - s
+        p = p + mu * v - s
+    return p
 
 
 def test_deepmedic_rmsprop_follows_deepmedics_update():
     """Two steps against DeepMedic's formula: a = rho a + (1 - rho) g^2, s = lr g / sqrt(a + eps),
-    v = mu v - s, p += mu v - s (eps inside the root, momentum not normalised)."""
-    p = torch.nn.Parameter(torch.tensor([1.0, -2.0, 0.5], dtype=torch.float64))
-    opt = DeepMedicRMSprop([p], lr=1e-3, rho=0.9, eps=1e-4, momentum=0.6)
-    ref, a, v = p.detach().clone(), torch.zeros(3, dtype=torch.float64), torch.zeros(
-        3, dtype=torch.float64)
-    for g in (torch.tensor([0.3, -0.01, 2.0]), torch.tensor([0.1, 0.02, -1.0])):
-        g = g.double()
-        p.grad = g.clone()
-        opt.step()
-        a = 0.9 * a + 0.1 * g**2
-        s = 1e-3 * g / torch.sqrt(a + 1e-4)
-        v = 0.6 * v - s
-        ref = ref + 0.6 * v - s
-    torch.testing.assert_close(p.detach(), ref)
+    v = mu v - s, p += mu v - s (eps inside the root, momentum not normalised); with L1/L2 the
+    gradient is that of cost + L1 sum|w| + L2 sum w^2 (sign(0) = 0)."""
+    start = torch.tensor([1.0, -2.0, 0.5, 0.0], dtype=torch.float64)
+    grads = [torch.tensor([0.3, -0.01, 2.0, 0.1]).double(),
+             torch.tensor([0.1, 0.02, -1.0, 0.0]).double()]
+    for l1, l2 in ((0.0, 0.0), (1e-2, 1e-1)):
+        p = torch.nn.Parameter(start.clone())
+        opt = DeepMedicRMSprop([p], lr=1e-3, l1=l1, l2=l2)
+        for g in grads:
+            p.grad = g.clone()
+            opt.step()
+        torch.testing.assert_close(p.detach(), _rmsprop_reference(start, grads, l1, l2))
+
+
+def test_deepmedic_regularisation_equals_the_cost_terms_on_conv_kernels_only():
+    """The recipe's optimiser for ``default`` steps exactly as an unregularised one on the cost
+    1e-6 sum|w| + 1e-4 sum w^2 over the convolution kernels: BatchNorm, PReLU and biases get
+    no penalty; ``basic`` has none."""
+    torch.manual_seed(0)
+    net = DeepMedic(1, 2, PRESETS["tiny"]).double()
+    twin = DeepMedic(1, 2, PRESETS["tiny"]).double()
+    twin.load_state_dict(net.state_dict())
+    with torch.no_grad():  # non-trivial BN/PReLU/bias values, which must not be penalised
+        for p in net.parameters():
+            if p.ndim == 1:
+                p.add_(0.3)
+        twin.load_state_dict(net.state_dict())
+    regularised = RECIPES["deepmedic"].optimizer(net, lr=None)
+    assert [(g["l1"], g["l2"]) for g in regularised.param_groups] == [(1e-6, 1e-4), (0.0, 0.0)]
+    assert {id(p) for p in regularised.param_groups[0]["params"]} == {
+        id(m.weight) for m in net.modules() if isinstance(m, torch.nn.Conv3d)}
+    plain = DeepMedicRMSprop(twin.parameters(), lr=1e-3)
+    for p in net.parameters():
+        p.grad = torch.zeros_like(p)
+    regularised.step()
+    penalty = sum(1e-6 * m.weight.abs().sum() + 1e-4 * (m.weight**2).sum()
+                  for m in twin.modules() if isinstance(m, torch.nn.Conv3d))
+    penalty.backward()
+    for p in twin.parameters():
+        if p.grad is None:
+            p.grad = torch.zeros_like(p)
+    plain.step()
+    for (name, a), b in zip(net.named_parameters(), twin.parameters(), strict=True):
+        torch.testing.assert_close(a, b, msg=name)
+    basic = RECIPES["deepmedic"].optimizer(_meta_model("basic"), lr=None)
+    assert [(g["l1"], g["l2"]) for g in basic.param_groups] == [(0.0, 0.0)] * 2
 
 
 def test_deepmedic_schedule_halves_five_times_at_the_papers_epochs():
     """LR halved at epochs 17, 22, 27, 30, 33 of 35, scaled to the budget: 1/32 at the end."""
-    p = torch.nn.Parameter(torch.zeros(1))
-    opt = RECIPES["deepmedic"].optimizer([p], lr=None)
+    net = DeepMedic(1, 2, PRESETS["tiny"])
+    opt = RECIPES["deepmedic"].optimizer(net, lr=None)
     schedule = RECIPES["deepmedic"].schedule(opt, 350)
     assert isinstance(schedule, StepHalving) and opt.param_groups[0]["lr"] == 1e-3
     lrs = []
@@ -176,7 +348,7 @@ def test_unet_plateau_schedule_reduces_by_five_after_thirty_flat_epochs():
     """nnU-Net fork: Adam(AMSGrad) 3e-4; x0.2 once the loss moving average has not improved by
     1e-3 for more than 30 epochs; state survives a state_dict round trip."""
     p = torch.nn.Parameter(torch.zeros(1))
-    opt = RECIPES["unet"].optimizer([p], lr=None)
+    opt = RECIPES["unet"].optimizer(torch.nn.ParameterList([p]), lr=None)
     assert opt.defaults["amsgrad"] and opt.param_groups[0]["lr"] == 3e-4
     schedule = PlateauOnTrainingLoss(opt, epoch=2)
     for _ in range(2 * 31):

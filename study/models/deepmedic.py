@@ -1,31 +1,65 @@
-"""DeepMedic-like two-pathway 3D CNN (Kamnitsas et al., MedIA 2017; the BraTS/ATLAS network
-of paper 001 §V).
+"""DeepMedic (Kamnitsas et al., MedIA 2017), the BraTS and ATLAS network of paper 001 §V-A.1/2,
+in the configuration of the papers' DeepMedic code (v0.7: one normal and two subsampled
+pathways).
 
-Architecture (valid, i.e. unpadded, convolutions throughout):
+Architecture (valid, i.e. unpadded, 3^3 convolutions in the pathways):
 
-* a *normal* pathway of ``len(features)`` 3^3 convolutions (conv -> BatchNorm -> PReLU) on a
-  normal-resolution segment: ``O + 2 L`` voxels per side give ``O`` output voxels
-  (``L`` = number of convolutions; paper: 8 layers, 37^3 -> 21^3);
-* one pathway per subsampling factor ``f`` with the same layer stack on the image subsampled
-  by ``f`` (every ``f``-th voxel, as DeepMedic's sampler does, no averaging), covering ``f``
-  times the context; its output is upsampled by repetition and centre-cropped to ``O``;
-* the pathways' features are concatenated and go through 1^3 "fully connected" layers
-  (conv -> BatchNorm -> PReLU, optional dropout) and a 1^3 classifier giving the logits
-  ``[N, C, O, O, O]`` (what the objectives receive).
+* a *normal* pathway of ``L = len(features)`` layers on a normal-resolution segment: ``O + 2L``
+  voxels per side give ``O`` outputs (8 layers: 37^3 -> 21^3 in training, 17^3 -> 1^3 in
+  validation, 45^3 -> 29^3 in inference);
+* one pathway per subsampling factor ``f`` (3 and 5) with the same layer stack on the image
+  subsampled by ``f`` (every ``f``-th voxel, no averaging, as DeepMedic's sampler does); its
+  ``Os`` outputs are upsampled by repetition and cropped to ``O``;
+* the pathways' features are concatenated and go through the FC layers: the first has a
+  ``fc_kernel``^3 kernel on its input mirror-padded by ``(fc_kernel - 1) / 2`` voxels per side
+  (as DeepMedic; for a 3^3 kernel: the edge voxel repeated), the others and the classifier
+  1^3; a bias is added to the classifier's output, the logits ``[N, C, O, O, O]`` the
+  objectives receive.
 
-The model takes **one** input tensor that covers the largest context any pathway needs
-(the normal segment plus the subsampled pathways' wider context, centred on the same voxel)
-and extracts each pathway's input itself. That keeps every batch regularizer (adversarial
-perturbation, mixup, flips) a plain operation on one tensor. :meth:`DeepMedic.input_size` gives
-the input needed for an output patch (paper: 67^3 for 21^3; tiny: 31^3 for 9^3) and
-:meth:`DeepMedic.output_size` the inverse; labels are needed only for the central output.
+Every layer is DeepMedic's pre-activation block (He et al. 2016): BatchNorm (the first layer
+of a pathway, on the image: a learnt bias instead, and no activation) -> ReLU or PReLU (slopes
+initialised to 0.01) -> dropout -> convolution without bias. Dropout is DeepMedic's: training
+multiplies by a Bernoulli mask without rescaling, evaluation by the keep probability. A
+residual connection at (1-based) layer ``k`` adds the input of layer ``k - 1`` (the output of
+layer ``k - 2``), centre-cropped to layer ``k``'s output and zero-padded in channels. Weights
+are initialised with He's fan-in rule (variance 2 / fan-in), biases and BN shifts with 0;
+BatchNorm's running averages use momentum ``2 / (60 + 1)``, the exponential average as old on
+average as DeepMedic's mean over the last 60 batches.
 
-Presets: ``paper`` — 8 layers [30, 30, 40, 40, 40, 40, 50, 50] per pathway, one x3 pathway,
-two FC layers of 150 (the original two-pathway DeepMedic; 001 trains it on 37^3 segments);
-``tiny`` — 4 layers of 16, one x3 pathway, one FC layer of 32 (tests, CPU).
-Differences from the reference code: no residual connections (001's BraTS "basic setting" has
-none), conv -> BN -> PReLU order instead of DeepMedic's pre-activation, and the x5 pathway of
-DeepMedic v0.7 is available (``factors=(3, 5)``) but not in a preset.
+Presets (001 §V-A.1/2; 000):
+
+* ``basic`` (BraTS, "basic setting"): 8 layers [30, 30, 40, 40, 40, 40, 50, 50] per pathway,
+  factors 3 and 5, FC 250 (3^3 kernel, mirror padding) + 250 + classifier, ReLU, no residual
+  connections, no dropout, no L1/L2;
+* ``default`` (ATLAS, "default setting"): the same with PReLU, residual connections at layers 4,
+  6 and 8 of each pathway and at FC layer 2, dropout [0, 0.5, 0.5] on the inputs of the FC
+  layers and the classifier, L1 = 1e-6 and L2 = 1e-4 on the convolution kernels;
+* ``tiny`` (tests, CPU): the ``default`` structure with 4 layers of 16 (residual at layer 4),
+  FC 32 + 32, segments 17^3 -> 9^3 (training), 9^3 -> 1^3, 25^3 -> 17^3.
+
+Each preset states its normal-pathway segment sides for training, validation and inference
+(:attr:`DeepMedicConfig.segments`; the papers: 37, 17 and 45).
+
+**One input tensor.** The model takes a single tensor centred on the output that covers the
+context of all pathways, and cuts each pathway's input out of it (:meth:`DeepMedic.forward`).
+Every batch regularizer (adversarial perturbation, mixup, flips) is then a plain operation on
+one tensor. Its size is ``output + 2 margin`` per axis, ``margin`` the most any pathway reads
+beyond the output for any output size (:func:`context_margin`: 42 for the papers' presets), so
+that the input size determines the output size: 105^3 for the 21^3 training output, of which
+the normal pathway reads the central 37^3, the x3 pathway 23^3 and the x5 pathway 21^3
+subsampled voxels, as in DeepMedic (the outer 2 voxels per side are read for other output
+sizes only).
+
+**Alignment of the subsampled pathways (differs from DeepMedic).** Ours centres every upsampled
+block of ``f`` outputs on the subsampled output it repeats: ``Os = ceil(O / f)``, one more if
+``Os f - O`` is odd, and the repeated outputs are cropped by ``(Os f - O) / 2`` at both ends.
+DeepMedic repeats sub-output ``k`` over outputs ``k f .. k f + f - 1`` (crop at the end only), so
+its sub-output sits on the first voxel of its block, ``(f - 1) / 2`` voxels off the block's
+centre along every axis. Both read the same number of subsampled voxels whenever
+``ceil(O / f) f - O`` is even (training 21^3: 23^3 and 21^3; validation 1^3: 17^3 and 17^3); for
+inference tiles of 29^3 ours reads 27^3 and 23^3 instead of 26^3 and 22^3. The centred
+alignment keeps each output's receptive field symmetric about it (so test-time flips map
+outputs to outputs) at the cost of reading at most one subsampled voxel more per axis.
 """
 
 from __future__ import annotations
@@ -37,76 +71,130 @@ from dataclasses import dataclass
 
 import torch
 from torch import nn
+from torch.nn import functional as F
+
+ACTIVATIONS = ("relu", "prelu")
+BN_MOMENTUM = 2 / (60 + 1)  # DeepMedic averages the BN statistics of the last 60 batches
+PRELU_INIT = 0.01  # DeepMedic's initial PReLU slope
 
 
 @dataclass(frozen=True)
 class DeepMedicConfig:
-    """Widths of a DeepMedic: conv features per pathway layer, subsampling factors of the
-    extra pathways (odd integers >= 3), hidden FC widths, FC dropout probability."""
+    """One DeepMedic preset.
+
+    features: conv features per pathway layer (3^3 kernels); factors: subsampling factors of
+    the extra pathways (odd integers >= 3); fc: hidden FC widths; activation: ``"relu"`` or
+    ``"prelu"``; residual / fc_residual: 1-based layers of each pathway / of the FC part
+    (classifier included) whose output gets a residual connection (>= 2); fc_dropout: dropout
+    rate on the input of every FC layer and of the classifier (``len(fc) + 1`` values; empty:
+    none); fc_kernel: side of the first FC kernel (odd, mirror-padded); l1, l2: weights of
+    ``sum |w|`` and ``sum w^2`` over the convolution kernels added to the cost; segments: the
+    normal-pathway segment side in training, validation and inference.
+    """
 
     features: tuple[int, ...]
     factors: tuple[int, ...]
     fc: tuple[int, ...]
-    dropout: float = 0.0
+    activation: str
+    residual: tuple[int, ...] = ()
+    fc_residual: tuple[int, ...] = ()
+    fc_dropout: tuple[float, ...] = ()
+    fc_kernel: int = 3
+    l1: float = 0.0
+    l2: float = 0.0
+    segments: tuple[int, int, int] = (37, 17, 45)
+
+    def __post_init__(self):
+        layers, fc_layers = len(self.features), len(self.fc) + 1
+        problems = []
+        if not self.features or min(self.features) < 1 or min(self.fc, default=1) < 1:
+            problems.append(f"features {list(self.features)} and fc {list(self.fc)} must be "
+                            "positive widths, at least one convolution per pathway")
+        if any(f < 3 or f % 2 == 0 for f in self.factors):
+            problems.append(f"factors must be odd integers >= 3, got {list(self.factors)}")
+        if self.activation not in ACTIVATIONS:
+            problems.append(f"activation must be one of {ACTIVATIONS}, got {self.activation!r}")
+        if any(not 2 <= k <= layers for k in self.residual):
+            problems.append(f"residual layers must be in 2..{layers}, got {list(self.residual)}")
+        if any(not 2 <= k <= fc_layers for k in self.fc_residual):
+            problems.append(f"fc_residual layers must be in 2..{fc_layers}, got "
+                            f"{list(self.fc_residual)}")
+        if self.fc_dropout and (len(self.fc_dropout) != fc_layers
+                                or any(not 0 <= p < 1 for p in self.fc_dropout)):
+            problems.append(f"fc_dropout needs {fc_layers} rates in [0, 1) (FC layers and "
+                            f"classifier), got {list(self.fc_dropout)}")
+        if self.fc_kernel < 1 or self.fc_kernel % 2 == 0:
+            problems.append(f"fc_kernel must be odd, got {self.fc_kernel}")
+        if self.l1 < 0 or self.l2 < 0:
+            problems.append(f"l1 and l2 must be >= 0, got {self.l1} and {self.l2}")
+        if len(self.segments) != 3 or min(self.segments) <= 2 * layers:
+            problems.append(f"segments (training, validation, inference) must be 3 sides "
+                            f"> {2 * layers}, got {list(self.segments)}")
+        if problems:
+            raise ValueError("DeepMedicConfig: " + "; ".join(problems))
+
+    @property
+    def layers(self) -> int:
+        return len(self.features)
 
 
+_PAPER = {"features": (30, 30, 40, 40, 40, 40, 50, 50), "factors": (3, 5), "fc": (250, 250),
+          "segments": (37, 17, 45)}
 PRESETS: dict[str, DeepMedicConfig] = {
-    "paper": DeepMedicConfig((30, 30, 40, 40, 40, 40, 50, 50), (3,), (150, 150)),
-    "tiny": DeepMedicConfig((16, 16, 16, 16), (3,), (32,)),
+    "basic": DeepMedicConfig(**_PAPER, activation="relu"),
+    "default": DeepMedicConfig(**_PAPER, activation="prelu", residual=(4, 6, 8),
+                               fc_residual=(2,), fc_dropout=(0.0, 0.5, 0.5), l1=1e-6, l2=1e-4),
+    "tiny": DeepMedicConfig((16, 16, 16, 16), (3, 5), (32, 32), "prelu", residual=(4,),
+                            fc_residual=(2,), fc_dropout=(0.0, 0.5, 0.5), l1=1e-6, l2=1e-4,
+                            segments=(17, 9, 25)),
 }
+
+
+def segment_output(segment: int, layers: int) -> int:
+    """Output side of a normal-pathway segment side: ``segment - 2 layers`` (37 -> 21 for 8
+    layers); 0 or less means no output."""
+    return segment - 2 * layers
+
+
+def context_margin(layers: int, factors: Sequence[int]) -> int:
+    """Context voxels per side beyond the output that the model's input carries:
+    ``max(L, max_f (f L + (f - 1) / 2))``, the most any pathway reads for any output size
+    (42 for 8 layers and factors 3, 5). A fixed margin makes the input size determine the
+    output size: ``input = output + 2 margin``."""
+    return max([layers, *(f * layers + (f - 1) // 2 for f in factors)])
 
 
 @dataclass(frozen=True)
 class _AxisPlan:
     """Where each pathway reads along one axis, in input (context) coordinates."""
 
-    input: int  # context size
-    output: int  # O
     normal_start: int  # first voxel of the normal segment (O + 2L voxels)
     sub_starts: tuple[int, ...]  # first voxel of each subsampled grid (step f)
     sub_outputs: tuple[int, ...]  # Os per factor
     sub_crops: tuple[int, ...]  # voxels cropped at the start after upsampling
 
 
-def _axis_plan(output: int, layers: int, factors: Sequence[int]) -> _AxisPlan:
-    """Geometry of one axis for ``output`` voxels.
+@functools.lru_cache(maxsize=256)
+def _axis_plan(output: int, layers: int, factors: tuple[int, ...]) -> _AxisPlan:
+    """Geometry of one axis for ``output`` voxels in an input of ``output + 2 margin``.
 
     A subsampled pathway computes ``Os = ceil(O / f)`` outputs (one more if ``Os f - O`` is odd,
     so that the crop is symmetric), repeated ``f`` times and centre-cropped by
     ``c0 = (Os f - O) / 2``. Its sub-output ``k`` then covers normal outputs
-    ``k f - c0 .. k f - c0 + f - 1`` and must be centred on them: its input grid starts at
-    ``p0 = (f - 1) / 2 - c0 + L - f L`` relative to the normal segment (negative: more context).
+    ``k f - c0 .. k f - c0 + f - 1`` and is centred on them: its grid (step ``f``, ``Os + 2L``
+    voxels) starts ``f L - (f - 1) / 2 + c0`` voxels before the first output voxel.
     """
-    normal = output + 2 * layers
-    lows, highs, subs, crops = [0], [normal - 1], [], []
+    margin = context_margin(layers, factors)
+    starts, outputs, crops = [], [], []
     for f in factors:
         os_ = math.ceil(output / f)
         if (os_ * f - output) % 2:
             os_ += 1
         c0 = (os_ * f - output) // 2
-        p0 = (f - 1) // 2 - c0 + layers - f * layers
-        lows.append(p0)
-        highs.append(p0 + f * (os_ + 2 * layers - 1))
-        subs.append((p0, os_))
+        starts.append(margin - f * layers + (f - 1) // 2 - c0)
+        outputs.append(os_)
         crops.append(c0)
-    lo, hi = min(lows), max(highs)
-    return _AxisPlan(hi - lo + 1, output, -lo, tuple(p0 - lo for p0, _ in subs),
-                     tuple(os_ for _, os_ in subs), tuple(crops))
-
-
-@functools.lru_cache(maxsize=256)
-def _output_for(size: int, layers: int, factors: tuple[int, ...]) -> int:
-    """The largest output whose context is exactly ``size`` (the context is not monotone in
-    the output because of the parity rule of :func:`_axis_plan`)."""
-    inputs = {o: _axis_plan(o, layers, factors).input for o in range(1, size + 1)}
-    exact = [o for o, need in inputs.items() if need == size]
-    if not exact:
-        below = max((n for n in inputs.values() if n < size), default=None)
-        above = min(n for n in inputs.values() if n > size)
-        raise ValueError(f"DeepMedic: input size {size} gives no output; the nearest valid input "
-                         f"sizes are {below} and {above} (input_size(output) gives the input "
-                         "for an output size)")
-    return max(exact)
+    return _AxisPlan(margin - layers, tuple(starts), tuple(outputs), tuple(crops))
 
 
 def _repeat(y: torch.Tensor, f: int) -> torch.Tensor:
@@ -116,78 +204,163 @@ def _repeat(y: torch.Tensor, f: int) -> torch.Tensor:
     return y.reshape(n, c, d * f, h * f, w * f)
 
 
-def _conv_stack(cin: int, features: Sequence[int]) -> nn.Sequential:
-    layers: list[nn.Module] = []
-    for cout in features:
-        layers += [nn.Conv3d(cin, cout, 3), nn.BatchNorm3d(cout), nn.PReLU(cout)]
-        cin = cout
-    return nn.Sequential(*layers)
+class _Bias(nn.Module):
+    """A learnt bias per channel (DeepMedic's first layer of a pathway, and its classifier)."""
+
+    def __init__(self, channels: int):
+        super().__init__()
+        self.bias = nn.Parameter(torch.zeros(channels))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.bias.view(1, -1, 1, 1, 1)
+
+
+class DeepMedicDropout(nn.Module):
+    """DeepMedic's dropout of rate ``p``: in training ``x * mask`` with ``mask ~ Bernoulli(1 - p)``
+    per element, not rescaled; in evaluation ``x * (1 - p)`` (the expected mask)."""
+
+    def __init__(self, p: float):
+        super().__init__()
+        self.p = p
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.training:
+            return x * (torch.rand_like(x) >= self.p).to(x.dtype)
+        return x * (1 - self.p)
+
+    def extra_repr(self) -> str:
+        return f"p={self.p}"
+
+
+class _Layer(nn.Module):
+    """One pre-activation layer: [mirror pad] -> BN (first layer of a pathway: bias) ->
+    activation (first layer of a pathway: none) -> dropout -> convolution without bias."""
+
+    def __init__(self, cin: int, cout: int, kernel: int, activation: str, *, first: bool,
+                 dropout: float = 0.0, mirror_pad: bool = False):
+        super().__init__()
+        self.pad = (kernel - 1) // 2 if mirror_pad else 0
+        self.norm = _Bias(cin) if first else nn.BatchNorm3d(cin, momentum=BN_MOMENTUM)
+        if first:
+            self.act = nn.Identity()
+        else:
+            self.act = nn.ReLU() if activation == "relu" else nn.PReLU(cin, init=PRELU_INIT)
+        self.drop = DeepMedicDropout(dropout) if dropout else nn.Identity()
+        self.conv = nn.Conv3d(cin, cout, kernel, bias=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.pad:
+            x = F.pad(x, [self.pad] * 6, mode="replicate")
+        return self.conv(self.drop(self.act(self.norm(x))))
+
+
+def _add_residual(earlier: torch.Tensor, deeper: torch.Tensor) -> torch.Tensor:
+    """``deeper`` plus the centre of ``earlier`` (as DeepMedic's residual connections:
+    spatial centre crop, missing channels of ``earlier`` taken as 0, surplus ones dropped)."""
+    index = tuple(slice((e - 1) // 2 - (d - 1) // 2, (e - 1) // 2 - (d - 1) // 2 + d)
+                  for e, d in zip(earlier.shape[2:], deeper.shape[2:], strict=True))
+    earlier = earlier[(slice(None), slice(None), *index)]
+    shared = min(earlier.shape[1], deeper.shape[1])
+    if shared == deeper.shape[1]:
+        return deeper + earlier[:, :shared]
+    return torch.cat([deeper[:, :shared] + earlier, deeper[:, shared:]], dim=1)
+
+
+class _Stack(nn.Module):
+    """Layers in sequence; at each 0-based index in ``residual`` the layer's output gets the
+    input of the previous layer added (:func:`_add_residual`)."""
+
+    def __init__(self, layers: Sequence[nn.Module], residual: Sequence[int] = ()):
+        super().__init__()
+        self.layers = nn.ModuleList(layers)
+        self.residual = frozenset(residual)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        previous = x
+        for i, layer in enumerate(self.layers):
+            out = layer(x)
+            if i in self.residual:
+                out = _add_residual(previous, out)
+            previous, x = x, out
+        return x
+
+
+def _pathway(cin: int, config: DeepMedicConfig) -> _Stack:
+    widths = [cin, *config.features]
+    return _Stack([_Layer(a, b, 3, config.activation, first=i == 0)
+                   for i, (a, b) in enumerate(zip(widths, widths[1:], strict=False))],
+                  [k - 1 for k in config.residual])
 
 
 class DeepMedic(nn.Module):
-    """DeepMedic-like multi-pathway CNN; ``forward(x [N, C_in, *input]) -> [N, C, *output]``.
+    """DeepMedic multi-pathway CNN; ``forward(x [N, C_in, *input]) -> logits [N, C, *output]``,
+    ``input`` the context :meth:`input_size` gives for ``output``.
 
     Example::
 
-        >>> net = DeepMedic(4, 2, PRESETS["paper"])
-        >>> net.input_size((21, 21, 21)), net.output_size((67, 67, 67))
-        ((67, 67, 67), (21, 21, 21))
+        >>> net = DeepMedic(4, 2, PRESETS["basic"])
+        >>> net.input_size((21, 21, 21)), net.output_size((105, 105, 105))
+        ((105, 105, 105), (21, 21, 21))
+        >>> net.inference_output
+        (29, 29, 29)
     """
 
     def __init__(self, in_channels: int, num_classes: int, config: DeepMedicConfig):
         super().__init__()
-        if not config.features:
-            raise ValueError("DeepMedic: expected at least one convolution per pathway")
-        for f in config.factors:
-            if f < 3 or f % 2 == 0:
-                raise ValueError(f"DeepMedic: subsampling factors must be odd integers >= 3, "
-                                 f"got {list(config.factors)}")
         self.config = config
-        self.layers = len(config.features)
-        self.normal = _conv_stack(in_channels, config.features)
-        self.subsampled = nn.ModuleList(_conv_stack(in_channels, config.features)
-                                        for _ in config.factors)
-        width = config.features[-1] * (1 + len(config.factors))
-        fc: list[nn.Module] = []
-        for cout in config.fc:
-            fc += [nn.Dropout3d(config.dropout) if config.dropout else nn.Identity(),
-                   nn.Conv3d(width, cout, 1), nn.BatchNorm3d(cout), nn.PReLU(cout)]
-            width = cout
-        self.fc = nn.Sequential(*fc)
-        self.classifier = nn.Conv3d(width, num_classes, 1)
+        self.layers = config.layers
+        self.normal = _pathway(in_channels, config)
+        self.subsampled = nn.ModuleList(_pathway(in_channels, config) for _ in config.factors)
+        widths = [config.features[-1] * (1 + len(config.factors)), *config.fc, num_classes]
+        dropout = config.fc_dropout or (0.0,) * (len(widths) - 1)
+        self.fc = _Stack([_Layer(a, b, config.fc_kernel if i == 0 else 1, config.activation,
+                                 first=False, dropout=dropout[i], mirror_pad=i == 0)
+                          for i, (a, b) in enumerate(zip(widths, widths[1:], strict=False))],
+                         [k - 1 for k in config.fc_residual])
+        self.classifier_bias = _Bias(num_classes)
+        self.margin = context_margin(self.layers, config.factors)
         self.output_multiple = math.lcm(*config.factors) if config.factors else 1
+        side = segment_output(config.segments[2], self.layers)
+        self.inference_output = (side,) * 3
         for module in self.modules():
-            if isinstance(module, nn.Conv3d):
-                nn.init.kaiming_normal_(module.weight, nonlinearity="relu")  # He, fan-in (A8)
-                nn.init.zeros_(module.bias)
+            if isinstance(module, nn.Conv3d):  # DeepMedic's "fanIn" init: std sqrt(2 / fan-in)
+                nn.init.kaiming_normal_(module.weight, nonlinearity="relu")
+
+    def regularised_parameters(self) -> list[nn.Parameter]:
+        """The parameters DeepMedic's L1/L2 terms cover: the convolution kernels (FC layers and
+        classifier included), not biases, BatchNorm or PReLU parameters."""
+        return [m.weight for m in self.modules() if isinstance(m, nn.Conv3d)]
 
     def input_size(self, output_size: Sequence[int]) -> tuple[int, ...]:
-        """Input (context) size per axis needed for ``output_size`` output voxels."""
+        """Input (context) size per axis for ``output_size`` output voxels: ``output + 2 margin``
+        (:func:`context_margin`)."""
         if any(int(o) < 1 for o in output_size):
             raise ValueError(f"DeepMedic: output size must be positive, got {tuple(output_size)}")
-        return tuple(_axis_plan(int(o), self.layers, self.config.factors).input
-                     for o in output_size)
+        return tuple(int(o) + 2 * self.margin for o in output_size)
 
     def output_size(self, input_size: Sequence[int]) -> tuple[int, ...]:
-        """Largest output size per axis whose :meth:`input_size` is exactly ``input_size``;
-        ``ValueError`` if there is none (the message names the nearest valid inputs)."""
-        return tuple(_output_for(int(s), self.layers, self.config.factors) for s in input_size)
+        """Output size per axis for an input of ``input_size``: ``input - 2 margin``."""
+        output = tuple(int(s) - 2 * self.margin for s in input_size)
+        if min(output) < 1:
+            raise ValueError(f"DeepMedic: input size {tuple(input_size)} gives no output; every "
+                             f"side needs > {2 * self.margin} voxels (input_size(output) gives "
+                             "the input for an output size)")
+        return output
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.ndim != 5:
             raise ValueError(f"DeepMedic: expected input [N, C, D, H, W], got {tuple(x.shape)}")
         output = self.output_size(x.shape[2:])
         plans = [_axis_plan(o, self.layers, self.config.factors) for o in output]
-        normal = x[(slice(None), slice(None)) + tuple(
-            slice(p.normal_start, p.normal_start + o + 2 * self.layers)
-            for p, o in zip(plans, output, strict=True))]
+        every = (slice(None), slice(None))
+        normal = x[every + tuple(slice(p.normal_start, p.normal_start + o + 2 * self.layers)
+                                 for p, o in zip(plans, output, strict=True))]
         features = [self.normal(normal)]
         for i, (f, pathway) in enumerate(zip(self.config.factors, self.subsampled, strict=True)):
-            sub = x[(slice(None), slice(None)) + tuple(
+            sub = x[every + tuple(
                 slice(p.sub_starts[i], p.sub_starts[i] + f * (p.sub_outputs[i] + 2 * self.layers)
                       - (f - 1), f) for p in plans)]
             up = _repeat(pathway(sub), f)
-            features.append(up[(slice(None), slice(None)) + tuple(
-                slice(p.sub_crops[i], p.sub_crops[i] + o)
-                for p, o in zip(plans, output, strict=True))])
-        return self.classifier(self.fc(torch.cat(features, dim=1)))
+            features.append(up[every + tuple(slice(p.sub_crops[i], p.sub_crops[i] + o)
+                                             for p, o in zip(plans, output, strict=True))])
+        return self.classifier_bias(self.fc(torch.cat(features, dim=1)))

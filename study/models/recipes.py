@@ -1,13 +1,15 @@
 """How the papers train each model: baseline loss, optimiser, learning-rate schedule.
 
-* ``deepmedic`` (techniques.md A8; 001 §V BraTS/ATLAS): CE; RMSProp (rho 0.9, eps 1e-4 inside
-  the square root) with non-normalised Nesterov momentum 0.6 (:class:`DeepMedicRMSprop`);
+* ``deepmedic`` (001 §V-A BraTS/ATLAS): CE; RMSProp (rho 0.9, eps 1e-4 inside the square
+  root) with non-normalised Nesterov momentum 0.6 and the preset's L1/L2 on the convolution
+  kernels (``default``: 1e-6 / 1e-4, ``basic``: none) (:class:`DeepMedicRMSprop`);
   LR 1e-3 halved at epochs 17, 22, 27, 30 and 33 of 35. The epochs are scaled to the trial's
   iteration budget (the milestones fall at 17/35, 22/35, ... of it), so a short budget runs a
   compressed copy of the paper's schedule.
-* ``unet`` (A9; 001 §V KiTS, the old nnU-Net fork): CE + soft DSC; Adam with AMSGrad, LR 3e-4,
-  weight decay 3e-5; ReduceLROnPlateau (factor 0.2, patience 30 epochs, absolute threshold 1e-3)
-  on the moving average (0.93) of the per-epoch mean training loss, epochs of 250 iterations.
+* ``unet`` (001 §V KiTS, the old nnU-Net fork): CE + sample-wise soft DSC (001 §V-A.4); Adam
+  with AMSGrad, LR 3e-4, weight decay 3e-5; ReduceLROnPlateau (factor 0.2, patience 30
+  epochs, absolute threshold 1e-3) on the moving average (0.93) of the per-epoch mean training
+  loss, epochs of 250 iterations.
   This rule reacts to the loss, not to the budget, so it is not scaled: it cannot fire before
   ~7,500 iterations, and shorter budgets train at the constant initial LR exactly as the
   paper's first epochs do.
@@ -24,6 +26,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
+from torch import nn
 
 DEEPMEDIC_EPOCHS = 35
 DEEPMEDIC_HALVING_EPOCHS = (17, 22, 27, 30, 33)
@@ -36,18 +39,23 @@ class DeepMedicRMSprop(torch.optim.Optimizer):
     ``a <- rho a + (1 - rho) g^2``; ``s = lr g / sqrt(a + eps)``; ``v <- mu v - s``;
     ``p <- p + mu v - s`` (Nesterov) or ``p <- p + v`` (classic). Note ``eps`` *inside* the
     square root (PyTorch's RMSprop adds it outside) and momentum that is not normalised by
-    ``1 - mu``. ``weight_decay`` adds ``wd p`` to the gradient (DeepMedic's L2; 0 for 001's
-    BraTS setting).
+    ``1 - mu``.
+
+    ``l1`` and ``l2`` (per parameter group) are DeepMedic's regularisation terms
+    ``l1 sum |w| + l2 sum w^2`` added to the cost: ``g`` is the gradient of that sum,
+    ``g + l1 sign(w) + 2 l2 w`` (``sign(0) = 0``), so the terms pass through the RMSProp
+    normalisation as in DeepMedic (not a decoupled weight decay).
     """
 
     def __init__(self, params: Iterable[Any], lr: float = 1e-3, rho: float = 0.9,
                  eps: float = 1e-4, momentum: float = 0.6, nesterov: bool = True,
-                 weight_decay: float = 0.0):
-        if lr <= 0 or not 0 <= rho < 1 or eps <= 0 or not 0 <= momentum < 1 or weight_decay < 0:
+                 l1: float = 0.0, l2: float = 0.0):
+        if (lr <= 0 or not 0 <= rho < 1 or eps <= 0 or not 0 <= momentum < 1 or l1 < 0
+                or l2 < 0):
             raise ValueError(f"DeepMedicRMSprop: invalid settings lr={lr}, rho={rho}, eps={eps}, "
-                             f"momentum={momentum}, weight_decay={weight_decay}")
+                             f"momentum={momentum}, l1={l1}, l2={l2}")
         super().__init__(params, {"lr": lr, "rho": rho, "eps": eps, "momentum": momentum,
-                                  "nesterov": nesterov, "weight_decay": weight_decay})
+                                  "nesterov": nesterov, "l1": l1, "l2": l2})
 
     @torch.no_grad()
     def step(self, closure=None):
@@ -60,8 +68,10 @@ class DeepMedicRMSprop(torch.optim.Optimizer):
             if not params:
                 continue
             grads = [p.grad for p in params]
-            if group["weight_decay"]:
-                grads = torch._foreach_add(grads, params, alpha=group["weight_decay"])
+            if group["l1"]:
+                grads = torch._foreach_add(grads, torch._foreach_sign(params), alpha=group["l1"])
+            if group["l2"]:
+                grads = torch._foreach_add(grads, params, alpha=2 * group["l2"])
             for p in params:
                 if not self.state[p]:
                     self.state[p]["square_avg"] = torch.zeros_like(p)
@@ -149,12 +159,25 @@ class Recipe:
     lr: float  # initial learning rate
     dsc_term: bool  # baseline is CE + soft DSC (U-Net) rather than CE alone (DeepMedic)
     description: str
+    # the DSC term per sample (001 §V-A.4: "sample-wise DSC loss") rather than over the batch
+    batch_dice: bool = False
+    # sequential updates: extra batches made from the weights before the clean step (the
+    # reference DeepMedic) or each just before its own step (the reference U-Net)
+    generate_before_clean: bool = False
 
-    def optimizer(self, params: Iterable[Any], lr: float | None) -> torch.optim.Optimizer:
+    def optimizer(self, model: nn.Module, lr: float | None) -> torch.optim.Optimizer:
+        """The paper's optimiser for ``model``'s parameters, initial LR ``lr`` (None: the
+        paper's). DeepMedic: :class:`DeepMedicRMSprop` with the preset's L1/L2 on
+        ``model.regularised_parameters()`` (the convolution kernels) and none on the rest."""
         lr = self.lr if lr is None else lr
         if self.model == "deepmedic":
-            return DeepMedicRMSprop(params, lr=lr)
-        return torch.optim.Adam(params, lr=lr, weight_decay=3e-5, amsgrad=True)
+            kernels = {id(p) for p in model.regularised_parameters()}
+            config = model.config
+            return DeepMedicRMSprop(
+                [{"params": [p for p in model.parameters() if id(p) in kernels],
+                  "l1": config.l1, "l2": config.l2},
+                 {"params": [p for p in model.parameters() if id(p) not in kernels]}], lr=lr)
+        return torch.optim.Adam(model.parameters(), lr=lr, weight_decay=3e-5, amsgrad=True)
 
     def schedule(self, optimizer: torch.optim.Optimizer, iterations: int):
         if self.model == "deepmedic":
@@ -165,8 +188,8 @@ class Recipe:
 RECIPES: dict[str, Recipe] = {
     "deepmedic": Recipe("deepmedic", 1e-3, False,
                         "CE; RMSProp + Nesterov 0.6, LR 1e-3 halved at 17,22,27,30,33/35 of the "
-                        "budget"),
+                        "budget", generate_before_clean=True),
     "unet": Recipe("unet", 3e-4, True,
-                   "CE + DSC; Adam (AMSGrad) LR 3e-4, wd 3e-5, plateau x0.2 on the training "
-                   "loss"),
+                   "CE + sample-wise DSC; Adam (AMSGrad) LR 3e-4, wd 3e-5, plateau x0.2 on the "
+                   "training loss"),
 }

@@ -8,8 +8,8 @@ logits ``[N, C, D, H, W]`` (what the objectives receive). Patch sides must be di
 
 Width and depth: ``widths`` lists the features per stage; :func:`unet_widths` builds nnU-Net's
 rule (``base`` features doubled per stage, capped). Presets: ``paper`` — the fork of 001
-(30 features, 6 stages, cap 320, no deep supervision); ``tiny`` — 8/16/32 (tests, CPU demo;
-techniques.md Part C suggests 16/32/64, halved to keep the CPU demo at a few minutes).
+(30 features, 6 stages, cap 320, no deep supervision); ``tiny`` — 8/16/32 (tests, CPU demo:
+three stages, narrow enough to keep the CPU demo at a few minutes).
 
 Deep supervision (nnU-Net; off in 001): with ``deep_supervision=True`` the network in training
 mode returns a list of logits, full resolution first, then one per coarser decoder stage;
