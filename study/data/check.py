@@ -1,6 +1,8 @@
 """``study data check ROOT --layout NAME``: validate a whole dataset before spending GPU hours.
 
-Lists every problem found (not just the first) and exits 1 if there is any; otherwise prints
+Lists every problem of every case (not just the first; each names its file: unreadable,
+truncated or damaged files, paths that leave the dataset folder, broken ``dataset.json``,
+mismatched geometry, bad labels) and exits 1 if there is any; otherwise prints
 a summary (cases, channels, shapes, spacings, class shares, 001 Table I class-imbalance ratio
 and the papers' split sizes) and exits 0. Unknown dataset names exit 2.
 """

@@ -20,11 +20,20 @@ Layouts (``root`` is the folder a user points at):
 ``btcv``       ``img/imgXXXX.nii.gz`` + ``label/labelXXXX.nii.gz`` (under ``root``,
                ``root/Training`` or ``root/RawData/Training``).
 ``promise12``  ``**/CaseXX.mhd`` + ``CaseXX_segmentation.mhd`` (with their ``.raw`` files).
+
+Every path stays inside ``root`` (:func:`outside`): a name read from a file (a
+``dataset.json`` entry, a MetaImage ``ElementDataFile``) with ``..`` or an absolute path
+elsewhere, and a symlink whose target lies outside ``root``, are listed as problems and never
+opened. Symlinks are followed while they stay inside ``root`` (``root`` itself may be one):
+a downloaded archive can carry a symlink as easily as a ``../`` entry, so a symlink out of the
+folder is treated like one. Keep data read through links under one folder and point ``root``
+at it.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -35,15 +44,34 @@ if TYPE_CHECKING:
     from study.data.registry import DatasetInfo
 
 
+def outside(path: Path, root: Path) -> str | None:
+    """Why ``path`` may not be opened as part of the dataset at ``root``, or ``None``.
+
+    ``path`` must resolve inside the resolved ``root``. The reason reads after the name:
+    ``"leaves the dataset folder /data/Task09"`` (``..`` or an absolute path elsewhere) or
+    ``"resolves through a symlink to /x, outside the dataset folder /data/Task09"``.
+    """
+    try:
+        base, target = root.resolve(), path.resolve()
+    except (OSError, RuntimeError, ValueError) as error:  # symlink loop, NUL byte
+        return f"cannot be resolved ({error})"
+    if target.is_relative_to(base):
+        return None
+    if Path(os.path.normpath(path.absolute())).is_relative_to(os.path.normpath(root.absolute())):
+        return f"resolves through a symlink to {target}, outside the dataset folder {base}"
+    return f"leaves the dataset folder {base}"
+
+
 @dataclass(frozen=True)
 class CaseFiles:
-    """The files of one case: one ``(channel name, path, component)`` per channel (component =
-    index into a 4-D multi-channel file, ``None`` for a 3-D file) and the label file(s);
-    several label files are merged by voxel-wise maximum."""
+    """The files of one case under the dataset folder ``root``: one ``(channel name, path,
+    component)`` per channel (component = index into a 4-D multi-channel file, ``None`` for a
+    3-D file) and the label file(s); several label files are merged by voxel-wise maximum."""
 
     case_id: str
     channels: tuple[tuple[str, Path, int | None], ...]
     labels: tuple[Path, ...]
+    root: Path
 
     @property
     def paths(self) -> list[Path]:
@@ -60,6 +88,17 @@ class Scan:
     notes: list[str] = field(default_factory=list)
 
     def add(self, files: CaseFiles, where: Path) -> None:
+        """Admit a case. Its id names cache folders, so it must be a plain name; every file
+        must stay inside the dataset folder (:func:`outside`). A case that breaks either rule
+        is listed as a problem and left out, so that nothing outside is ever read."""
+        if files.case_id in ("", ".", ".."):
+            self.problems.append(f"{where}: case id {files.case_id!r} is not a name")
+            return
+        escapes = [f"{path}: {reason}" for path in files.paths
+                   if (reason := outside(path, files.root))]
+        if escapes:
+            self.problems.extend(escapes)
+            return
         if files.case_id in self.cases:
             self.problems.append(f"{where}: case id {files.case_id!r} appears twice (also "
                                  f"{self.cases[files.case_id].labels[0].parent})")
@@ -110,10 +149,10 @@ class BratsLayout(Layout):
     name = "brats"
     expected = "<case>/<case>_<channel>.nii.gz and <case>/<case>_seg.nii.gz"
 
-    def _files(self, folder: Path, channels: Sequence[str]) -> CaseFiles:
+    def _files(self, root: Path, folder: Path, channels: Sequence[str]) -> CaseFiles:
         case = folder.name
         return CaseFiles(case, tuple((c, _nifti(folder / f"{case}_{c}"), None) for c in channels),
-                         (_nifti(folder / f"{case}_seg"),))
+                         (_nifti(folder / f"{case}_seg"),), root)
 
     @staticmethod
     def _is_case(folder: Path) -> bool:
@@ -123,12 +162,12 @@ class BratsLayout(Layout):
         scan = Scan()
         for folder in _visible_dirs(root):
             if self._is_case(folder):
-                scan.add(self._files(folder, info.channels), folder)
+                scan.add(self._files(root, folder, info.channels), folder)
                 continue
             nested = [sub for sub in _visible_dirs(folder) if self._is_case(sub)]
             if nested:  # BraTS 2017: HGG/ and LGG/
                 for sub in nested:
-                    scan.add(self._files(sub, info.channels), sub)
+                    scan.add(self._files(root, sub, info.channels), sub)
             else:
                 scan.problems.append(f"{folder}: not a case folder (no {folder.name}_<channel>"
                                      ".nii.gz files)")
@@ -155,7 +194,8 @@ class AtlasLayout(Layout):
             if match := self._BIDS.match(path.name):
                 label = _nifti(path.with_name(f"{match['prefix']}_label-L_desc-T1lesion_mask"))
                 case = match["subject"]
-                scan.add(CaseFiles(case, ((info.channels[0], path, None),), (label,)), path)
+                scan.add(CaseFiles(case, ((info.channels[0], path, None),), (label,), root),
+                         path)
             elif match := self._R1.match(path.name):
                 prefix = match["prefix"]
                 labels = tuple(sorted(path.parent.glob(f"{prefix}_LesionSmooth*stx.nii*")))
@@ -165,7 +205,7 @@ class AtlasLayout(Layout):
                 if re.fullmatch(r"t\d+", timepoint) and timepoint != "t01" \
                         and not prefix.endswith(timepoint):
                     case = f"{prefix}_{timepoint}"
-                scan.add(CaseFiles(case, ((info.channels[0], path, None),), labels), path)
+                scan.add(CaseFiles(case, ((info.channels[0], path, None),), labels, root), path)
         return self._empty(root, scan)
 
     def write_paths(self, root, case_id, channels):
@@ -190,8 +230,8 @@ class Kits19Layout(Layout):
             elif not label.exists():
                 unlabelled.append(folder.name)
             else:
-                scan.add(CaseFiles(folder.name, ((info.channels[0], image, None),), (label,)),
-                         folder)
+                scan.add(CaseFiles(folder.name, ((info.channels[0], image, None),), (label,),
+                                   root), folder)
         if unlabelled:
             scan.notes.append(f"{root}: {len(unlabelled)} case folder(s) without "
                               f"segmentation.nii.gz skipped (unlabelled, e.g. the KiTS19 test "
@@ -210,13 +250,16 @@ class MsdLayout(Layout):
     def scan(self, info: DatasetInfo, root: Path) -> Scan:
         scan = Scan()
         meta_path = root / "dataset.json"
+        if reason := outside(meta_path, root):
+            scan.problems.append(f"{meta_path}: {reason}")
+            return scan
         try:
             meta = json.loads(meta_path.read_text(encoding="utf-8"))
         except FileNotFoundError:
             scan.problems.append(f"{meta_path}: file not found (a Decathlon task folder has "
                                  "dataset.json, imagesTr/, labelsTr/)")
             return scan
-        except (OSError, ValueError) as error:
+        except (OSError, ValueError, RecursionError) as error:  # incl. not UTF-8, too deep
             scan.problems.append(f"{meta_path}: not readable JSON ({error})")
             return scan
         if not isinstance(meta, dict):
@@ -243,6 +286,15 @@ class MsdLayout(Layout):
                                      f"labels {sorted(info.raw_labels)}")
         else:
             scan.problems.append(f"{meta_path}: 'labels' missing")
+        test = meta.get("test", [])
+        if not isinstance(test, list):
+            scan.problems.append(f"{meta_path}: 'test' is not a list")
+            test = []
+        for i, entry in enumerate(test):  # never read here, but a file named outside is a lie
+            if not isinstance(entry, str):
+                scan.problems.append(f"{meta_path} test[{i}]: expected a path, got {entry!r}")
+            else:
+                self._entry(root, meta_path, f"test[{i}]", entry, scan)
         training = meta.get("training")
         if not isinstance(training, list):
             scan.problems.append(f"{meta_path}: 'training' missing or not a list")
@@ -254,10 +306,23 @@ class MsdLayout(Layout):
                 scan.problems.append(f"{meta_path}: training[{i}]: expected "
                                      "{'image': path, 'label': path}")
                 continue
-            image, label = root / entry["image"], root / entry["label"]
+            image, label = (self._entry(root, meta_path, f"training[{i}].{key}", entry[key], scan)
+                            for key in ("image", "label"))
+            if image is None or label is None:
+                continue
             channels = tuple((c, image, k if multi else None) for k, c in enumerate(info.channels))
-            scan.add(CaseFiles(_strip(image.name), channels, (label,)), image)
+            scan.add(CaseFiles(_strip(image.name), channels, (label,), root), image)
         return self._empty(root, scan)
+
+    @staticmethod
+    def _entry(root: Path, meta_path: Path, key: str, value: str, scan: Scan) -> Path | None:
+        """``root / value``, or ``None`` with the problem listed under the JSON ``key`` if that
+        path leaves ``root``."""
+        path = root / value
+        if reason := outside(path, root):
+            scan.problems.append(f"{meta_path} {key}: {value} {reason}")
+            return None
+        return path
 
 
 class BtcvLayout(Layout):
@@ -278,8 +343,8 @@ class BtcvLayout(Layout):
                                  f"{base / 'img' / f'img{number}.nii.gz'}")
         for number, image in sorted(images.items()):
             label = labels.get(number, base / "label" / f"label{number}.nii.gz")
-            scan.add(CaseFiles(f"img{number}", ((info.channels[0], image, None),), (label,)),
-                     image)
+            scan.add(CaseFiles(f"img{number}", ((info.channels[0], image, None),), (label,),
+                               root), image)
         return self._empty(root, scan)
 
     def write_paths(self, root, case_id, channels):
@@ -298,7 +363,8 @@ class Promise12Layout(Layout):
             if path.stem.endswith("_segmentation") or path.name.startswith("."):
                 continue
             label = path.with_name(f"{path.stem}_segmentation.mhd")
-            scan.add(CaseFiles(path.stem, ((info.channels[0], path, None),), (label,)), path)
+            scan.add(CaseFiles(path.stem, ((info.channels[0], path, None),), (label,), root),
+                     path)
         return self._empty(root, scan)
 
     def write_paths(self, root, case_id, channels):

@@ -44,7 +44,8 @@ from study.data.layouts import CaseFiles
 from study.data.loader import Case, DataError, RawCase, _class_lut, scan
 from study.data.registry import DatasetInfo
 
-VERSION = 1  # bump when the algorithm changes: old cache entries are then never read
+VERSION = 2  # bump when the algorithm changes: old cache entries are then never read
+# (2: sources are checked complete before preprocessing, see loader.check_stored)
 
 
 @dataclass(frozen=True)
