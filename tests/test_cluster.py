@@ -30,9 +30,18 @@ def config(shipped) -> dict:
     return copy.deepcopy(shipped)
 
 
+@pytest.fixture(autouse=True)
+def home(tmp_path_factory, monkeypatch) -> Path:
+    """A home directory of its own, outside every config directory and git work tree, so
+    that where ``~/.ray/auth_token`` lives does not depend on the machine running the tests."""
+    path = tmp_path_factory.mktemp("home")
+    monkeypatch.setenv("HOME", str(path))
+    return path
+
+
 @pytest.fixture
 def check(tmp_path):
-    """Write a config to a file and validate it, as a user would."""
+    """Write a config to tmp_path/cluster.yaml and validate it, as a user would."""
 
     def run(cfg: dict) -> list[str]:
         path = tmp_path / "cluster.yaml"
@@ -310,6 +319,256 @@ def test_local_provider_needs_num_cpus_zero_on_the_head(shipped, check):
         local["head_start_ray_commands"], " --num-cpus=0", ""
     )
     _only(check(local), "local provider", "--num-cpus=0")
+
+
+# --- bypasses: the effective configuration is judged, not its text ------------------------
+
+
+def _ingress(port: int | None, *cidrs: str) -> dict:
+    """One IpPermissions item: TCP ``port``, or every protocol for None, from ``cidrs``."""
+    rule: dict = {"IpProtocol": "-1"}
+    if port is not None:
+        rule = {"IpProtocol": "tcp", "FromPort": port, "ToPort": port}
+    v4 = [{"CidrIp": c} for c in cidrs if ":" not in c]
+    v6 = [{"CidrIpv6": c} for c in cidrs if ":" in c]
+    return {**rule, **({"IpRanges": v4} if v4 else {}), **({"Ipv6Ranges": v6} if v6 else {})}
+
+
+@pytest.mark.parametrize(
+    ("permissions", "fragments"),
+    [
+        (  # SSH to the world as two halves in two rules
+            [_ingress(22, "0.0.0.0/1"), _ingress(22, "128.0.0.0/1")],
+            [
+                "IpPermissions[0] + IpPermissions[1]",
+                "port 22 (SSH)",
+                "0.0.0.0/1, 128.0.0.0/1",
+                "together all of IPv4",
+            ],
+        ),
+        (  # every protocol from the two IPv6 halves: every sensitive port
+            [_ingress(None, "::/1", "8000::/1")],
+            [
+                "IpPermissions[0]",
+                "port 22 (SSH)",
+                "port 6379 (GCS)",
+                "port 10001 (Ray Client)",
+                "::/1, 8000::/1",
+                "together all of IPv6",
+            ],
+        ),
+        (  # a port range holding the GCS, from two /8s (twice the most allowed)
+            [
+                {
+                    "IpProtocol": "tcp",
+                    "FromPort": 6000,
+                    "ToPort": 7000,
+                    "IpRanges": [{"CidrIp": "11.0.0.0/8"}, {"CidrIp": "12.0.0.0/8"}],
+                }
+            ],
+            [
+                "port 6379 (GCS)",
+                "11.0.0.0/8, 12.0.0.0/8",
+                "33,554,432 addresses",
+                "at most 16,777,216",
+            ],
+        ),
+        (  # the dashboard from a /7: a large share of the internet, not all of it
+            [_ingress(8265, "0.0.0.0/7")],
+            ["port 8265 (dashboard / Jobs API)", "0.0.0.0/7", "33,554,432 addresses"],
+        ),
+        (  # any port to the whole internet, united over rules, by port number
+            [
+                _ingress(443, "0.0.0.0/1"),
+                {
+                    "IpProtocol": "6",
+                    "FromPort": 400,
+                    "ToPort": 500,
+                    "IpRanges": [{"CidrIp": "128.0.0.0/1"}],
+                },
+            ],
+            ["IpPermissions[0] + IpPermissions[1]", "ports 443-443/tcp", "all of IPv4"],
+        ),
+    ],
+    ids=[
+        "ssh-halves",
+        "ipv6-halves-all-traffic",
+        "port-range-two-slash8",
+        "slash7",
+        "https-halves",
+    ],
+)
+def test_ingress_is_judged_on_the_union_of_all_rules(config, check, permissions, fragments):
+    """Sources are united over every rule that opens a port (IpRanges and Ipv6Ranges, port
+    ranges, all-protocol rules); a sensitive port may be reached from at most a /8's worth of
+    IPv4 (a /32's of IPv6), any port from less than everyone."""
+    config["provider"]["security_group"] = {"IpPermissions": permissions}
+    _only(check(config), *fragments)
+
+
+def test_ingress_from_a_private_slash8_or_to_other_ports_is_fine(config, check):
+    """The threshold lets 10.0.0.0/8 (the largest private range) reach SSH, and a half of
+    the internet reach a port that is not sensitive."""
+    config["provider"]["security_group"] = {
+        "IpPermissions": [_ingress(22, "10.0.0.0/8"), _ingress(443, "0.0.0.0/1")]
+    }
+    assert check(config) == []
+
+
+_GOOD_HEAD = (
+    "RAY_AUTH_MODE=token ray start --head --port=6379 --autoscaling-config="
+    "~/ray_bootstrap_config.yaml --dashboard-host=127.0.0.1 --num-cpus=0 --disable-usage-stats"
+)
+_OPEN_HEAD = _GOOD_HEAD.replace("127.0.0.1", "0.0.0.0")
+_NO_TOKEN_HEAD = _GOOD_HEAD.replace("RAY_AUTH_MODE=token ", "")
+_OPEN = "binds it to 0.0.0.0"
+
+
+@pytest.mark.parametrize(
+    ("lines", "fragments"),
+    [
+        ([f"false && {_GOOD_HEAD}; command {_OPEN_HEAD}"], [_OPEN]),
+        ([f"true || {_GOOD_HEAD}; nohup {_OPEN_HEAD}"], [_OPEN]),
+        ([f"false && export RAY_AUTH_MODE=token; {_NO_TOKEN_HEAD}"], ["(not set)"]),
+        ([f"false && {_GOOD_HEAD} # decoy\n{_NO_TOKEN_HEAD}"], ["(not set)"]),
+        ([f"true#; {_OPEN_HEAD}", f"{_GOOD_HEAD} || true"], [_OPEN]),
+        ([f"exec {_OPEN_HEAD}; exit 0; {_GOOD_HEAD}"], [_OPEN]),
+        ([f"bash -lc '{_OPEN_HEAD}' && exit 0; {_GOOD_HEAD}"], [_OPEN]),
+        ([f"tmux new -d '{_OPEN_HEAD}'; exit 0; {_GOOD_HEAD}"], ["cannot verify", "`tmux`"]),
+        ([f"echo '{_OPEN_HEAD}' | bash; exit 0; {_GOOD_HEAD}"], ["cannot verify", "stdin"]),
+        ([f'false && {_GOOD_HEAD}; eval "$START"'], ["cannot verify", "`eval $START`"]),
+        ([f'false && {_GOOD_HEAD}; bash -c "$START"'], ["cannot verify", "`bash -c` runs"]),
+        ([f"{_GOOD_HEAD} `cat ~/flags`"], ["cannot verify", "command substitution"]),
+        ([f"{_GOOD_HEAD} $EXTRA"], ["cannot verify", "`$EXTRA` is only known at run time"]),
+        ([f"false && {_GOOD_HEAD}; sudo {_OPEN_HEAD}"], ["cannot verify", "`sudo` runs ray"]),
+        (
+            [f"ray() {{ command ray start --head --dashboard-host=0.0.0.0; }}; {_GOOD_HEAD}"],
+            ["cannot verify", "a shell function defined here may stand in for ray"],
+        ),
+        ([f"PATH=/tmp/fake:$PATH {_GOOD_HEAD}"], ["cannot verify", "PATH is changed"]),
+    ],
+    ids=[
+        "false-and",
+        "true-or",
+        "export-behind-false",
+        "comment-swallows-newline",
+        "hash-inside-a-word",
+        "exit-0",
+        "bash-c",
+        "string-to-tmux",
+        "echo-to-bash",
+        "eval",
+        "bash-c-variable",
+        "backticks",
+        "variable-options",
+        "sudo",
+        "function-named-ray",
+        "path",
+    ],
+)
+def test_ray_start_is_judged_as_it_runs(config, check, lines, fragments):
+    """The rules on how Ray starts judge the `ray start` that actually runs: a decoy behind
+    `false &&`, `true ||`, `exit 0`, a comment or in a string does not count, a real start
+    behind a wrapper, `bash -c` or a newline after a comment does, and a command the checker
+    cannot follow is a violation. Each message names the list item (`[1]`: after `ray stop`)."""
+    config["head_start_ray_commands"] = ["ray stop", *lines]
+    violations = check(config)
+    assert any(
+        v.startswith("head_start_ray_commands[1]: ") and all(f in v for f in fragments)
+        for v in violations
+    ), violations
+
+
+def test_token_auth_decoy_on_a_worker_start_is_a_violation(config, check):
+    """`RAY_AUTH_MODE=token` on a start that never runs does not cover the one that does."""
+    start = "ray start --address=$RAY_HEAD_IP:6379 --disable-usage-stats"
+    config["worker_start_ray_commands"] = [f"false && RAY_AUTH_MODE=token {start}; {start}"]
+    _only(check(config), "worker_start_ray_commands[0]", "RAY_AUTH_MODE=token (not set)")
+
+
+@pytest.mark.parametrize(
+    ("node_type", "options", "fragments"),
+    [
+        (GPU4, None, ["missing", "HttpTokens: required, HttpPutResponseHopLimit: 1"]),
+        (
+            HEAD,
+            {"HttpTokens": "optional", "HttpPutResponseHopLimit": 1},
+            ["HttpTokens: 'optional' allows IMDSv1"],
+        ),
+        (
+            GPU1,
+            {"HttpTokens": "required", "HttpPutResponseHopLimit": 2},
+            ["HttpPutResponseHopLimit: 2", "bridged containers"],
+        ),
+        (GPU1, {"HttpTokens": "required"}, ["HttpPutResponseHopLimit: None"]),
+    ],
+    ids=["missing", "imdsv1", "two-hops", "hop-limit-left-to-the-ami"],
+)
+def test_every_node_type_requires_imds_v2(config, check, node_type, options, fragments):
+    """Head and every worker type require IMDSv2 tokens with a hop limit of 1."""
+    node_config = config["available_node_types"][node_type]["node_config"]
+    if options is None:
+        del node_config["MetadataOptions"]
+    else:
+        node_config["MetadataOptions"] = options
+    _only(
+        check(config), f"available_node_types.{node_type}.node_config.MetadataOptions", *fragments
+    )
+
+
+def test_token_must_come_from_outside_every_project(config, check, tmp_path, home):
+    """The token file must not come from the config's directory or a git work tree, also
+    through a symbolic link or a mounted directory, nor be written in the config."""
+    work_tree = tmp_path.parent / f"{tmp_path.name}-clone"
+    (work_tree / ".git").mkdir(parents=True)
+    (work_tree / "auth_token").write_text("0" * 64)
+    mounts = config["file_mounts"]
+
+    mounts["~/.ray/auth_token"] = str(tmp_path / "secrets" / "auth_token")
+    _only(check(config), "comes from", "inside the cluster config's directory")
+
+    mounts["~/.ray/auth_token"] = str(work_tree / "auth_token")
+    _only(check(config), f"inside the git work tree {work_tree}")
+
+    (home / ".ray").mkdir()
+    (home / ".ray" / "auth_token").symlink_to(work_tree / "auth_token")
+    mounts["~/.ray/auth_token"] = "~/.ray/auth_token"
+    _only(check(config), "'~/.ray/auth_token'", f"inside the git work tree {work_tree}")
+
+    del mounts["~/.ray/auth_token"]
+    mounts["/home/ubuntu/.ray"] = str(work_tree)  # the whole directory, token included
+    _only(check(config), f"{work_tree}/auth_token", "inside the git work tree")
+
+
+@pytest.mark.parametrize(
+    ("key", "command", "fragments"),
+    [
+        (
+            "head_start_ray_commands",
+            f"RAY_AUTH_TOKEN={'ab' * 32} {_GOOD_HEAD}",
+            ["head_start_ray_commands[1]: sets RAY_AUTH_TOKEN to a literal"],
+        ),
+        (
+            "setup_commands",
+            f"echo 'export RAY_AUTH_TOKEN=\"{'ab' * 32}\"' >> ~/.bashrc",
+            ["setup_commands[4]: sets RAY_AUTH_TOKEN to a literal"],
+        ),
+        (
+            "setup_commands",
+            f"mkdir -p ~/.ray && echo {'ab' * 32} > ~/.ray/auth_token",
+            ["head_setup_commands[4]", "writes the auth token on the node"],
+        ),
+    ],
+    ids=["start-env", "bashrc", "written-by-setup"],
+)
+def test_inline_token_in_the_config_is_a_violation(config, check, key, command, fragments):
+    """A token written in the config is a committed secret, wherever it appears."""
+    if key == "head_start_ray_commands":
+        config[key] = ["ray stop", command]
+    else:
+        config[key].append(command)
+    violations = check(config)
+    assert any(all(f in v for f in fragments) for v in violations), violations
 
 
 # --- command line ----------------------------------------------------------------------------
