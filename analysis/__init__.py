@@ -3,6 +3,7 @@
 >>> cases = load("study-results/demo/results")                              # doctest: +SKIP
 >>> sensitivity_table(cases, "synthetic-brats", 0.5, postprocessed=True)   # doctest: +SKIP
 >>> comparison_table(cases, "synthetic-brats", postprocessed=True)         # doctest: +SKIP
+>>> best_settings(cases, "synthetic-brats", select_on="validation")        # doctest: +SKIP
 >>> write_report(load_results("study-results/demo/results"), "report/")    # doctest: +SKIP
 
 ``python -m analysis RESULTS --out DIR`` writes the whole report from the command line.

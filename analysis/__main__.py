@@ -18,7 +18,7 @@ import pyarrow.fs as pafs
 
 from analysis.load import ResultsError, load_results
 from analysis.report import write_report
-from study.results import filesystem
+from study.results import SPLITS, TEST, filesystem
 
 
 def _locate(path: str) -> tuple[str, str | None]:
@@ -54,6 +54,11 @@ def main(argv: list[str] | None = None) -> int:
                         help="metric that chooses each technique's setting (default: dsc)")
     parser.add_argument("--select-raw", action="store_true",
                         help="choose settings on results without post-processing")
+    parser.add_argument("--select-on", choices=SPLITS, default=TEST,
+                        help="split whose mean metric chooses each technique's setting: test "
+                             "(default, as the papers) or validation (cases held out of "
+                             "training; needs dataset.validation_cases in the study file); the "
+                             "tables report the test split either way")
     parser.add_argument("--emphasis", choices=("bold-underline", "paper"),
                         default="bold-underline",
                         help="best bold + second underlined, or the papers' captions' "
@@ -72,7 +77,8 @@ def main(argv: list[str] | None = None) -> int:
         paths = write_report(results, args.out, title=title,
                              missing=len(pending) if pending else 0, pending=pending,
                              figures=not args.no_figures, metric=args.metric,
-                             select_postprocessed=not args.select_raw, emphasis=args.emphasis,
+                             select_postprocessed=not args.select_raw,
+                             select_on=args.select_on, emphasis=args.emphasis,
                              progress=say)
     except (ResultsError, FileNotFoundError, ValueError) as error:
         print(f"analysis: error: {error}", file=sys.stderr)

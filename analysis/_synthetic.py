@@ -7,12 +7,16 @@ drawn around a known mean: DSC rises with the training fraction and each techniq
 fixed effect, HD95 is infinite on a small share of cases (empty predictions), and a trial's
 ``logit_stats`` holds train/test histograms whose foreground mean shifts toward the boundary
 on test data the less data there is (001 Fig. 3). Deterministic for a given ``seed``.
+
+``store_trial(store, ...)`` writes one trial with given per-case DSC values through the
+results writer itself, for small fixtures with known answers.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -20,11 +24,19 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from scipy import stats
 
-from study.results import CASES_SCHEMA, HP_COLUMNS, TRIALS_SCHEMA
+from study.results import (
+    CASES_SCHEMA,
+    HP_COLUMNS,
+    TEST,
+    TRIALS_SCHEMA,
+    VALIDATION,
+    ResultStore,
+    identity_columns,
+)
 
 SYMBOLS = {"m": "m", "gamma": "γ", "eps": "ε", "l": "l", "mixup_m": "m", "mixup_alpha": "α",
            "tau": "τ", "nu": "ν", "bg_aug_prob": "p", "beta": "β"}
-# The papers' grids (DESIGN.md); labels print the varying hyperparameters only.
+# The papers' grids (000 Tables I-IV); labels print the varying hyperparameters only.
 GRIDS: dict[str, list[dict]] = {
     "vanilla": [{}],
     "large_margin": [{"m": v} for v in (0.2, 0.5, 1, 1.5, 2, 3)],
@@ -104,11 +116,13 @@ def write_study(root: str | Path, *, dataset: str = "synthetic-kits",
                 model: str = "unet-tiny", classes=("background", "kidney", "tumour"),
                 techniques=None, fractions=(0.1, 0.5), seeds=(0, 1), cases: int = 6,
                 max_trials: int | None = None, diverged_every: int = 0, seed: int = 0,
-                logits: bool = True) -> list[str]:
+                logits: bool = True, validation_cases: int = 0) -> list[str]:
     """Write a synthetic study under ``root``; return the trial ids written.
 
-    ``cases`` test cases per trial; every class but the first (background) gets rows, with
-    and without post-processing, so a trial has ``cases x (len(classes) - 1) x 2`` rows.
+    ``cases`` test cases and ``validation_cases`` validation cases (``split`` column) per
+    trial; every class but the first (background) gets rows, with and without
+    post-processing, so a trial has ``(cases + validation_cases) x (len(classes) - 1) x 2``
+    rows.
     ``max_trials`` keeps the first trials of the grid only (a partial study);
     ``diverged_every=k`` marks every k-th trial diverged (NaN metrics)."""
     root = Path(root)
@@ -117,19 +131,23 @@ def write_study(root: str | Path, *, dataset: str = "synthetic-kits",
     rng = np.random.default_rng(seed)
     grid = trials_grid(techniques, fractions, seeds)[:max_trials]
     foreground = list(classes[1:])
-    case_ids = np.array([f"case_{i:05d}" for i in range(cases)])
-    case_effect = rng.normal(0, 0.08, cases)
-    n = cases * len(foreground) * 2
+    every = cases + validation_cases
+    case_ids = np.array([f"case_{i:05d}" for i in range(cases)]
+                        + [f"validation_{i:05d}" for i in range(validation_cases)])
+    splits = np.array([TEST] * cases + [VALIDATION] * validation_cases)
+    case_effect = rng.normal(0, 0.08, every)
+    n = every * len(foreground) * 2
     case_column = np.tile(np.repeat(case_ids, 2), len(foreground))
-    class_column = np.repeat(foreground, cases * 2)
-    pp_column = np.tile([False, True], cases * len(foreground))
+    split_column = np.tile(np.repeat(splits, 2), len(foreground))
+    class_column = np.repeat(foreground, every * 2)
+    pp_column = np.tile([False, True], every * len(foreground))
     written = []
     for index, trial in enumerate(grid):
         trial_id = _trial_id(trial, dataset)
         diverged = bool(diverged_every) and index % diverged_every == diverged_every - 1
         status = "diverged" if diverged else "ok"
         level = 0.45 + 0.3 * np.sqrt(trial["fraction"]) + _setting_effect(trial)
-        class_level = np.repeat([0.35 * (k == 0) for k in range(len(foreground))], cases * 2)
+        class_level = np.repeat([0.35 * (k == 0) for k in range(len(foreground))], every * 2)
         dsc = (level + class_level + np.tile(np.repeat(case_effect, 2), len(foreground))
                + 0.02 * pp_column + rng.normal(0, 0.03, n))
         dsc = np.clip(dsc, 0.0, 0.99)
@@ -158,7 +176,8 @@ def write_study(root: str | Path, *, dataset: str = "synthetic-kits",
             "hd95": pa.array(hd95), "hd95_max": pa.array(hd95 * 1.5),
             "pred_voxels": pa.array(np.where(empty, 0, 500), pa.int64()),
             "ref_voxels": pa.array(np.full(n, 500), pa.int64()),
-            "status": pa.array([status] * n, pa.string())})
+            "status": pa.array([status] * n, pa.string()),
+            "split": pa.array(split_column, pa.string())})
         pq.write_table(pa.table(columns, schema=CASES_SCHEMA), root / "cases" /
                        f"{trial_id}.parquet")
         row = {**identity, "config": json.dumps(trial), "status": status,
@@ -172,3 +191,34 @@ def write_study(root: str | Path, *, dataset: str = "synthetic-kits",
                        root / "trials" / f"{trial_id}.parquet")
         written.append(trial_id)
     return written
+
+
+def store_trial(store: ResultStore, technique: str, hp: dict, seed: int, dsc: Sequence[float],
+                *, validation: Sequence[float] = (), status: str = "ok", fraction: float = 0.5,
+                dataset: str = "d", study: str = "s", class_name: str = "tumour") -> str:
+    """Store one trial through the results writer (``ResultStore.write_trial``), as a trial
+    runner does; return its trial id. Test case ``case_i`` has DSC ``dsc[i]`` and validation
+    case ``validation_i`` DSC ``validation[i]``, with and without post-processing alike;
+    sensitivity = DSC, precision 0.8, HD95 = 10 (1 - DSC) + 1. A ``diverged`` trial's metrics
+    are NaN whatever ``dsc`` says."""
+    trial_id = f"{technique}-{label(hp)}-{fraction:g}-{seed}"
+    param = {"study": study, "trial_id": trial_id, "param_label": label(hp),
+             "config": {"dataset": {"name": dataset}, "model": {"name": "unet",
+                                                                "preset": "tiny"},
+                        "technique": technique, "fraction": fraction, "seed": seed, "hp": hp}}
+    identity = identity_columns(param)
+    values = [(TEST, f"case_{i}", v) for i, v in enumerate(dsc)]
+    values += [(VALIDATION, f"validation_{i}", v) for i, v in enumerate(validation)]
+    rows = []
+    for split, case_id, value in values:
+        value = np.nan if status == "diverged" else float(value)
+        for postprocessed in (False, True):
+            rows.append({**identity, "case_id": case_id, "class_name": class_name,
+                         "postprocessed": postprocessed, "dsc": value, "sensitivity": value,
+                         "precision": np.nan if np.isnan(value) else 0.8,
+                         "iou": value / (2 - value), "hd95": 10 * (1 - value) + 1,
+                         "hd95_max": 20.0, "pred_voxels": 10, "ref_voxels": 10,
+                         "status": status, "split": split})
+    store.write_trial({**identity, "config": json.dumps(param["config"]), "status": status,
+                       "error": "loss is NaN" if status == "diverged" else None}, rows)
+    return trial_id

@@ -1,11 +1,12 @@
-"""Read a study's Parquet results (DESIGN.md "contract — results store") into pandas.
+"""Read a study's Parquet results (the contract of ``study.results``) into pandas.
 
 A results folder holds ``cases/`` and ``trials/``, one Parquet file per trial in each; it may
 be a local path or any pyarrow filesystem URI (``s3://bucket/studies/NAME/results``). Every file
 is checked against the schema of ``study.results`` before its rows are read: a file that is not
 Parquet, lacks a column or holds a column of another type is named in the error with the
 column, the type found and the type expected. Columns the schema does not know are ignored;
-integer or float columns of another width are widened, and an all-null column is accepted.
+integer or float columns of another width are widened, and an all-null column is accepted. A
+``cases`` file written before the ``split`` column existed is read as test rows.
 
 >>> cases = load("study-results/demo/results")          # doctest: +SKIP
 >>> results = load_results("s3://bucket/studies/demo/results", errors="skip")  # doctest: +SKIP
@@ -26,7 +27,14 @@ import pyarrow.dataset as ds
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
-from study.results import CASES_SCHEMA, FINISHED_STATUSES, TRIALS_SCHEMA, filesystem
+from study.results import (
+    CASES_SCHEMA,
+    FINISHED_STATUSES,
+    LATER_COLUMNS,
+    TRIALS_SCHEMA,
+    conform,
+    filesystem,
+)
 
 __all__ = ["Results", "ResultsError", "load", "load_results", "load_trials", "check_cases"]
 
@@ -87,7 +95,8 @@ def _compatible(found: pa.DataType, expected: pa.DataType) -> bool:
 
 def _schema_problems(found: pa.Schema, expected: pa.Schema) -> list[str]:
     problems = []
-    missing = [f.name for f in expected if found.get_field_index(f.name) < 0]
+    missing = [f.name for f in expected
+               if found.get_field_index(f.name) < 0 and f.name not in LATER_COLUMNS]
     if missing:
         problems.append(f"missing column(s) {', '.join(repr(m) for m in missing)}")
     for f in expected:
@@ -128,15 +137,17 @@ def _read_table(fs: pafs.FileSystem, directory: str, schema: pa.Schema, label: s
     if not good:
         return schema.empty_table()
     try:
-        return ds.dataset(good, filesystem=fs, format="parquet", schema=schema).to_table()
+        return conform(ds.dataset(good, filesystem=fs, format="parquet", schema=schema)
+                       .to_table(), schema)
     except (pa.ArrowException, OSError):
         pass  # a file is damaged past its footer: read one by one to name it
     tables = []
     for path in good:
         name = f"{label}/{posixpath.basename(path)}"
         try:
-            tables.append(ds.dataset(path, filesystem=fs, format="parquet")
-                          .to_table(columns=schema.names).cast(schema))
+            fragment = ds.dataset(path, filesystem=fs, format="parquet")
+            columns = [c for c in schema.names if c in fragment.schema.names]
+            tables.append(conform(fragment.to_table(columns=columns), schema))
         except (pa.ArrowException, OSError, ValueError) as error:
             problems[name] = f"unreadable ({str(error).splitlines()[0]})"
     return pa.concat_tables(tables or [schema.empty_table()])

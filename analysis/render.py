@@ -14,6 +14,11 @@ grid. Numbers have one decimal, as in the papers; ``—`` marks a value that doe
   wraps fragments into a standalone, styled page.
 * CSV: the table's columns with numbers printed to one decimal (p-values to 3 significant
   digits) and the flags as columns.
+
+In every format a setting whose every seed diverged prints ``diverged (k/k seeds)`` in place
+of its metrics, and one some of whose seeds diverged carries ``‡`` after its DSC with a note
+saying how many (``diverged_text``); the CSV has the ``n_diverged`` and ``all_diverged``
+columns.
 """
 
 from __future__ import annotations
@@ -27,13 +32,14 @@ from typing import Literal
 
 import pandas as pd
 
-from analysis.tables import fraction_label
+from analysis.tables import diverged_column, fraction_label
 
 WORSE_MARK = "▼"
 MISSING = "—"
 HD_LEFT_OUT = "†"
+DIVERGED = "diverged"  # in place of the metrics of a setting whose every seed diverged
+DIVERGED_MARK = "‡"  # after the DSC of a setting some of whose seeds diverged
 METRIC_COLUMNS = (("dsc", "DSC"), ("sensitivity", "SEN"), ("precision", "PRC"), ("hd95", "HD"))
-COLUMNS = METRIC_COLUMNS  # kept for callers of the first version
 Emphasis = Literal["bold-underline", "paper"]
 
 
@@ -114,8 +120,8 @@ _LATEX_SPECIAL = {"&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_", "{
 _LATEX_UNICODE = {"γ": r"$\gamma$", "ε": r"$\epsilon$", "τ": r"$\tau$", "ν": r"$\nu$",
                   "α": r"$\alpha$", "β": r"$\beta$", "λ": r"$\lambda$", "—": "---",
                   "–": "--", "×": r"$\times$", "∞": r"$\infty$", "±": r"$\pm$",
-                  "†": r"$^\dagger$", "▼": r"$\blacktriangledown$", "≥": r"$\geq$",
-                  "≤": r"$\leq$", "<": r"$<$", ">": r"$>$", "Δ": r"$\Delta$",
+                  "†": r"$^\dagger$", "‡": r"$^\ddagger$", "▼": r"$\blacktriangledown$",
+                  "≥": r"$\geq$", "≤": r"$\leq$", "<": r"$<$", ">": r"$>$", "Δ": r"$\Delta$",
                   "|": r"$|$", "ẑ": r"$\hat{z}$", "·": r"$\cdot$", "−": "$-$", "…": r"\dots{}",
                   "’": "'", "“": "``", "”": "''", "°": r"$^\circ$", "µ": r"$\mu$",
                   "μ": r"$\mu$", "σ": r"$\sigma$", "π": r"$\pi$"}
@@ -150,46 +156,79 @@ def latex_parameter(label: str) -> str:
 
 # ---------------------------------------------------------------------------- grids
 
+def diverged_text(n_diverged: int, n_seeds: int) -> str:
+    """How many of a setting's seeds diverged, as every table prints it: ``diverged (2/2
+    seeds)`` (every seed: the setting has no metrics) or ``diverged (1/3 seeds)`` (its means
+    are over the ``n_seeds`` others)."""
+    return f"{DIVERGED} ({int(n_diverged)}/{int(n_diverged) + int(n_seeds)} seeds)"
+
+
 def _metric_cells(row, left_out: bool = False) -> list[Cell]:
+    """DSC, SEN, PRC and HD of one setting (a mapping of a table's row): ``diverged (k/k
+    seeds)`` in place of the DSC when every seed diverged, ``DIVERGED_MARK`` after the DSC
+    when some did, ``HD_LEFT_OUT`` after the HD when some HD95 were left out."""
+    if row.get("all_diverged", False):
+        text = diverged_text(row["n_diverged"], row["n_seeds"])
+        return [Cell(text)] + [Cell("") for _ in METRIC_COLUMNS[1:]]
     cells = []
     for column, _ in METRIC_COLUMNS:
-        text = number(getattr(row, column))
+        text = number(row[column])
+        latex = None
         if column == "hd95" and left_out and text != MISSING:
-            cells.append(Cell(text + HD_LEFT_OUT, latex=text + r"$^\dagger$"))
-        else:
-            cells.append(Cell(text))
+            text, latex = text + HD_LEFT_OUT, text + r"$^\dagger$"
+        if column == "dsc" and row.get("n_diverged", 0):
+            text += DIVERGED_MARK  # latex_escape prints it as a superscript double dagger
+        cells.append(Cell(text, latex=latex))
     return cells
+
+
+def _diverged_notes(partial: list[str], every: bool) -> list[str]:
+    """The notes explaining the divergence marks: ``partial`` names the settings (and where)
+    some of whose seeds diverged, ``every`` says whether a setting diverged on every seed."""
+    notes = []
+    if every:
+        notes.append(f"{DIVERGED} (k/k seeds): every seed diverged (the training loss became "
+                     "NaN or infinite); no metrics.")
+    if partial:
+        notes.append(f"{DIVERGED_MARK}: means over the seeds that did not diverge; "
+                     + "; ".join(partial) + ".")
+    return notes
 
 
 def sensitivity_grid(blocks: dict[str, pd.DataFrame], caption: str, statistics: bool = True,
                      label: str = "") -> Grid:
     """000 Table IV: one block per entry of ``blocks`` (title -> ``sensitivity_table``), the
-    method named once per group, worse-than-baseline rows shaded. ``statistics`` adds the
-    columns the paper does not have: DSC std over cases, Holm-corrected p and cases x seeds."""
+    method named once per group, worse-than-baseline rows shaded, settings some or all of
+    whose seeds diverged marked (``diverged_text``). ``statistics`` adds the columns the paper
+    does not have: DSC std over cases, Holm-corrected p and cases x seeds (seeds that did not
+    diverge)."""
     header = ["Method", "Parameter", *[name for _, name in METRIC_COLUMNS]]
     if statistics:
         header += ["DSC sd", "p (Holm)", "cases×seeds"]
     rows: list[list[Cell] | str] = []
     marks: list[bool] = []
-    any_left_out = False
+    any_left_out = every = False
+    partial: list[str] = []
     for title, table in blocks.items():
         rows.append(title)
         marks.append(False)
         previous = None
-        for row in table.itertuples(index=False):
-            shade = bool(row.worse_than_baseline)
-            left_out = getattr(row, "hd95_left_out", 0) > 0
+        for row in table.to_dict("records"):
+            shade = bool(row["worse_than_baseline"])
+            left_out = row.get("hd95_left_out", 0) > 0
             any_left_out |= left_out
-            method = row.method if row.method != previous else ""
-            previous = row.method
-            cells = [Cell(method), Cell(pretty_label(row.parameter),
-                                        latex=latex_parameter(row.parameter)),
+            every |= bool(row.get("all_diverged", False))
+            if row.get("n_diverged", 0) and not row.get("all_diverged", False):
+                partial.append(f"{row['method']} {pretty_label(row['parameter'])} ({title}): "
+                               + diverged_text(row["n_diverged"], row["n_seeds"]))
+            method = row["method"] if row["method"] != previous else ""
+            previous = row["method"]
+            cells = [Cell(method), Cell(pretty_label(row["parameter"]),
+                                        latex=latex_parameter(row["parameter"])),
                      *_metric_cells(row, left_out)]
             if statistics:
-                seeds = f"{row.n_cases}×{row.n_seeds}"
-                if getattr(row, "n_diverged", 0):
-                    seeds += f" ({row.n_diverged} diverged)"
-                cells += [Cell(number(row.dsc_std)), Cell(p_text(row.p_value)), Cell(seeds)]
+                cells += [Cell(number(row["dsc_std"])), Cell(p_text(row["p_value"])),
+                          Cell(f"{row['n_cases']}×{row['n_seeds']}")]
             for cell in cells[1:]:
                 cell.shade = shade
             rows.append(cells)
@@ -198,11 +237,12 @@ def sensitivity_grid(blocks: dict[str, pd.DataFrame], caption: str, statistics: 
              "SEN, PRC in %, HD = HD95 in mm; means over cases, then over seeds."]
     if statistics:
         notes.append("DSC sd: standard deviation over cases. p: two-sided Wilcoxon "
-                     "signed-rank test of DSC against the baseline over (case, seed) pairs, "
-                     "Holm-corrected within the block.")
+                     "signed-rank test of DSC against the baseline over cases (each case's DSC "
+                     "averaged over seeds first; n = cases), Holm-corrected within the block.")
     if any_left_out:
         notes.append(f"{HD_LEFT_OUT}: HD95 is infinite (empty prediction) or undefined for some "
                      "(case, seed) pairs; they are left out of the HD mean (counts in the CSV).")
+    notes += _diverged_notes(partial, every)
     align = ["l", "l"] + ["r"] * (len(header) - 2)
     return Grid(caption, [[(h, 1) for h in header]], rows, align, notes, marks, label)
 
@@ -226,15 +266,18 @@ def comparison_grid(table: pd.DataFrame, caption: str, emphasis: Emphasis = "bol
     """001 Tables II-IV: technique rows, one group of DSC/SEN/PRC/HD per training fraction;
     cells of a fraction whose DSC is below the baseline's shaded; best and second best per
     column emphasised (``emphasis``: ``"bold-underline"`` = best bold, second underlined;
-    ``"paper"`` = both bold, best also underlined, as the papers' captions say)."""
+    ``"paper"`` = both bold, best also underlined, as the papers' captions say); a technique
+    whose chosen setting diverged on some or all seeds marked (``diverged_text``)."""
     fractions = sorted(table["fraction"].unique())
     header = [[("", 1)] + [(f"{fraction_label(f)} training", 4) for f in fractions],
               [("Method", 1)] + [(name, 1) for f in fractions for _, name in METRIC_COLUMNS]]
     rows: list[list[Cell] | str] = []
-    any_left_out = False
+    any_left_out = every = False
+    partial: list[str] = []
     for _, group in table.groupby("technique", sort=False):
         by_fraction = group.set_index("fraction")
-        cells = [Cell(group["method"].iloc[0])]
+        method = group["method"].iloc[0]
+        cells = [Cell(method)]
         for f in fractions:
             if f not in by_fraction.index:
                 cells += [Cell(MISSING) for _ in METRIC_COLUMNS]
@@ -243,14 +286,15 @@ def comparison_grid(table: pd.DataFrame, caption: str, emphasis: Emphasis = "bol
             worse = bool(row["worse_than_baseline"])
             left_out = row.get("hd95_left_out", 0) > 0
             any_left_out |= left_out
-            for column, _ in METRIC_COLUMNS:
-                text = number(row[column])
-                latex = None
-                if column == "hd95" and left_out and text != MISSING:
-                    text, latex = text + HD_LEFT_OUT, text + r"$^\dagger$"
-                bold, underline = _emphasis(row.get(f"rank_{column}"), emphasis)
-                cells.append(Cell(text, bold, underline, shade=worse,
-                                  mark=worse and column == "dsc", latex=latex))
+            every |= bool(row.get("all_diverged", False))
+            if row.get("n_diverged", 0) and not row.get("all_diverged", False):
+                partial.append(f"{method} at {fraction_label(f)}: "
+                               + diverged_text(row["n_diverged"], row["n_seeds"]))
+            for (column, _), cell in zip(METRIC_COLUMNS, _metric_cells(row, left_out),
+                                         strict=True):
+                cell.bold, cell.underline = _emphasis(row.get(f"rank_{column}"), emphasis)
+                cell.shade, cell.mark = worse, worse and column == "dsc"
+                cells.append(cell)
         rows.append(cells)
     notes = [f"Shaded ({WORSE_MARK} in Markdown): DSC below the vanilla baseline's at that "
              "fraction. " + emphasis_note(emphasis) + " DSC, SEN, PRC in %, HD = HD95 in mm; "
@@ -258,25 +302,34 @@ def comparison_grid(table: pd.DataFrame, caption: str, emphasis: Emphasis = "bol
     if any_left_out:
         notes.append(f"{HD_LEFT_OUT}: some (case, seed) pairs with infinite or undefined HD95 "
                      "left out of the HD mean.")
+    notes += _diverged_notes(partial, every)
     align = ["l"] + ["r"] * (4 * len(fractions))
     return Grid(caption, header, rows, align, notes, None, label)
 
 
 def best_hyperparameters_grid(table: pd.DataFrame, caption: str, label: str = "") -> Grid:
-    """000 Tables I-III: method and hyperparameter rows, one column per training fraction."""
-    fractions = [c for c in table.columns
-                 if c not in ("method", "technique", "hyperparameter", "column")]
+    """000 Tables I-III: method and hyperparameter rows, one column per training fraction;
+    ``diverged`` where every setting of the technique diverged on every seed."""
+    fractions = [c for c in table.columns if c not in ("method", "technique", "hyperparameter",
+                                                       "column")
+                 and diverged_column(c) in table.columns]
     header = [[("Method", 1), ("Hyperparameter", 1), *[(f"{f} data", 1) for f in fractions]]]
     rows: list[list[Cell] | str] = []
     previous = None
+    every = False
     for _, row in table.iterrows():
         method = row["method"] if row["method"] != previous else ""
         previous = row["method"]
         symbol = row["hyperparameter"]
+        diverged = [bool(row[diverged_column(f)]) for f in fractions]
+        every |= any(diverged)
         rows.append([Cell(method), Cell(symbol, latex=latex_escape(symbol)),
-                     *[Cell(value_text(row[f])) for f in fractions]])
+                     *[Cell(DIVERGED if d else value_text(row[f]))
+                       for f, d in zip(fractions, diverged, strict=True)]])
+    notes = [f"{DIVERGED}: every setting of the technique diverged on every seed (the "
+             "training loss became NaN or infinite); none could be chosen."] if every else []
     align = ["l", "l"] + ["r"] * len(fractions)
-    return Grid(caption, header, rows, align, [], None, label)
+    return Grid(caption, header, rows, align, notes, None, label)
 
 
 def importance_grid(table: pd.DataFrame, caption: str, skipped: dict[str, str] | None = None,

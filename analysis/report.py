@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import html as html_lib
 import time
-from collections.abc import Callable, Collection, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -52,8 +52,9 @@ from analysis.tables import (
     method_name,
     selection_description,
     sensitivity_from_block,
+    split_rows,
 )
-from study.results import TRIALS_SCHEMA
+from study.results import TEST, TRIALS_SCHEMA, VALIDATION
 
 BLOCKS = (("w/ post-processing", True), ("w/o post-processing", False))
 MAX_LOGIT_PANELS = 5
@@ -206,8 +207,7 @@ def write_report(cases: pd.DataFrame | Results, out_dir: str | Path,
                  trials: pd.DataFrame | None = None, *,
                  pending: Sequence[Mapping] | None = None, figures: bool = True,
                  metric: str = "dsc", select_postprocessed: bool = True,
-                 selection_cases: Collection[str] | None = None,
-                 emphasis: Emphasis = "bold-underline",
+                 select_on: str = TEST, emphasis: Emphasis = "bold-underline",
                  progress: Callable[[str], None] | None = None) -> list[Path]:
     """Write every table and figure of the results into ``out_dir``; return the paths written,
     ``index.md`` last (``index.html`` just before it).
@@ -216,20 +216,24 @@ def write_report(cases: pd.DataFrame | Results, out_dir: str | Path,
     also brings the ``trials`` table for the logit figures and the list of incomplete trials
     and skipped files); ``missing`` is the number of trials without results yet and
     ``pending`` their Tune params (the index says which). Settings are chosen per technique
-    and fraction by ``metric`` (default: highest mean test DSC, with post-processing unless
-    ``select_postprocessed=False``; ``selection_cases``: choose on those cases only and report
-    on the others). ``figures=False`` skips the figures (faster). ``progress`` receives one
-    line per step.
+    and fraction by ``metric`` (default: highest mean DSC, with post-processing unless
+    ``select_postprocessed=False``) on the split ``select_on`` (``"test"``, the default, as
+    the papers did, or ``"validation"``); every table and figure reports the test split.
+    ``figures=False`` skips the figures (faster). ``progress`` receives one line per step.
+    Raises ``ValueError`` for ``select_on="validation"`` when a dataset has no validation
+    rows (naming it and the study-file key ``dataset.validation_cases``).
     """
     say = progress or (lambda _message: None)
     results = _as_results(cases, trials)
     cases = results.cases
+    selection = selection_description(metric, select_postprocessed, select_on)
+    if select_on == VALIDATION:
+        split_rows(cases, VALIDATION)  # a dataset without: stop here, saying how to add them
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     writer = _Writer(out, figures, say)
     start = time.perf_counter()
-    selection = selection_description(metric, select_postprocessed, selection_cases)
-    choose = {"metric": metric, "selection_cases": selection_cases}
+    choose = {"metric": metric, "select_on": select_on}
 
     keys = ["dataset", "model", "class_name"]
     groups = list(cases.groupby(keys, sort=True, observed=True)) if len(cases) else []
@@ -296,7 +300,7 @@ def write_report(cases: pd.DataFrame | Results, out_dir: str | Path,
                           dataset, model, class_name, select_postprocessed)
 
         # Sensitivity analysis per fraction (000 Table IV) and its figures.
-        for fraction, at_fraction in rows.groupby("fraction", sort=True):
+        for fraction, at_fraction in split_rows(rows, TEST).groupby("fraction", sort=True):
             section = writer.section(f"Sensitivity analysis, {fraction_label(fraction)} "
                                      "training data", 3)
             blocks = {}
@@ -395,6 +399,7 @@ def _logit_sections(writer: _Writer, results: Results, cases: pd.DataFrame, choo
         if chosen is None:
             continue
         # Techniques at their chosen settings, one figure per fraction (001 Figs. 7-8).
+        chosen = chosen[~chosen["all_diverged"]]  # diverged trials have no logit statistics
         for f in fractions:
             at = chosen[(chosen["fraction"] - f).abs() < 1e-12]
             panels = [(method_name(r.technique) + ("" if r.parameter == "—" else

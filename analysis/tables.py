@@ -1,4 +1,4 @@
-"""The papers' tables from the ``cases`` table (DESIGN.md "contract — analysis API").
+"""The papers' tables from the ``cases`` table.
 
 * ``sensitivity_table``: one block of 000 Table IV (every setting of every technique at one
   dataset, fraction and post-processing; the vanilla baseline first).
@@ -7,23 +7,35 @@
 * ``comparison_table``: technique rows x fraction columns of DSC/SEN/PRC/HD at the chosen
   settings, with the best and second best per column ranked (001 Tables II-IV, 000 VI-VIII).
 
+Every table reports the test split (``split == "test"``: the papers' tables; a frame without
+a ``split`` column holds test rows only). ``best_settings`` may instead choose each technique's
+setting on the validation split (``select_on="validation"``: cases held out of the training
+pool) and still reports the chosen setting's test metrics.
+
 Means are taken over cases, then over seeds; DSC, sensitivity and precision in percent, HD95 in
 mm. Each metric is averaged over the cases where it is finite; ``hd95_left_out`` counts the
 (case, seed) pairs whose HD95 is infinite or undefined (an empty prediction must not silently
-improve a mean HD). Only rows of trials with status ``ok`` enter the means; ``n_diverged``
-counts the seeds that diverged.
+improve a mean HD). Only rows of trials with status ``ok`` enter the means: ``n_seeds`` counts
+those seeds, ``n_diverged`` the seeds that diverged, and ``all_diverged`` marks a setting whose
+every seed diverged (metrics NaN; never chosen; a technique whose every setting diverged keeps
+one row, marked, instead of vanishing from the chosen settings).
+
+Against the vanilla baseline, DSC is compared by a two-sided Wilcoxon signed-rank test over
+cases: each case's DSC is first averaged over the seeds, so n is the number of cases (the seeds
+of one case are repeated measurements of it, not independent samples); the p-values of one
+table (one fraction of a comparison) are Holm-corrected.
 """
 
 from __future__ import annotations
 
 import warnings
-from collections.abc import Collection
 
 import numpy as np
 import pandas as pd
 from scipy import stats
 
 from analysis.load import ResultsError, check_cases
+from study.results import SPLITS, TEST, VALIDATION
 
 # Display names as the papers print them, in the papers' row order.
 METHOD_NAMES = {
@@ -51,6 +63,7 @@ HP_NAMES = {
     "hp_beta": "β",
 }
 BASELINE = "vanilla"
+NO_SETTING = "—"  # the label of a technique without hyperparameters (study.catalog.param_label)
 METRICS = ("dsc", "sensitivity", "precision", "hd95", "hd95_max")
 PERCENT = ("dsc", "sensitivity", "precision")
 LOWER_IS_BETTER = ("hd95", "hd95_max")
@@ -61,7 +74,8 @@ HP_PREFIX = "hp_"
 TIE = 1e-9
 
 __all__ = ["METHOD_NAMES", "best_hyperparameters", "best_settings", "comparison_table",
-           "fraction_label", "method_name", "selection_description", "sensitivity_table"]
+           "diverged_column", "fraction_label", "method_name", "selection_description",
+           "sensitivity_table", "split_rows"]
 
 
 def method_name(technique: str) -> str:
@@ -94,9 +108,41 @@ def _choose(values: list, what: str, given, context: str):
     return values[0]
 
 
-def _select(cases: pd.DataFrame, dataset: str, model: str | None,
-            class_name: str | None) -> tuple[pd.DataFrame, str, str]:
-    """Rows of one dataset, model and class; ``ValueError`` names what has no results."""
+def _split_mask(cases: pd.DataFrame, split: str) -> np.ndarray:
+    """Which rows of ``cases`` are on ``split``; without a ``split`` column every row is a
+    test row (results written before the column existed)."""
+    if split not in SPLITS:
+        raise ValueError(f"split: expected one of {SPLITS}, got {split!r}")
+    if "split" not in cases.columns:
+        return np.full(len(cases), split == TEST)
+    return (cases["split"] == split).to_numpy(bool)
+
+
+def _no_validation(cases: pd.DataFrame, datasets) -> str:
+    studies = sorted(map(str, cases["study"].unique())) if "study" in cases.columns else []
+    study = f"study {studies[0]!r}" if len(studies) == 1 else "the results"
+    return (f"select_on='validation': {study} has no validation results for dataset(s) "
+            f"{sorted(map(str, datasets))}; set dataset.validation_cases in the study file (cases "
+            "held out of the training pool, evaluated like the test cases) and run its trials")
+
+
+def split_rows(cases: pd.DataFrame, split: str) -> pd.DataFrame:
+    """The rows of ``cases`` on ``split`` (``"test"`` or ``"validation"``; a frame without a
+    ``split`` column holds test rows only). Raises ``ValueError`` for ``"validation"`` when a
+    dataset of ``cases`` has no validation rows, naming the study and the dataset and saying
+    how to get them (``dataset.validation_cases``)."""
+    rows = cases[_split_mask(cases, split)]
+    if split == VALIDATION:
+        lacking = set(cases["dataset"].unique()) - set(rows["dataset"].unique())
+        if lacking:
+            raise ValueError(_no_validation(cases, lacking))
+    return rows
+
+
+def _select(cases: pd.DataFrame, dataset: str, model: str | None, class_name: str | None,
+            split: str = TEST) -> tuple[pd.DataFrame, str, str]:
+    """Rows of one dataset, model, class and split; ``ValueError`` names what has no
+    results."""
     check_cases(cases)
     if cases.empty:
         raise ValueError("no results: the cases table is empty (no finished trial yet)")
@@ -115,13 +161,18 @@ def _select(cases: pd.DataFrame, dataset: str, model: str | None,
     mask &= (cases["class_name"] == class_name).to_numpy(bool)
     if not mask.any():
         raise ValueError(f"no results for class {class_name!r} (have {classes})")
+    mask &= _split_mask(cases, split)
+    if not mask.any():
+        if split == VALIDATION:
+            raise ValueError(_no_validation(cases, [dataset]))
+        raise ValueError(f"no {split} results for dataset {dataset!r}")
     # Only the columns the tables read: filtering a million rows moves every column kept.
     keep = [c for c in cases.columns if c in _NEEDED or c.startswith(HP_PREFIX)]
     return cases.loc[mask, keep], model, class_name
 
 
 _NEEDED = {*METRICS, "technique", "param_label", "dataset", "model", "fraction", "seed",
-           "case_id", "class_name", "postprocessed", "status", "trial_id"}
+           "case_id", "class_name", "postprocessed", "status", "trial_id", "split", "study"}
 
 
 def _at_fraction(rows: pd.DataFrame, fraction: float, postprocessed: bool,
@@ -163,14 +214,32 @@ def _settings(block: pd.DataFrame) -> pd.DataFrame:
     table["hd95_left_out"] = (~np.isfinite(values["hd95"])).groupby(by_setting).sum()
     for column in ("n_cases", "n_seeds", "n_diverged", "hd95_left_out"):
         table[column] = table[column].fillna(0).astype("int64")
+    table["all_diverged"] = (table["n_seeds"] == 0) & (table["n_diverged"] > 0)
     table = table.reset_index().rename(columns={"param_label": "parameter"})
     return plain(table, ["technique", "parameter"])
 
 
+def _is_baseline(table: pd.DataFrame) -> np.ndarray:
+    """The baseline row: vanilla in the experiment's own regime (setting ``—``); a vanilla
+    variant of another experiment (``w/o augmentation``, ``80 % tumour``) is compared with it
+    like any other row. Without a plain vanilla row, the first vanilla row."""
+    vanilla = (table["technique"] == BASELINE).to_numpy()
+    plain = vanilla & (table["parameter"] == NO_SETTING).to_numpy()
+    chosen = plain if plain.any() else vanilla
+    first = np.zeros(len(table), bool)
+    if chosen.any():
+        first[int(np.argmax(chosen))] = True
+    return first
+
+
 def _order(table: pd.DataFrame) -> pd.DataFrame:
-    """Baseline first, then techniques in the papers' order, settings by hyperparameter value."""
+    """Baseline first, then techniques in the papers' order, settings by hyperparameter value
+    (vanilla variants right after the baseline)."""
     rank = {name: i for i, name in enumerate(METHOD_NAMES)}
-    order = table.assign(_rank=table["technique"].map(rank).fillna(len(rank)))
+    table = table.assign(_rank=table["technique"].map(rank).fillna(len(rank)).astype(float))
+    table.loc[(table["technique"] == BASELINE) & (table["parameter"] == NO_SETTING),
+              "_rank"] = -1.0
+    order = table
     order = order.sort_values(["_rank", "technique", *_hp_columns(table), "parameter"],
                               na_position="first", kind="stable")
     order = order.drop(columns="_rank").reset_index(drop=True)
@@ -179,7 +248,8 @@ def _order(table: pd.DataFrame) -> pd.DataFrame:
 
 
 def _holm(p_values: pd.Series) -> pd.Series:
-    """Holm-Bonferroni adjusted p-values (step-down, monotone), NaN kept as NaN."""
+    """Holm-Bonferroni adjusted p-values (step-down, monotone), NaN kept as NaN: the i-th
+    smallest of m p-values becomes max over j <= i of min(1, (m - j + 1) p_(j))."""
     valid = p_values.dropna().sort_values()
     m = len(valid)
     adjusted = np.maximum.accumulate(np.minimum(1.0, (m - np.arange(m)) * valid.to_numpy()))
@@ -200,9 +270,11 @@ def _wilcoxon(values: np.ndarray, base: np.ndarray) -> float:
 
 
 def _versus_baseline(table: pd.DataFrame, block: pd.DataFrame) -> pd.DataFrame:
-    """Add ``worse_than_baseline`` and Holm-corrected ``p_value`` (paired Wilcoxon of DSC over
-    (case, seed) pairs against the baseline) to a table of settings of ``block``."""
-    is_base = (table["technique"] == BASELINE).to_numpy()
+    """Add ``worse_than_baseline`` and the Holm-corrected ``p_value`` of a paired Wilcoxon
+    signed-rank test of DSC against the baseline to a table of settings of ``block``. The
+    pairs are cases: each case's DSC is averaged over the setting's seeds first, so n is the
+    number of cases both settings have a finite DSC for, however many seeds there are."""
+    is_base = _is_baseline(table)
     ok = block[block["status"].to_numpy() == "ok"]
     table = table.copy()
     if not is_base.any():
@@ -211,16 +283,16 @@ def _versus_baseline(table: pd.DataFrame, block: pd.DataFrame) -> pd.DataFrame:
         return table
     base_dsc = table.loc[is_base, "dsc"].iloc[0]
     table["worse_than_baseline"] = ~is_base & (table["dsc"] < base_dsc - TIE)
-    pairs = ok.groupby(["case_id", "seed", "technique", "param_label"], sort=False,
-                       observed=True)["dsc"].mean()
-    wide = pairs.unstack(["technique", "param_label"])  # (case, seed) x setting
+    per_case = ok.groupby(["case_id", "technique", "param_label"], sort=False,
+                          observed=True)["dsc"].mean()
+    wide = per_case.unstack(["technique", "param_label"])  # case x setting, seeds averaged
     columns = {(str(t), str(p)): j for j, (t, p) in enumerate(wide.columns)}
     values = wide.to_numpy(float)
     base_column = columns.get((BASELINE, str(table.loc[is_base, "parameter"].iloc[0])))
     raw = []
     for baseline, technique, label in zip(is_base, table["technique"], table["parameter"],
                                           strict=True):
-        column = columns.get((str(technique), str(label)))
+        column = None if pd.isna(label) else columns.get((str(technique), str(label)))
         if baseline or base_column is None or column is None:
             raw.append(np.nan)
             continue
@@ -229,114 +301,175 @@ def _versus_baseline(table: pd.DataFrame, block: pd.DataFrame) -> pd.DataFrame:
     return table
 
 
-COLUMNS = ["method", "parameter", "technique", *METRICS, "n_cases", "n_seeds", "n_diverged",
-           "dsc_std", "dsc_seed_std", "hd95_left_out", "worse_than_baseline", "p_value"]
+COUNTS = ["n_cases", "n_seeds", "n_diverged", "all_diverged"]
+COLUMNS = ["method", "parameter", "technique", *METRICS, *COUNTS, "dsc_std", "dsc_seed_std",
+           "hd95_left_out", "worse_than_baseline", "p_value"]
 
 
 def _sensitivity(block: pd.DataFrame) -> pd.DataFrame:
+    block = block[_split_mask(block, TEST)]
     table = _versus_baseline(_order(_settings(block)), block)
     return table[COLUMNS + _hp_columns(table)]
 
 
 def sensitivity_table(cases: pd.DataFrame, dataset: str, fraction: float, postprocessed: bool,
                       model: str | None = None, class_name: str | None = None) -> pd.DataFrame:
-    """One row per (technique, setting), the vanilla baseline first (000 Table IV, one block).
+    """One row per (technique, setting), the vanilla baseline first (000 Table IV, one block),
+    on the test split.
 
     Columns: ``method, parameter, technique, dsc, sensitivity, precision, hd95, hd95_max``
-    (means over cases then seeds; percent / mm), ``n_cases, n_seeds, n_diverged``,
-    ``dsc_std`` (std over cases of the seed-mean DSC, percent), ``dsc_seed_std`` (std over
-    seeds of the case-mean DSC; NaN with one seed), ``hd95_left_out`` ((case, seed) pairs whose
-    HD95 is inf/NaN, left out of the HD mean), ``worse_than_baseline`` (mean DSC below the
-    baseline's; False for the baseline and when there is no baseline) and ``p_value``
-    (two-sided Wilcoxon signed-rank test of DSC against the baseline over (case, seed) pairs,
-    Holm-corrected within the table; NaN where not computable), then the ``hp_*`` columns.
-    ``model`` and ``class_name`` may be left out when the results hold only one. Raises
-    ``ValueError`` naming what has no results and ``ResultsError`` for missing columns.
+    (means over cases then seeds; percent / mm), ``n_cases, n_seeds`` (cases and seeds with
+    status ``ok``), ``n_diverged`` (seeds that diverged), ``all_diverged`` (every seed
+    diverged: the metrics are NaN), ``dsc_std`` (std over cases of the seed-mean DSC,
+    percent), ``dsc_seed_std`` (std over seeds of the case-mean DSC; NaN with one seed),
+    ``hd95_left_out`` ((case, seed) pairs whose HD95 is inf/NaN, left out of the HD mean),
+    ``worse_than_baseline`` (mean DSC below the baseline's; False for the baseline and when
+    there is no baseline) and ``p_value`` (two-sided Wilcoxon signed-rank test of DSC against
+    the baseline over cases, each case's DSC averaged over seeds first, so n = number of
+    cases; Holm-corrected within the table; NaN where not computable), then the ``hp_*``
+    columns. ``model`` and ``class_name`` may be left out when the results hold only one.
+    Raises ``ValueError`` naming what has no results and ``ResultsError`` for missing columns.
     """
     rows, _, _ = _select(cases, dataset, model, class_name)
     return _sensitivity(_at_fraction(rows, fraction, postprocessed, dataset))
 
 
 def selection_description(metric: str = "dsc", postprocessed: bool = True,
-                          selection_cases: Collection[str] | None = None) -> str:
-    """How ``best_settings`` chose, in words (for captions)."""
+                          select_on: str = TEST) -> str:
+    """How ``best_settings`` chose, in words, naming the split that chose (for captions)."""
+    if select_on not in SPLITS:
+        raise ValueError(f"select_on: expected one of {SPLITS}, got {select_on!r}")
     name = {"dsc": "DSC", "sensitivity": "sensitivity", "precision": "precision",
             "hd95": "HD95", "hd95_max": "HD95 (max)"}.get(metric, metric)
     best = "lowest" if metric in LOWER_IS_BETTER else "highest"
-    where = ("test" if selection_cases is None
-             else f"selection ({len(selection_cases)} held-out cases)")
+    where = "test" if select_on == TEST else "validation (cases held out of training)"
     pp = "with" if postprocessed else "without"
     return f"{best} mean {where} {name} {pp} post-processing"
 
 
+def _every_setting_diverged(settings: pd.DataFrame) -> pd.DataFrame:
+    """One row per technique of ``settings`` (one block) whose every setting diverged on
+    every seed: the setting itself when there is one, else ``parameter`` None and the
+    ``hp_*`` NaN (no setting was chosen); ``n_diverged`` the most seeds any setting had."""
+    rows = []
+    for _, group in settings.groupby("technique", sort=False):
+        if not group["all_diverged"].all():
+            continue
+        row = group.iloc[[0]].copy()
+        if len(group) > 1:
+            row["parameter"] = None
+            row[_hp_columns(group)] = np.nan
+            row["n_diverged"] = group["n_diverged"].max()
+        rows.append(row)
+    return pd.concat(rows) if rows else settings.iloc[:0]
+
+
+def _choose_in_block(reported: pd.DataFrame, scores: pd.Series, metric: str) -> pd.DataFrame:
+    """Per technique, the setting of ``reported`` (test ``_settings`` of one block) with the
+    best finite ``scores`` (aligned with ``reported``), more seeds breaking ties; techniques
+    whose every setting diverged as ``_every_setting_diverged`` says."""
+    scored = reported.assign(score=scores.to_numpy(float)).dropna(subset=["score"])
+    scored = scored.sort_values(["score", "n_seeds"], kind="stable",
+                                ascending=[metric in LOWER_IS_BETTER, False])
+    chosen = scored.groupby("technique", sort=False).head(1)
+    rest = reported[~reported["technique"].isin(chosen["technique"])]
+    return pd.concat([chosen, _every_setting_diverged(rest).assign(score=np.nan)])
+
+
 def best_settings(cases: pd.DataFrame, dataset: str, model: str | None = None,
                   class_name: str | None = None, *, metric: str = "dsc",
-                  postprocessed: bool = True,
-                  selection_cases: Collection[str] | None = None) -> pd.DataFrame:
+                  postprocessed: bool = True, select_on: str = TEST) -> pd.DataFrame:
     """The setting chosen per (technique, fraction): the one with the best mean ``metric``
     (highest; lowest for HD) over cases then seeds, with (``postprocessed=True``) or without
-    post-processing, on the test cases, or on ``selection_cases`` only when given (a held-out
-    subset; choosing on the test cases, as the papers report, flatters the chosen settings).
-    Settings whose every seed diverged are never chosen.
+    post-processing, on the split ``select_on``: ``"test"`` (the default, only because the
+    papers chose so; it flatters the chosen settings) or ``"validation"`` (cases held out of
+    the training pool). Either way the metrics reported are the chosen setting's on the test
+    split. Ties go to the setting with more seeds. Settings whose every seed diverged are
+    never chosen; a technique whose every setting diverged keeps one row with
+    ``all_diverged`` True (see below).
 
     Returns one row per (technique, fraction) in the papers' order: ``technique, method,
-    fraction, parameter, score`` (the metric of the chosen setting, percent / mm),
-    ``n_seeds`` and the ``hp_*`` columns of the chosen setting.
+    fraction, parameter`` (None when a technique's several settings all diverged), ``score``
+    (``metric`` of the chosen setting on ``select_on``, percent / mm), ``dsc, sensitivity,
+    precision, hd95, hd95_max`` (test), ``n_cases, n_seeds, n_diverged, all_diverged`` (test
+    counts) and the ``hp_*`` columns of the chosen setting. Raises ``ValueError`` for an
+    unknown ``metric`` / ``select_on``, and for ``select_on="validation"`` when the results
+    have no validation rows for this dataset (or for a technique at a fraction), naming the
+    study and dataset and the study-file key that adds them (``dataset.validation_cases``).
     """
     if metric not in METRICS:
         raise ValueError(f"metric: expected one of {METRICS}, got {metric!r}")
-    rows, _, _ = _select(cases, dataset, model, class_name)
+    if select_on not in SPLITS:
+        raise ValueError(f"select_on: expected one of {SPLITS}, got {select_on!r}")
+    rows, model, class_name = _select(cases, dataset, model, class_name)
     rows = rows[rows["postprocessed"] == postprocessed]
-    if selection_cases is not None:
-        rows = rows[rows["case_id"].isin(list(selection_cases))]
-        if rows.empty:
-            raise ValueError("selection_cases: none of these cases has results")
+    if select_on == VALIDATION:
+        held_out, _, _ = _select(cases, dataset, model, class_name, VALIDATION)
+        held_out = held_out[held_out["postprocessed"] == postprocessed]
     out = []
     for fraction, block in rows.groupby("fraction", sort=True):
-        settings = _settings(block).dropna(subset=[metric])
-        if settings.empty:
-            continue
-        ascending = metric in LOWER_IS_BETTER
-        settings = settings.sort_values([metric, "n_seeds"], ascending=[ascending, False],
-                                        kind="stable")
-        chosen = settings.groupby("technique", sort=False).head(1)
-        out.append(chosen.assign(fraction=fraction, score=chosen[metric]))
+        reported = _settings(block)
+        scores = reported[metric]
+        if select_on == VALIDATION:
+            chooser = held_out[np.isclose(held_out["fraction"].to_numpy(float), fraction)]
+            lacking = sorted(set(reported["technique"]) - set(chooser["technique"]))
+            if lacking:
+                raise ValueError(f"select_on='validation': {lacking} at fraction {fraction:g} "
+                                 f"of dataset {dataset!r} have test but no validation results")
+            keys = ["technique", "parameter"]
+            scores = reported[keys].merge(_settings(chooser)[[*keys, metric]], how="left",
+                                          on=keys)[metric]
+        out.append(_choose_in_block(reported, scores, metric).assign(fraction=fraction))
     if not out:
-        raise ValueError(f"no finite {metric} for dataset {dataset!r}: every trial diverged")
+        raise ValueError(f"no {'post-processed' if postprocessed else 'raw'} results for "
+                         f"dataset {dataset!r}")
     table = _order(pd.concat(out, ignore_index=True))
     rank = {name: i for i, name in enumerate(METHOD_NAMES)}
     table = table.assign(_r=table["technique"].map(rank).fillna(len(rank)))
     table = table.sort_values(["_r", "technique", "fraction"], kind="stable").drop(columns="_r")
-    return table[["technique", "method", "fraction", "parameter", "score", "n_seeds",
+    return table[["technique", "method", "fraction", "parameter", "score", *METRICS, *COUNTS,
                   *_hp_columns(table)]].reset_index(drop=True)
+
+
+def diverged_column(label: str) -> str:
+    """The ``best_hyperparameters`` column flagging, for the fraction column ``label``,
+    techniques whose every setting diverged there."""
+    return f"all_diverged_{label}"
 
 
 def best_hyperparameters(cases: pd.DataFrame, dataset: str, model: str | None = None,
                          class_name: str | None = None, *, metric: str = "dsc",
-                         postprocessed: bool = True,
-                         selection_cases: Collection[str] | None = None) -> pd.DataFrame:
+                         postprocessed: bool = True, select_on: str = TEST) -> pd.DataFrame:
     """000 Tables I-III: one row per (technique, hyperparameter), one column per training
     fraction (labelled ``5%``, ``10%``...) holding the chosen value (NaN where the technique
-    has no result at that fraction). Chosen as ``best_settings`` says (default: highest mean
-    test DSC with post-processing; ``metric``, ``postprocessed`` and ``selection_cases`` change
+    has no result at that fraction, or where its several settings all diverged), then one
+    boolean column per fraction (``all_diverged_5%``...: every setting of the technique
+    diverged on every seed there). Chosen as ``best_settings`` says (default: highest mean
+    test DSC with post-processing; ``metric``, ``postprocessed`` and ``select_on`` change
     that). Techniques without hyperparameters (vanilla) have no row. Columns: ``method,
-    technique, hyperparameter, column`` (the ``hp_*`` name), then the fractions."""
+    technique, hyperparameter, column`` (the ``hp_*`` name), the fractions, the flags."""
     chosen = best_settings(cases, dataset, model, class_name, metric=metric,
-                           postprocessed=postprocessed, selection_cases=selection_cases)
-    fractions = sorted(chosen["fraction"].unique())
-    rows = []
+                           postprocessed=postprocessed, select_on=select_on)
+    rows, _, _ = _select(cases, dataset, model, class_name)
+    hp_columns = _hp_columns(rows)
+    used = rows[hp_columns].notna().groupby(rows["technique"], observed=True).any()
+    labels = {f: fraction_label(f) for f in sorted(chosen["fraction"].unique())}
+    out = []
     for technique, group in chosen.groupby("technique", sort=False):
-        for column in _hp_columns(group):
-            if group[column].isna().all():
+        by_fraction = group.set_index("fraction")
+        diverged = {diverged_column(label): bool(by_fraction["all_diverged"].get(f, False))
+                    for f, label in labels.items()}
+        for column in hp_columns:
+            if not used.loc[technique, column]:
                 continue
-            by_fraction = group.set_index("fraction")[column]
-            rows.append({"method": method_name(technique), "technique": technique,
-                         "hyperparameter": HP_NAMES.get(column, column.removeprefix(HP_PREFIX)),
-                         "column": column,
-                         **{fraction_label(f): by_fraction.get(f, np.nan) for f in fractions}})
-    columns = ["method", "technique", "hyperparameter", "column",
-               *[fraction_label(f) for f in fractions]]
-    return pd.DataFrame(rows, columns=columns)
+            out.append({"method": method_name(technique), "technique": technique,
+                        "hyperparameter": HP_NAMES.get(column, column.removeprefix(HP_PREFIX)),
+                        "column": column,
+                        **{label: by_fraction[column].get(f, np.nan)
+                           for f, label in labels.items()}, **diverged})
+    columns = ["method", "technique", "hyperparameter", "column", *labels.values(),
+               *map(diverged_column, labels.values())]
+    return pd.DataFrame(out, columns=columns)
 
 
 def _ranks(values: pd.Series, lower_is_better: bool) -> pd.Series:
@@ -348,37 +481,40 @@ def _ranks(values: pd.Series, lower_is_better: bool) -> pd.Series:
 def comparison_table(cases: pd.DataFrame, dataset: str, postprocessed: bool,
                      model: str | None = None, class_name: str | None = None, *,
                      metric: str = "dsc", select_postprocessed: bool = True,
-                     selection_cases: Collection[str] | None = None) -> pd.DataFrame:
+                     select_on: str = TEST) -> pd.DataFrame:
     """001 Tables II-IV / 000 Tables VI-VIII in long form: one row per (technique, fraction)
     at the setting ``best_settings`` chose (by ``metric``, with post-processing unless
-    ``select_postprocessed=False``, on ``selection_cases`` if given, which are then left out
-    here), evaluated with or without post-processing (``postprocessed``).
+    ``select_postprocessed=False``, on the split ``select_on``), evaluated on the test split
+    with or without post-processing (``postprocessed``).
 
     Columns: ``method, technique, fraction, parameter, dsc, sensitivity, precision, hd95,
-    hd95_max, n_cases, n_seeds, dsc_std, hd95_left_out, worse_than_baseline`` (DSC below the
-    baseline's at that fraction), ``p_value`` (Wilcoxon vs baseline, Holm-corrected within the
-    fraction) and ``rank_dsc, rank_sensitivity, rank_precision, rank_hd95`` (1 = best, 2 =
-    second best within the fraction, on the values as printed; HD: lower is better).
+    hd95_max, n_cases, n_seeds, n_diverged, all_diverged`` (a technique whose every setting
+    diverged keeps its row, metrics NaN), ``dsc_std, hd95_left_out, worse_than_baseline``
+    (DSC below the baseline's at that fraction), ``p_value`` (Wilcoxon vs baseline over
+    cases, seeds averaged first; Holm-corrected within the fraction) and ``rank_dsc,
+    rank_sensitivity, rank_precision, rank_hd95`` (1 = best, 2 = second best within the
+    fraction, on the values as printed; HD: lower is better).
     """
     chosen = best_settings(cases, dataset, model, class_name, metric=metric,
-                           postprocessed=select_postprocessed, selection_cases=selection_cases)
+                           postprocessed=select_postprocessed, select_on=select_on)
     rows, _, _ = _select(cases, dataset, model, class_name)
     rows = rows[rows["postprocessed"] == postprocessed]
-    if selection_cases is not None:
-        rows = rows[~rows["case_id"].isin(list(selection_cases))]
     if rows.empty:
         raise ValueError(f"no {'post-processed' if postprocessed else 'raw'} results for "
                          f"dataset {dataset!r}")
-    keep = chosen.set_index(["fraction", "technique", "parameter"]).index
+    keys = ["technique", "parameter"]
     out = []
     for fraction, block in rows.groupby("fraction", sort=True):
+        picked = chosen[np.isclose(chosen["fraction"].to_numpy(float), fraction)]
         settings = _settings(block)
-        index = pd.MultiIndex.from_arrays([np.full(len(settings), fraction),
-                                           settings["technique"], settings["parameter"]])
-        settings = settings[index.isin(keep)]
-        if settings.empty:
+        at = pd.MultiIndex.from_frame(settings[keys]).isin(pd.MultiIndex.from_frame(picked[keys]))
+        # A technique whose several settings all diverged has no setting to look up.
+        unset = picked[picked["parameter"].isna()].drop(columns=["method", "score", "fraction"])
+        unset = unset.assign(hd95_left_out=0)
+        table = pd.concat([settings[at], unset], ignore_index=True)
+        if table.empty:
             continue
-        table = _versus_baseline(_order(settings), block)
+        table = _versus_baseline(_order(table), block)
         for column in RANKED:
             table[f"rank_{column}"] = _ranks(table[column], column in LOWER_IS_BETTER)
         out.append(table.assign(fraction=fraction))
@@ -388,22 +524,22 @@ def comparison_table(cases: pd.DataFrame, dataset: str, postprocessed: bool,
     rank = {name: i for i, name in enumerate(METHOD_NAMES)}
     table = table.assign(_r=table["technique"].map(rank).fillna(len(rank)))
     table = table.sort_values(["_r", "technique", "fraction"], kind="stable")
-    columns = ["method", "technique", "fraction", "parameter", *METRICS, "n_cases", "n_seeds",
-               "dsc_std", "hd95_left_out", "worse_than_baseline", "p_value",
-               *[f"rank_{c}" for c in RANKED]]
+    columns = ["method", "technique", "fraction", "parameter", *METRICS, *COUNTS, "dsc_std",
+               "hd95_left_out", "worse_than_baseline", "p_value", *[f"rank_{c}" for c in RANKED]]
     return table[columns].reset_index(drop=True)
 
 
 def blocks(cases: pd.DataFrame):
     """``((dataset, model, class_name, fraction, postprocessed), rows)`` for every block of
-    ``cases``, grouped once (the report builds all tables from these)."""
+    the test rows of ``cases``, grouped once (the report builds all tables from these)."""
     check_cases(cases)
     keys = ["dataset", "model", "class_name", "fraction", "postprocessed"]
-    yield from cases.groupby(keys, sort=True, observed=True)
+    yield from cases[_split_mask(cases, TEST)].groupby(keys, sort=True, observed=True)
 
 
 def sensitivity_from_block(block: pd.DataFrame) -> pd.DataFrame:
-    """``sensitivity_table`` of rows that are already one block (see ``blocks``)."""
+    """``sensitivity_table`` of rows that are already one block (see ``blocks``); only its
+    test rows are used."""
     if block.empty:
         raise ResultsError("empty block")
     return _sensitivity(block)

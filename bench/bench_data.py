@@ -91,8 +91,11 @@ def bench_preprocessing(work: Path, large: bool) -> dict:
 
 def _patches_per_second(cases, patch, label_patch, batch, augmentation, workers=1,
                         seconds=3.0) -> float:
-    sampler = sampling.PatchSampler(cases, patch, 0.5, seed=0, label_patch=label_patch,
-                                    augmentation=augmentation, bg_aug_prob=0.5, workers=workers)
+    oversampling = "nnunet" if augmentation == "nnunet" else "balanced"
+    sampler = sampling.PatchSampler(cases, patch, 0.33 if oversampling == "nnunet" else 0.5,
+                                    seed=0, label_patch=label_patch, augmentation=augmentation,
+                                    bg_aug_prob=0.5, oversampling=oversampling,
+                                    workers=workers)
     sampler.sample(batch)  # warm-up (page cache, index arrays)
     done, clock = 0, time.perf_counter()
     while time.perf_counter() - clock < seconds:
@@ -108,17 +111,14 @@ def bench_sampling(work: Path, large: bool) -> dict:
     settings = []
     brats = "brats-size" if large and (work / "brats-size").exists() else "synthetic-brats"
     kits = "kits19-size" if large and (work / "kits19-size").exists() else "synthetic-kits"
-    flips = sampling.Augmentation(flip_axes=(0, 1, 2))
-    nnunet = sampling.Augmentation(flip_axes=(0, 1, 2), zoom=(0.85, 1.25), zoom_prob=0.2,
-                                   rotate_deg=15, rotate_prob=0.2)
     settings.append(("DeepMedic 37^3->21^3 x10", brats, "synthetic-brats", (37,) * 3, (21,) * 3,
-                     10, None))
-    settings.append(("DeepMedic 37^3->21^3 x10 +flips/intensity", brats, "synthetic-brats",
-                     (37,) * 3, (21,) * 3, 10, flips))
+                     10, "none"))
+    settings.append(("DeepMedic 37^3->21^3 x10 +deepmedic augmentation", brats,
+                     "synthetic-brats", (37,) * 3, (21,) * 3, 10, "deepmedic"))
     patch = (128,) * 3 if kits == "kits19-size" else (32, 64, 64)
-    settings.append((f"U-Net {patch} x2", kits, "synthetic-kits", patch, None, 2, None))
-    settings.append((f"U-Net {patch} x2 +flips/zoom/rotation p0.2", kits, "synthetic-kits", patch,
-                     None, 2, nnunet))
+    settings.append((f"U-Net {patch} x2", kits, "synthetic-kits", patch, None, 2, "none"))
+    settings.append((f"U-Net {patch} x2 +nnunet augmentation, nnU-Net oversampling", kits,
+                     "synthetic-kits", patch, None, 2, "nnunet"))
     for title, folder, preset, patch, label_patch, batch, augmentation in settings:
         info = DATASETS[preset]
         root = work / folder

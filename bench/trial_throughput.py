@@ -21,10 +21,11 @@ disturbed by other work). ``sample ms`` is the sampler's time per batch on the m
     python bench/trial_throughput.py --device cuda --size paper --models deepmedic \\
         --batch-size 40 --compile reduce-overhead --processes 4
 
-Sizes: ``tiny`` = the demo's U-Net (2 x 32^3) and the tiny DeepMedic (10 x 9^3 outputs from
-31^3 inputs) on 48^3 volumes; ``paper`` = the nnU-Net-like U-Net (2 x 128^3, 1 channel,
-160^3 volumes, KiTS-like) and DeepMedic (10 x 21^3 outputs from 67^3 inputs, i.e. 37^3 normal
-segments, 4 channels, 155 x 240 x 240 volumes, BraTS-like). Ways to fill a GPU with the small
+Sizes: ``tiny`` = the demo's U-Net (2 x 32^3) and the tiny DeepMedic (10 x 17^3 segments
+labelling 9^3) on 48^3 volumes; ``paper`` = the nnU-Net-like U-Net (2 x 128^3, 1 channel,
+160^3 volumes, KiTS-like) and the ``basic`` DeepMedic (10 x 37^3 normal segments labelling
+21^3, read from a 105^3 context tensor for the x3 and x5 pathways, 4 channels,
+155 x 240 x 240 volumes, BraTS-like). Ways to fill a GPU with the small
 DeepMedic: ``--batch-size`` (larger batches), ``--compile reduce-overhead`` (CUDA graphs) and
 ``--processes N`` (N trials per GPU; their steps/s are summed).
 """
@@ -47,6 +48,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import study.objectives as obj  # noqa: E402
 from study.data.loader import Case  # noqa: E402
+from study.models import output_patch  # noqa: E402
 from study.trial import RunOptions, Training  # noqa: E402
 
 TECHNIQUES = {
@@ -56,12 +58,12 @@ TECHNIQUES = {
     "asym_augmentation": ("asym_augmentation", {"bg_aug_prob": 0.5}),
 }
 
-# model -> size -> (preset, batch, output patch, channels, classes, volume shape, cases)
+# model -> size -> (preset, batch, input segment, channels, classes, volume shape, cases)
 SIZES = {
     "unet": {"tiny": ("tiny", 2, (32, 32, 32), 4, 2, (48, 48, 48), 4),
              "paper": ("paper", 2, (128, 128, 128), 1, 3, (160, 160, 160), 4)},
-    "deepmedic": {"tiny": ("tiny", 10, (9, 9, 9), 4, 2, (48, 48, 48), 4),
-                  "paper": ("paper", 10, (21, 21, 21), 4, 2, (155, 240, 240), 4)},
+    "deepmedic": {"tiny": ("tiny", 10, (17, 17, 17), 4, 2, (48, 48, 48), 4),
+                  "paper": ("basic", 10, (37, 37, 37), 4, 2, (155, 240, 240), 4)},
 }
 
 
@@ -110,13 +112,16 @@ def _timed(function, steps: int, device: torch.device) -> float:
 
 
 def measure(model: str, size: str, technique: str, args) -> dict:
-    preset, batch, patch, channels, classes, shape, count = SIZES[model][size]
+    preset, batch, segment, channels, classes, shape, count = SIZES[model][size]
     batch = args.batch_size or batch
     device = torch.device(args.device)
     name, hp = TECHNIQUES[technique]
+    patch = output_patch(model, preset, segment)
     config = {"model": {"name": model, "preset": preset}, "technique": name, "hp": hp,
-              "seed": 0, "training": {"iterations": 10**9, "batch_size": batch,
-                                      "patch": list(patch), "lr": None, "fg_fraction": 0.5}}
+              "seed": 0, "augmentation": "deepmedic" if "bg_aug_prob" in hp else "none",
+              "training": {"iterations": 10**9, "batch_size": batch,
+                           "input_patch": list(segment), "output_patch": list(patch),
+                           "lr": None, "fg_fraction": 0.5, "sampling": "balanced"}}
     data = _Data(tuple(f"c{c}" for c in range(channels)),
                  {f"class{k}": (k,) for k in range(classes)})
     cases = _cases(channels, classes, shape, count)
@@ -135,7 +140,8 @@ def measure(model: str, size: str, technique: str, args) -> dict:
     def ceiling() -> None:
         with training.autocast:
             obj.regularized_step(training.forward_model, training.loss, training.optimizer, x, y,
-                                 regularizers=training.regularizers)
+                                 regularizers=training.regularizers, update=training.update,
+                                 generate_before_clean=training.recipe.generate_before_clean)
 
     for _ in range(args.warmup):
         real()
@@ -154,7 +160,7 @@ def measure(model: str, size: str, technique: str, args) -> dict:
     sample_ms = (time.perf_counter() - clock) / 3 * 1e3
     voxels = batch * math.prod(patch)
     return {"model": f"{model}-{preset}", "technique": technique, "batch": batch,
-            "input": "x".join(map(str, training.input_patch)),
+            "input": "x".join(map(str, training.input_size)),
             "output": "x".join(map(str, patch)), "real_steps": real_rate,
             "real_voxels": real_rate * voxels, "ceiling_steps": ceiling_rate,
             "ceiling_voxels": ceiling_rate * voxels, "ratio": real_rate / ceiling_rate,

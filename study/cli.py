@@ -1,7 +1,8 @@
 """``study``: run, resume, inspect and report hyperparameter sensitivity studies.
 
     study demo                              the embedded default, locally on the CPU
-    study launch FILE [--storage URI] [--address auto]
+    study plan FILE|NAME [--json]           the trials a study will run (nothing is trained)
+    study launch FILE|NAME [--storage URI] [--address auto]
     study resume NAME [--storage URI]
     study status NAME [--storage URI]
     study report NAME [--storage URI] [--out DIR]
@@ -16,7 +17,8 @@ import sys
 import time
 from pathlib import Path
 
-DEMO_STUDY = Path(__file__).resolve().parent.parent / "search_spaces" / "studies" / "demo.yaml"
+STUDIES_DIR = Path(__file__).resolve().parent.parent / "search_spaces" / "studies"
+DEMO_STUDY = STUDIES_DIR / "demo.yaml"
 DEFAULT_STORAGE = "study-results"
 
 
@@ -43,6 +45,22 @@ def _dataset_roots(specs, overrides: list[str] | None) -> dict[str, str]:
                             f"({sorted(names)})")
         roots[name] = path
     return roots
+
+
+def study_file(given: str) -> Path:
+    """A study file's path, or the file of a shipped study named ``given``
+    (``search_spaces/studies/<name>.yaml``)."""
+    from study.spec import SpecError
+
+    path = Path(given)
+    if path.is_file():
+        return path
+    shipped = STUDIES_DIR / f"{given}.yaml"
+    if "/" not in given and shipped.is_file():
+        return shipped
+    names = ", ".join(sorted(p.stem for p in STUDIES_DIR.glob("*.yaml")))
+    raise SpecError(f"{given}: no such study file, nor a shipped study of that name "
+                    f"(shipped: {names})")
 
 
 def _same(specs, field: str) -> int:
@@ -112,7 +130,7 @@ def _finish(name: str, storage: str, missing: list) -> int:
 
 
 def _report(name: str, storage: str, out: str | None, figures: bool = True,
-            printer=None) -> Path:
+            printer=None, select_on: str = "test") -> Path:
     """Write the study's report (tables, figures, index.md/index.html); return index.md.
     Damaged or malformed result files are skipped and listed in the report."""
     import analysis
@@ -129,7 +147,7 @@ def _report(name: str, storage: str, out: str | None, figures: bool = True,
     pending = [t for t in plan.trials if t["trial_id"] not in finished]
     paths = analysis.write_report(results, out_dir, title=f"Study {name}",
                                   missing=len(pending), pending=pending, figures=figures,
-                                  progress=printer)
+                                  progress=printer, select_on=select_on)
     return paths[-1]
 
 
@@ -143,7 +161,22 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def cmd_launch(args: argparse.Namespace) -> int:
-    return _launch(args.file, args)[0]
+    return _launch(study_file(args.file), args)[0]
+
+
+def cmd_plan(args: argparse.Namespace) -> int:
+    import json
+
+    from study.plan import plan, summary
+    from study.spec import load_studies
+
+    path = study_file(args.file)
+    planned = plan(load_studies(path))
+    if args.json:
+        print(json.dumps(planned, ensure_ascii=False))
+    else:
+        _say(summary(planned, path))
+    return 0
 
 
 def cmd_resume(args: argparse.Namespace) -> int:
@@ -171,8 +204,8 @@ def cmd_report(args: argparse.Namespace) -> int:
 
     try:
         index = _report(args.name, args.storage, args.out, figures=not args.no_figures,
-                        printer=_say)
-    except ResultsError as error:
+                        printer=_say, select_on=args.select_on)
+    except (ResultsError, ValueError) as error:
         print(f"study: error: {error}", file=sys.stderr)
         return 2
     _say(f"report: {index} (and {index.with_suffix('.html').name}; its \"What is missing\" "
@@ -224,8 +257,18 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument("--out", default=None, help="report folder (default: in the study)")
     demo.set_defaults(func=cmd_demo)
 
+    plan = commands.add_parser(
+        "plan", help="expand a study without training: trials per experiment, technique and "
+        "fraction, GPU shares and a GPU-hour estimate")
+    plan.add_argument("file", help="study file, or the name of a shipped study "
+                      "(search_spaces/studies/NAME.yaml)")
+    plan.add_argument("--json", action="store_true",
+                      help='print {"study", "trials": [...], "gpu_hours"} as one JSON object')
+    plan.set_defaults(func=cmd_plan)
+
     launch = commands.add_parser("launch", help="run a study's trials with Ray Tune")
-    launch.add_argument("file", help="study file (search_spaces/studies/*.yaml)")
+    launch.add_argument("file", help="study file, or the name of a shipped study "
+                        "(search_spaces/studies/NAME.yaml)")
     run_options(launch)
     launch.add_argument("--mode", choices=("grid", "optimize"), default="grid",
                         help="grid: every setting of the study; optimize: Optuna TPE search "
@@ -254,6 +297,11 @@ def _parser() -> argparse.ArgumentParser:
     storage(report)
     report.add_argument("--out", default=None, help="report folder (default: in the study)")
     report.add_argument("--no-figures", action="store_true", help="tables only (faster)")
+    report.add_argument("--select-on", choices=("test", "validation"), default="test",
+                        help="split that chooses each technique's best setting: the test cases "
+                        "(the papers' practice, the default) or the validation cases held out "
+                        "of the training pool (dataset.validation_cases); the tables always "
+                        "report test metrics")
     report.set_defaults(func=cmd_report)
 
     data = commands.add_parser("data", help="dataset tools")

@@ -20,7 +20,7 @@ distance transform of the whole volume.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 from scipy import ndimage
@@ -111,25 +111,32 @@ def binary_metrics(
     }
 
 
-def keep_largest_component(mask: np.ndarray, connectivity: int = 6) -> np.ndarray:
-    """The largest connected component of a binary mask (001 §V-B post-processing).
+def keep_largest_component(mask: np.ndarray, connectivity: int = 6,
+                           components: int = 1) -> np.ndarray:
+    """The largest connected component(s) of a binary mask (001 §V-B post-processing: "we
+    assume there is only one target component and suppress all but the largest region").
 
     Args:
         mask: boolean array of any rank >= 1.
         connectivity: 6 for face neighbours only (as the seed code, scipy's default; 4 in 2D)
             or 26 for face, edge and corner neighbours (8 in 2D).
+        components: how many of the largest components to keep: 1 for a single-object
+            structure, 2 for a paired organ (the two kidneys).
 
     Returns:
-        A new boolean array of ``mask``'s shape holding only the component with the most
-        voxels. Ties go to the component that comes first in C (raster) order, i.e. the lowest
-        label of ``scipy.ndimage.label``. An empty mask gives an empty mask.
+        A new boolean array of ``mask``'s shape holding only the ``components`` components with
+        the most voxels. Ties go to the component that comes first in C (raster) order, i.e.
+        the lowest label of ``scipy.ndimage.label``. An empty mask gives an empty mask.
 
     Raises:
-        ValueError: if ``mask`` is not a boolean array or ``connectivity`` is not 6 or 26.
+        ValueError: if ``mask`` is not a boolean array, ``connectivity`` is not 6 or 26 or
+            ``components`` is not a positive integer.
     """
     _check_mask(mask, "mask")
     if connectivity not in (6, 26):
         raise ValueError(f"connectivity must be 6 (face) or 26 (full); got {connectivity!r}")
+    if not isinstance(components, int) or isinstance(components, bool) or components < 1:
+        raise ValueError(f"components must be a positive integer; got {components!r}")
     out = np.zeros_like(mask)
     box = _bounding_box(mask)
     if box is None:
@@ -139,11 +146,13 @@ def keep_largest_component(mask: np.ndarray, connectivity: int = 6) -> np.ndarra
     labels, n_components = ndimage.label(
         crop, structure=ndimage.generate_binary_structure(mask.ndim, rank)
     )
-    if n_components == 1:
+    if n_components <= components:
         out[box] = crop
     else:
         sizes = np.bincount(labels[crop], minlength=n_components + 1)
-        out[box] = labels == int(np.argmax(sizes))
+        sizes[0] = -1  # the background is never kept
+        kept = np.argsort(-sizes, kind="stable")[:components]  # stable: ties by label order
+        out[box] = np.isin(labels, kept)
     return out
 
 
@@ -152,7 +161,7 @@ def evaluate_segmentation(
     ref: np.ndarray,
     spacing: Sequence[float],
     class_names: Sequence[str],
-    lcc_classes: Sequence[str] = (),
+    lcc_classes: Sequence[str] | Mapping[str, int] = (),
 ) -> list[dict[str, str | bool | float | int]]:
     """Per-class metrics of a predicted label map, with and without post-processing.
 
@@ -160,8 +169,9 @@ def evaluate_segmentation(
     ``pred == k`` and ``ref == k`` are scored with :func:`binary_metrics` twice: as predicted
     (``postprocessed=False``) and after post-processing (``postprocessed=True``). Post-processing
     keeps the largest 6-connected component (:func:`keep_largest_component`) of the predicted
-    mask of the classes named in ``lcc_classes`` — the single-object structures of a dataset, e.g.
-    a tumour core but not the two kidneys; for every other class the post-processed row repeats
+    mask of the classes named in ``lcc_classes`` — the single-object structures of a dataset,
+    e.g. a tumour core — or, where ``lcc_classes`` maps names to counts, that many largest
+    components (2 for the two kidneys); for every other class the post-processed row repeats
     the raw one. The reference is never post-processed.
 
     Args:
@@ -169,7 +179,8 @@ def evaluate_segmentation(
         ref: integer label map of the same shape.
         spacing: voxel size in mm per array axis (see :func:`binary_metrics`).
         class_names: C names; ``class_names[k]`` names label ``k``, index 0 the background.
-        lcc_classes: foreground class names whose prediction is post-processed.
+        lcc_classes: foreground class names whose prediction is post-processed (one
+            component each), or a mapping of such names to the number of components kept.
 
     Returns:
         2 (C - 1) dicts in class order, raw before post-processed, each with keys
@@ -198,7 +209,9 @@ def evaluate_segmentation(
         raise ValueError(
             f"lcc_classes must be a sequence of class names, not the string {lcc_classes!r}"
         )
-    unknown = sorted(set(lcc_classes) - set(names[1:]))
+    kept = (dict(lcc_classes) if isinstance(lcc_classes, Mapping)
+            else dict.fromkeys(lcc_classes, 1))
+    unknown = sorted(set(kept) - set(names[1:]))
     if unknown:
         raise ValueError(
             f"lcc_classes {unknown!r} are not foreground classes; expected names from {names[1:]!r}"
@@ -219,8 +232,9 @@ def evaluate_segmentation(
         pred_k, ref_k = pred == label, ref == label
         raw = binary_metrics(pred_k, ref_k, spacing)
         post = (
-            binary_metrics(keep_largest_component(pred_k), ref_k, spacing)
-            if class_name in lcc_classes
+            binary_metrics(keep_largest_component(pred_k, components=kept[class_name]), ref_k,
+                           spacing)
+            if class_name in kept
             else raw
         )
         rows.append({"class_name": class_name, "postprocessed": False, **raw})

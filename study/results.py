@@ -1,8 +1,8 @@
-"""The Parquet results store (DESIGN.md "contract — results store").
+"""The Parquet results store: the contract between the trials and the analysis.
 
 Layout under a study's results URI (a local path or any pyarrow filesystem URI, ``s3://...``)::
 
-    <results>/cases/<trial_id>.parquet    one row per (test case, class, postprocessed)
+    <results>/cases/<trial_id>.parquet    one row per (case, class, postprocessed)
     <results>/trials/<trial_id>.parquet   one row per trial
     <results>/running/<trial_id>.json     heartbeat of a trial in progress (for `study status`)
 
@@ -12,6 +12,16 @@ dataset readers skip) and renamed into place on local filesystems, or uploaded i
 object stores. A trial that runs again (a resumed or retried trial) replaces its files instead
 of adding rows. ``cases`` is written before ``trials``, so a ``trials`` row means the trial's
 results are complete; readers join on it.
+
+``cases`` rows carry the trial's ``status`` (``ok``, ``diverged``: metrics NaN, ``failed``) and
+the ``split`` the case belongs to: ``"test"`` (the test set, which the papers' tables report)
+or ``"validation"`` (cases held out of the training pool and evaluated the same way, for
+choosing settings on data the tables do not report). Both tables carry the trial's ``variant``:
+the label of a study experiment that reruns techniques of another under a changed regime
+(``w/o augmentation``, ``80 % tumour``), null otherwise; the analysis reports each
+(technique, variant) as its own method. ``split`` and ``variant`` joined the contract after
+the first studies were written: a file without them is read as all ``"test"`` and no variant
+(``LATER_COLUMNS``), and the writer takes rows without ``split`` as test rows.
 """
 
 from __future__ import annotations
@@ -26,12 +36,14 @@ from typing import Any
 
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.dataset as ds
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
-HP_COLUMNS = ("m", "gamma", "eps", "l", "mixup_m", "mixup_alpha", "tau", "nu", "bg_aug_prob",
-              "beta")
+from study.catalog import HYPERPARAMETERS
+
+HP_COLUMNS = tuple(HYPERPARAMETERS)  # the hyperparameter names; columns hp_<name>
 
 _IDENTITY = [
     pa.field("study", pa.string()),
@@ -42,7 +54,8 @@ _IDENTITY = [
     pa.field("fraction", pa.float64()),
     pa.field("seed", pa.int64()),
     pa.field("param_label", pa.string()),
-    *[pa.field(f"hp_{name}", pa.float64()) for name in HP_COLUMNS],
+    pa.field("variant", pa.string()),  # the experiment's variant label, null when none
+    *[pa.field(HYPERPARAMETERS[name].column, pa.float64()) for name in HP_COLUMNS],
 ]
 
 CASES_SCHEMA = pa.schema([
@@ -59,6 +72,7 @@ CASES_SCHEMA = pa.schema([
     pa.field("pred_voxels", pa.int64()),
     pa.field("ref_voxels", pa.int64()),
     pa.field("status", pa.string()),
+    pa.field("split", pa.string()),  # test | validation
 ])
 
 TRIALS_SCHEMA = pa.schema([
@@ -83,6 +97,29 @@ TRIALS_SCHEMA = pa.schema([
 
 STATUSES = ("ok", "diverged", "failed")
 FINISHED_STATUSES = ("ok", "diverged")  # a stored result that need not run again
+TEST, VALIDATION = "test", "validation"
+SPLITS = (TEST, VALIDATION)
+# Columns added to the contract after results were first written, with the value a file
+# written before them is read as holding in every row.
+LATER_COLUMNS = {"split": TEST, "variant": None}
+
+
+def conform(table: pa.Table, schema: pa.Schema) -> pa.Table:
+    """``table`` as ``schema``: its columns in the schema's order and types; a column of
+    ``LATER_COLUMNS`` that ``table`` lacks (a file written before it existed) is added, and
+    nulls in one (such files read together with newer ones) filled, with its value. Raises
+    ``pyarrow.ArrowInvalid`` / ``KeyError`` when another column is missing or cannot be cast."""
+    for name, value in LATER_COLUMNS.items():
+        index = schema.get_field_index(name)
+        if index < 0:
+            continue
+        kind = schema.field(index).type
+        if name in table.column_names:
+            filled = pc.fill_null(table[name].cast(kind), pa.scalar(value, kind))
+            table = table.set_column(table.schema.get_field_index(name), name, filled)
+        else:
+            table = table.append_column(name, pa.array([value] * table.num_rows, kind))
+    return table.select(schema.names).cast(schema)
 
 
 def identity_columns(trial_param: dict[str, Any]) -> dict[str, Any]:
@@ -97,24 +134,28 @@ def identity_columns(trial_param: dict[str, Any]) -> dict[str, Any]:
         "fraction": float(config["fraction"]),
         "seed": int(config["seed"]),
         "param_label": trial_param["param_label"],
+        "variant": trial_param.get("variant"),
     }
     unknown = set(config["hp"]) - set(HP_COLUMNS)
     if unknown:
         raise ValueError(f"hyperparameters {sorted(unknown)} have no results column")
-    row.update({f"hp_{name}": config["hp"].get(name) for name in HP_COLUMNS})
+    row.update({HYPERPARAMETERS[name].column: config["hp"].get(name) for name in HP_COLUMNS})
     return row
 
 
 def summarise(trial_row: dict[str, Any], case_rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
-    """A trial's final metrics as reported to Tune: status, iterations, training time and the
-    mean raw / post-processed DSC over its case rows (NaN where none is defined)."""
+    """A trial's final metrics as reported to Tune: status, iterations, training time, the
+    mean raw / post-processed DSC over its test case rows (``dsc_raw``, ``dsc_pp``) and over
+    its validation case rows (``dsc_raw_validation``, ``dsc_pp_validation``); NaN where none
+    is defined. Rows without ``split`` are test rows."""
     summary = {"status": trial_row["status"], "iterations_done": trial_row["iterations_done"],
                "train_seconds": trial_row["train_seconds"]}
-    for postprocessed, suffix in ((False, "raw"), (True, "pp")):
-        values = [r["dsc"] for r in case_rows
-                  if r["postprocessed"] == postprocessed and r["dsc"] is not None
-                  and not math.isnan(r["dsc"])]
-        summary[f"dsc_{suffix}"] = sum(values) / len(values) if values else math.nan
+    for split, tail in ((TEST, ""), (VALIDATION, "_validation")):
+        for postprocessed, suffix in ((False, "raw"), (True, "pp")):
+            values = [r["dsc"] for r in case_rows
+                      if r.get("split", TEST) == split and r["postprocessed"] == postprocessed
+                      and r["dsc"] is not None and not math.isnan(r["dsc"])]
+            summary[f"dsc_{suffix}{tail}"] = sum(values) / len(values) if values else math.nan
     return summary
 
 
@@ -154,13 +195,18 @@ class ResultStore:
                 self.fs.delete_file(temporary)
 
     def write_trial(self, trial_row: dict[str, Any], case_rows: Sequence[dict[str, Any]]) -> None:
-        """Store one finished trial: its ``cases`` rows, then its ``trials`` row."""
+        """Store one finished trial: its ``cases`` rows, then its ``trials`` row. A case row
+        without ``split`` is a test row."""
         if trial_row["status"] not in STATUSES:
             raise ValueError(f"status: expected one of {STATUSES}, got {trial_row['status']!r}")
         trial_id = trial_row["trial_id"]
         if any(row["trial_id"] != trial_id for row in case_rows):
             raise ValueError(f"case rows of another trial passed with trial {trial_id}")
-        cases = pa.Table.from_pylist(list(case_rows), schema=CASES_SCHEMA)
+        case_rows = [{**LATER_COLUMNS, **row} for row in case_rows]
+        bad = sorted({repr(r["split"]) for r in case_rows if r["split"] not in SPLITS})
+        if bad:
+            raise ValueError(f"split: expected one of {SPLITS}, got {', '.join(bad)}")
+        cases = pa.Table.from_pylist(case_rows, schema=CASES_SCHEMA)
         self._write("cases", trial_id, cases)
         self._write("trials", trial_id, pa.Table.from_pylist([trial_row], schema=TRIALS_SCHEMA))
 
@@ -171,17 +217,18 @@ class ResultStore:
         if self.fs.get_file_info(directory).type != pafs.FileType.Directory:
             return schema.empty_table().to_pandas()
         dataset = ds.dataset(directory, filesystem=self.fs, format="parquet", schema=schema)
+        required = set(schema.names) - set(LATER_COLUMNS)
         try:  # fast path, unless a footer lacks a column (the dataset would read it as null)
-            if all(set(schema.names) <= set(pq.read_schema(path, filesystem=self.fs).names)
+            if all(required <= set(pq.read_schema(path, filesystem=self.fs).names)
                    for path in dataset.files):
-                return dataset.to_table().to_pandas()
+                return conform(dataset.to_table(), schema).to_pandas()
         except (pa.ArrowException, OSError):
             pass  # some file is damaged: find which, keep the others
         frames = []
         for path in dataset.files:
             try:
-                frames.append(pq.read_table(path, filesystem=self.fs).cast(schema))
-            except (pa.ArrowException, OSError, ValueError) as error:
+                frames.append(conform(pq.read_table(path, filesystem=self.fs), schema))
+            except (pa.ArrowException, OSError, ValueError, KeyError) as error:
                 trial_id = path.rsplit("/", 1)[-1].removesuffix(".parquet")
                 self.problems[trial_id] = f"{path}: unreadable ({error})".splitlines()[0]
         return pa.concat_tables(frames or [schema.empty_table()]).to_pandas()

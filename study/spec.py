@@ -10,6 +10,7 @@ and the dotted key.
 
 from __future__ import annotations
 
+import difflib
 import itertools
 import math
 import re
@@ -20,23 +21,12 @@ from typing import Any
 
 import yaml
 
+from study.catalog import HYPERPARAMETERS, TECHNIQUES
+
 SEARCH_SPACES_DIR = Path(__file__).resolve().parent.parent / "search_spaces"
 
-# Hyperparameter name -> symbol the papers print (results column is ``hp_<name>``).
-HYPERPARAMETER_SYMBOLS: dict[str, str] = {
-    "m": "m",
-    "gamma": "γ",
-    "eps": "ε",
-    "l": "l",
-    "mixup_m": "m",
-    "mixup_alpha": "α",
-    "tau": "τ",
-    "nu": "ν",
-    "bg_aug_prob": "p",
-    "beta": "β",
-}
-
 _NAME = re.compile(r"^[a-z0-9][a-z0-9_.-]*$")
+MAX_ITERATIONS = 10_000_000  # a typo guard: the papers' longest budget is 250,000
 # YAML 1.1 (PyYAML) reads `1e-5` as a string: accept such numbers where a float is expected.
 _FLOAT_TEXT = re.compile(r"^[+-]?(\d+\.?\d*|\.\d+)[eE][+-]?\d+$")
 
@@ -74,7 +64,9 @@ class _Node:
         self._seen.add(name)
         if name not in self.data:
             if default is ...:
-                self.fail("required key is missing", self.key(name))
+                near = difflib.get_close_matches(name, [str(k) for k in self.data], n=1)
+                hint = f" (found {near[0]!r}: did you mean {name!r}?)" if near else ""
+                self.fail(f"required key is missing{hint}", self.key(name))
             return default
         return self.convert(self.data[name], kind, self.key(name), check, expect)
 
@@ -110,10 +102,13 @@ class _Node:
 
     def done(self) -> None:
         """Fail on keys that were never read (typos must not be silently ignored)."""
-        unknown = sorted(set(self.data) - self._seen)
+        unknown = sorted(set(self.data) - self._seen, key=str)
         if unknown:
             known = ", ".join(sorted(self._seen))
-            self.fail(f"unknown key {unknown[0]!r} (known keys: {known})", self.key(unknown[0]))
+            near = difflib.get_close_matches(str(unknown[0]), sorted(self._seen), n=1)
+            hint = f"did you mean {near[0]!r}? " if near else ""
+            self.fail(f"unknown key {unknown[0]!r} ({hint}known keys: {known})",
+                      self.key(unknown[0]))
 
 
 def _read_yaml(path: Path) -> Any:
@@ -151,13 +146,52 @@ class SearchSpace:
         return [dict(point) for point in self.grid] or [{}]
 
 
-def _parse_grid(
-    node: _Node, hyperparameters: Sequence[Hyperparameter]
-) -> tuple[dict[str, float], ...]:
-    """``grid`` is either {name: [values]} (Cartesian product) or [{name: value}, ...].
+def _parse_points(node: _Node, key: str, raw: Any, hyperparameters: Sequence[Hyperparameter],
+                  technique: str) -> list[dict[str, float]]:
+    """Grid points from ``{name: [values]}`` (Cartesian product) or ``[{name: value}, ...]``
+    (a single mapping is one point). A combination's points may give any non-empty subset of
+    its hyperparameters (the paired ones together: :meth:`study.catalog.Technique.check`);
+    every other technique's give all of them. Every value must lie in its hyperparameter's
+    optimisation range."""
+    names = [h.name for h in hyperparameters]
+    info = TECHNIQUES.get(technique)
+    combination = info is not None and info.combination
+    if isinstance(raw, dict) and not combination and all(isinstance(v, list)
+                                                         for v in raw.values()):
+        grid_node = _Node(raw, node.source, key)
+        axes = [grid_node.list_of(name, float, expect="a list of numbers") for name in names]
+        grid_node.done()
+        points = [dict(zip(names, combo, strict=True)) for combo in itertools.product(*axes)]
+    else:
+        items = [raw] if isinstance(raw, dict) else raw
+        if not isinstance(items, list):
+            node.fail(f"expected a mapping or a list of mappings, got {raw!r}", key)
+        points = []
+        for i, item in enumerate(items):
+            where = key if isinstance(raw, dict) else f"{key}[{i}]"
+            point_node = _Node(item, node.source, where)
+            point = {name: point_node.get(name, float) for name in names
+                     if not combination or name in point_node.data}
+            point_node.done()
+            if info is not None:
+                try:
+                    info.check(point)
+                except ValueError as error:
+                    point_node.fail(str(error))
+            points.append(point)
+    if not points:
+        node.fail("expected at least one grid point", key)
+    for i, point in enumerate(points):
+        for h in hyperparameters:
+            if h.name in point and not h.low <= point[h.name] <= h.high:
+                node.fail(f"{h.name}={point[h.name]} lies outside its range [{h.low}, {h.high}]",
+                          f"{key}[{i}]" if len(points) > 1 else key)
+    return points
 
-    Every value must lie in its hyperparameter's optimisation range.
-    """
+
+def _parse_grid(node: _Node, hyperparameters: Sequence[Hyperparameter], technique: str
+                ) -> tuple[dict[str, float], ...]:
+    """The ``grid`` key of a search space or a study's technique entry (:func:`_parse_points`)."""
     names = [h.name for h in hyperparameters]
     if "grid" not in node.data:
         if names:
@@ -165,30 +199,7 @@ def _parse_grid(
         node._seen.add("grid")
         return ()
     raw = node.get("grid", (dict, list))
-    key = node.key("grid")
-    if isinstance(raw, dict):
-        grid_node = _Node(raw, node.source, key)
-        axes = [
-            grid_node.list_of(name, float, expect="a list of numbers") for name in names
-        ]
-        grid_node.done()
-        points = [dict(zip(names, combo, strict=True)) for combo in itertools.product(*axes)]
-    else:
-        points = []
-        for i, item in enumerate(raw):
-            point_node = _Node(item, node.source, f"{key}[{i}]")
-            points.append({name: point_node.get(name, float) for name in names})
-            point_node.done()
-    if not points:
-        node.fail("expected at least one grid point", key)
-    for i, point in enumerate(points):
-        for h in hyperparameters:
-            if not h.low <= point[h.name] <= h.high:
-                node.fail(
-                    f"{h.name}={point[h.name]} lies outside its range [{h.low}, {h.high}]",
-                    f"{key}[{i}]",
-                )
-    return tuple(points)
+    return tuple(_parse_points(node, node.key("grid"), raw, hyperparameters, technique))
 
 
 def load_search_space(path: str | Path) -> SearchSpace:
@@ -200,9 +211,9 @@ def load_search_space(path: str | Path) -> SearchSpace:
     params_node = node.child("hyperparameters", default={})
     hyperparameters = []
     for name in params_node.data:
-        if name not in HYPERPARAMETER_SYMBOLS:
+        if name not in HYPERPARAMETERS:
             params_node.fail(
-                f"unknown hyperparameter {name!r} (known: {', '.join(HYPERPARAMETER_SYMBOLS)})",
+                f"unknown hyperparameter {name!r} (known: {', '.join(HYPERPARAMETERS)})",
                 params_node.key(name),
             )
         param = params_node.child(name)
@@ -214,7 +225,7 @@ def load_search_space(path: str | Path) -> SearchSpace:
         param.done()
         hyperparameters.append(Hyperparameter(name, low, high, log))
     params_node.done()
-    grid = _parse_grid(node, hyperparameters)
+    grid = _parse_grid(node, hyperparameters, technique)
     node.done()
     if path.stem != technique:
         node.fail(f"technique {technique!r} must match the file name {path.name!r}", "technique")
@@ -229,41 +240,88 @@ def load_search_spaces(directory: str | Path = SEARCH_SPACES_DIR) -> dict[str, S
 
 @dataclass(frozen=True)
 class DatasetSpec:
-    """Which data a study uses. ``synthetic`` holds generator parameters for synthetic presets."""
+    """Which data a study uses. ``synthetic`` holds generator parameters for synthetic presets;
+    ``validation_cases`` are held out of the training pool and evaluated like the test cases,
+    for choosing settings on data the tables do not report (0 = none, as the papers)."""
 
     name: str
     test_cases: int
     root: str | None = None
     synthetic: Mapping[str, Any] = field(default_factory=dict)
+    validation_cases: int = 0
+
+
+UPDATE_RULES = ("summed", "sequential")
+MIXUP_LAMBDAS = ("paper", "code")
+SAMPLING_SCHEMES = ("balanced", "nnunet")
 
 
 @dataclass(frozen=True)
 class TrainingSpec:
-    """``patch``: the output patch the loss sees (the model asks for the input it needs:
-    the same for the U-Net, the wider context of its pathways for DeepMedic, e.g. 21^3 for
-    DeepMedic's 37^3 normal-resolution segments); ``lr``: initial learning rate, None = the
-    model's paper value (``study.models.recipes``); ``validate_every``: iterations between
-    periodic validations (0 = none; monitoring only, not part of a trial's identity)."""
+    """How every trial of an experiment trains.
+
+    ``input_patch``: the training segment the network reads (DeepMedic: its normal-resolution
+    segment, 37^3 in the papers; the U-Net: its patch) and ``output_patch`` the voxels it
+    labels, derived from the model (DeepMedic 37^3 -> 21^3; the U-Net the same size).
+    ``lr``: initial learning rate, None = the model's paper value (``study.models.recipes``).
+    ``sampling``: ``balanced`` — a share ``fg_fraction`` of the patches centred on foreground,
+    the rest on background (DeepMedic, 001 §V-A.1) — or ``nnunet`` — per batch the last
+    ``round(B * fg_fraction)`` patches centred on a voxel of a uniformly chosen foreground
+    class, the others random crops (nnU-Net, 001 §V-A.4).
+    ``update``: ``summed`` — one optimizer step on the sum of the clean and the regularizers'
+    losses (001 eq. 14, 17, 22) — or ``sequential`` — one step per loss term, in the reference
+    code's order (2x the updates for adversarial training or mixup, 3x for both).
+    ``mixup_lambda``: asymmetric mixup's λ ~ Beta(α, α) as eq. 18 writes it (``paper``) or
+    scaled by (1 - m) as the reference code draws it (``code``).
+    ``validate_every``: iterations between periodic validations (0 = none; monitoring only,
+    not part of a trial's identity)."""
 
     iterations: int
     batch_size: int
-    patch: tuple[int, int, int]
+    input_patch: tuple[int, int, int]
+    output_patch: tuple[int, int, int]
     lr: float | None
     fg_fraction: float
     checkpoint_every: int
     validate_every: int = 0
+    sampling: str = "balanced"
+    update: str = "summed"
+    mixup_lambda: str = "paper"
 
 
 @dataclass(frozen=True)
 class TechniqueRun:
-    """One technique of a study with the settings (grid points) to run."""
+    """One technique of a study with the settings (grid points) to run: the same at every
+    fraction (``settings``) or given per training fraction (``by_fraction``, as 000 Tables I-III
+    list them)."""
 
     technique: str
     settings: tuple[dict[str, float], ...]
+    by_fraction: Mapping[float, tuple[dict[str, float], ...]] | None = None
+
+    def settings_at(self, fraction: float) -> tuple[dict[str, float], ...]:
+        if self.by_fraction is None:
+            return self.settings
+        return self.by_fraction[fraction]
+
+    def all_settings(self) -> tuple[dict[str, float], ...]:
+        if self.by_fraction is None:
+            return self.settings
+        return tuple(p for points in self.by_fraction.values() for p in points)
 
 
 @dataclass(frozen=True)
 class StudySpec:
+    """One experiment of a study file: a dataset, its fractions, a model, its regularisation
+    regime and the techniques to sweep.
+
+    ``augmentation``: the regime every trial trains with (``none``, ``deepmedic``,
+    ``nnunet``: :mod:`study.data.augmentation`); eq. 21's gate (``bg_aug_prob``) acts on it.
+    ``variant``: a short label that sets this experiment's rows apart from another experiment
+    of the same study with the same techniques (001 Table III "w/o augmentation"), printed in
+    every setting's label. ``mirroring``: test-time augmentation by averaging the logits over
+    all flips of the three axes (nnU-Net's inference, 001 §V-A.4)."""
+
     name: str
     description: str
     source: str
@@ -274,6 +332,9 @@ class StudySpec:
     seeds: tuple[int, ...]
     training: TrainingSpec
     techniques: tuple[TechniqueRun, ...]
+    augmentation: str = "none"
+    variant: str | None = None
+    mirroring: bool = False
 
 
 def _parse_dataset(node: _Node) -> DatasetSpec:
@@ -286,6 +347,8 @@ def _parse_dataset(node: _Node) -> DatasetSpec:
     default_test = info.test_cases if info.test_cases is not None else ...
     test_cases = node.get("test_cases", int, default=default_test, check=lambda v: v > 0,
                           expect="a positive integer")
+    validation_cases = node.get("validation_cases", int, default=0, check=lambda v: v >= 0,
+                                expect="an integer >= 0")
     root = node.get("root", str, default=None)
     synthetic = node.get("synthetic", dict, default=None)
     node.done()
@@ -302,18 +365,36 @@ def _parse_dataset(node: _Node) -> DatasetSpec:
             node.fail(f"a real dataset needs `root`, the folder holding its cases "
                       f"({info.description})", node.key("root"))
         synthetic = {}
-    return DatasetSpec(name, test_cases, root, synthetic)
+    return DatasetSpec(name, test_cases, root, synthetic, validation_cases)
 
 
-def _parse_training(node: _Node) -> TrainingSpec:
+def _choice(node: _Node, name: str, choices: Sequence[str], default: str) -> str:
+    return node.get(name, str, default=default, check=lambda v: v in choices,
+                    expect=f"one of {', '.join(choices)}")
+
+
+def _parse_training(node: _Node, model: str, preset: str) -> TrainingSpec:
+    from study.models import output_patch
+
+    if "patch" in node.data:
+        node.fail("renamed: write `input_patch`, the training segment the network reads "
+                  "(DeepMedic: its normal-resolution segment, 37^3 in the papers, labelling "
+                  "21^3 voxels; the U-Net: its patch)", node.key("patch"))
     positive = {"check": lambda v: v > 0, "expect": "a positive integer"}
-    patch = node.list_of("patch", int, **positive)
-    if len(patch) != 3:
-        node.fail(f"expected 3 patch sizes (D, H, W), got {patch}", node.key("patch"))
+    input_patch = tuple(node.list_of("input_patch", int, **positive))
+    if len(input_patch) != 3:
+        node.fail(f"expected 3 sizes (D, H, W), got {list(input_patch)}",
+                  node.key("input_patch"))
+    try:
+        output = tuple(output_patch(model, preset, input_patch))
+    except ValueError as error:
+        node.fail(str(error), node.key("input_patch"))
     spec = TrainingSpec(
-        iterations=node.get("iterations", int, **positive),
+        iterations=node.get("iterations", int, check=lambda v: 0 < v <= MAX_ITERATIONS,
+                            expect=f"a positive integer <= {MAX_ITERATIONS:,}"),
         batch_size=node.get("batch_size", int, **positive),
-        patch=tuple(patch),
+        input_patch=input_patch,
+        output_patch=output,
         lr=node.get("lr", float, default=None, check=lambda v: v > 0,
                     expect="a positive number"),
         fg_fraction=node.get("fg_fraction", float, default=0.5,
@@ -322,6 +403,9 @@ def _parse_training(node: _Node) -> TrainingSpec:
                                   check=lambda v: v >= 0, expect="an integer >= 0"),
         validate_every=node.get("validate_every", int, default=0,
                                 check=lambda v: v >= 0, expect="an integer >= 0"),
+        sampling=_choice(node, "sampling", SAMPLING_SCHEMES, "balanced"),
+        update=_choice(node, "update", UPDATE_RULES, "summed"),
+        mixup_lambda=_choice(node, "mixup_lambda", MIXUP_LAMBDAS, "paper"),
     )
     node.done()
     return spec
@@ -329,10 +413,11 @@ def _parse_training(node: _Node) -> TrainingSpec:
 
 def _parse_techniques(
     items: Sequence[Any], source: str, spaces: Mapping[str, SearchSpace],
-    key_prefix: str = "techniques",
+    fractions: Sequence[float], key_prefix: str = "techniques",
 ) -> tuple[TechniqueRun, ...]:
-    from study.techniques import TECHNIQUES  # techniques the trial runner can build
-
+    """Technique entries: a technique id (its search space's grid), or a mapping with
+    ``technique`` and either ``grid`` (replaces the search space's grid) or ``by_fraction``
+    (``{fraction: setting or [settings]}`` covering every fraction of the experiment)."""
     runs = []
     for i, item in enumerate(items):
         key = f"{key_prefix}[{i}]"
@@ -351,16 +436,45 @@ def _parse_techniques(
                 node.key("technique"),
             )
         space = spaces[technique]
-        settings = space.settings()
+        settings = tuple(space.settings())
+        by_fraction = None
+        if "grid" in node.data and "by_fraction" in node.data:
+            node.fail("give either `grid` or `by_fraction`, not both", node.key("by_fraction"))
         if "grid" in node.data:
-            settings = [dict(p) for p in _parse_grid(node, space.hyperparameters)] or [{}]
+            settings = _parse_grid(node, space.hyperparameters, technique) or ({},)
+        elif "by_fraction" in node.data:
+            by_fraction = _parse_by_fraction(node, space, fractions)
+            settings = ()
         node.done()
-        runs.append(TechniqueRun(technique, tuple(settings)))
+        runs.append(TechniqueRun(technique, settings, by_fraction))
     names = [run.technique for run in runs]
     duplicated = {n for n in names if names.count(n) > 1}
     if duplicated:
         raise SpecError(f"{source}: {key_prefix}: {sorted(duplicated)[0]!r} is listed twice")
     return tuple(runs)
+
+
+def _parse_by_fraction(node: _Node, space: SearchSpace, fractions: Sequence[float]
+                       ) -> dict[float, tuple[dict[str, float], ...]]:
+    if not space.hyperparameters:
+        node.fail(f"{space.technique} has no hyperparameters to give per fraction",
+                  node.key("by_fraction"))
+    raw = node.get("by_fraction", dict)
+    key = node.key("by_fraction")
+    out: dict[float, tuple[dict[str, float], ...]] = {}
+    for fraction_key, value in raw.items():
+        fraction = node.convert(fraction_key, float, f"{key}.{fraction_key}",
+                                lambda v: 0 < v <= 1, "a fraction in (0, 1]")
+        match = [f for f in fractions if math.isclose(f, fraction, rel_tol=1e-9)]
+        if not match:
+            node.fail(f"{fraction:g} is not a fraction of this experiment "
+                      f"({', '.join(f'{f:g}' for f in fractions)})", f"{key}.{fraction_key}")
+        out[match[0]] = tuple(_parse_points(node, f"{key}.{fraction_key}", value,
+                                            space.hyperparameters, space.technique))
+    missing = [f for f in fractions if f not in out]
+    if missing:
+        node.fail(f"no setting for fraction(s) {', '.join(f'{f:g}' for f in missing)}", key)
+    return {f: out[f] for f in fractions}
 
 
 def load_study(path: str | Path, spaces_dir: str | Path = SEARCH_SPACES_DIR) -> StudySpec:
@@ -403,14 +517,15 @@ def load_studies(path: str | Path, spaces_dir: str | Path = SEARCH_SPACES_DIR
 
 
 def _parse_study(node: _Node, path: Path, spaces: Mapping[str, SearchSpace]) -> StudySpec:
+    from study.data.augmentation import REGIMES
+    from study.models import MODELS
+
     name = node.get("name", str, check=_NAME.match,
                     expect="a lower-case name of letters, digits, '_', '-', '.'")
     description = node.get("description", str, default="")
     dataset = _parse_dataset(node.child("dataset"))
-    fractions = node.list_of("fractions", float, check=lambda v: 0 < v <= 1,
-                             expect="a fraction in (0, 1]")
-    from study.models import MODELS, patch_problem
-
+    fractions = tuple(dict.fromkeys(node.list_of(
+        "fractions", float, check=lambda v: 0 < v <= 1, expect="a fraction in (0, 1]")))
     model_node = node.child("model")
     model = model_node.get("name", str, check=lambda v: v in MODELS,
                            expect=f"one of {', '.join(MODELS)}")
@@ -420,22 +535,28 @@ def _parse_study(node: _Node, path: Path, spaces: Mapping[str, SearchSpace]) -> 
     model_node.done()
     seeds = node.list_of("seeds", int, default=[0], check=lambda v: v >= 0,
                          expect="a non-negative integer")
-    training = _parse_training(node.child("training"))
-    problem = patch_problem(model, preset, training.patch)
-    if problem:
-        node.fail(problem, node.key("training.patch"))
+    training = _parse_training(node.child("training"), model, preset)
+    augmentation = _choice(node, "augmentation", REGIMES, "none")
+    variant = node.get("variant", str, default=None, check=lambda v: 0 < len(v) <= 40,
+                       expect="a short label (1-40 characters)")
+    inference = node.child("inference", default={})
+    mirroring = inference.get("mirroring", bool, default=False)
+    inference.done()
     techniques = _parse_techniques(node.list_of("techniques", (str, dict)), str(path), spaces,
-                                   node.key("techniques"))
+                                   fractions, node.key("techniques"))
     node.done()
     return StudySpec(
         name=name,
         description=description,
         source=str(path),
         dataset=dataset,
-        fractions=tuple(dict.fromkeys(fractions)),
+        fractions=fractions,
         model=model,
         model_preset=preset,
         seeds=tuple(dict.fromkeys(seeds)),
         training=training,
         techniques=techniques,
+        augmentation=augmentation,
+        variant=variant,
+        mirroring=mirroring,
     )

@@ -1,7 +1,8 @@
 """Technique id + hyperparameters -> what a trial trains with: the objective, the batch
 regularizers and the augmentation (001 §IV, 003, 004).
 
-Three builders, one per family:
+Three builders, one per family of :data:`study.catalog.TECHNIQUES` (which declares each
+technique's symmetry and hyperparameters):
 
 * :func:`_regularized` — the baseline loss with the 001 modifications: large margin ``m``
   (eq. 4-9), focal ``gamma`` (eq. 10-13), both (eq. 22), plus adversarial batches ``eps, l``
@@ -34,6 +35,8 @@ import torch
 from torch import nn
 
 import study.objectives as obj
+from study import catalog
+from study.catalog import Technique
 from study.models.outputs import centre_crop, main_output
 
 IGNORE = obj.IGNORE_INDEX
@@ -108,43 +111,10 @@ class AlignedAdversarialPerturbation(obj.AdversarialPerturbation):
         return super().perturbation(main_output(model), x, target, generator)
 
 
-@dataclass(frozen=True)
-class Technique:
-    """A technique id's builder, its symmetry and its hyperparameters (``required`` must all
-    be given, ``optional`` may be; a combination, with only optional ones, needs one)."""
-
-    build_with: Callable[[Technique, dict[str, float], Context], TrainingObjective]
-    asymmetric: bool = False
-    required: tuple[str, ...] = ()
-    optional: tuple[str, ...] = ()
-    loss: type[nn.Module] | None = None  # the region loss of :func:`_region`
-
-    def build(self, name: str, hp: dict[str, float], context: Context) -> TrainingObjective:
-        unknown = sorted(set(hp) - set(self.required) - set(self.optional))
-        missing = [k for k in self.required if k not in hp]
-        known = ", ".join((*self.required, *self.optional)) or "none"
-        if unknown or missing:
-            problem = f"unknown {unknown}" if unknown else f"missing {missing}"
-            raise ValueError(f"technique {name}: hyperparameters {problem} (takes: {known})")
-        if self.optional and not self.required and not hp:
-            raise ValueError(f"technique {name}: combines nothing; give at least one of "
-                             f"{known} (with none it is vanilla)")
-        return self.build_with(self, hp, context)
-
-
 def _forms(make: Callable[[str], nn.Module], context: Context) -> nn.Module:
     """``make("ce")`` (DeepMedic) or ``make("ce") + make("dsc")`` (U-Net); ``make`` builds the
     DSC form with ``context.batch_dice``."""
     return make("ce") + make("dsc") if context.dsc_term else make("ce")
-
-
-def _pair(hp: dict[str, float], keys: tuple[str, ...], technique: str) -> bool:
-    """Whether the technique with hyperparameters ``keys`` is on; a partial set is an error."""
-    given = [k for k in keys if k in hp]
-    if given and len(given) < len(keys):
-        raise ValueError(f"{technique} needs {' and '.join(keys)} together, got only "
-                         f"{', '.join(given)}")
-    return bool(given)
 
 
 def _regularized(technique: Technique, hp: dict[str, float], context: Context
@@ -164,9 +134,9 @@ def _regularized(technique: Technique, hp: dict[str, float], context: Context
                       else obj.DiceLoss(batch_dice=context.batch_dice, ignore_index=IGNORE),
                       context)
     regularizers: list[obj.Regularizer] = []
-    if _pair(hp, ("eps", "l"), "adversarial training"):
+    if "eps" in hp:
         regularizers.append(AlignedAdversarialPerturbation(hp["eps"], hp["l"], **common))
-    if technique.asymmetric and _pair(hp, ("mixup_m", "mixup_alpha"), "asymmetric mixup"):
+    if technique.asymmetric and "mixup_m" in hp:
         regularizers.append(obj.AsymmetricMixup(hp["mixup_alpha"], hp["mixup_m"], context.rare,
                                                 lam=context.mixup_lambda, ignore_index=IGNORE))
     elif not technique.asymmetric and "mixup_alpha" in hp:
@@ -180,9 +150,14 @@ def _regularized(technique: Technique, hp: dict[str, float], context: Context
     return TrainingObjective(loss, tuple(regularizers), augmentation)
 
 
+_REGION_LOSSES: dict[str, type[nn.Module]] = {
+    "dsc": obj.DiceLoss, "jaccard": obj.JaccardLoss, "f_beta": obj.FBetaLoss}
+
+
 def _region(technique: Technique, hp: dict[str, float], context: Context) -> TrainingObjective:
-    return TrainingObjective(technique.loss(*(hp[k] for k in technique.required),
-                                            batch_dice=context.batch_dice, ignore_index=IGNORE))
+    loss = _REGION_LOSSES[technique.id]
+    return TrainingObjective(loss(*(hp[k] for k in technique.required),
+                                  batch_dice=context.batch_dice, ignore_index=IGNORE))
 
 
 def _calibration(technique: Technique, hp: dict[str, float], context: Context
@@ -194,28 +169,10 @@ def _calibration(technique: Technique, hp: dict[str, float], context: Context
                                                        ignore_index=IGNORE))
 
 
-_ALL = ("m", "gamma", "eps", "l", "mixup_m", "mixup_alpha", "bg_aug_prob")
-
-TECHNIQUES: dict[str, Technique] = {
-    "vanilla": Technique(_regularized),
-    "large_margin": Technique(_regularized, False, ("m",)),
-    "asym_large_margin": Technique(_regularized, True, ("m",)),
-    "focal": Technique(_regularized, False, ("gamma",)),
-    "asym_focal": Technique(_regularized, True, ("gamma",)),
-    "adversarial": Technique(_regularized, False, ("eps", "l")),
-    "asym_adversarial": Technique(_regularized, True, ("eps", "l")),
-    "mixup": Technique(_regularized, False, ("mixup_alpha",)),
-    "asym_mixup": Technique(_regularized, True, ("mixup_m", "mixup_alpha")),
-    "asym_augmentation": Technique(_regularized, True, ("bg_aug_prob",)),
-    # symmetric mixup has no margin m, so mixup_m belongs to the asymmetric combination only
-    "combination": Technique(_regularized, False, optional=tuple(k for k in _ALL
-                                                                  if k != "mixup_m")),
-    "asym_combination": Technique(_regularized, True, optional=_ALL),
-    "dsc": Technique(_region, loss=obj.DiceLoss),
-    "jaccard": Technique(_region, loss=obj.JaccardLoss),
-    "f_beta": Technique(_region, required=("beta",), loss=obj.FBetaLoss),
-    "margin_calibration": Technique(_calibration, required=("tau", "nu")),
-}
+Builder = Callable[[Technique, dict[str, float], Context], TrainingObjective]
+BUILDERS: dict[str, Builder] = {"regularized": _regularized, "region": _region,
+                                "calibration": _calibration}
+"""A technique family (:attr:`study.catalog.Technique.family`) -> its builder."""
 
 
 def build_training(technique: str, hp: dict[str, float], context: Context
@@ -225,9 +182,10 @@ def build_training(technique: str, hp: dict[str, float], context: Context
     Raises ``ValueError`` naming an unknown technique, an unknown or missing hyperparameter,
     a half-given pair (``eps`` without ``l``) or a combination of nothing.
     """
-    if technique not in TECHNIQUES:
-        raise ValueError(f"technique: unknown {technique!r} (known: {', '.join(TECHNIQUES)})")
-    return TECHNIQUES[technique].build(technique, {k: float(v) for k, v in hp.items()}, context)
+    info = catalog.technique(technique)
+    hp = {k: float(v) for k, v in hp.items()}
+    info.check(hp)
+    return BUILDERS[info.family](info, hp, context)
 
 
 def build_objective(technique: str, hp: dict[str, float], rare: Sequence[float],

@@ -8,17 +8,24 @@ bad trial: a NaN/inf training loss ends it as ``diverged``; any other error is s
 patch, GPU and config), and only then re-raised, so that Tune can retry it.
 
 Training (:class:`Training`): the model (``study.models``), the technique's loss, batch
-regularizers and augmentation (``study.techniques``), one :func:`regularized_step` per
-iteration in the papers' summed-loss mode, the model's paper optimiser and LR schedule
-(``study.models.recipes``). Patches are sampled at the model's *input* size with labels of
-its output patch ``training.patch`` (for DeepMedic the input is the wider context of its
-pathways); on the device the labels are padded to the input size with the ignore label, so
-that flips, mixup and adversarial perturbations treat input and labels alike. The (asymmetric)
-augmentation of eq. 21 is done by the sampler. On CUDA: bf16 autocast, optional
-``torch.compile``, batches sampled ahead in a thread into pinned memory, and the loss read by
-the host only every ``check_every`` iterations (a window of on-device losses), so the loop does
-not wait for the GPU each step; divergence is still reported at its exact iteration. On the
-CPU: float32, no prefetch, a check every iteration.
+regularizers and augmentation gate (``study.techniques``), one :func:`regularized_step` per
+iteration with the experiment's update rule (``training.update``: one summed-loss step as the
+papers' equations, or one step per term in the reference code's order), the model's paper
+optimiser and LR schedule (``study.models.recipes``). Patches are sampled at the model's
+*input* size with labels of its output patch ``training.output_patch`` (for DeepMedic the
+input is the context of its pathways around the 37^3 ``input_patch`` segment); on the device
+the labels are padded to the input size with the ignore label, so that flips, mixup and
+adversarial perturbations treat input and labels alike. The experiment's augmentation regime
+(``augmentation``), gated by eq. 21 where the technique has ``bg_aug_prob``, is applied by the
+sampler. On CUDA: bf16 autocast, optional ``torch.compile``, batches sampled ahead in a thread
+into pinned memory, and the loss read by the host only every ``check_every`` iterations (a
+window of on-device losses), so the loop does not wait for the GPU each step; divergence is
+still reported at its exact iteration. On the CPU: float32, no prefetch, a check every
+iteration.
+
+Evaluation: the test cases and, when the dataset holds some out, the validation cases
+(``split`` column), whole-volume inference with test-time mirroring where the experiment asks
+for it.
 
 Checkpoints (every ``checkpoint_every`` iterations) hold model, optimizer, LR schedule,
 sampler and RNG states (CPU and CUDA); a trial resumed from one ends bit-exactly as an
@@ -28,6 +35,7 @@ uninterrupted run on the CPU (CUDA kernels are not bit-reproducible run to run).
 from __future__ import annotations
 
 import io
+import itertools
 import json
 import math
 import queue
@@ -61,7 +69,7 @@ LOGIT_STAT_TRAIN_CASES = 4  # training cases whose logits are summarised (infere
 METRIC_KEYS = ("dsc", "sensitivity", "precision", "iou", "hd95", "hd95_max")
 VALIDATION_PATCHES = 8  # fixed patches of the test cases scored by periodic validation
 VALIDATION_SEED = 0
-MODEL_OPTIONS = ("deep_supervision", "base", "stages", "dropout")  # optional config["model"] keys
+MODEL_OPTIONS = ("deep_supervision", "base", "stages")  # optional config["model"] keys
 
 
 @dataclass(frozen=True)
@@ -218,8 +226,10 @@ def _model_options(model_config: dict[str, Any]) -> dict[str, Any]:
 class Training:
     """One trial's training: model, objective, optimizer, schedule, batches; :meth:`run`.
 
-    ``patch`` (``training.patch``) is the *output* patch the loss sees; the model says which
-    input it needs (``model.input_size``) and the sampler cuts patches of that size.
+    ``training.output_patch`` is the patch the loss sees (DeepMedic: the 21^3 labelled by its
+    37^3 ``input_patch`` segment); the model says which input tensor it needs for it
+    (``model.input_size``: for DeepMedic the context of all its pathways) and the sampler cuts
+    patches of that size.
     """
 
     def __init__(self, config: dict[str, Any], cases, info: DatasetInfo, device: torch.device,
@@ -232,18 +242,20 @@ class Training:
         self.num_classes = len(info.classes)
         self.model = build_model(name, config["model"]["preset"], len(info.channels),
                                  self.num_classes, **_model_options(config["model"])).to(device)
-        self.output_patch = tuple(int(p) for p in training["patch"])
-        self.input_patch = tuple(self.model.input_size(self.output_patch))
+        self.output_patch = tuple(int(p) for p in training["output_patch"])
+        self.input_size = tuple(self.model.input_size(self.output_patch))
         context = Context(tuple(info.rare_vector()), self.recipe.dsc_term,
                           class_counts=lambda: obj.class_counts((c.label for c in cases),
-                                                                self.num_classes))
+                                                                self.num_classes),
+                          batch_dice=self.recipe.batch_dice,
+                          mixup_lambda=training.get("mixup_lambda", "paper"))
+        self.update = training.get("update", "summed")
         built = build_training(config["technique"], config["hp"], context)
         self.loss = OutputLoss(built.loss)
         self.regularizers = built.regularizers
-        self.optimizer = self.recipe.optimizer(self.model.parameters(), training.get("lr"))
+        self.optimizer = self.recipe.optimizer(self.model, training.get("lr"))
         self.schedule = self.recipe.schedule(self.optimizer, self.iterations)
-        self.sampler = self._sampler(cases, training["fg_fraction"], config["seed"],
-                                     built.augmentation)
+        self.sampler = self._sampler(cases, config["seed"], built.augmentation)
         cuda = device.type == "cuda"
         prefetch = options.prefetch if options.prefetch is not None else (2 if cuda else 0)
         self.batches = _BatchStream(self.sampler, training["batch_size"], prefetch, pin=cuda,
@@ -261,14 +273,18 @@ class Training:
         self.sampler_state = self.sampler.state()
         self._window: list[tuple[int, torch.Tensor, torch.Tensor]] = []
 
-    def _sampler(self, cases, fg_fraction: float, seed: int, gate: AugmentationGate | None):
-        """Patches at the model's input size with labels of its output size; eq. 21's
-        augmentation applied by the sampler (on the CPU, in the prefetch thread on CUDA)."""
-        options: dict[str, Any] = {"label_patch": self.output_patch}
-        if gate is not None:
-            options.update(augmentation=sampling.Augmentation(), bg_aug_prob=gate.bg_aug_prob,
-                           rare=gate.rare, rare_by="any")
-        return sampling.PatchSampler(cases, self.input_patch, fg_fraction, seed=seed, **options)
+    def _sampler(self, cases, seed: int, gate: AugmentationGate | None):
+        """Patches at the model's input size with labels of its output size, sampled by the
+        experiment's scheme (``training.sampling``) and augmented by its regime
+        (``augmentation``), which eq. 21's gate restricts to rare samples plus a share
+        ``bg_aug_prob`` of the others (on the CPU, in the prefetch thread on CUDA)."""
+        training = self.config["training"]
+        gate_options = ({"bg_aug_prob": gate.bg_aug_prob, "rare": gate.rare}
+                        if gate is not None else {})
+        return sampling.PatchSampler(
+            cases, self.input_size, training["fg_fraction"], seed=seed,
+            label_patch=self.output_patch, augmentation=self.config["augmentation"],
+            oversampling=training["sampling"], **gate_options)
 
     # -- state ------------------------------------------------------------------------------
     def state_bytes(self) -> bytes:
@@ -306,9 +322,9 @@ class Training:
         input) from labels of the output or input size; voxels outside the output are
         ``IGNORE``."""
         inner = centre_crop(labels.long(), self.output_patch)
-        if self.input_patch == self.output_patch:
+        if self.input_size == self.output_patch:
             return inner
-        marked = torch.full((labels.shape[0], *self.input_patch), IGNORE, dtype=torch.int64,
+        marked = torch.full((labels.shape[0], *self.input_size), IGNORE, dtype=torch.int64,
                             device=labels.device)
         centre_crop(marked, self.output_patch).copy_(inner)
         return marked
@@ -320,8 +336,10 @@ class Training:
         y = self._labels(labels.to(self.device, non_blocking=True))
         self.model.train()
         with self.autocast:
-            result = obj.regularized_step(self.forward_model, self.loss, self.optimizer, x, y,
-                                          regularizers=self.regularizers)
+            result = obj.regularized_step(
+                self.forward_model, self.loss, self.optimizer, x, y,
+                regularizers=self.regularizers, update=self.update,
+                generate_before_clean=self.recipe.generate_before_clean)
         clean = result.losses["clean"]
         self.schedule.step(clean)
         self.iteration += 1
@@ -383,7 +401,7 @@ class _Validation:
     classes."""
 
     def __init__(self, cases, training: Training, fg_fraction: float):
-        sampler = sampling.PatchSampler(cases, training.input_patch, fg_fraction,
+        sampler = sampling.PatchSampler(cases, training.input_size, fg_fraction,
                                         seed=VALIDATION_SEED)
         images, labels = sampler.sample(VALIDATION_PATCHES)
         self.images = torch.from_numpy(images)
@@ -461,38 +479,48 @@ class _LogitStats:
         return out
 
 
-def _evaluate(model, config, info, test_cases, train_cases, device):
-    """Per-case metric rows of the test cases and the train/test logit statistics.
+def _evaluate(model, config, info, evaluated: dict[str, list], train_cases, device):
+    """Per-case metric rows of the evaluated cases (``{"test": cases, "validation": cases}``,
+    each row tagged with its ``split``) and the train/test logit statistics.
 
     Whole-volume logits by :func:`study.inference.predict_logits` (U-Net: Gaussian sliding
-    window over the training patch, overlap 0.5; DeepMedic: dense tiling), argmax, metrics
-    with and without largest-component post-processing.
+    window over the training patch, overlap 0.5, optionally averaged over mirrorings;
+    DeepMedic: dense tiling with its inference segments), argmax, metrics with and without
+    largest-component post-processing.
     """
-    patch = config["training"]["patch"]
+    patch = config["training"]["output_patch"]
+    mirror = (0, 1, 2) if config.get("inference", {}).get("mirroring") else ()
+
+    def logits_of(case) -> np.ndarray:
+        return predict_logits(model, case.image, patch, device=device,
+                              mirror_axes=mirror).numpy()
+
     rows = []
     stats = {"train": _LogitStats(len(info.classes)), "test": _LogitStats(len(info.classes))}
     for case in train_cases[:LOGIT_STAT_TRAIN_CASES]:
-        logits = predict_logits(model, case.image, patch, device=device).numpy()
-        stats["train"].add(logits, case.label, case.roi)
-    for case in test_cases:
-        logits = predict_logits(model, case.image, patch, device=device).numpy()
-        stats["test"].add(logits, case.label, case.roi)
-        prediction = logits.argmax(axis=0).astype(np.uint8)
-        for row in evaluate_segmentation(prediction, case.label, case.spacing, info.class_names,
-                                         info.lcc_classes):
-            rows.append({"case_id": case.case_id, **row})
+        stats["train"].add(logits_of(case), case.label, case.roi)
+    for split, cases in evaluated.items():
+        for case in cases:
+            logits = logits_of(case)
+            if split == "test":
+                stats["test"].add(logits, case.label, case.roi)
+            prediction = logits.argmax(axis=0).astype(np.uint8)
+            for row in evaluate_segmentation(prediction, case.label, case.spacing,
+                                             info.class_names, info.lcc_classes):
+                rows.append({"case_id": case.case_id, "split": split, **row})
     logit_stats = {"bin_edges": LOGIT_BINS.tolist()}
     logit_stats.update({split: s.as_dict(info.class_names) for split, s in stats.items()})
     return rows, logit_stats
 
 
-def _diverged_rows(test_cases, info: DatasetInfo) -> list[dict]:
+def _diverged_rows(evaluated: dict[str, list], info: DatasetInfo) -> list[dict]:
     """Rows for a diverged trial: metrics undefined (NaN), reference sizes kept."""
     rows = []
-    for case in test_cases:
-        for k, name in enumerate(info.class_names[1:], start=1):
+    for split, cases in evaluated.items():
+        for case, k in itertools.product(cases, range(1, len(info.class_names))):
+            name = info.class_names[k]
             for postprocessed in (False, True):
-                rows.append({"case_id": case.case_id, "class_name": name,
+                rows.append({"case_id": case.case_id, "split": split, "class_name": name,
                              "postprocessed": postprocessed, "pred_voxels": None,
                              "ref_voxels": int((case.label == k).sum()),
                              **{key: math.nan for key in METRIC_KEYS}})
@@ -511,7 +539,8 @@ def _out_of_memory_message(error: BaseException, config: dict[str, Any],
         gpu = f" on {torch.cuda.get_device_name(device)} ({total:.0f} GiB, peak {peak:.1f} GiB)"
         torch.cuda.empty_cache()
     return (f"CUDA out of memory training {model['name']}/{model['preset']} with batch "
-            f"{training['batch_size']} x output patch {list(training['patch'])}, technique "
+            f"{training['batch_size']} x input segment {list(training['input_patch'])} "
+            f"(output {list(training['output_patch'])}), technique "
             f"{config['technique']} {config['hp']}{gpu}: {error} (config: "
             f"{canonical_json(config)})")
 
@@ -537,17 +566,28 @@ def run_trial(param: dict[str, Any], options: RunOptions, session: Session | Non
     case_rows: list[dict] = []
     try:
         root = dataset_root(config, options)
-        train_ids, test_ids = splits.split(loader.list_cases(info, root),
-                                           config["dataset"]["test_cases"], config["fraction"],
-                                           counts=info.train_counts)
+        dataset = config["dataset"]
+        case_ids = loader.list_cases(info, root)
+        held_out = dataset.get("validation_cases", 0)
+        train_ids, test_ids = splits.split(case_ids, dataset["test_cases"], config["fraction"],
+                                           counts=info.train_counts, validation_cases=held_out)
         cache = Path(options.data_dir) / "preprocessed"  # shared by the trials of a node
-        train_cases = [loader.load_case(info, root, c, cache_dir=cache) for c in train_ids]
+
+        def load(ids):
+            return [loader.load_case(info, root, c, cache_dir=cache) for c in ids]
+
+        train_cases = load(train_ids)
         loader.require_foreground(train_cases, info)
-        test_cases = [loader.load_case(info, root, c, cache_dir=cache) for c in test_ids]
+        test_cases = load(test_ids)
+        evaluated = {"test": test_cases}
+        if held_out:
+            evaluated["validation"] = load(splits.validation(case_ids, dataset["test_cases"],
+                                                             held_out))
         row.update(train_cases=len(train_cases), test_cases=len(test_cases))
         clock = time.perf_counter()
         try:
-            training = _train(config, train_cases, info, device, session, options, test_cases)
+            training = _train(config, train_cases, info, device, session, options,
+                              evaluated.get("validation") or test_cases)
             row.update(status="ok", iterations_done=training.iteration,
                        final_train_loss=training.last_loss)
         except Diverged as error:
@@ -555,11 +595,11 @@ def run_trial(param: dict[str, Any], options: RunOptions, session: Session | Non
         row["train_seconds"] = time.perf_counter() - clock
         clock = time.perf_counter()
         if row["status"] == "ok":
-            case_rows, logit_stats = _evaluate(training.model, config, info, test_cases,
+            case_rows, logit_stats = _evaluate(training.model, config, info, evaluated,
                                                train_cases, device)
             row["logit_stats"] = json.dumps(logit_stats)
         else:
-            case_rows = _diverged_rows(test_cases, info)
+            case_rows = _diverged_rows(evaluated, info)
         row["eval_seconds"] = time.perf_counter() - clock
     except Exception as error:
         message = f"{type(error).__name__}: {error}"

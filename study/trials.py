@@ -1,7 +1,8 @@
 """Deterministic expansion of a study into trials, and the ``trial_id`` contract.
 
-A trial is a canonical config: dataset (name and, for synthetic data, its generator
-parameters), training fraction, model, technique, hyperparameters, seed, training budget.
+A trial is a canonical config: dataset (name, test and validation set sizes and, for synthetic
+data, its generator parameters), training fraction, model, technique, hyperparameters, seed,
+training budget and segment sizes, augmentation regime and test-time mirroring.
 ``trial_id`` is the first 16 hex digits of the SHA-256 of its canonical JSON (sorted keys,
 compact separators, floats normalised to 12 significant digits, ``-0.0`` -> ``0.0``), so the
 same study file expands to the same ids in any process on any machine. Paths (data roots,
@@ -18,7 +19,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from study.spec import HYPERPARAMETER_SYMBOLS, StudySpec
+from study.catalog import param_label
+from study.spec import StudySpec
 
 
 def _normalise(value: Any) -> Any:
@@ -47,33 +49,6 @@ def trial_id(config: dict[str, Any]) -> str:
     return hashlib.sha256(canonical_json(config).encode("utf-8")).hexdigest()[:16]
 
 
-def _number(value: float) -> str:
-    """How the papers print numbers: ``2.0`` -> ``2``, ``0.0001`` -> ``1e-4``."""
-    text = f"{value:.6e}" if 0 < abs(value) < 1e-3 else f"{value:.6g}"
-    if "e" not in text:
-        return text
-    mantissa, exponent = text.split("e")
-    if "." in mantissa:
-        mantissa = mantissa.rstrip("0").rstrip(".")
-    return f"{mantissa}e{int(exponent)}"
-
-
-def param_label(hp: dict[str, float], shown: Sequence[str] | None = None) -> str:
-    """The setting as the papers print it: ``γ = 2``, ``ε = 1e-5 l = 10``; ``—`` if none.
-
-    ``shown`` limits the label to the hyperparameters that vary within the technique's grid
-    (the papers print ``m = 0.2`` for asymmetric mixup, not its constant α); mixup's margin is
-    printed ``m_mix`` where the large margin's ``m`` is shown too.
-    """
-    names = [name for name in hp if shown is None or name in shown] or list(hp)
-    if not names:
-        return "—"
-    symbols = dict(HYPERPARAMETER_SYMBOLS)
-    if "m" in names and "mixup_m" in names:
-        symbols["mixup_m"] = "m_mix"
-    return " ".join(f"{symbols[name]} = {_number(hp[name])}" for name in names)
-
-
 def _varying(settings: Sequence[dict[str, float]]) -> list[str]:
     """Hyperparameters whose value differs between the grid points of one technique."""
     names = list(dict.fromkeys(name for point in settings for name in point))
@@ -88,6 +63,7 @@ class Trial:
     trial_id: str
     config: dict[str, Any]
     param_label: str
+    variant: str | None = None
 
     def as_param(self) -> dict[str, Any]:
         """The JSON-safe dict Ray Tune carries as this trial's config."""
@@ -95,30 +71,54 @@ class Trial:
             "study": self.study,
             "trial_id": self.trial_id,
             "param_label": self.param_label,
+            "variant": self.variant,
             "config": self.config,
         }
 
     @classmethod
     def from_param(cls, param: dict[str, Any]) -> Trial:
-        trial = cls(param["study"], param["trial_id"], param["config"], param["param_label"])
+        trial = cls(param["study"], param["trial_id"], param["config"], param["param_label"],
+                    param.get("variant"))
         if trial_id(trial.config) != trial.trial_id:
             raise ValueError(f"trial {trial.trial_id}: config does not hash to its id")
         return trial
 
 
+def trial_augmentation(spec: StudySpec, hp: dict[str, float]) -> str:
+    """The augmentation regime a trial trains with: the experiment's, except that eq. 21's
+    gate (``bg_aug_prob``) in an experiment without augmentation gates the DeepMedic regime, as
+    the reference code does for BraTS (001 §IV-E; there is nothing else to gate)."""
+    if "bg_aug_prob" in hp and spec.augmentation == "none":
+        return "deepmedic"
+    return spec.augmentation
+
+
 def trial_config(spec: StudySpec, fraction: float, technique: str, hp: dict[str, float],
                  seed: int) -> dict[str, Any]:
-    """The canonical identity config of one trial of ``spec``."""
-    dataset = {"name": spec.dataset.name, "test_cases": spec.dataset.test_cases}
+    """The canonical identity config of one trial of ``spec``.
+
+    Options that cannot change a trial's result are left out, so that the same experiment is
+    the same trial in every study: the update rule only where the technique adds batches
+    (adversarial ``eps``/``l``, mixup ``mixup_alpha``), the mixup λ form only for asymmetric
+    mixup (``mixup_m``).
+    """
+    dataset = {"name": spec.dataset.name, "test_cases": spec.dataset.test_cases,
+               "validation_cases": spec.dataset.validation_cases}
     if spec.dataset.synthetic:
         dataset["synthetic"] = dict(spec.dataset.synthetic)
     training = {
         "iterations": spec.training.iterations,
         "batch_size": spec.training.batch_size,
-        "patch": list(spec.training.patch),
+        "input_patch": list(spec.training.input_patch),
+        "output_patch": list(spec.training.output_patch),
         "lr": spec.training.lr,
         "fg_fraction": spec.training.fg_fraction,
+        "sampling": spec.training.sampling,
     }
+    if "eps" in hp or "mixup_alpha" in hp:
+        training["update"] = spec.training.update
+    if "mixup_m" in hp:
+        training["mixup_lambda"] = spec.training.mixup_lambda
     config = {
         "dataset": dataset,
         "fraction": fraction,
@@ -127,6 +127,8 @@ def trial_config(spec: StudySpec, fraction: float, technique: str, hp: dict[str,
         "hp": {name: float(value) for name, value in hp.items()},
         "seed": seed,
         "training": training,
+        "augmentation": trial_augmentation(spec, hp),
+        "inference": {"mirroring": spec.mirroring},
     }
     return json.loads(canonical_json(config))
 
@@ -134,13 +136,16 @@ def trial_config(spec: StudySpec, fraction: float, technique: str, hp: dict[str,
 def expand(spec: StudySpec) -> list[Trial]:
     """All trials of a study, ordered by fraction, technique, setting, seed.
 
-    Raises ``ValueError`` if two entries of the study describe the same trial.
+    A setting's label is printed as the papers do (:func:`param_label`); the experiment's
+    ``variant`` travels beside it. Raises ``ValueError`` if two entries of the study describe
+    the same trial.
     """
     trials: dict[str, Trial] = {}
     for fraction in spec.fractions:
         for run in spec.techniques:
-            shown = _varying(run.settings)
-            for hp in run.settings:
+            shown = _varying(run.all_settings())
+            for hp in run.settings_at(fraction):
+                label = param_label(hp, shown)
                 for seed in spec.seeds:
                     config = trial_config(spec, fraction, run.technique, hp, seed)
                     tid = trial_id(config)
@@ -149,5 +154,5 @@ def expand(spec: StudySpec) -> list[Trial]:
                             f"{spec.source}: {run.technique} {param_label(hp)} seed {seed} "
                             f"fraction {fraction} appears twice"
                         )
-                    trials[tid] = Trial(spec.name, tid, config, param_label(hp, shown))
+                    trials[tid] = Trial(spec.name, tid, config, label, spec.variant)
     return list(trials.values())

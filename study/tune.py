@@ -29,6 +29,7 @@ from typing import Any
 import pyarrow.fs as pafs
 from ray import tune
 
+from study.profiles import gpu_share
 from study.results import ResultStore, filesystem
 from study.trial import RunOptions, run_trial
 from study.trials import Trial
@@ -37,11 +38,6 @@ os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 
 CHECKPOINT_FILE = "state.pt"
 HEARTBEAT_SECONDS = 60  # well under study.status.RUNNING_TIMEOUT
-# Share of one GPU a trial asks for when the cluster has GPUs, by (model, preset): DeepMedic
-# is launch-bound (DESIGN.md §Scale: 8 packed processes gave 1.9x), so four trials share a
-# GPU; a paper-size U-Net fills one. Ray packs fractions per GPU, with no memory isolation.
-GPU_SHARE = {("deepmedic", "paper"): 0.25, ("unet", "paper"): 1.0}
-TINY_GPU_SHARE = 0.125
 
 
 def gpus_per_trial(models: set[tuple[str, str]], requested: float | None) -> float:
@@ -53,7 +49,7 @@ def gpus_per_trial(models: set[tuple[str, str]], requested: float | None) -> flo
 
     if not ray.cluster_resources().get("GPU", 0):
         return 0.0
-    return max(GPU_SHARE.get(model, TINY_GPU_SHARE) for model in models)
+    return max(gpu_share(*model) for model in models)
 
 
 def study_uri(storage: str, study: str) -> str:
@@ -260,7 +256,8 @@ def launch(trials: list[Trial], storage: str, options: RunOptions, *,
            printer: Callable[[str], None] = print) -> list[dict]:
     """Run every trial that has no stored result; return those still missing afterwards.
 
-    ``gpus`` is the GPU share per trial; None picks it from the model (``GPU_SHARE``).
+    ``gpus`` is the GPU share per trial; None picks it from the model
+    (:func:`study.profiles.gpu_share`).
     """
     if not trials:
         raise ValueError("launch: the study expands to no trials")

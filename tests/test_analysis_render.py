@@ -107,7 +107,8 @@ def test_best_settings_choose_the_highest_mean_dsc(cases):
         own = table[table["technique"] == row.technique]
         assert row.parameter == own.loc[own["dsc"].idxmax(), "parameter"]
     wide = best_hyperparameters(cases, "synthetic-kits", class_name="tumour")
-    assert list(wide.columns[-2:]) == ["10%", "50%"]
+    assert list(wide.columns[-4:]) == ["10%", "50%", "all_diverged_10%", "all_diverged_50%"]
+    assert not wide[["all_diverged_10%", "all_diverged_50%"]].any().any()
     assert list(wide["hyperparameter"]) == ["γ", "ε", "l"]
     focal = chosen[chosen["technique"] == "asym_focal"].set_index("fraction")["hp_gamma"]
     assert wide.iloc[0]["10%"] == focal[0.1] and wide.iloc[0]["50%"] == focal[0.5]

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
-from study.data import loader, preprocess, sampling, splits, synthetic
+from study.data import augmentation, loader, preprocess, sampling, splits, synthetic
 from study.data.loader import Case
 from study.data.registry import DATASETS
 
@@ -341,7 +341,8 @@ def _striped_case(n_channels=3, size=20) -> Case:
 def test_flips_apply_to_every_channel_and_the_label_alike():
     """Regression test for the reference DeepMedic bug (flips of channel 0 only, A11)."""
     case = _striped_case()
-    aug = sampling.Augmentation(flip_axes=(0, 1, 2), flip_prob=0.5, shift_std=0, scale_std=0)
+    aug = augmentation.DeepMedicAugmentation(flip_prob=(0.5, 0.5, 0.5), shift_std=0,
+                                             scale_std=0)
     sampler = sampling.PatchSampler([case], (11, 11, 11), 0.5, seed=2, augmentation=aug)
     images, labels = sampler.sample(64)
     assert sampler.last["augmented"].all()
@@ -363,10 +364,9 @@ def test_asymmetric_augmentation_gates_background_patches_only(root):
     bg_aug_prob (binomial 99.9 % interval over ~1000 of them); the same patches are drawn
     whatever bg_aug_prob is, so settings compare on identical data."""
     cases = _cases(root)
-    aug = sampling.Augmentation(flip_axes=(0,), shift_std=0.1, scale_std=0.05)
     draws = {}
     for p in (0.0, 0.25, 1.0):
-        sampler = sampling.PatchSampler(cases, (9, 9, 9), 0.5, seed=11, augmentation=aug,
+        sampler = sampling.PatchSampler(cases, (9, 9, 9), 0.5, seed=11, augmentation="deepmedic",
                                         bg_aug_prob=p, rare=INFO.rare_vector(),
                                         rare_by="centre")
         _, labels = sampler.sample(2000)
@@ -381,19 +381,20 @@ def test_asymmetric_augmentation_gates_background_patches_only(root):
 
 
 def test_rotation_by_pi_equals_two_flips_and_zoom_one_is_identity(root):
-    """The optional geometric augmentation samples about the patch centre: rotating by 180
-    degrees about axis 0 is flipping axes 1 and 2; no zoom and no rotation is the plain crop."""
+    """The spatial augmentation samples about the patch centre: rotating by 180 degrees about
+    axis 0 is flipping axes 1 and 2; no zoom and no rotation is the plain crop."""
     case = _cases(root)[0]
-    sampler = sampling.PatchSampler([case], (9, 9, 9), 1.0, seed=0, label_patch=(5, 5, 5))
     centre = np.array(case.label.shape) // 2
-    image, label = sampler._crop_patch(case, centre)
-    same_image, same_label = sampler._warp_patch(case, centre, 1.0, np.zeros(3))
+    site = augmentation.Site(case.image, case.label, centre, np.array([9, 9, 9]),
+                             np.array([5, 5, 5]))
+    image, label = site.crop()
+    same_image, same_label = site.resample(np.eye(3))
     np.testing.assert_allclose(same_image, image, atol=1e-5)
     np.testing.assert_array_equal(same_label, label)
-    rot_image, rot_label = sampler._warp_patch(case, centre, 1.0, np.array([np.pi, 0, 0]))
+    rot_image, rot_label = site.resample(augmentation.rotation(np.array([np.pi, 0, 0])))
     np.testing.assert_allclose(rot_image, image[:, :, ::-1, ::-1], atol=1e-4)
     np.testing.assert_array_equal(rot_label, label[:, ::-1, ::-1])
-    aug = sampling.Augmentation(zoom=(0.85, 1.25), zoom_prob=1, rotate_deg=15, rotate_prob=1)
+    aug = augmentation.NnUNetAugmentation(p_scale=1, p_rotation=1)
     warped = sampling.PatchSampler([case], (9, 9, 9), 1.0, seed=0, augmentation=aug)
     images, labels = warped.sample(4)
     assert images.shape == (4, 4, 9, 9, 9) and set(np.unique(labels)) <= {0, 1}
@@ -403,11 +404,11 @@ def test_worker_threads_give_the_same_batches(root):
     """Cutting and augmenting patches in threads changes nothing: all random choices are made
     in order before the work is shared out (so resumed trials stay bit-exact)."""
     cases = _cases(root)
-    aug = sampling.Augmentation(zoom=(0.85, 1.25), zoom_prob=0.5, rotate_deg=15, rotate_prob=0.5)
     batches = []
     for workers in (1, 3):
         sampler = sampling.PatchSampler(cases, (12, 12, 12), 0.5, seed=5, label_patch=(6, 6, 6),
-                                        augmentation=aug, bg_aug_prob=0.5, workers=workers)
+                                        augmentation="nnunet", bg_aug_prob=0.5,
+                                        workers=workers)
         batches.append([sampler.sample(6) for _ in range(3)])
         sampler.close()
     for (a_images, a_labels), (b_images, b_labels) in zip(*batches, strict=True):

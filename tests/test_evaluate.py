@@ -379,3 +379,25 @@ def test_binary_metrics_errors_name_what_was_received_and_expected(pred, ref, sp
     """Non-boolean masks, shape mismatch and bad spacing raise a ValueError saying so."""
     with pytest.raises(ValueError, match=message):
         binary_metrics(pred, ref, spacing)
+
+
+def test_paired_organ_keeps_its_two_largest_components():
+    """``components=2`` keeps both kidneys and drops a smaller false positive; through
+    evaluate_segmentation a mapping {class: count} does the same, one count per class."""
+    from study.evaluate import evaluate_segmentation, keep_largest_component
+
+    mask = np.zeros((20, 20, 20), bool)
+    mask[2:8, 2:8, 2:8] = True  # 216 voxels
+    mask[12:17, 12:17, 12:17] = True  # 125 voxels
+    mask[10, 2, 18] = True  # a 1-voxel false positive
+    kept = keep_largest_component(mask, components=2)
+    assert kept.sum() == 216 + 125 and not kept[10, 2, 18]
+    assert keep_largest_component(mask).sum() == 216
+    assert np.array_equal(keep_largest_component(mask, components=5), mask)
+    with pytest.raises(ValueError, match="components must be a positive integer"):
+        keep_largest_component(mask, components=0)
+    pred = mask.astype(np.uint8)
+    rows = evaluate_segmentation(pred, pred, (1.0, 1.0, 1.0), ["background", "kidney"],
+                                 {"kidney": 2})
+    post = next(r for r in rows if r["postprocessed"])
+    assert post["pred_voxels"] == 216 + 125

@@ -11,7 +11,8 @@ import pytest
 import torch
 
 from study.inference import dense_tiling_logits, predict_logits, sliding_window_logits
-from study.models.deepmedic import PRESETS, DeepMedic
+from study.models.deepmedic import DeepMedic
+from study.models.presets import DEEPMEDIC_PRESETS as PRESETS
 
 ALL_FLIPS = [axes for k in range(4) for axes in itertools.combinations((0, 1, 2), k)]
 

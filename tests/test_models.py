@@ -19,15 +19,10 @@ from study.models import (
     segment_sizes,
     unet_widths,
 )
-from study.models.deepmedic import (
-    PRESETS,
-    DeepMedic,
-    DeepMedicConfig,
-    DeepMedicDropout,
-    _add_residual,
-    _Stack,
-)
+from study.models.deepmedic import DeepMedic, DeepMedicDropout, _add_residual, _Stack
 from study.models.outputs import deep_supervision_weights
+from study.models.presets import DEEPMEDIC_PRESETS as PRESETS
+from study.models.presets import DeepMedicConfig
 from study.models.recipes import RECIPES, DeepMedicRMSprop, PlateauOnTrainingLoss, StepHalving
 
 PAPER_PRESETS = ("basic", "default")

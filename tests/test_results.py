@@ -102,3 +102,64 @@ def test_analysis_agrees_with_the_store_on_finished_trials(tmp_path):
     damaged.write_bytes(damaged.read_bytes()[:100])
     loaded = load_results(str(tmp_path), errors="skip").finished_ids()
     assert loaded == ResultStore(str(tmp_path)).finished_ids() == {"t1"}
+
+
+def _case_rows(trial_id, splits):
+    identity = identity_columns(_param(trial_id))
+    return identity, [{**identity, "case_id": f"c{i}", "class_name": "tumour",
+                       "postprocessed": True, "dsc": dsc, "status": "ok", **split}
+                      for i, (dsc, split) in enumerate(splits)]
+
+
+def test_split_defaults_to_test_and_is_checked(tmp_path):
+    """Case rows without ``split`` are test rows; validation rows keep theirs; an unknown
+    split is refused before anything is written."""
+    store = ResultStore(str(tmp_path))
+    identity, rows = _case_rows("t1", [(0.5, {}), (0.7, {"split": "validation"})])
+    store.write_trial({**identity, "status": "ok", "config": "{}"}, rows)
+    assert store.cases().set_index("case_id")["split"].to_dict() == {"c0": "test",
+                                                                     "c1": "validation"}
+    identity, rows = _case_rows("t2", [(0.5, {"split": "train"})])
+    with pytest.raises(ValueError, match=r"split: expected one of \('test', 'validation'\), "
+                                         "got 'train'"):
+        store.write_trial({**identity, "status": "ok", "config": "{}"}, rows)
+    assert set(store.trials()["trial_id"]) == {"t1"}
+
+
+def test_summary_means_are_per_split(tmp_path):
+    """What Tune sees: ``dsc_pp`` over the test rows only, ``dsc_pp_validation`` over the
+    validation rows; rows without ``split`` count as test rows."""
+    from study.results import summarise
+
+    _, rows = _case_rows("t1", [(0.2, {}), (0.4, {"split": "test"}),
+                                (0.9, {"split": "validation"})])
+    summary = summarise({"status": "ok", "iterations_done": 1, "train_seconds": 1.0}, rows)
+    assert summary["dsc_pp"] == pytest.approx(0.3)
+    assert summary["dsc_pp_validation"] == pytest.approx(0.9)
+    assert math.isnan(summary["dsc_raw"]) and math.isnan(summary["dsc_raw_validation"])
+
+
+def test_files_without_split_are_read_as_test(tmp_path):
+    """A cases file written before the ``split`` column existed is read as test rows, alone
+    or with newer files, by the store and by ``analysis``; its trial stays finished."""
+    import pyarrow.parquet as pq
+
+    from analysis.load import load_results
+
+    store = ResultStore(str(tmp_path))
+    _store_trial(store, "old")
+    identity, rows = _case_rows("new", [(0.5, {"split": "validation"})])
+    store.write_trial({**identity, "status": "ok", "config": "{}"}, rows)
+    old = tmp_path / "cases" / "old.parquet"
+    pq.write_table(pq.read_table(old).drop_columns(["split"]), old)
+    assert "split" not in pq.read_schema(old).names
+    for cases in (ResultStore(str(tmp_path)).cases(), load_results(str(tmp_path)).cases):
+        splits = cases.groupby("trial_id", observed=True)["split"].unique()
+        assert list(splits["old"]) == ["test"] and list(splits["new"]) == ["validation"]
+    assert ResultStore(str(tmp_path)).finished_ids() == {"old", "new"}
+    damaged = tmp_path / "cases" / "new.parquet"  # the store then reads file by file
+    damaged.write_bytes(damaged.read_bytes()[:100])
+    fresh = ResultStore(str(tmp_path))
+    assert fresh.finished_ids() == {"old"} and set(fresh.problems) == {"new"}
+    assert set(fresh.cases()["split"]) == {"test"}
+    assert set(load_results(str(tmp_path), errors="skip").cases["split"]) == {"test"}

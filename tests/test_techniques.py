@@ -7,10 +7,10 @@ import pytest
 import torch
 
 import study.objectives as obj
+from study.catalog import TECHNIQUES
 from study.spec import load_search_spaces
 from study.techniques import (
     IGNORE,
-    TECHNIQUES,
     AlignedAdversarialPerturbation,
     AugmentationGate,
     Context,
@@ -218,7 +218,7 @@ def test_bad_hyperparameters_are_named():
         build_training("mixupp", {}, _context())
     with pytest.raises(ValueError, match=r"missing \['l'\]"):
         build_training("asym_adversarial", {"eps": 1e-5}, _context())
-    with pytest.raises(ValueError, match="eps and l together"):
+    with pytest.raises(ValueError, match="eps and l go together, got only l"):
         build_training("asym_combination", {"l": 10.0}, _context())
     with pytest.raises(ValueError, match=r"unknown \['mixup_m'\]"):
         build_training("combination", {"mixup_m": 0.2, "mixup_alpha": 1.0}, _context())

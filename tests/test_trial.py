@@ -14,19 +14,21 @@ import study.objectives as obj
 from study import techniques
 from study.data import loader, splits
 from study.data.registry import DATASETS
+from study.models import output_patch
 from study.results import ResultStore
 from study.spec import load_search_spaces
 from study.trial import IGNORE, LocalSession, Training, dataset_root, run_trial
-from study.trials import expand
+from study.trials import expand, trial_config
 
-DEEPMEDIC_PATCH = (9, 9, 9)  # tiny DeepMedic: 17^3 normal segments, 9^3 outputs
+DEEPMEDIC_SEGMENT = (17, 17, 17)  # tiny DeepMedic: 17^3 normal segments, 9^3 outputs
 
 
 def _variant(spec, model="unet", iterations=None, patch=None, technique=None, **training):
-    """``spec`` with another model, budget, patch or single technique run."""
-    changes = {k: v for k, v in {"iterations": iterations, "patch": patch}.items() if v}
-    if model == "deepmedic" and patch is None:
-        changes["patch"] = DEEPMEDIC_PATCH
+    """``spec`` with another model, budget, input patch or single technique run."""
+    changes = {"iterations": iterations} if iterations else {}
+    segment = patch or (DEEPMEDIC_SEGMENT if model == "deepmedic" else spec.training.input_patch)
+    changes.update(input_patch=tuple(segment),
+                   output_patch=output_patch(model, spec.model_preset, segment))
     spec = dataclasses.replace(spec, model=model, training=dataclasses.replace(
         spec.training, **changes, **training))
     if technique is not None:
@@ -50,8 +52,7 @@ def tiny_data(tiny_spec, tmp_path_factory):
 
 
 def _training(tiny_spec, tiny_data, run_options, technique, hp, model="unet", **options):
-    config = expand(_variant(tiny_spec, model))[0].config
-    config = {**config, "technique": technique, "hp": hp}
+    config = trial_config(_variant(tiny_spec, model), tiny_spec.fractions[0], technique, hp, 0)
     info, train, _ = tiny_data
     return Training(config, train, info, torch.device("cpu"),
                     dataclasses.replace(run_options, **options))
@@ -71,8 +72,32 @@ def test_trial_writes_one_trial_row_and_all_case_rows(tiny_spec, run_options):
     assert trials.loc[0, "iterations_done"] == 4 and trials.loc[0, "train_cases"] == 2
 
 
+def test_validation_cases_are_held_out_and_evaluated(tiny_spec, run_options):
+    """``dataset.validation_cases``: held out of the training pool (fewer training cases, the
+    same test cases) and evaluated like them, rows tagged ``split == "validation"``; the
+    variant label of the experiment reaches both tables."""
+    spec = dataclasses.replace(tiny_spec, variant="held out", dataset=dataclasses.replace(
+        tiny_spec.dataset, validation_cases=1))
+    trial = expand(spec)[0]
+    assert trial.config["dataset"]["validation_cases"] == 1
+    run_trial(trial.as_param(), run_options)
+    store = ResultStore(run_options.results_uri)
+    trials, cases = store.trials(), store.cases()
+    # 6 cases: 2 test, 1 validation, a pool of 3 of which 0.5 (rounded half up) trains
+    assert trials.loc[0, "train_cases"] == 2 and trials.loc[0, "test_cases"] == 2
+    by_split = cases.groupby("split")["case_id"].unique()
+    assert len(by_split["test"]) == 2 and len(by_split["validation"]) == 1
+    ids = [f"c{i}" for i in range(6)]
+    held_out = set(splits.validation(ids, 2, 1))
+    for fraction in (0.5, 1.0):
+        train, test = splits.split(ids, 2, fraction, validation_cases=1)
+        assert not held_out & (set(train) | set(test))
+        assert test == splits.split(ids, 2, fraction)[1]  # the test set never moves
+    assert set(trials["variant"]) == set(cases["variant"]) == {"held out"}
+
+
 def test_tiny_deepmedic_trial_trains_and_evaluates(tiny_spec, run_options):
-    """DeepMedic end to end on the synthetic preset: 31^3 inputs for 9^3 outputs, RMSProp with
+    """DeepMedic end to end on the synthetic preset: 53^3 inputs for 9^3 outputs, RMSProp with
     the halving schedule (reported LR), dense-tiling evaluation of whole volumes."""
     spec = _variant(tiny_spec, "deepmedic", iterations=8, lr=None)
     session = LocalSession()
@@ -89,11 +114,12 @@ def test_tiny_deepmedic_trial_trains_and_evaluates(tiny_spec, run_options):
 def test_deepmedic_labels_outside_the_output_are_ignored(tiny_spec, tiny_data, run_options):
     """Labels travel at the input size; only the central output part is not IGNORE."""
     training = _training(tiny_spec, tiny_data, run_options, "vanilla", {}, model="deepmedic")
-    assert training.input_patch == (31, 31, 31) and training.output_patch == DEEPMEDIC_PATCH
-    labels = torch.randint(0, 2, (2, 31, 31, 31))
+    assert training.input_size == (53, 53, 53) and training.output_patch == (9, 9, 9)
+    labels = torch.randint(0, 2, (2, 53, 53, 53))
     marked = training._labels(labels)
-    assert (marked[:, 11:20, 11:20, 11:20] == labels[:, 11:20, 11:20, 11:20]).all()
-    marked[:, 11:20, 11:20, 11:20] = IGNORE
+    inner = (slice(None), *[slice(22, 31)] * 3)
+    assert (marked[inner] == labels[inner]).all()
+    marked[inner] = IGNORE
     assert (marked == IGNORE).all()
 
 
@@ -104,7 +130,8 @@ EXTRA_BATCHES = {"adversarial": 1, "asym_adversarial": 1, "mixup": 1, "asym_mixu
 @pytest.mark.parametrize("model", ["unet", "deepmedic"])
 def test_every_technique_trains_with_its_batches(tiny_spec, tiny_data, run_options, model):
     """Two iterations of every technique (first grid point of its search space): one loss term
-    per extra batch (adversarial, mixup), augmentation where set, finite losses."""
+    per extra batch (adversarial, mixup), the gated augmentation where ``bg_aug_prob`` is set
+    (the tiny study has no regime of its own), finite losses."""
     for technique, space in load_search_spaces().items():
         training = _training(tiny_spec, tiny_data, run_options, technique, space.settings()[0],
                              model=model)
@@ -112,8 +139,8 @@ def test_every_technique_trains_with_its_batches(tiny_spec, tiny_data, run_optio
             result = training.step()
         training.check()
         assert len(result.losses) == 1 + EXTRA_BATCHES.get(technique, 0), technique
-        augments = training.sampler.augmentation is not None
-        assert augments == (technique == "asym_augmentation"), technique
+        augments = training.sampler.augmentation.name != "none"
+        assert augments == ("bg_aug_prob" in space.settings()[0]), technique
         assert np.isfinite(training.last_loss), technique
 
 
@@ -183,7 +210,7 @@ def test_asymmetric_augmentation_gate_reaches_the_sampler(tiny_spec, tiny_data, 
         np.testing.assert_array_equal(last["augmented"], last["rare"])
     images, labels, _ = training.batches.next()
     assert tuple(labels.shape[1:]) == training.output_patch
-    assert tuple(images.shape[2:]) == training.input_patch
+    assert tuple(images.shape[2:]) == training.input_size
 
 
 class _NanAfter(torch.nn.Module):
@@ -205,8 +232,8 @@ def test_nan_loss_is_recorded_as_diverged(tiny_spec, run_options, monkeypatch, s
     """A NaN training loss ends the trial as `diverged` with rows, not an exception; with the
     loss read only every 4 iterations the first bad iteration is still the one named."""
     loss = _NanAfter(start)
-    monkeypatch.setitem(techniques.TECHNIQUES, "vanilla", techniques.Technique(
-        lambda technique, hp, context: techniques.TrainingObjective(loss)))
+    monkeypatch.setitem(techniques.BUILDERS, "regularized",
+                        lambda technique, hp, context: techniques.TrainingObjective(loss))
     options = dataclasses.replace(run_options, check_every=check_every)
     summary = run_trial(expand(tiny_spec)[0].as_param(), options)
     store = ResultStore(run_options.results_uri)
@@ -238,7 +265,8 @@ def test_out_of_memory_names_model_batch_patch_and_config(tiny_spec, run_options
     with pytest.raises(torch.cuda.OutOfMemoryError):
         run_trial(expand(tiny_spec)[0].as_param(), run_options)
     error = ResultStore(run_options.results_uri).trials().iloc[0]["error"]
-    assert "training unet/tiny with batch 1 x output patch [16, 16, 16]" in error
+    assert ("training unet/tiny with batch 1 x input segment [16, 16, 16] (output "
+            "[16, 16, 16])") in error
     assert "Tried to allocate 2.00 GiB" in error and '"technique":"vanilla"' in error
 
 

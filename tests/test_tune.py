@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from study import tune
+from study.profiles import TINY_GPU_SHARE
 from study.results import ResultStore
 from study.trials import expand
 
@@ -72,9 +73,9 @@ def test_gpu_share_follows_the_model_profile(monkeypatch, ray_session):
     takes a whole one, and an explicit request wins."""
     import ray
 
-    assert tune.gpus_per_trial({("deepmedic", "paper")}, None) == 0.0
+    assert tune.gpus_per_trial({("deepmedic", "basic")}, None) == 0.0
     monkeypatch.setattr(ray, "cluster_resources", lambda: {"CPU": 8.0, "GPU": 2.0})
-    assert tune.gpus_per_trial({("deepmedic", "paper")}, None) == 0.25
-    assert tune.gpus_per_trial({("deepmedic", "paper"), ("unet", "paper")}, None) == 1.0
-    assert tune.gpus_per_trial({("unet", "tiny")}, None) == tune.TINY_GPU_SHARE
+    assert tune.gpus_per_trial({("deepmedic", "basic")}, None) == 0.25
+    assert tune.gpus_per_trial({("deepmedic", "basic"), ("unet", "paper")}, None) == 1.0
+    assert tune.gpus_per_trial({("unet", "tiny")}, None) == TINY_GPU_SHARE
     assert tune.gpus_per_trial({("unet", "paper")}, 0.5) == 0.5

@@ -9,7 +9,9 @@ n(f) is the papers' count where one is declared for the pool (``counts``, e.g. B
 95 / 38 / 19 / 10, ATLAS 145 -> 73 / 57 / 43, KiTS 140 -> 70 / 28 / 14 / 7, abdomen 20 -> 5;
 :attr:`study.data.registry.DatasetInfo.train_counts`), used when the pool has exactly
 ``counts[1.0]`` cases; otherwise ``f * pool`` rounded half up. A fraction that gives zero
-training cases is an error, never an empty run.
+training cases is an error, never an empty run. Optional validation cases (for choosing
+settings, never reported as test results) come from the end of the pool, outside every
+fraction's training cases.
 """
 
 from __future__ import annotations
@@ -31,25 +33,46 @@ def train_count(pool: int, fraction: float, counts: Mapping[float, int] | None =
     return math.floor(fraction * pool + 0.5)
 
 
+def _order(case_ids: Sequence[str], test_cases: int, validation_cases: int
+           ) -> tuple[list[str], list[str], list[str]]:
+    """(test, training pool, validation) in the fixed shuffled order."""
+    ids = sorted(case_ids)
+    if len(set(ids)) != len(ids):
+        raise ValueError("case ids must be unique")
+    if validation_cases < 0:
+        raise ValueError(f"validation_cases: expected an integer >= 0, got {validation_cases}")
+    if not 0 < test_cases < len(ids) - validation_cases:
+        raise ValueError(f"test_cases: expected 1..{len(ids) - validation_cases - 1} for "
+                         f"{len(ids)} cases with {validation_cases} validation case(s), "
+                         f"got {test_cases}")
+    order = [ids[i] for i in np.random.default_rng(SPLIT_SEED).permutation(len(ids))]
+    rest = order[test_cases:]
+    cut = len(rest) - validation_cases
+    return order[:test_cases], rest[:cut], rest[cut:]
+
+
 def split(case_ids: Sequence[str], test_cases: int, fraction: float,
-          counts: Mapping[float, int] | None = None) -> tuple[list[str], list[str]]:
+          counts: Mapping[float, int] | None = None, validation_cases: int = 0
+          ) -> tuple[list[str], list[str]]:
     """Return (train ids, test ids), both sorted.
+
+    ``validation_cases`` are taken from the end of the training pool (:func:`validation`)
+    before the fraction is applied, so the nested training subsets stay nested.
 
     Raises ``ValueError`` for a fraction outside (0, 1], a test set that leaves no training
     pool, duplicate ids, or a fraction that rounds to zero training cases.
     """
-    ids = sorted(case_ids)
-    if len(set(ids)) != len(ids):
-        raise ValueError("case ids must be unique")
     if not 0 < fraction <= 1:
         raise ValueError(f"fraction: expected a value in (0, 1], got {fraction}")
-    if not 0 < test_cases < len(ids):
-        raise ValueError(f"test_cases: expected 1..{len(ids) - 1} for {len(ids)} cases, "
-                         f"got {test_cases}")
-    order = [ids[i] for i in np.random.default_rng(SPLIT_SEED).permutation(len(ids))]
-    test, pool = order[:test_cases], order[test_cases:]
+    test, pool, _ = _order(case_ids, test_cases, validation_cases)
     n_train = train_count(len(pool), fraction, counts)
     if n_train == 0:
         raise ValueError(f"fraction {fraction} of a training pool of {len(pool)} cases rounds "
                          "to zero cases")
     return sorted(pool[:n_train]), sorted(test)
+
+
+def validation(case_ids: Sequence[str], test_cases: int, validation_cases: int) -> list[str]:
+    """The ``validation_cases`` held out of the training pool (sorted; the same for every
+    fraction and trial), for choosing settings on cases that neither train nor test."""
+    return sorted(_order(case_ids, test_cases, validation_cases)[2])

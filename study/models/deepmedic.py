@@ -73,95 +73,14 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-ACTIVATIONS = ("relu", "prelu")
+from study.models.presets import (
+    DeepMedicConfig,
+    context_margin,
+    segment_output,
+)
+
 BN_MOMENTUM = 2 / (60 + 1)  # DeepMedic averages the BN statistics of the last 60 batches
 PRELU_INIT = 0.01  # DeepMedic's initial PReLU slope
-
-
-@dataclass(frozen=True)
-class DeepMedicConfig:
-    """One DeepMedic preset.
-
-    features: conv features per pathway layer (3^3 kernels); factors: subsampling factors of
-    the extra pathways (odd integers >= 3); fc: hidden FC widths; activation: ``"relu"`` or
-    ``"prelu"``; residual / fc_residual: 1-based layers of each pathway / of the FC part
-    (classifier included) whose output gets a residual connection (>= 2); fc_dropout: dropout
-    rate on the input of every FC layer and of the classifier (``len(fc) + 1`` values; empty:
-    none); fc_kernel: side of the first FC kernel (odd, mirror-padded); l1, l2: weights of
-    ``sum |w|`` and ``sum w^2`` over the convolution kernels added to the cost; segments: the
-    normal-pathway segment side in training, validation and inference.
-    """
-
-    features: tuple[int, ...]
-    factors: tuple[int, ...]
-    fc: tuple[int, ...]
-    activation: str
-    residual: tuple[int, ...] = ()
-    fc_residual: tuple[int, ...] = ()
-    fc_dropout: tuple[float, ...] = ()
-    fc_kernel: int = 3
-    l1: float = 0.0
-    l2: float = 0.0
-    segments: tuple[int, int, int] = (37, 17, 45)
-
-    def __post_init__(self):
-        layers, fc_layers = len(self.features), len(self.fc) + 1
-        problems = []
-        if not self.features or min(self.features) < 1 or min(self.fc, default=1) < 1:
-            problems.append(f"features {list(self.features)} and fc {list(self.fc)} must be "
-                            "positive widths, at least one convolution per pathway")
-        if any(f < 3 or f % 2 == 0 for f in self.factors):
-            problems.append(f"factors must be odd integers >= 3, got {list(self.factors)}")
-        if self.activation not in ACTIVATIONS:
-            problems.append(f"activation must be one of {ACTIVATIONS}, got {self.activation!r}")
-        if any(not 2 <= k <= layers for k in self.residual):
-            problems.append(f"residual layers must be in 2..{layers}, got {list(self.residual)}")
-        if any(not 2 <= k <= fc_layers for k in self.fc_residual):
-            problems.append(f"fc_residual layers must be in 2..{fc_layers}, got "
-                            f"{list(self.fc_residual)}")
-        if self.fc_dropout and (len(self.fc_dropout) != fc_layers
-                                or any(not 0 <= p < 1 for p in self.fc_dropout)):
-            problems.append(f"fc_dropout needs {fc_layers} rates in [0, 1) (FC layers and "
-                            f"classifier), got {list(self.fc_dropout)}")
-        if self.fc_kernel < 1 or self.fc_kernel % 2 == 0:
-            problems.append(f"fc_kernel must be odd, got {self.fc_kernel}")
-        if self.l1 < 0 or self.l2 < 0:
-            problems.append(f"l1 and l2 must be >= 0, got {self.l1} and {self.l2}")
-        if len(self.segments) != 3 or min(self.segments) <= 2 * layers:
-            problems.append(f"segments (training, validation, inference) must be 3 sides "
-                            f"> {2 * layers}, got {list(self.segments)}")
-        if problems:
-            raise ValueError("DeepMedicConfig: " + "; ".join(problems))
-
-    @property
-    def layers(self) -> int:
-        return len(self.features)
-
-
-_PAPER = {"features": (30, 30, 40, 40, 40, 40, 50, 50), "factors": (3, 5), "fc": (250, 250),
-          "segments": (37, 17, 45)}
-PRESETS: dict[str, DeepMedicConfig] = {
-    "basic": DeepMedicConfig(**_PAPER, activation="relu"),
-    "default": DeepMedicConfig(**_PAPER, activation="prelu", residual=(4, 6, 8),
-                               fc_residual=(2,), fc_dropout=(0.0, 0.5, 0.5), l1=1e-6, l2=1e-4),
-    "tiny": DeepMedicConfig((16, 16, 16, 16), (3, 5), (32, 32), "prelu", residual=(4,),
-                            fc_residual=(2,), fc_dropout=(0.0, 0.5, 0.5), l1=1e-6, l2=1e-4,
-                            segments=(17, 9, 25)),
-}
-
-
-def segment_output(segment: int, layers: int) -> int:
-    """Output side of a normal-pathway segment side: ``segment - 2 layers`` (37 -> 21 for 8
-    layers); 0 or less means no output."""
-    return segment - 2 * layers
-
-
-def context_margin(layers: int, factors: Sequence[int]) -> int:
-    """Context voxels per side beyond the output that the model's input carries:
-    ``max(L, max_f (f L + (f - 1) / 2))``, the most any pathway reads for any output size
-    (42 for 8 layers and factors 3, 5). A fixed margin makes the input size determine the
-    output size: ``input = output + 2 margin``."""
-    return max([layers, *(f * layers + (f - 1) // 2 for f in factors)])
 
 
 @dataclass(frozen=True)
@@ -298,7 +217,8 @@ class DeepMedic(nn.Module):
 
     Example::
 
-        >>> net = DeepMedic(4, 2, PRESETS["basic"])
+        >>> from study.models.presets import DEEPMEDIC_PRESETS
+        >>> net = DeepMedic(4, 2, DEEPMEDIC_PRESETS["basic"])
         >>> net.input_size((21, 21, 21)), net.output_size((105, 105, 105))
         ((105, 105, 105), (21, 21, 21))
         >>> net.inference_output

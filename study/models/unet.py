@@ -25,23 +25,6 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-PRESETS: dict[str, tuple[int, ...]] = {
-    "tiny": (8, 16, 32),  # tests and the CPU demo
-    "paper": (30, 60, 120, 240, 320, 320),  # the fork used in paper 001 (30 features, cap 320)
-}
-
-
-def unet_widths(base: int, stages: int, cap: int = 320) -> tuple[int, ...]:
-    """nnU-Net's features per stage: ``base`` doubled per stage, at most ``cap``.
-
-    >>> unet_widths(30, 6)
-    (30, 60, 120, 240, 320, 320)
-    """
-    if base < 1 or stages < 2 or cap < base:
-        raise ValueError(f"unet_widths: expected base >= 1, stages >= 2, cap >= base; got "
-                         f"base={base}, stages={stages}, cap={cap}")
-    return tuple(min(base * 2**i, cap) for i in range(stages))
-
 
 def _block(cin: int, cout: int, stride: int) -> nn.Sequential:
     return nn.Sequential(
