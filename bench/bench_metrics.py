@@ -1,7 +1,7 @@
 """Benchmark: the 8 numbers of one case, ours vs MONAI vs medpy, side by side in one run.
 
 The 8 numbers are DSC, sensitivity, precision and HD95 of one structure, raw and after
-keeping the largest 6-connected component of the prediction (DESIGN.md, "Metrics"). Each
+keeping the largest 6-connected component of the prediction (docs/ARCHITECTURE.md, "Metrics"). Each
 pipeline computes them its own way:
 
 * ours   — ``study.evaluate.binary_metrics`` twice and ``keep_largest_component`` (which also

@@ -160,7 +160,8 @@ def measure(model: str, size: str, technique: str, args) -> dict:
     sample_ms = (time.perf_counter() - clock) / 3 * 1e3
     voxels = batch * math.prod(patch)
     return {"model": f"{model}-{preset}", "technique": technique, "batch": batch,
-            "input": "x".join(map(str, training.input_size)),
+            "input": "x".join(map(str, segment)),
+            "context": "x".join(map(str, training.input_size)),
             "output": "x".join(map(str, patch)), "real_steps": real_rate,
             "real_voxels": real_rate * voxels, "ceiling_steps": ceiling_rate,
             "ceiling_voxels": ceiling_rate * voxels, "ratio": real_rate / ceiling_rate,

@@ -1,7 +1,7 @@
 """Segmentation metrics and largest-connected-component post-processing.
 
-Implements the **metrics API contract** of ``DESIGN.md`` ("contract — metrics API" and the
-"Metrics" section) and the per-class evaluation of a predicted label map (issue 5, item 3):
+Implements the metrics contract (``docs/ARCHITECTURE.md``, "Metrics") and the per-class
+evaluation of a predicted label map:
 
 * :func:`binary_metrics` — DSC, sensitivity, precision, IoU, ``hd95`` (pooled, medpy's and the
   seed papers' definition), ``hd95_max`` (max of the two directed 95th percentiles, MONAI's and
@@ -36,7 +36,7 @@ def binary_metrics(
 ) -> dict[str, float | int]:
     """Overlap and boundary-distance metrics of one binary prediction against its reference.
 
-    Definitions (``DESIGN.md``, "contract — metrics API" and "Metrics"), with TP, FP, FN the
+    Definitions (``docs/ARCHITECTURE.md``, "Metrics"), with TP, FP, FN the
     voxel counts of ``pred & ref``, ``pred & ~ref`` and ``~pred & ref``:
 
     * ``dsc`` = 2TP / (2TP + FP + FN); ``sensitivity`` = TP / (TP + FN);

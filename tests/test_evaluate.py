@@ -1,4 +1,4 @@
-"""Tests of ``study.evaluate`` against independent references (metrics contract, DESIGN.md).
+"""Tests of ``study.evaluate`` against independent references (docs/ARCHITECTURE.md, "Metrics").
 
 medpy 0.5 (the seed papers' evaluation backend) defines the pooled ``hd95`` and the overlap
 ratios; MONAI's ``compute_hausdorff_distance(percentile=95)`` defines ``hd95_max``;

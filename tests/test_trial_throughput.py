@@ -12,7 +12,7 @@ BENCH = Path(__file__).resolve().parent.parent / "bench" / "trial_throughput.py"
 
 def test_throughput_benchmark_measures_both_models(tmp_path, capsys, monkeypatch):
     """One short round per model and technique: a Markdown row each, positive rates, the
-    DeepMedic row with its 31^3 -> 9^3 geometry."""
+    DeepMedic row with its 17^3 -> 9^3 geometry (a 53^3 context tensor)."""
     spec = importlib.util.spec_from_file_location("trial_throughput", BENCH)
     bench = importlib.util.module_from_spec(spec)
     monkeypatch.setitem(sys.modules, "trial_throughput", bench)  # for its dataclasses
@@ -25,5 +25,6 @@ def test_throughput_benchmark_measures_both_models(tmp_path, capsys, monkeypatch
         ("unet-tiny", "plain"), ("unet-tiny", "asym_mixup"),
         ("deepmedic-tiny", "plain"), ("deepmedic-tiny", "asym_mixup")]
     assert all(r["real_steps"] > 0 and r["ceiling_steps"] > 0 for r in rows)
-    assert rows[2]["input"] == "31x31x31" and rows[2]["output"] == "9x9x9"
+    assert (rows[2]["input"], rows[2]["context"], rows[2]["output"]) == (
+        "17x17x17", "53x53x53", "9x9x9")
     assert capsys.readouterr().out.count("| deepmedic-tiny |") == 2

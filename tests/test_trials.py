@@ -1,4 +1,4 @@
-"""Trial expansion and the trial_id contract (DESIGN.md "contract — trial identity")."""
+"""Trial expansion and the trial_id contract (docs/ARCHITECTURE.md, "Trial identity")."""
 
 from __future__ import annotations
 
