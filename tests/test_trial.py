@@ -167,6 +167,28 @@ def test_asymmetric_adversarial_step_trains_on_a_perturbation_of_norm_l(
     torch.testing.assert_close(norms, torch.full_like(norms, 10.0))
 
 
+@pytest.mark.parametrize("model", ["unet", "deepmedic"])
+def test_update_rule_and_mixup_lambda_reach_the_step(tiny_spec, tiny_data, run_options, model):
+    """``training.update``: one optimizer step per iteration when summed, one per loss term
+    when sequential (the reference code: 3 for adversarial + mixup); the order follows the
+    model (DeepMedic's extra batches from the weights before the clean step).
+    ``training.mixup_lambda: code`` draws λ in [0, 1 - m]."""
+    hp = {"eps": 1e-5, "l": 10.0, "mixup_m": 0.2, "mixup_alpha": 1.0}
+    steps = {}
+    for update in ("summed", "sequential"):
+        spec = _variant(tiny_spec, model, update=update, mixup_lambda="code")
+        config = trial_config(spec, spec.fractions[0], "asym_combination", hp, 0)
+        assert config["training"]["update"] == update
+        assert config["training"]["mixup_lambda"] == "code"
+        info, train, _ = tiny_data
+        training = Training(config, train, info, torch.device("cpu"), run_options)
+        assert training.recipe.generate_before_clean == (model == "deepmedic")
+        steps[update] = training.step().optimizer_steps
+        mixup = next(r for r in training.regularizers if isinstance(r, obj.AsymmetricMixup))
+        assert float(mixup.draw_lambda(1000).max()) <= 0.8
+    assert steps == {"summed": 1, "sequential": 3}
+
+
 def test_mixup_steps_train_on_mixed_targets(tiny_spec, tiny_data, run_options, monkeypatch):
     """mixup: the second loss term gets soft targets summing to 1 (eq. 18); asym_mixup: hard
     targets in which eq. 19 ignores or relabels voxels, so they differ from the batch's."""
