@@ -1,17 +1,18 @@
-"""Benchmark: every table of a 1,000-trial study with one million ``cases`` rows.
+"""Benchmark: the report of a 1,000-trial study with one million ``cases`` rows, against a plain
+Parquet read of the same files.
 
-Generates (once; reused when ``--data`` already holds it) a synthetic study in the results
-store's layout — one Parquet file per trial in ``cases/`` and ``trials/`` — with the papers'
-grids for 8 techniques (44 settings) x 5 training fractions x 5 seeds, cut to the first 1,000
-trials (a study still running), 250 test cases x 2 foreground classes x with/without
-post-processing = 1,000 rows per trial. Then times, in one process:
+Generates (once; reused when ``--data`` already holds it) a synthetic study through the results
+writer — one Parquet file per trial in ``cases/`` and ``trials/`` — with the papers' grids for
+8 techniques (44 settings) x 5 training fractions x 5 seeds, cut to the first 1,000 trials (a
+study still running), 250 test cases x 2 foreground classes x with/without post-processing =
+1,000 rows per trial (``--compact`` also compacts it). Then times, in one process, side by side
+with a plain ``pyarrow.dataset`` read of ``cases/`` and ``trials/`` into pandas (no checks):
 
-* loading (schema check of all 2,000 files + read + completeness join),
-* every sensitivity table (per dataset, model, class, fraction, post-processing),
-* every best-hyperparameter and comparison table (per class; both blocks),
-* the fANOVA importance tables (needs scikit-learn; skipped with a note otherwise),
-* the logit-shift table (JSON logit statistics of 1,000 trials),
-* the whole report folder without figures (all tables in 4 formats, both indexes).
+* the finished check alone (footers of 2,000 files);
+* loading: the finished check, reading the rows of the stored trials, categoricals;
+* the whole report without figures, loading included;
+* each table of it: sensitivity, best-hyperparameter, comparison, fANOVA importance (needs
+  scikit-learn; skipped with a note otherwise), logit shift.
 
     python bench/bench_analysis.py [--data /tmp/analysis-bench] [--trials 1000] [--cases 250]
 """
@@ -24,6 +25,8 @@ import tempfile
 import time
 from pathlib import Path
 
+import pyarrow.dataset as ds
+
 from analysis import (
     best_hyperparameters,
     comparison_table,
@@ -34,17 +37,33 @@ from analysis import (
 )
 from analysis._synthetic import GRIDS, write_study
 from analysis.tables import blocks, sensitivity_from_block
+from study.compact import compact
+from study.results import ResultStore
 
 FRACTIONS = (0.05, 0.1, 0.2, 0.5, 1.0)
 SEEDS = (0, 1, 2, 3, 4)
 
 
-def _timed(label: str, function, *args, **kwargs):
+def _timed(function, *args, **kwargs):
     start = time.perf_counter()
     result = function(*args, **kwargs)
-    seconds = time.perf_counter() - start
-    print(f"{label:<58} {seconds:8.2f} s", flush=True)
-    return result, seconds
+    return result, time.perf_counter() - start
+
+
+def _line(label: str, seconds: float, plain: float | None = None) -> None:
+    ratio = f"{seconds:8.2f} s   x{seconds / plain:5.1f} the plain read" if plain else \
+        f"{seconds:8.2f} s"
+    print(f"{label:<52} {ratio}", flush=True)
+
+
+def _plain_read(sources: dict[str, str | list[str]]):
+    """Every row of both tables into pandas with no checks: the floor for loading."""
+    return [ds.dataset(source, format="parquet").to_table().to_pandas()
+            for source in sources.values()]
+
+
+def _report(root: Path, out: str):
+    return write_report(load_results(str(root)), out, figures=False)
 
 
 def _sensitivity_tables(cases):
@@ -52,10 +71,9 @@ def _sensitivity_tables(cases):
 
 
 def _per_class(cases, function, **kwargs):
-    out = []
-    for (dataset, model, class_name), _ in cases.groupby(["dataset", "model", "class_name"]):
-        out.append(function(cases, dataset, model=model, class_name=class_name, **kwargs))
-    return out
+    return [function(cases, dataset, model=model, class_name=class_name, **kwargs)
+            for (dataset, model, class_name), _ in cases.groupby(
+                ["dataset", "model", "class_name"], observed=True)]
 
 
 def _comparisons(cases):
@@ -69,6 +87,9 @@ def main() -> None:
     parser.add_argument("--trials", type=int, default=1000)
     parser.add_argument("--cases", type=int, default=250)
     parser.add_argument("--regenerate", action="store_true")
+    parser.add_argument("--compact", action="store_true",
+                        help="compact the study first (study.compact); the plain read then "
+                        "reads the compacted files")
     args = parser.parse_args()
     root = Path(args.data)
     stamp = root / f".trials-{args.trials}-cases-{args.cases}"
@@ -77,35 +98,40 @@ def main() -> None:
         settings = sum(len(g) for g in GRIDS.values())
         print(f"generating {args.trials} trials ({settings} settings x {len(FRACTIONS)} "
               f"fractions x {len(SEEDS)} seeds, cut) x {args.cases * 4} rows in {root}")
-        _timed("generate (write 2 Parquet files per trial)", write_study, root,
-               fractions=FRACTIONS, seeds=SEEDS, cases=args.cases, max_trials=args.trials,
-               diverged_every=97)
+        _, seconds = _timed(write_study, root, fractions=FRACTIONS, seeds=SEEDS,
+                            cases=args.cases, max_trials=args.trials, diverged_every=97)
+        _line("generate (through the results writer)", seconds)
         stamp.touch()
-    results, load_s = _timed("load: check 2,000 file schemas, read, join", load_results,
-                             str(root))
+    if args.compact:
+        done, seconds = _timed(compact, str(root))
+        _line(f"compact ({len(done.moved)} trials moved)", seconds)
+    sources = {table: (sorted(str(p) for p in (root / "compacted").glob(f"*.{table}.parquet"))
+                       if args.compact else str(root / table)) for table in ("cases", "trials")}
+    (plain_cases, _), plain_s = _timed(_plain_read, sources)
+    _line(f"plain pyarrow.dataset read ({len(plain_cases):,} rows)", plain_s)
+    finished, seconds = _timed(ResultStore(str(root)).finished_ids)
+    _line(f"finished check ({len(finished)} finished)", seconds, plain_s)
+    results, load_s = _timed(load_results, str(root))
+    _line("load: finished check + read + categoricals", load_s, plain_s)
     cases = results.cases
     print(f"  {len(results.trials)} trials, {len(cases):,} cases rows, "
           f"{cases.memory_usage(deep=True).sum() / 2**20:.0f} MiB in pandas")
-    times = {"load": load_s}
-    tables, times["sensitivity"] = _timed("sensitivity tables (all blocks)", _sensitivity_tables,
-                                          cases)
-    print(f"  {len(tables)} tables, {sum(len(t) for t in tables)} rows")
-    _, times["best"] = _timed("best-hyperparameter tables (per class)", _per_class, cases,
-                              best_hyperparameters)
-    _, times["comparison"] = _timed("comparison tables (per class, both blocks)", _comparisons,
-                                    cases)
-    importance, times["importance"] = _timed("fANOVA importance tables (per class)", _per_class,
-                                             cases, hyperparameter_importance)
-    if importance and importance[0].unavailable:
-        print(f"  ({importance[0].unavailable})")
-    _, times["logit"] = _timed("logit-shift table (1,000 trials' JSON)", logit_shift_table,
-                               results.trials)
-    every = sum(times.values())
-    print(f"{'every table, from Parquet (sum of the above)':<58} {every:8.2f} s")
     with tempfile.TemporaryDirectory() as out:
-        paths, _ = _timed("whole report without figures (load excluded)", write_report, results,
-                          out, figures=False)
-    print(f"  {len(paths)} files written")
+        paths, report_s = _timed(_report, root, out)
+    _line("whole report without figures, load included", report_s, plain_s)
+    print(f"  {len(paths)} files written; the report itself {report_s - load_s:.2f} s")
+    for label, function, *extra in (
+            ("sensitivity tables (all blocks)", _sensitivity_tables),
+            ("best-hyperparameter tables (per class)", _per_class, best_hyperparameters),
+            ("comparison tables (per class, both blocks)", _comparisons),
+            ("fANOVA importance tables (per class)", _per_class, hyperparameter_importance)):
+        result, seconds = _timed(function, cases, *extra)
+        _line(f"  {label}", seconds)
+        if function is _per_class and extra[0] is hyperparameter_importance \
+                and result and result[0].unavailable:
+            print(f"  ({result[0].unavailable})")
+    _, seconds = _timed(logit_shift_table, results.trials)
+    _line("  logit-shift table (JSON logit statistics)", seconds)
 
 
 if __name__ == "__main__":

@@ -1,6 +1,7 @@
-"""What the studies sweep, defined once and without torch: the techniques (their method names
-as the papers print them, symmetry and hyperparameters) and the hyperparameters (their
-symbols and Parquet columns), plus how the papers print a setting.
+"""The vocabulary of study files, defined once and without torch: the techniques (their method
+names as the papers print them, symmetry and hyperparameters), the hyperparameters (their
+symbols and Parquet columns), how the papers print a setting, and the names of the training
+regimes an experiment chooses (augmentation, patch sampling, update rule, mixup λ form).
 
 Imported by the study spec (validation), the trial expansion (labels), the technique builders
 (:mod:`study.techniques`, which add the losses), the results schema (``hp_*`` columns) and
@@ -120,6 +121,13 @@ TECHNIQUES: dict[str, Technique] = {t.id: t for t in (
     Technique("f_beta", "F-beta loss", "region", required=("beta",)),
 )}
 """Technique id -> :class:`Technique`, in the papers' row order (001 Tables II-IV)."""
+
+
+# Training regimes a study may name (what each means: the modules that implement them).
+AUGMENTATION_REGIMES = ("none", "deepmedic", "nnunet")  # study.data.augmentation
+SAMPLING_SCHEMES = ("balanced", "nnunet")  # study.data.sampling
+UPDATE_RULES = ("summed", "sequential")  # study.objectives.schedule
+MIXUP_LAMBDAS = ("paper", "code")  # study.objectives.mixup
 
 
 def technique(name: str) -> Technique:

@@ -21,12 +21,32 @@ from typing import Any
 
 import yaml
 
-from study.catalog import HYPERPARAMETERS, TECHNIQUES
+from study.catalog import (
+    AUGMENTATION_REGIMES,
+    HYPERPARAMETERS,
+    MIXUP_LAMBDAS,
+    SAMPLING_SCHEMES,
+    TECHNIQUES,
+    UPDATE_RULES,
+)
 
 SEARCH_SPACES_DIR = Path(__file__).resolve().parent.parent / "search_spaces"
 
-_NAME = re.compile(r"^[a-z0-9][a-z0-9_.-]*$")
+NAME_PATTERN = re.compile(r"^[a-z0-9][a-z0-9_.-]*$")  # study and technique names (no paths)
 MAX_ITERATIONS = 10_000_000  # a typo guard: the papers' longest budget is 250,000
+MAX_FILE_BYTES = 1_000_000
+MAX_YAML_VALUES = 100_000
+MAX_GRID_POINTS = 10_000  # per technique entry; a study's trials are limited by expansion
+MAX_MESSAGE_VALUE = 120  # characters of a value quoted in an error message
+
+
+def _short(value: Any) -> str:
+    """A value (``repr``) or an exception (its text) for an error message, cut to
+    :data:`MAX_MESSAGE_VALUE` characters."""
+    text = str(value) if isinstance(value, Exception) else repr(value)
+    if len(text) <= MAX_MESSAGE_VALUE:
+        return text
+    return f"{text[:MAX_MESSAGE_VALUE]}... ({len(text):,} characters)"
 # YAML 1.1 (PyYAML) reads `1e-5` as a string: accept such numbers where a float is expected.
 _FLOAT_TEXT = re.compile(r"^[+-]?(\d+\.?\d*|\.\d+)[eE][+-]?\d+$")
 
@@ -41,7 +61,7 @@ class _Node:
     def __init__(self, data: Any, source: str, path: str = ""):
         self.source, self.path = source, path
         if not isinstance(data, Mapping):
-            self.fail(f"expected a mapping, got {type(data).__name__} {data!r}")
+            self.fail(f"expected a mapping, got {type(data).__name__} {_short(data)}")
         self.data = dict(data)
         self._seen: set[str] = set()
 
@@ -84,7 +104,7 @@ class _Node:
             ok = False
         if not ok or (check is not None and not check(value)):
             wanted = expect or " or ".join(k.__name__ for k in kinds)
-            self.fail(f"expected {wanted}, got {value!r}", key)
+            self.fail(f"expected {wanted}, got {_short(value)}", key)
         return value
 
     def child(self, name: str, default: Any = ...) -> _Node:
@@ -111,12 +131,48 @@ class _Node:
                       self.key(unknown[0]))
 
 
+def _expanded_values(root: yaml.Node) -> int:
+    """How many values a composed YAML document holds once its aliases are expanded (an
+    alias counts the whole subtree it points to, as the constructed data will hold it)."""
+    memo: dict[int, int] = {}
+
+    def size(node: yaml.Node) -> int:
+        if id(node) in memo:
+            return memo[id(node)]
+        memo[id(node)] = 1  # a recursive alias counts once; safe_load builds a cycle for it
+        if isinstance(node, yaml.MappingNode):
+            total = 1 + sum(size(k) + size(v) for k, v in node.value)
+        elif isinstance(node, yaml.SequenceNode):
+            total = 1 + sum(size(item) for item in node.value)
+        else:
+            total = 1
+        memo[id(node)] = total
+        return total
+
+    return size(root)
+
+
 def _read_yaml(path: Path) -> Any:
+    """The YAML document of ``path``, refusing what could exhaust the machine before it is
+    built: files over :data:`MAX_FILE_BYTES` and documents whose aliases expand to more than
+    :data:`MAX_YAML_VALUES` values (a "billion laughs" file of a few hundred bytes)."""
     try:
-        text = path.read_text(encoding="utf-8")
+        if path.stat().st_size > MAX_FILE_BYTES:
+            raise SpecError(f"{path}: {path.stat().st_size:,} bytes; a study or search-space "
+                            f"file holds at most {MAX_FILE_BYTES:,}")
+        raw = path.read_bytes()
     except OSError as error:
         raise SpecError(f"{path}: cannot read: {error.strerror}") from error
     try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as error:
+        raise SpecError(f"{path}: not UTF-8 text (byte {error.start}: "
+                        f"{raw[error.start:error.start + 1]!r}); save it as UTF-8") from error
+    try:
+        node = yaml.compose(text, Loader=yaml.SafeLoader)
+        if node is not None and _expanded_values(node) > MAX_YAML_VALUES:
+            raise SpecError(f"{path}: its aliases expand to more than {MAX_YAML_VALUES:,} "
+                            "values; write the values out or use fewer aliases")
         return yaml.safe_load(text)
     except yaml.YAMLError as error:
         raise SpecError(f"{path}: not valid YAML: {error}") from error
@@ -161,11 +217,15 @@ def _parse_points(node: _Node, key: str, raw: Any, hyperparameters: Sequence[Hyp
         grid_node = _Node(raw, node.source, key)
         axes = [grid_node.list_of(name, float, expect="a list of numbers") for name in names]
         grid_node.done()
+        count = math.prod(len(axis) for axis in axes)
+        if count > MAX_GRID_POINTS:
+            node.fail(f"{' x '.join(str(len(a)) for a in axes)} = {count:,} grid points; at most "
+                      f"{MAX_GRID_POINTS:,} per technique", key)
         points = [dict(zip(names, combo, strict=True)) for combo in itertools.product(*axes)]
     else:
         items = [raw] if isinstance(raw, dict) else raw
         if not isinstance(items, list):
-            node.fail(f"expected a mapping or a list of mappings, got {raw!r}", key)
+            node.fail(f"expected a mapping or a list of mappings, got {_short(raw)}", key)
         points = []
         for i, item in enumerate(items):
             where = key if isinstance(raw, dict) else f"{key}[{i}]"
@@ -206,7 +266,8 @@ def load_search_space(path: str | Path) -> SearchSpace:
     """Load and validate one technique's search space file."""
     path = Path(path)
     node = _Node(_read_yaml(path), str(path))
-    technique = node.get("technique", str, check=_NAME.match, expect="a lower-case identifier")
+    technique = node.get("technique", str, check=NAME_PATTERN.match,
+                         expect="a lower-case identifier")
     description = node.get("description", str, default="")
     params_node = node.child("hyperparameters", default={})
     hyperparameters = []
@@ -251,9 +312,6 @@ class DatasetSpec:
     validation_cases: int = 0
 
 
-UPDATE_RULES = ("summed", "sequential")
-MIXUP_LAMBDAS = ("paper", "code")
-SAMPLING_SCHEMES = ("balanced", "nnunet")
 
 
 @dataclass(frozen=True)
@@ -356,7 +414,10 @@ def _parse_dataset(node: _Node) -> DatasetSpec:
         if root is not None:
             node.fail(f"{name} is generated (into --data-dir); `root` is only for real "
                       "datasets", node.key("root"))
-        synthetic = info.validate_synthetic(synthetic or {}, node.source, node.key("synthetic"))
+        try:
+            synthetic = info.validate_synthetic(synthetic or {}, node.key("synthetic"))
+        except ValueError as error:  # names the parameter under its dotted key
+            raise SpecError(f"{node.source}: {error}") from error
     else:
         if synthetic is not None:
             node.fail(f"{name} is a real dataset; generator parameters are only for the "
@@ -490,7 +551,7 @@ def load_studies(path: str | Path, spaces_dir: str | Path = SEARCH_SPACES_DIR
                  ) -> list[StudySpec]:
     """Load and validate a study file: one spec, or one per entry of ``experiments``.
 
-    ``experiments`` lets one study cover several datasets and models (paper-full): each
+    ``experiments`` lets one study cover several datasets, models or regimes: each
     entry is a mapping of study keys (``dataset``, ``model``, ``fractions``, ``training``,
     ``techniques``, ``seeds``) laid over the file's top-level keys, which act as defaults.
     Errors in an entry name it (``experiments[1].dataset.name``).
@@ -507,7 +568,7 @@ def load_studies(path: str | Path, spaces_dir: str | Path = SEARCH_SPACES_DIR
     specs = []
     for i, entry in enumerate(entries):
         if not isinstance(entry, dict):
-            raise SpecError(f"{path}: experiments[{i}]: expected a mapping, got {entry!r}")
+            raise SpecError(f"{path}: experiments[{i}]: expected a mapping, got {_short(entry)}")
         if "name" in entry:
             raise SpecError(f"{path}: experiments[{i}].name: the study's name is set once, "
                             "at the top level")
@@ -517,10 +578,9 @@ def load_studies(path: str | Path, spaces_dir: str | Path = SEARCH_SPACES_DIR
 
 
 def _parse_study(node: _Node, path: Path, spaces: Mapping[str, SearchSpace]) -> StudySpec:
-    from study.data.augmentation import REGIMES
     from study.models import MODELS
 
-    name = node.get("name", str, check=_NAME.match,
+    name = node.get("name", str, check=NAME_PATTERN.match,
                     expect="a lower-case name of letters, digits, '_', '-', '.'")
     description = node.get("description", str, default="")
     dataset = _parse_dataset(node.child("dataset"))
@@ -536,7 +596,7 @@ def _parse_study(node: _Node, path: Path, spaces: Mapping[str, SearchSpace]) -> 
     seeds = node.list_of("seeds", int, default=[0], check=lambda v: v >= 0,
                          expect="a non-negative integer")
     training = _parse_training(node.child("training"), model, preset)
-    augmentation = _choice(node, "augmentation", REGIMES, "none")
+    augmentation = _choice(node, "augmentation", AUGMENTATION_REGIMES, "none")
     variant = node.get("variant", str, default=None, check=lambda v: 0 < len(v) <= 40,
                        expect="a short label (1-40 characters)")
     inference = node.child("inference", default={})

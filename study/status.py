@@ -1,45 +1,70 @@
-"""Per dataset / fraction / technique counts of a study's trials, and failure reasons."""
+"""Per dataset / fraction / technique counts of a study's trials, failure reasons, and the
+result files left out (with why)."""
 
 from __future__ import annotations
 
 from datetime import datetime, timedelta, timezone
+from typing import NamedTuple
 
 import pandas as pd
 
+from study.progress import read_beats
 from study.results import FINISHED_STATUSES, ResultStore
 
 STATES = ("done", "running", "pending", "failed", "diverged")
 RUNNING_TIMEOUT = timedelta(minutes=15)  # a heartbeat older than this is a lost trial
 
 
-def _state(tid: str, stored: pd.DataFrame, beats: dict, now: datetime) -> str:
-    status = stored.at[tid, "status"] if tid in stored.index else None
+class Status(NamedTuple):
+    """``table``: counts per (dataset, fraction, technique) and state; ``failures``: (trial
+    id, error) per failed trial; ``left_out``: (file, reason) per result file not used (its
+    trial, if any, counts as pending and runs again)."""
+
+    table: pd.DataFrame
+    failures: list[tuple[str, str]]
+    left_out: list[tuple[str, str]]
+
+
+def running(beat: dict | None, now: datetime) -> bool:
+    """Whether a heartbeat says its trial is running: fresh (within ``RUNNING_TIMEOUT``) and
+    not stamped interrupted."""
+    return bool(beat) and not beat.get("interrupted_at") and (
+        now - datetime.fromisoformat(beat["updated_at"]) < RUNNING_TIMEOUT)
+
+
+def _state(status: str | None, beat: dict | None, now: datetime) -> str:
     if status in FINISHED_STATUSES:
         return {"ok": "done"}.get(status, status)
-    beat = beats.get(tid)
-    if beat and now - datetime.fromisoformat(beat["updated_at"]) < RUNNING_TIMEOUT:
+    if running(beat, now):
         return "running"  # also a failed trial that Tune is retrying
     return "failed" if status == "failed" else "pending"
 
 
-def status_table(plan, results_uri: str, now: datetime | None = None
-                 ) -> tuple[pd.DataFrame, list[tuple[str, str]]]:
+def status_table(plan, results_uri: str, now: datetime | None = None) -> Status:
     """Counts per (dataset, fraction, technique) of trials done / running (heartbeat within
-    ``RUNNING_TIMEOUT``) / pending / failed / diverged, and (trial id, error) per failure."""
+    ``RUNNING_TIMEOUT``) / pending / failed / diverged, (trial id, error) per failure and
+    (file, reason) per result file left out. Reads footers, and the data of failed trials'
+    ``trials`` rows only (for their errors)."""
     store = ResultStore(results_uri)
-    stored, beats = store.trials().set_index("trial_id"), store.beats()
+    scan, (beats, _) = store.scan(), read_beats(results_uri)
     now = now or datetime.now(timezone.utc)
-    rows, failures = [], []
+    rows, failed = [], []
     for param in plan.trials:
         config, tid = param["config"], param["trial_id"]
-        state = _state(tid, stored, beats, now)
+        stored = scan.trials.get(tid)
+        state = _state(stored.status if stored else None, beats.get(tid), now)
         if state == "failed":
-            failures.append((tid, stored.at[tid, "error"]))
+            failed.append(tid)
         rows.append({"dataset": config["dataset"]["name"], "fraction": config["fraction"],
                      "technique": config["technique"], "state": state})
+    errors = {}
+    if failed:
+        trials = store.read(scan.only(failed), cases=False).trials
+        errors = dict(zip(trials["trial_id"], trials["error"], strict=True))
     frame = pd.DataFrame(rows)
     table = (frame.groupby(["dataset", "fraction", "technique", "state"], sort=False).size()
              .unstack("state", fill_value=0).reindex(columns=list(STATES), fill_value=0)
              .reset_index())
     table.columns.name = None
-    return table, failures
+    return Status(table, [(tid, errors.get(tid)) for tid in failed],
+                  sorted(store.problems.items()))

@@ -60,6 +60,7 @@ from study.evaluate import evaluate_segmentation
 from study.inference import predict_logits
 from study.models import OutputLoss, build_model, centre_crop
 from study.models.recipes import RECIPES
+from study.progress import REPORT_SECONDS
 from study.results import ResultStore, identity_columns, summarise
 from study.techniques import IGNORE, AugmentationGate, Context, build_training
 from study.trials import Trial, canonical_json, trial_id
@@ -84,7 +85,9 @@ class RunOptions:
     mode (``"default"``, ``"reduce-overhead"``, ...) used on CUDA, or None for eager.
     ``prefetch``: batches sampled ahead in a thread (None: 2 on CUDA, 0 on the CPU).
     ``check_every``: iterations between NaN/inf checks of the loss (None: 1 on the CPU, 25 on
-    CUDA).
+    CUDA). ``report_seconds``: a training trial reports its iteration and loss (no checkpoint)
+    at least this often, for live progress, besides its ~10 reports per run.
+    ``mlflow_uri``: an MLflow tracking URI to log each trial to (``study.tracking``), or None.
     """
 
     data_dir: str
@@ -97,6 +100,8 @@ class RunOptions:
     compile: str | None = None
     prefetch: int | None = None
     check_every: int | None = None
+    report_seconds: float = REPORT_SECONDS
+    mlflow_uri: str | None = None
 
 
 class Session(Protocol):
@@ -365,10 +370,13 @@ class Training:
 
     # -- the loop ---------------------------------------------------------------------------
     def run(self, session: Session, checkpoint_every: int = 0,
-            validation: _Validation | None = None, validate_every: int = 0) -> None:
-        """Train from the current iteration to the budget, reporting ~10 times, checkpointing
-        every ``checkpoint_every`` and validating every ``validate_every`` iterations."""
+            validation: _Validation | None = None, validate_every: int = 0,
+            report_seconds: float = REPORT_SECONDS) -> None:
+        """Train from the current iteration to the budget, reporting ~10 times and at least
+        every ``report_seconds`` (for progress; no checkpoint), checkpointing every
+        ``checkpoint_every`` and validating every ``validate_every`` iterations."""
         report_every = max(1, self.iterations // 10)
+        reported = time.monotonic()
         try:
             while self.iteration < self.iterations:
                 self.step()
@@ -377,7 +385,8 @@ class Training:
                     and it < self.iterations
                 due_validation = bool(validate_every) and validation is not None \
                     and it % validate_every == 0
-                due_report = it % report_every == 0 or due_checkpoint or due_validation
+                due_report = (it % report_every == 0 or due_checkpoint or due_validation
+                              or time.monotonic() - reported >= report_seconds)
                 if due_report or it % self.check_every == 0 or it == self.iterations:
                     self.check()
                 if due_report:
@@ -386,6 +395,7 @@ class Training:
                     if due_validation:
                         metrics.update(validation.score(self))
                     session.report(metrics, self.state_bytes() if due_checkpoint else None)
+                    reported = time.monotonic()
         except Diverged:
             raise
         except Exception:
@@ -442,7 +452,8 @@ def _train(config, cases, info: DatasetInfo, device, session: Session, options: 
     validation = None
     if options.validate_every and test_cases:
         validation = _Validation(test_cases, training, config["training"]["fg_fraction"])
-    training.run(session, options.checkpoint_every, validation, options.validate_every)
+    training.run(session, options.checkpoint_every, validation, options.validate_every,
+                 options.report_seconds)
     return training
 
 
@@ -545,26 +556,75 @@ def _out_of_memory_message(error: BaseException, config: dict[str, Any],
             f"{canonical_json(config)})")
 
 
+def _failure_message(error: BaseException, config: dict[str, Any],
+                     device: torch.device | None) -> str:
+    if isinstance(error, torch.cuda.OutOfMemoryError) and device is not None:
+        return _out_of_memory_message(error, config, device)
+    return f"{type(error).__name__}: {error}"
+
+
+def _identity(param: dict[str, Any]) -> dict[str, Any]:
+    """The identity columns of ``param``, or as many as a malformed param allows (a failed
+    row is stored even for a trial whose config cannot be read)."""
+    try:
+        return identity_columns(param)
+    except (KeyError, TypeError, ValueError):
+        config = param.get("config") if isinstance(param.get("config"), dict) else {}
+        return {"study": param.get("study"), "trial_id": param.get("trial_id"),
+                "param_label": param.get("param_label"), "variant": param.get("variant"),
+                "technique": config.get("technique")}
+
+
+def record_failure(param: dict[str, Any], options: RunOptions, error: BaseException | str,
+                   row: dict[str, Any] | None = None) -> None:
+    """Store a ``failed`` trials row for ``param`` naming ``error`` (over ``row``, what the
+    trial had recorded so far), so that ``study status`` lists the reason; the trial runs
+    again on resume."""
+    message = error if isinstance(error, str) else f"{type(error).__name__}: {error}"
+    now = datetime.now(timezone.utc)
+    base = {**_identity(param), "config": canonical_json(param.get("config")),
+            "started_at": now, "code_version": study.code_version(),
+            "host": socket.gethostname()}
+    ResultStore(options.results_uri).write_trial(
+        {**base, **(row or {}), "status": "failed", "error": message, "finished_at": now}, [])
+
+
+def _tracker(options: RunOptions, param: dict[str, Any]):
+    if options.mlflow_uri is None:
+        return None
+    from study.tracking import Tracker
+
+    return Tracker(options.mlflow_uri, param)
+
+
 def run_trial(param: dict[str, Any], options: RunOptions, session: Session | None = None
               ) -> dict[str, Any]:
-    """Run one trial end to end and store its results; return its summary metrics."""
+    """Run one trial end to end and store its results; return its summary metrics.
+
+    Any error, from reading the trial's config on, is stored as a ``failed`` row naming it
+    (:func:`record_failure`) and re-raised."""
     session = session or LocalSession()
-    trial = Trial.from_param(param)
-    config = trial.config
-    if options.threads:
-        torch.set_num_threads(options.threads)
-    device = resolve_device(options.device)
-    started = datetime.now(timezone.utc)
-    row = {**identity_columns(param), "config": canonical_json(config), "error": None,
-           "started_at": started, "code_version": study.__version__,
-           "host": socket.gethostname(),
-           "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
-           "train_seconds": None, "eval_seconds": None, "iterations_done": 0,
-           "final_train_loss": None, "logit_stats": None}
-    store = ResultStore(options.results_uri)
-    info = DATASETS[config["dataset"]["name"]]
+    row: dict[str, Any] = {"started_at": datetime.now(timezone.utc)}
+    config, device, tracker = param.get("config"), None, None
     case_rows: list[dict] = []
     try:
+        trial = Trial.from_param(param)
+        config = trial.config
+        if options.threads:
+            torch.set_num_threads(options.threads)
+        device = resolve_device(options.device)
+        row.update(identity_columns(param), config=canonical_json(config), error=None,
+                   code_version=study.code_version(), host=socket.gethostname(),
+                   device=torch.cuda.get_device_name(device) if device.type == "cuda"
+                   else "cpu", train_seconds=None, eval_seconds=None, iterations_done=0,
+                   final_train_loss=None, logit_stats=None)
+        store = ResultStore(options.results_uri)
+        info = DATASETS[config["dataset"]["name"]]
+        tracker = _tracker(options, param)
+        if tracker is not None:
+            from study.tracking import TrackedSession
+
+            session = TrackedSession(session, tracker)
         root = dataset_root(config, options)
         dataset = config["dataset"]
         case_ids = loader.list_cases(info, root)
@@ -601,15 +661,18 @@ def run_trial(param: dict[str, Any], options: RunOptions, session: Session | Non
         else:
             case_rows = _diverged_rows(evaluated, info)
         row["eval_seconds"] = time.perf_counter() - clock
+        row["finished_at"] = datetime.now(timezone.utc)
+        identity = identity_columns(param)
+        case_rows = [{**identity, **r, "status": row["status"]} for r in case_rows]
+        store.write_trial(row, case_rows)
     except Exception as error:
-        message = f"{type(error).__name__}: {error}"
-        if isinstance(error, torch.cuda.OutOfMemoryError):
-            message = _out_of_memory_message(error, config, device)
-        row.update(status="failed", error=message, finished_at=datetime.now(timezone.utc))
-        store.write_trial(row, [])
+        message = _failure_message(error, config, device)
+        record_failure(param, options, message, row)
+        if tracker is not None:
+            tracker.finish("failed", {}, [])
         error.add_note(traceback.format_exc(limit=3))
         raise
-    row["finished_at"] = datetime.now(timezone.utc)
-    identity = identity_columns(param)
-    store.write_trial(row, [{**identity, **r, "status": row["status"]} for r in case_rows])
-    return summarise(row, case_rows)
+    summary = summarise(row, case_rows)
+    if tracker is not None:
+        tracker.finish(row["status"], summary, case_rows)
+    return summary

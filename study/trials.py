@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from study.catalog import param_label
-from study.spec import StudySpec
+from study.spec import SpecError, StudySpec
 
 
 def _normalise(value: Any) -> Any:
@@ -133,13 +133,23 @@ def trial_config(spec: StudySpec, fraction: float, technique: str, hp: dict[str,
     return json.loads(canonical_json(config))
 
 
-def expand(spec: StudySpec) -> list[Trial]:
+MAX_TRIALS = 20_000  # per experiment, unless the caller allows more (a typo guard: 10^6 grids)
+
+
+def expand(spec: StudySpec, max_trials: int = MAX_TRIALS) -> list[Trial]:
     """All trials of a study, ordered by fraction, technique, setting, seed.
 
     A setting's label is printed as the papers do (:func:`param_label`); the experiment's
-    ``variant`` travels beside it. Raises ``ValueError`` if two entries of the study describe
-    the same trial.
+    ``variant`` travels beside it. Raises ``SpecError`` naming the count before building
+    anything when the experiment has more than ``max_trials`` trials, and ``ValueError`` if
+    two entries of the study describe the same trial.
     """
+    count = len(spec.seeds) * sum(len(run.settings_at(f)) for f in spec.fractions
+                                  for run in spec.techniques)
+    if count > max_trials:
+        raise SpecError(f"{spec.source}: expands to {count:,} trials, more than the limit of "
+                        f"{max_trials:,} (a grid or seed list larger than meant?); raise the "
+                        "limit explicitly to run it")
     trials: dict[str, Trial] = {}
     for fraction in spec.fractions:
         for run in spec.techniques:

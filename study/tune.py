@@ -1,26 +1,32 @@
-"""Ray Tune orchestration: a study's pending trials as one Tune experiment, resume, status.
+"""Ray Tune orchestration: a study's pending trials as one Tune experiment, resume, progress.
 
 Storage layout of a study (``<storage>`` is a local folder or a pyarrow URI such as
 ``s3://bucket/studies`` that every node sees)::
 
-    <storage>/<study>/study.json          the expanded trials and run options (for resume/status)
-    <storage>/<study>/results/            Parquet results (``study.results``)
+    <storage>/<study>/study.json          the trials and run options (for resume/status/report)
+    <storage>/<study>/results/            Parquet results (``study.results``) and heartbeats
     <storage>/<study>/tune/run-<time>/    Ray Tune experiments, one per launch
+    <storage>/<study>/optuna.journal      Optuna's record of an optimize-mode study
 
 Work is never repeated: a launch runs only the trials without a stored result, and a resume
 restores the newest Tune experiment (unfinished trials continue from their last checkpoint)
-and then runs whatever is still missing.
+and then runs whatever is still missing. ``study.json`` is written whole (temporary file and
+rename; one PUT on object stores) and names the results and data folders relative to the
+storage, so a study folder can be moved or copied with its storage and resumed in place.
+
+Before Ray starts, :func:`check_before_ray` checks what can be checked (device, dataset
+folders, writable storage). Ctrl-C (SIGINT) stops the trials gracefully, Tune saves the
+experiment, and :class:`Interrupted` tells how to continue.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import os
-import socket
 import tempfile
-import threading
-import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -29,15 +35,23 @@ from typing import Any
 import pyarrow.fs as pafs
 from ray import tune
 
+from study import progress
 from study.profiles import gpu_share
-from study.results import ResultStore, filesystem
-from study.trial import RunOptions, run_trial
+from study.progress import Interrupted
+from study.results import ResultStore, check_storage, filesystem
+from study.trial import RunOptions, record_failure, run_trial
 from study.trials import Trial
 
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+# Tune's own console output (its configuration box, TensorBoard hint, trial tables) off:
+# progress is the Monitor's; with the classic reporter verbose=0 prints nothing.
+os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
+# A failed trial is one line of the Monitor and a `failed` row, not Ray's traceback.
+os.environ.setdefault("TUNE_PRINT_ALL_TRIAL_ERRORS", "0")
 
 CHECKPOINT_FILE = "state.pt"
-HEARTBEAT_SECONDS = 60  # well under study.status.RUNNING_TIMEOUT
+CHECKPOINT_META = "progress.json"  # {"iteration": N} beside the state
+PLAN_FILE = "study.json"
 
 
 def gpus_per_trial(models: set[tuple[str, str]], requested: float | None) -> float:
@@ -53,103 +67,169 @@ def gpus_per_trial(models: set[tuple[str, str]], requested: float | None) -> flo
 
 
 def study_uri(storage: str, study: str) -> str:
+    """The folder of study ``study`` in ``storage``. The name must be a study name (the
+    spec's rule: lower-case letters, digits, ``_ . -``, starting with a letter or digit), so
+    no name reaches another study's folder or leaves the storage."""
+    from study.spec import NAME_PATTERN
+
+    if not isinstance(study, str) or not NAME_PATTERN.match(study) or ".." in study:
+        raise ValueError(f"study name {study!r}: expected a lower-case name of letters, "
+                         "digits, '_', '-', '.' (no path)")
     return f"{str(storage).rstrip('/')}/{study}"
+
+
+def storage_of(uri: str) -> str:
+    """The storage holding the study folder ``uri``."""
+    return uri.rstrip("/").rsplit("/", 1)[0]
 
 
 class TuneSession:
     """``study.trial.Session`` backed by Ray Tune's report/checkpoint API (Ray >= 2.40).
 
-    With a ``beat`` callable, every report also refreshes the trial's heartbeat; ``defaults``
-    are added to every report (a searcher needs its metric in each one, NaN until known).
+    Every report also updates the trial's ``heartbeat``; ``defaults`` are added to every
+    report (a searcher or scheduler needs its metric in each one, NaN until known). A report
+    with validation scores carries ``val_iteration``, the time attribute of pruning.
     """
 
-    def __init__(self, beat: Callable[[], None] | None = None,
+    def __init__(self, heartbeat: progress.Heartbeat | None = None,
                  defaults: dict[str, Any] | None = None):
-        self.beat, self.defaults = beat, defaults or {}
+        self.heartbeat, self.defaults = heartbeat, defaults or {}
 
     def restore(self) -> bytes | None:
         checkpoint = tune.get_checkpoint()
         if checkpoint is None:
             return None
         with checkpoint.as_directory() as directory:
+            meta = Path(directory) / CHECKPOINT_META
+            if self.heartbeat is not None and meta.is_file():
+                iteration = json.loads(meta.read_text())["iteration"]
+                self.heartbeat.update(iteration=iteration, checkpoint=iteration)
             return (Path(directory) / CHECKPOINT_FILE).read_bytes()
 
     def report(self, metrics: dict[str, Any], checkpoint: bytes | None = None) -> None:
-        if self.beat is not None:
-            self.beat()
+        validated = "val_dsc" in metrics and "iteration" in metrics
         metrics = {**self.defaults, **metrics}
+        if validated:
+            metrics["val_iteration"] = metrics["iteration"]
         if checkpoint is None:
             tune.report(metrics)
-            return
-        with tempfile.TemporaryDirectory() as directory:
-            (Path(directory) / CHECKPOINT_FILE).write_bytes(checkpoint)
-            tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(directory))
+        else:
+            with tempfile.TemporaryDirectory() as directory:
+                (Path(directory) / CHECKPOINT_FILE).write_bytes(checkpoint)
+                (Path(directory) / CHECKPOINT_META).write_text(
+                    json.dumps({"iteration": metrics["iteration"]}))
+                tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(directory))
+        if self.heartbeat is not None and "iteration" in metrics:
+            update = {"iteration": metrics["iteration"], "loss": metrics.get("train_loss")}
+            if checkpoint is not None:
+                update["checkpoint"] = metrics["iteration"]
+            self.heartbeat.update(**update)
 
 
 def run_tune_trial(param: dict[str, Any], options: RunOptions,
                    defaults: dict[str, Any] | None = None) -> None:
     """The body of every Tune trial: report the stored result of a trial that already
     finished (a driver restart rolled Tune back), else run it with a heartbeat and report
-    its summary (with ``defaults`` in every report)."""
-    store, trial_id = ResultStore(options.results_uri), param["trial_id"]
-    stored = store.stored_summary(trial_id)
+    its summary (with ``defaults`` in every report). A failure before the trial starts (its
+    heartbeat cannot be written) is stored as a ``failed`` row too."""
+    defaults = defaults or {}
+    stored = ResultStore(options.results_uri).stored_summary(param["trial_id"])
     if stored is not None:
-        tune.report({**(defaults or {}), **stored, "stored": True})
+        tune.report({**defaults, **stored, "stored": True})
         return
-    started = datetime.now(timezone.utc).isoformat()
-
-    def beat() -> None:
-        store.beat(trial_id, socket.gethostname(), started)
-
-    beat()
-    stop = threading.Event()
-
-    def keep_beating() -> None:  # data loading and evaluation report nothing for a while
-        while not stop.wait(HEARTBEAT_SECONDS):
-            beat()
-
-    threading.Thread(target=keep_beating, daemon=True, name="heartbeat").start()
     try:
-        summary = run_trial(param, options, TuneSession(beat, defaults))
-    finally:
-        stop.set()
-        store.end_beat(trial_id)
-    tune.report({**(defaults or {}), **summary})
+        heartbeat = progress.Heartbeat(options.results_uri, param).__enter__()
+    except Exception as error:
+        record_failure(param, options, error)
+        raise
+    with heartbeat:
+        summary = run_trial(param, options, TuneSession(heartbeat, defaults))
+    tune.report({**defaults, **summary})
+
+
+def grid_param(config: dict[str, Any]) -> dict[str, Any]:
+    """A grid experiment's trial param (Tune's config holds it under ``trial``)."""
+    return config["trial"]
 
 
 def _trainable(options: RunOptions) -> Callable[[dict], None]:
     def trainable(config: dict) -> None:
-        run_tune_trial(config["trial"], options)
+        run_tune_trial(grid_param(config), options)
 
     return trainable
 
 
+# -- study.json --------------------------------------------------------------------------------
+def _relative(path: str, storage: str) -> str:
+    """``path`` relative to ``storage`` when inside it, else as given."""
+    prefix = storage.rstrip("/") + "/"
+    return path[len(prefix):] if path.startswith(prefix) else path
+
+
+def _absolute(path: str, storage: str) -> str:
+    return path if "://" in path or path.startswith("/") else f"{storage.rstrip('/')}/{path}"
+
+
+PATH_OPTIONS = ("data_dir", "results_uri")  # RunOptions paths stored relative to the storage
+
+
 @dataclass(frozen=True)
 class Plan:
-    """What ``study.json`` holds: the study's trials and how to run them."""
+    """What ``study.json`` holds: the study's trials and how to run them.
+
+    ``mode``: ``grid`` (``trials`` is the whole study) or ``optimize`` (``search`` holds the
+    search's groups and settings, ``study.optimize``; ``trials`` grows as trials start).
+    ``options`` are the trials' :class:`~study.trial.RunOptions` with the data and results
+    folders relative to the storage (see :meth:`run_options`).
+    """
 
     study: str
     trials: list[dict[str, Any]]
     options: dict[str, Any]
     cpus_per_trial: float
     gpus_per_trial: float
+    mode: str = "grid"
+    search: dict[str, Any] | None = None
+
+    @classmethod
+    def create(cls, study: str, trials: list[dict[str, Any]], options: RunOptions,
+               storage: str, **settings: Any) -> Plan:
+        stored = asdict(options)
+        for key in PATH_OPTIONS:
+            stored[key] = _relative(stored[key], storage)
+        return cls(study, trials, stored, **settings)
+
+    def run_options(self, uri: str) -> RunOptions:
+        """The trials' run options with folders resolved against the study's storage."""
+        storage = storage_of(uri)
+        return RunOptions(**{**self.options, **{key: _absolute(self.options[key], storage)
+                                                for key in PATH_OPTIONS}})
 
     def save(self, uri: str) -> None:
-        fs, root = filesystem(uri)
-        fs.create_dir(root, recursive=True)
-        with fs.open_output_stream(f"{root}/study.json") as stream:
-            stream.write(json.dumps(asdict(self), indent=1).encode())
+        store = ResultStore(uri)
+        progress.write_json(store, f"{store.root}/{PLAN_FILE}", asdict(self))
 
     @classmethod
     def load(cls, uri: str) -> Plan:
         fs, root = filesystem(uri)
-        path = f"{root}/study.json"
+        path = f"{root}/{PLAN_FILE}"
         if fs.get_file_info(path).type == pafs.FileType.NotFound:
-            raise FileNotFoundError(f"{path}: no launched study here (run `study launch` first)")
-        with fs.open_input_stream(path) as stream:
-            return cls(**json.loads(stream.read()))
+            raise FileNotFoundError(f"{path}: no launched study here (run `study launch` first, "
+                                    "or check the name and --storage)")
+        try:
+            with fs.open_input_stream(path) as stream:
+                data = json.loads(stream.read().decode("utf-8"))
+            plan = cls(**data)
+            plan.run_options(uri)
+            if not isinstance(plan.trials, list) or plan.mode not in ("grid", "optimize"):
+                raise ValueError("unexpected trials or mode")
+        except (ValueError, TypeError) as error:
+            raise ValueError(f"{path}: damaged study.json, cut short or edited ({error}); "
+                             "restore it from a copy, or launch the study again") from error
+        return plan
 
 
+# -- Ray -------------------------------------------------------------------------------------
 def ensure_ray(address: str | None, num_cpus: int | None = None) -> None:
     import ray
 
@@ -161,48 +241,182 @@ def ensure_ray(address: str | None, num_cpus: int | None = None) -> None:
         ray.init(num_cpus=num_cpus, include_dashboard=False, log_to_driver=False)
 
 
-class Progress(tune.Callback):
-    """Prints one line per finished trial: ``[3/14] asym_focal γ = 2 fraction 0.5 ...``.
+def check_before_ray(options: RunOptions, uri: str, datasets: set[str],
+                     address: str | None) -> None:
+    """What can be checked before Ray starts; raises ``ValueError`` (or the loader's
+    ``DataError``) with one clear message.
 
-    Tune pickles callbacks with the experiment and re-applies them on restore, so the count
-    of finished trials is re-read from the result store whenever an experiment (re)starts.
+    The device (``cuda`` needs a CUDA device here, unless the trials run on a cluster at
+    ``address``), each real dataset's folder (exists and lists cases; a quick listing, not
+    ``study data check``), and that the study folder and the data folder are writable.
     """
+    device = options.device
+    if not (device in ("auto", "cpu") or device == "cuda"
+            or (device.startswith("cuda:") and device[5:].isdigit())):
+        raise ValueError(f"--device {device}: expected auto, cpu, cuda or cuda:N")
+    if device.startswith("cuda") and not address:
+        import torch
 
-    def __init__(self, plan: Plan, uri: str, printer: Callable[[str], None]):
-        self.total, self.uri, self.printer = len(plan.trials), uri, printer
-        self.plan_ids = {t["trial_id"] for t in plan.trials}
-        self.done, self.start = 0, time.monotonic()
+        if not torch.cuda.is_available():
+            build = ("a CPU-only build" if torch.version.cuda is None
+                     else f"built for CUDA {torch.version.cuda}, but sees no GPU")
+            raise ValueError(f"--device {device}: no CUDA device on this machine (torch "
+                             f"{torch.__version__} is {build}); use --device cpu or auto, or "
+                             "--address to run the trials on a cluster with GPUs")
+        index = int(device[5:]) if ":" in device else 0
+        if index >= torch.cuda.device_count():
+            raise ValueError(f"--device {device}: this machine has "
+                             f"{torch.cuda.device_count()} CUDA device(s)")
+    from study.data import loader
+    from study.data.registry import DATASETS
 
-    def setup(self, **info) -> None:
-        self.done = len(self.plan_ids & ResultStore(f"{self.uri}/results").finished_ids())
-        self.start = time.monotonic()
+    for name in sorted(datasets):
+        if DATASETS[name].synthetic:
+            continue
+        root = options.dataset_roots.get(name)
+        if root is None:
+            raise ValueError(f"dataset {name}: no folder given (set `root` in the study or "
+                             f"pass --dataset-root {name}=PATH)")
+        loader.list_cases(DATASETS[name], Path(root))
+    for folder in (uri, options.data_dir):
+        check_storage(folder)
+
+
+class ProgressCallback(tune.Callback):
+    """Forwards Tune's trial events to the :class:`study.progress.Monitor` entered under
+    ``key`` in this driver. It holds no paths or printers: Tune pickles callbacks with the
+    experiment and re-applies them on restore, possibly in another process or after the
+    study folder moved. ``to_param`` maps a Tune config to the trial's param."""
+
+    def __init__(self, key: str, to_param: Callable[[dict], dict]):
+        self.key, self.to_param = key, to_param
+
+    def _monitor(self):
+        return progress.monitor_for(self.key)
+
+    def on_trial_start(self, iteration, trials, trial, **info) -> None:
+        if (monitor := self._monitor()) is not None:
+            monitor.started(self.to_param(trial.config))
+
+    def on_trial_result(self, iteration, trials, trial, result, **info) -> None:
+        if (monitor := self._monitor()) is not None:
+            monitor.result(self.to_param(trial.config), result)
 
     def on_trial_complete(self, iteration, trials, trial, **info) -> None:
-        self._finished(trial.config["trial"], trial.last_result or {})
+        if (monitor := self._monitor()) is not None:
+            monitor.finished(self.to_param(trial.config), trial.last_result or {})
 
     def on_trial_error(self, iteration, trials, trial, **info) -> None:
-        self._finished(trial.config["trial"], {"status": "failed (see `study status`)"})
+        if (monitor := self._monitor()) is not None:
+            monitor.finished(self.to_param(trial.config), trial.last_result or {},
+                             error=error_message(_trial_error(trial)))
 
-    def _finished(self, param: dict, result: dict) -> None:
-        config = param["config"]
-        status = result.get("status", "?")
-        scores = ""
-        if status == "ok":
-            scores = f"DSC {result['dsc_raw']:.3f} (post-processed {result['dsc_pp']:.3f})"
-        if result.get("stored"):  # finished before a restart: counted in setup()
-            status = "already stored,"
-        else:
-            self.done += 1
-        self.printer(
-            f"[{self.done}/{self.total}] {config['technique']} {param['param_label']} "
-            f"fraction {config['fraction']:g} seed {config['seed']}: {status} {scores} "
-            f"after {time.monotonic() - self.start:.0f} s"
-        )
+    def on_trial_recover(self, iteration, trials, trial, **info) -> None:
+        if (monitor := self._monitor()) is not None:
+            monitor.retrying(self.to_param(trial.config), error_message(_trial_error(trial)))
+
+    def on_step_end(self, iteration, trials, **info) -> None:
+        if (monitor := self._monitor()) is not None:
+            monitor.tick()
+
+
+def _trial_error(trial) -> BaseException | None:
+    """The latest error of a Tune trial, from the driver's copy (Tune writes it there before
+    calling back; the storage copy follows later)."""
+    import ray.cloudpickle
+
+    path = trial.pickled_error_file
+    if not path or not os.path.isfile(path):
+        return None
+    with open(path, "rb") as stream:
+        return ray.cloudpickle.load(stream)
+
+
+def error_message(error: BaseException | None) -> str:
+    """One line naming what went wrong in a trial (the trainable's own exception inside
+    Ray's wrapper; a lost worker process said so)."""
+    from ray.exceptions import RayActorError, RayTaskError
+
+    if error is None:
+        return "unknown error (see the trial's error.txt in the Tune experiment)"
+    if isinstance(error, RayActorError):
+        return f"its worker process died ({type(error).__name__}): killed or out of memory?"
+    if isinstance(error, RayTaskError):
+        error = error.cause if error.cause is not None else error
+    text = str(error).strip().splitlines()
+    return f"{type(error).__name__}: {text[0] if text else ''}"
+
+
+class _TuneLog(logging.Filter):
+    """Ray Tune's driver log, filtered: its SIGINT notice sets ``interrupted`` (and is
+    replaced by one line of ours); its restore hint (``Tuner.restore(...)``, not how this
+    CLI resumes), its list of unfinished trials and its save notice are dropped."""
+
+    HIDDEN = ("Experiment has been interrupted", "Training has been interrupted",
+              "Trials did not complete", "Wrote the latest version of all result files")
+
+    def __init__(self, printer: Callable[[str], None]):
+        super().__init__()
+        self.printer, self.interrupted = printer, False
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        if message.startswith("Stop signal received"):
+            self.interrupted = True
+            self.printer("interrupt: stopping the trials and saving their state "
+                         "(Ctrl-C again to stop at once)")
+            return False
+        return not message.startswith(self.HIDDEN)
+
+
+@contextmanager
+def tune_log(printer: Callable[[str], None]) -> Iterator[_TuneLog]:
+    """Filter Ray Tune's driver log (:class:`_TuneLog`) while Tune runs."""
+    logger = logging.getLogger("ray.tune.tune")
+    log = _TuneLog(printer)
+    logger.addFilter(log)
+    try:
+        yield log
+    finally:
+        logger.removeFilter(log)
+
+
+def fit(tuner: tune.Tuner, options: RunOptions, to_param: Callable[[dict], dict],
+        printer: Callable[[str], None]) -> tuple[tune.ResultGrid, bool]:
+    """Run ``tuner``; return its results and whether Ctrl-C interrupted it. A trial whose
+    worker process died wrote no result of its own: a ``failed`` row is stored for it."""
+    from ray.exceptions import RayActorError
+
+    with tune_log(printer) as log:
+        results = tuner.fit()
+    for result in results:
+        if isinstance(result.error, RayActorError):
+            record_failure(to_param(result.config), options, error_message(result.error))
+    return results, log.interrupted
+
+
+# -- launch and resume -------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Runner:
+    """How the driver runs trials: Ray cluster (None: a local Ray with ``num_cpus``), retries
+    of a failed trial, and progress display (:class:`study.progress.Monitor`)."""
+
+    address: str | None = None
+    num_cpus: int | None = None
+    max_failures: int = 1
+    printer: Callable[[str], None] = print
+    live: bool = False
+    every: float = progress.PLAIN_SECONDS
+
+    def monitor(self, key: str, total: int, done: int, **hooks: Any) -> progress.Monitor:
+        return progress.Monitor(key, total, done, printer=self.printer, live=self.live,
+                                every=self.every, **hooks)
 
 
 def _run_experiment(plan: Plan, uri: str, pending: list[dict], restore_path: str | None,
-                    printer: Callable[[str], None], max_failures: int) -> None:
-    options = RunOptions(**plan.options)
+                    runner: Runner) -> bool:
+    """Run (or restore) one Tune experiment of ``pending`` trials; True if interrupted."""
+    options = plan.run_options(uri)
     trainable = tune.with_resources(
         _trainable(options), {"cpu": plan.cpus_per_trial, "gpu": plan.gpus_per_trial}
     )
@@ -223,13 +437,13 @@ def _run_experiment(plan: Plan, uri: str, pending: list[dict], restore_path: str
                 name=name,
                 storage_path=root,
                 storage_filesystem=fs,
-                failure_config=tune.FailureConfig(max_failures=max_failures),
+                failure_config=tune.FailureConfig(max_failures=runner.max_failures),
                 checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
-                callbacks=[Progress(plan, uri, printer)],
+                callbacks=[ProgressCallback(plan.study, grid_param)],
                 verbose=0,
             ),
         )
-    tuner.fit()
+    return fit(tuner, options, grid_param, runner.printer)[1]
 
 
 def _latest_experiment(uri: str) -> str | None:
@@ -250,46 +464,88 @@ def pending_trials(plan: Plan, uri: str) -> list[dict]:
     return [t for t in plan.trials if t["trial_id"] not in finished]
 
 
+def datasets_of(params: list[dict[str, Any]]) -> set[str]:
+    return {p["config"]["dataset"]["name"] for p in params}
+
+
 def launch(trials: list[Trial], storage: str, options: RunOptions, *,
-           cpus_per_trial: float = 1, gpus: float | None = None, address: str | None = None,
-           num_cpus: int | None = None, max_failures: int = 1,
-           printer: Callable[[str], None] = print) -> list[dict]:
+           cpus_per_trial: float = 1, gpus: float | None = None, **runner: Any) -> list[dict]:
     """Run every trial that has no stored result; return those still missing afterwards.
 
     ``gpus`` is the GPU share per trial; None picks it from the model
-    (:func:`study.profiles.gpu_share`).
+    (:func:`study.profiles.gpu_share`). ``runner``: the fields of :class:`Runner`
+    (``address``, ``num_cpus``, ``max_failures``, ``printer``, ``live``, ``every``).
+    Raises :class:`Interrupted` after Ctrl-C.
     """
     if not trials:
         raise ValueError("launch: the study expands to no trials")
+    run = Runner(**runner)
     study = trials[0].study
     uri = study_uri(storage, study)
-    ensure_ray(address, num_cpus)
-    plan = Plan(study, [t.as_param() for t in trials], asdict(options), cpus_per_trial,
-                gpus_per_trial({(t.config["model"]["name"], t.config["model"]["preset"])
-                                for t in trials}, gpus))
+    params = [t.as_param() for t in trials]
+    check_before_ray(options, uri, datasets_of(params), run.address)
+    ensure_ray(run.address, run.num_cpus)
+    models = {(t.config["model"]["name"], t.config["model"]["preset"]) for t in trials}
+    plan = Plan.create(study, params, options, storage, cpus_per_trial=cpus_per_trial,
+                       gpus_per_trial=gpus_per_trial(models, gpus))
     plan.save(uri)
-    return _continue(plan, uri, address, num_cpus, max_failures, printer, restore=False)
+    return _continue(plan, uri, run, restore=False)
 
 
-def resume(study: str, storage: str, *, address: str | None = None, num_cpus: int | None = None,
-           max_failures: int = 1, printer: Callable[[str], None] = print) -> list[dict]:
-    """Continue an interrupted launch; return the trials still missing afterwards."""
+def prepare_resume(study: str, storage: str, **runner: Any) -> tuple[Plan, str, Runner]:
+    """The plan, study URI and runner of an interrupted launch, after the checks that can be
+    made before Ray starts (either mode: the caller continues it)."""
+    run = Runner(**runner)
     uri = study_uri(storage, study)
-    return _continue(Plan.load(uri), uri, address, num_cpus, max_failures, printer, restore=True)
+    plan = Plan.load(uri)
+    options = plan.run_options(uri)
+    check_before_ray(options, uri, datasets_of(plan.trials) | _search_datasets(plan),
+                     run.address)
+    return plan, uri, run
 
 
-def _continue(plan: Plan, uri: str, address, num_cpus, max_failures, printer, restore: bool):
+def resume(plan: Plan, uri: str, run: Runner) -> list[dict]:
+    """Continue an interrupted grid launch (:func:`prepare_resume`); return the trials still
+    missing afterwards. Says where each unfinished trial continues."""
+    return _continue(plan, uri, run, restore=True)
+
+
+def _search_datasets(plan: Plan) -> set[str]:
+    groups = (plan.search or {}).get("groups", [])
+    return {g["base"]["dataset"]["name"] for g in groups}
+
+
+def say_resume_points(uri: str, pending: list[dict], printer: Callable[[str], None]) -> None:
+    """One line per unfinished trial that had started: where it continues."""
+    beats, _ = progress.read_beats(f"{uri}/results")
+    for param in pending:
+        if param["trial_id"] in beats:
+            printer(f"  {progress.trial_label(param)}: "
+                    f"{progress.resume_point(beats[param['trial_id']])}")
+
+
+def _continue(plan: Plan, uri: str, runner: Runner, restore: bool) -> list[dict]:
     pending = pending_trials(plan, uri)
-    printer(f"study {plan.study}: {len(plan.trials)} trials, {len(plan.trials) - len(pending)} "
-            f"already done, {len(pending)} to run; results in {uri}/results")
+    done = len(plan.trials) - len(pending)
+    runner.printer(f"study {plan.study}: {len(plan.trials)} trials, {done} already done, "
+                   f"{len(pending)} to run; results in {uri}/results")
     if not pending:
         return []
-    ensure_ray(address, num_cpus)
-    latest = _latest_experiment(uri) if restore else None
-    if latest is not None:
-        printer(f"restoring Tune experiment {latest}")
-        _run_experiment(plan, uri, pending, latest, printer, max_failures)
-        pending = pending_trials(plan, uri)
-    if pending:
-        _run_experiment(plan, uri, pending, None, printer, max_failures)
-    return pending_trials(plan, uri)
+    if restore:
+        say_resume_points(uri, pending, runner.printer)
+    ensure_ray(runner.address, runner.num_cpus)
+    with runner.monitor(plan.study, len(plan.trials), done):
+        latest = _latest_experiment(uri) if restore else None
+        interrupted = False
+        if latest is not None:
+            runner.printer(f"restoring Tune experiment {latest}")
+            interrupted = _run_experiment(plan, uri, pending, latest, runner)
+            pending = pending_trials(plan, uri)
+        if pending and not interrupted:
+            interrupted = _run_experiment(plan, uri, pending, None, runner)
+    pending = pending_trials(plan, uri)
+    if interrupted:
+        progress.mark_interrupted(f"{uri}/results", {t["trial_id"] for t in pending})
+        raise Interrupted(plan.study, storage_of(uri), len(plan.trials) - len(pending),
+                          len(pending))
+    return pending

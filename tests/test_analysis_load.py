@@ -80,17 +80,22 @@ def test_widened_and_null_columns_are_accepted(results):
     assert cases["seed"].dtype == "int64" and cases["dsc"].dtype == "float64"
 
 
-def test_damaged_and_empty_files(results):
-    """A truncated file and a zero-byte file are named as unreadable Parquet."""
+def test_damaged_empty_and_misnamed_files(results):
+    """A truncated file and a zero-byte file are named as unreadable Parquet; a file not
+    named after a trial id is named as ignored; nothing of them is read."""
     root, ids = results
     damaged = root / "trials" / f"{ids[0]}.parquet"
     damaged.write_bytes(damaged.read_bytes()[:50])
+    (root / "cases" / f"{ids[1]}.parquet").write_bytes(b"")
     (root / "cases" / "empty.parquet").write_bytes(b"")
     with pytest.raises(ResultsError) as error:
         load(str(root))
     message = str(error.value)
     assert f"trials/{ids[0]}.parquet: not a readable Parquet file" in message
-    assert "cases/empty.parquet: not a readable Parquet file" in message
+    assert f"cases/{ids[1]}.parquet: not a readable Parquet file" in message
+    assert "cases/empty.parquet: not named <trial_id>.parquet" in message
+    skipped = load_results(str(root), errors="skip")
+    assert set(skipped.cases["trial_id"]) == set(ids[2:]) == skipped.finished_ids()
 
 
 def test_empty_and_absent_folders(tmp_path):
@@ -115,3 +120,20 @@ def test_frames_without_columns_are_named():
                          precision=0.5, hd95=1.0)
     with pytest.raises(ResultsError, match="column 'dsc' has dtype"):
         sensitivity_table(frame, "x", 0.1, True)
+
+
+def test_rows_equal_a_plain_parquet_read(results):
+    """On a clean study the reader returns exactly the rows a plain ``pyarrow.dataset`` read
+    of ``cases/`` returns, with string columns as categoricals."""
+    import pyarrow.dataset as ds
+
+    root, ids = results
+    loaded = load(str(root))
+    plain = ds.dataset(root / "cases").to_table().to_pandas()
+    keys = ["trial_id", "case_id", "class_name", "postprocessed"]
+    assert isinstance(loaded["trial_id"].dtype, pd.CategoricalDtype)
+    left = loaded.astype({c: str for c in loaded.select_dtypes("category")})
+    left = left.sort_values(keys).reset_index(drop=True)
+    right = plain[left.columns].sort_values(keys).reset_index(drop=True)
+    pd.testing.assert_frame_equal(left, right, check_dtype=False)
+    assert len(left) == len(ids) * 3 * 2 * 2

@@ -11,7 +11,7 @@ import pytest
 
 from study.data import augmentation, sampling
 from study.data.augmentation import DeepMedicAugmentation, NnUNetAugmentation, Site
-from study.data.loader import Case
+from study.data.case import Case
 
 Z = 3.3  # two-sided 99.9 % normal quantile, for binomial intervals
 
@@ -375,3 +375,13 @@ def test_state_resumes_the_nnunet_pipeline_bit_exactly():
     for (a_images, a_labels), (b_images, b_labels) in zip(first, second, strict=True):
         np.testing.assert_array_equal(a_images, b_images)
         np.testing.assert_array_equal(a_labels, b_labels)
+
+
+def test_every_regime_a_study_may_name_exists():
+    """The study files' regime names (study.catalog) are exactly the regimes built here."""
+    from study.catalog import AUGMENTATION_REGIMES
+    from study.data.augmentation import regime
+
+    assert [regime(name).name for name in AUGMENTATION_REGIMES] == list(AUGMENTATION_REGIMES)
+    with pytest.raises(ValueError, match="expected one of none, deepmedic, nnunet"):
+        regime("elastic")

@@ -10,18 +10,18 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
-from study.data import augmentation, loader, preprocess, sampling, splits, synthetic
-from study.data.loader import Case
+from study.data import augmentation, check, loader, preprocess, presets, sampling, splits, synthetic
+from study.data.case import Case
 from study.data.registry import DATASETS
 
 INFO = DATASETS["synthetic-brats"]
-PARAMS = {**synthetic.DEFAULTS["synthetic-brats"], "cases": 4, "shape": [24, 24, 24], "seed": 3}
+PARAMS = {**presets.DEFAULTS["synthetic-brats"], "cases": 4, "shape": [24, 24, 24], "seed": 3}
 PRESETS = ("synthetic-brats", "synthetic-atlas", "synthetic-kits")
 
 
 def _small(preset: str, **changes) -> dict:
     shape = [16, 40, 40] if preset == "synthetic-kits" else [32, 32, 32]
-    return {**synthetic.DEFAULTS[preset], "cases": 4, "shape": shape, **changes}
+    return {**presets.DEFAULTS[preset], "cases": 4, "shape": shape, **changes}
 
 
 @pytest.fixture(scope="module")
@@ -33,8 +33,8 @@ def root(tmp_path_factory):
 
 @pytest.mark.parametrize("preset", PRESETS)
 def test_presets_are_seeded_and_declare_their_labels(preset):
-    """Same parameters, same case; another seed, another case; labels within the declared set
-    and every class the registry declares occurs."""
+    """Same parameters, same case; another seed, another case; the declared channels; labels
+    within the declared set and every class the registry declares occurs."""
     params = _small(preset)
     a_img, a_lab = synthetic.generate_case(params, 1, preset)
     b_img, b_lab = synthetic.generate_case(params, 1, preset)
@@ -44,8 +44,8 @@ def test_presets_are_seeded_and_declare_their_labels(preset):
     assert not np.array_equal(a_img, c_img)
     info = DATASETS[preset]
     assert a_img.shape == (len(info.channels), *params["shape"]) and a_img.dtype == np.float32
-    assert set(np.unique(a_lab)) <= set(synthetic.LABEL_VALUES[preset]) <= info.raw_labels
-    assert info.channels == synthetic.CHANNELS[preset]
+    assert set(np.unique(a_lab)) <= info.raw_labels
+    assert all(check.class_voxels(info, a_lab))  # every class, background included
 
 
 def test_imbalance_ratios_are_of_the_order_of_table_i():
@@ -55,11 +55,12 @@ def test_imbalance_ratios_are_of_the_order_of_table_i():
     ratios = {}
     for preset, shape in (("synthetic-brats", [32, 32, 32]), ("synthetic-atlas", [40, 40, 40]),
                           ("synthetic-kits", [24, 64, 64])):
-        params = {**synthetic.DEFAULTS[preset], "shape": shape}
-        labels = [synthetic.generate_case(params, i, preset)[1] for i in range(24)]
-        background = (0,) if preset == "synthetic-kits" else None
-        for name, values in synthetic.FOREGROUND[preset].items():
-            ratios[name] = synthetic.imbalance_ratio(labels, values, background)
+        info = DATASETS[preset]
+        params = {**presets.DEFAULTS[preset], "shape": shape}
+        counts = [check.class_voxels(info, synthetic.generate_case(params, i, preset)[1])
+                  for i in range(24)]
+        for k, name in enumerate(info.class_names[1:], start=1):
+            ratios[name] = check.imbalance_ratio(counts, k)
     assert 250 < ratios["tumour_core"][0] < 2500
     assert 600 < ratios["lesion"][0] < 6000 and ratios["lesion"][1] > ratios["lesion"][0] * 0.8
     assert 60 < ratios["kidney"][0] < 250
@@ -84,20 +85,18 @@ def test_cases_differ_in_lesion_size_position_and_contrast():
 
 
 def test_imbalance_ratio_is_table_i_definition():
-    """Mean and std over images of bg/fg; images without foreground are left out; a custom
-    background set (KiTS: label 0 only) is honoured."""
-    a = np.zeros(100, np.uint8)
-    a[:10] = 1
-    b = np.zeros(100, np.uint8)
-    b[:4] = 1
-    b[4:8] = 2
-    empty = np.zeros(100, np.uint8)
-    mean, std = synthetic.imbalance_ratio([a, b, empty], (1,))
-    assert mean == pytest.approx((90 / 10 + 96 / 4) / 2) and std == pytest.approx(7.5)
-    mean, _ = synthetic.imbalance_ratio([b], (1,), background=(0,))
-    assert mean == pytest.approx(92 / 4)
-    with pytest.raises(ValueError, match="undefined"):
-        synthetic.imbalance_ratio([empty], (1,))
+    """Per class: mean and std over the images containing it of background / class voxels;
+    images without the class are left out. Background is class 0 as declared: BraTS oedema
+    (raw 2) counts as background, KiTS counts label 0 only, the same for kidney and tumour."""
+    counts = [[90, 10], [96, 4], [100, 0]]
+    assert check.imbalance_ratio(counts, 1) == pytest.approx(((9 + 24) / 2, 7.5, 2))
+    assert check.imbalance_ratio([[100, 0]], 1) is None
+    brats = np.array([0] * 50 + [2] * 30 + [1] * 15 + [4] * 5)
+    assert check.class_voxels(DATASETS["synthetic-brats"], brats) == [80, 20]
+    kits = np.array([0] * 92 + [1] * 4 + [2] * 4)
+    counts = [check.class_voxels(DATASETS["kits19"], kits)]
+    assert counts == [[92, 4, 4]]
+    assert check.imbalance_ratio(counts, 2) == pytest.approx((23.0, 0.0, 1))
 
 
 @pytest.mark.parametrize(("change", "message"), [
@@ -112,11 +111,25 @@ def test_imbalance_ratio_is_table_i_definition():
 ])
 def test_bad_generator_parameters_name_the_parameter(change, message):
     with pytest.raises(ValueError, match=message):
-        synthetic.check_params("synthetic-brats", {**synthetic.DEFAULTS["synthetic-brats"],
+        presets.check_params("synthetic-brats", {**presets.DEFAULTS["synthetic-brats"],
                                                    **change})
     with pytest.raises(ValueError, match="unknown parameters"):
-        synthetic.check_params("synthetic-atlas", {**synthetic.DEFAULTS["synthetic-atlas"],
+        presets.check_params("synthetic-atlas", {**presets.DEFAULTS["synthetic-atlas"],
                                                    "size": 3})
+
+
+def test_registry_checks_generator_parameters_under_their_key():
+    """The registry fills in the defaults, types numbers like them (9.0 cases is 9, one trial
+    identity) and names a bad parameter under the dotted key it was written at."""
+    info = DATASETS["synthetic-kits"]
+    merged = info.validate_synthetic({"cases": 9.0, "noise": 5}, "dataset.synthetic")
+    assert merged == {**presets.DEFAULTS["synthetic-kits"], "cases": 9, "noise": 5.0}
+    assert type(merged["cases"]) is int and type(merged["noise"]) is float
+    with pytest.raises(ValueError, match=r"^dataset.synthetic.size: unknown generator param"):
+        info.validate_synthetic({"size": 3}, "dataset.synthetic")
+    with pytest.raises(ValueError, match=r"^synthetic: noise: expected a number in \[0, 200\] HU, "
+                                         r"got 500.0$"):
+        info.validate_synthetic({"noise": 500})
 
 
 def test_concurrent_generation_leaves_one_complete_copy(tmp_path):

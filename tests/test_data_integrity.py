@@ -18,10 +18,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 import SimpleITK as sitk
-from test_data_layouts import _head, _write
+from helpers import head, write_image
 
 from study.data import check, loader
 from study.data.registry import DATASETS
+from study.data.stored import Stored, check_stored
 
 SHAPE = (10, 24, 24)  # array order [D, H, W]; NIfTI/MetaImage headers say 24x24x10
 VOXELS = 10 * 24 * 24
@@ -38,12 +39,12 @@ def _kits(root: Path, cases=("case_00000", "case_00001"), suffix=".nii.gz",
           dtype=np.int16) -> Path:
     """KiTS19 folders with a CT-like image and a label holding kidney and tumour."""
     for i, case in enumerate(cases):
-        image, _ = _head(SHAPE, seed=i)
+        image, _ = head(SHAPE, seed=i)
         label = np.zeros(SHAPE, np.uint8)
         label[3:6, 8:14, 8:14] = 1
         label[4, 10:12, 10:12] = 2
-        _write(root / case / f"imaging{suffix}", image.astype(dtype))
-        _write(root / case / f"segmentation{suffix}", label)
+        write_image(root / case / f"imaging{suffix}", image.astype(dtype))
+        write_image(root / case / f"segmentation{suffix}", label)
     return root
 
 
@@ -149,43 +150,45 @@ def test_every_problem_of_every_case_is_listed(tmp_path):
     assert not any("case_00001" in p for p in problems)
 
 
-def test_nonfinite_count_and_multi_member_gzip_across_chunk_edges(tmp_path, monkeypatch):
+def test_nonfinite_count_and_multi_member_gzip_across_chunk_edges(tmp_path):
     """The stream is read in chunks (here 999 bytes, not a multiple of 4): NaN/inf are counted
     exactly as numpy counts them, and a gzip file of several members (valid gzip; SimpleITK
     reads it) is whole; cutting its last member is still found."""
-    monkeypatch.setattr(loader, "_CHUNK", 999)
     image = np.arange(VOXELS, dtype=np.float32).reshape(SHAPE)
     image.flat[[0, 1, 997, 2500, VOXELS - 1]] = [np.nan, np.inf, -np.inf, np.nan, np.nan]
-    path = _write(tmp_path / "x.nii.gz", image)
-    assert loader.check_stored(path, tmp_path) == loader.Stored(nonfinite=5)
+    path = write_image(tmp_path / "x.nii.gz", image)
+    assert check_stored(path, tmp_path, chunk_size=999) == Stored(nonfinite=5)
     content = gzip.decompress(path.read_bytes())
     multi = gzip.compress(content[:1000]) + gzip.compress(content[1000:])
     path.write_bytes(multi)
     read = sitk.GetArrayFromImage(sitk.ReadImage(str(path)))  # NaN/inf read as 0
     np.testing.assert_array_equal(read, np.where(np.isfinite(image), image, 0))
-    assert loader.check_stored(path, tmp_path) == loader.Stored(nonfinite=5)
+    assert check_stored(path, tmp_path, chunk_size=999) == Stored(nonfinite=5)
     path.write_bytes(multi[:-8])
-    assert "without its end marker" in loader.check_stored(path, tmp_path).problem
+    assert "without its end marker" in check_stored(path, tmp_path, chunk_size=999).problem
 
 
-def test_a_cached_case_is_not_checked_again(tmp_path, monkeypatch):
-    """Files are checked when a case is preprocessed; the cache then serves it unread."""
+def test_a_cached_case_is_not_read_again(tmp_path):
+    """Files are checked when a case is preprocessed; the cache then serves it unread: with
+    its sources overwritten by garbage of the same size and modification time (the cache's
+    fingerprint), the cached case still loads while reading the files fails."""
     root = _kits(tmp_path / "kits")
     info = DATASETS["kits19"]
     first = loader.load_case(info, root, "case_00000", cache_dir=tmp_path / "cache")
-
-    def refuse(path, root):
-        raise AssertionError(f"{path} checked again")
-
-    monkeypatch.setattr(loader, "check_stored", refuse)
+    for path in (root / "case_00000").iterdir():
+        stat = path.stat()
+        path.write_bytes(b"\0" * stat.st_size)
+        os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns))
     again = loader.load_case(info, root, "case_00000", cache_dir=tmp_path / "cache")
     np.testing.assert_array_equal(again.image, first.image)
+    with pytest.raises(loader.DataError, match="imaging.nii.gz: "):
+        loader.load_case(info, root, "case_00000")
 
 
 # ----------------------------------------------------------------------------- MetaImage
 
 def _promise(root: Path, compressed: bool = False) -> Path:
-    image, _ = _head(SHAPE)
+    image, _ = head(SHAPE)
     label = np.zeros(SHAPE, np.uint8)
     label[3:7, 8:16, 8:16] = 1
     for case in ("Case00", "Case01"):
@@ -239,11 +242,11 @@ def _spleen(root: Path, outside: Path) -> dict:
     """A Decathlon spleen task with two good cases (one kept elsewhere inside the root and
     linked), and a readable case outside the root that entries try to reach."""
     for i, folder in ((1, root), (2, root / "store"), (9, outside)):
-        image, _ = _head(SHAPE, seed=i)
+        image, _ = head(SHAPE, seed=i)
         label = np.zeros(SHAPE, np.uint8)
         label[3:7, 8:16, 8:16] = 1
-        _write(folder / "imagesTr" / f"spleen_{i}.nii.gz", (image - 500).astype(np.int16))
-        _write(folder / "labelsTr" / f"spleen_{i}.nii.gz", label)
+        write_image(folder / "imagesTr" / f"spleen_{i}.nii.gz", (image - 500).astype(np.int16))
+        write_image(folder / "labelsTr" / f"spleen_{i}.nii.gz", label)
     for kind in ("imagesTr", "labelsTr"):
         (root / kind / "spleen_2.nii.gz").symlink_to(root / "store" / kind / "spleen_2.nii.gz")
     (root / "imagesTr" / "linked.nii.gz").symlink_to(outside / "imagesTr" / "spleen_9.nii.gz")
@@ -293,7 +296,7 @@ def test_dataset_json_paths_leaving_the_folder_are_listed_and_never_opened(tmp_p
         f"{json_path} training[3].image: ./imagesTr/linked.nii.gz resolves through a symlink to "
         f"{outside.resolve()}/imagesTr/spleen_9.nii.gz, outside the dataset folder {base}"]
     assert opened and all(p.is_relative_to(base) for p in opened), opened
-    assert loader.check_dataset(DATASETS["msd-spleen"], root).cases == ["spleen_1", "spleen_2"]
+    assert check.check_dataset(DATASETS["msd-spleen"], root).cases == ["spleen_1", "spleen_2"]
     with pytest.raises(loader.DataError, match="training.1..image: ../outside/.* leaves"):
         loader.load_case(DATASETS["msd-spleen"], root, "spleen_9")
 

@@ -10,38 +10,10 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 import yaml
+from helpers import head, write_image
 
-from study.data import loader, synthetic
+from study.data import check, loader, presets, reader, synthetic
 from study.data.registry import DATASETS
-
-
-def _write(path: Path, array: np.ndarray, spacing=(1.0, 1.0, 1.0)) -> Path:
-    """Write ``array`` ([D, H, W], or [C, D, H, W] as a 4-D image) with ``spacing`` in array
-    order, the way the datasets' own tools write their files."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    if array.ndim == 4:
-        channels = []
-        for channel in array:
-            image = sitk.GetImageFromArray(channel)
-            image.SetSpacing(tuple(float(s) for s in reversed(spacing)))
-            channels.append(image)
-        image = sitk.JoinSeries(channels)
-    else:
-        image = sitk.GetImageFromArray(array)
-        image.SetSpacing(tuple(float(s) for s in reversed(spacing)))
-    sitk.WriteImage(image, str(path))
-    return path
-
-
-def _head(shape=(12, 14, 16), seed=0, fill=1):
-    """An MR-like volume (0 outside an ellipsoid) and a label with a small object."""
-    rng = np.random.default_rng(seed)
-    grid = np.meshgrid(*[np.linspace(-1, 1, s) for s in shape], indexing="ij")
-    inside = sum(g ** 2 for g in grid) < 0.8
-    image = np.where(inside, 100 + 10 * rng.standard_normal(shape), 0).astype(np.float32)
-    label = np.zeros(shape, np.uint8)
-    label[5:8, 6:9, 7:10] = fill
-    return image, label
 
 
 def _ct(shape=(10, 40, 40), seed=0):
@@ -61,18 +33,18 @@ def test_brats_layout_nested_folders_and_channel_order(tmp_path):
     info = DATASETS["brats"]
     for group, case, suffix in (("HGG", "Brats17_A_1", ".nii.gz"), ("LGG", "Brats17_B_1", ".nii")):
         folder = tmp_path / group / case
-        image, label = _head()
+        image, label = head()
         label[5, 6, 7], label[6, 6, 7], label[7, 8, 9] = 4, 1, 2
         for k, channel in enumerate(info.channels):
-            _write(folder / f"{case}_{channel}{suffix}", image * (k + 1))
-        _write(folder / f"{case}_seg{suffix}", label)
+            write_image(folder / f"{case}_{channel}{suffix}", image * (k + 1))
+        write_image(folder / f"{case}_seg{suffix}", label)
     assert loader.list_cases(info, tmp_path) == ["Brats17_A_1", "Brats17_B_1"]
-    raw, problems = loader.read_case(info, loader.case_files(info, tmp_path, "Brats17_B_1"))
+    raw, problems = reader.read_case(info, reader.case_files(info, tmp_path, "Brats17_B_1"))
     assert problems == []
     means = [sitk.GetArrayViewFromImage(im).max() for im in raw.images]
     assert np.argsort(means).tolist() == [0, 1, 2, 3]
     case = loader.load_case(info, tmp_path, "Brats17_A_1")
-    _, label = _head()
+    _, label = head()
     assert case.label.sum() == label.sum() - 1  # the voxel set to oedema (2) is background
     assert case.image.shape[0] == 4 and case.spacing == (1.0, 1.0, 1.0)
 
@@ -81,17 +53,17 @@ def test_atlas_layouts_bids_and_r1_with_merged_masks(tmp_path):
     """ATLAS 2.0 (BIDS names under Training/R001/sub-*/ses-1/anat) and R1.x (Site*/<id>/t01 with
     several LesionSmooth masks, merged) are both found; case ids are the subject ids."""
     info = DATASETS["atlas"]
-    image, label = _head()
+    image, label = head()
     anat = tmp_path / "Training" / "R001" / "sub-r001s001" / "ses-1" / "anat"
     prefix = "sub-r001s001_ses-1_space-MNI152NLin2009aSym"
-    _write(anat / f"{prefix}_T1w.nii.gz", image)
-    _write(anat / f"{prefix}_label-L_desc-T1lesion_mask.nii.gz", label)
+    write_image(anat / f"{prefix}_T1w.nii.gz", image)
+    write_image(anat / f"{prefix}_label-L_desc-T1lesion_mask.nii.gz", label)
     site = tmp_path / "Site1" / "031768" / "t01"
-    _write(site / "031768_t1w_deface_stx.nii.gz", image)
+    write_image(site / "031768_t1w_deface_stx.nii.gz", image)
     second = np.zeros_like(label)
     second[2:4, 6:8, 6:8] = 1
-    _write(site / "031768_LesionSmooth_stx.nii.gz", label)
-    _write(site / "031768_LesionSmooth_1_stx.nii.gz", second)
+    write_image(site / "031768_LesionSmooth_stx.nii.gz", label)
+    write_image(site / "031768_LesionSmooth_1_stx.nii.gz", second)
     assert loader.list_cases(info, tmp_path) == ["031768", "sub-r001s001"]
     merged = loader.load_case(info, tmp_path, "031768")
     single = loader.load_case(info, tmp_path, "sub-r001s001")
@@ -106,10 +78,10 @@ def test_kits19_layout_slice_axis_first_resampled_and_unlabelled_cases_noted(tmp
     image, label = _ct((40, 40, 10))
     label[18:24, 10:16, 4:7] = 1
     label[20:22, 11:13, 5:6] = 2
-    _write(tmp_path / "case_00000" / "imaging.nii.gz", image, spacing=(0.8, 0.8, 3.0))
-    _write(tmp_path / "case_00000" / "segmentation.nii.gz", label, spacing=(0.8, 0.8, 3.0))
-    _write(tmp_path / "case_00210" / "imaging.nii.gz", image, spacing=(0.8, 0.8, 3.0))
-    found = loader.scan(info, tmp_path, fresh=True)
+    write_image(tmp_path / "case_00000" / "imaging.nii.gz", image, spacing=(0.8, 0.8, 3.0))
+    write_image(tmp_path / "case_00000" / "segmentation.nii.gz", label, spacing=(0.8, 0.8, 3.0))
+    write_image(tmp_path / "case_00210" / "imaging.nii.gz", image, spacing=(0.8, 0.8, 3.0))
+    found = reader.scan(info, tmp_path, fresh=True)
     assert list(found.cases) == ["case_00000"] and "case_00210" in found.notes[0]
     case = loader.load_case(info, tmp_path, "case_00000")
     assert case.spacing == pytest.approx((1.6, 1.6, 3.2))
@@ -126,17 +98,17 @@ def test_msd_layout_4d_multichannel_and_dataset_json(tmp_path):
     meta = {"name": "Prostate", "modality": {"0": "T2", "1": "ADC"},
             "labels": {"0": "background", "1": "PZ", "2": "TZ"}, "training": []}
     for i, spacing in enumerate(((3.6, 0.6, 0.6), (4.0, 0.6, 0.6), (3.0, 0.6, 0.6))):
-        t2, label = _head(seed=i, fill=2)
+        t2, label = head(seed=i, fill=2)
         label[4, 6:9, 7:10] = 1
-        _write(tmp_path / "imagesTr" / f"prostate_{i:02d}.nii.gz", np.stack([t2, 2 * t2]),
+        write_image(tmp_path / "imagesTr" / f"prostate_{i:02d}.nii.gz", np.stack([t2, 2 * t2]),
                spacing)
-        _write(tmp_path / "labelsTr" / f"prostate_{i:02d}.nii.gz", label, spacing)
+        write_image(tmp_path / "labelsTr" / f"prostate_{i:02d}.nii.gz", label, spacing)
         meta["training"].append({"image": f"./imagesTr/prostate_{i:02d}.nii.gz",
                                  "label": f"./labelsTr/prostate_{i:02d}.nii.gz"})
     (tmp_path / "imagesTr" / "._prostate_00.nii.gz").write_bytes(b"macOS resource fork")
     (tmp_path / "dataset.json").write_text(json.dumps(meta))
     assert loader.list_cases(info, tmp_path) == ["prostate_00", "prostate_01", "prostate_02"]
-    raw, problems = loader.read_case(info, loader.case_files(info, tmp_path, "prostate_01"))
+    raw, problems = reader.read_case(info, reader.case_files(info, tmp_path, "prostate_01"))
     assert problems == [] and len(raw.images) == 2
     t2, adc = (sitk.GetArrayFromImage(im) for im in raw.images)
     np.testing.assert_allclose(adc, 2 * t2)
@@ -145,7 +117,7 @@ def test_msd_layout_4d_multichannel_and_dataset_json(tmp_path):
     assert set(np.unique(case.label)) == {0, 1, 2}
     meta["modality"] = {"0": "T2"}
     (tmp_path / "dataset.json").write_text(json.dumps(meta))
-    report = loader.check_dataset(info, tmp_path)
+    report = check.check_dataset(info, tmp_path)
     assert any("modalities ['T2'] differ" in p for p in report.problems)
 
 
@@ -158,8 +130,8 @@ def test_btcv_layout_thirteen_organs_and_rare_vector(tmp_path):
     image, label = _ct((8, 48, 40))
     for organ in range(1, 14):
         label[2:6, 3 * organ:3 * organ + 3, 18:24] = organ
-    _write(tmp_path / "img" / "img0001.nii.gz", image, spacing=(3.0, 0.8, 0.8))
-    _write(tmp_path / "label" / "label0001.nii.gz", label, spacing=(3.0, 0.8, 0.8))
+    write_image(tmp_path / "img" / "img0001.nii.gz", image, spacing=(3.0, 0.8, 0.8))
+    write_image(tmp_path / "label" / "label0001.nii.gz", label, spacing=(3.0, 0.8, 0.8))
     case = loader.load_case(info, tmp_path, "img0001")
     assert case.spacing == pytest.approx((2.0, 2.0, 2.0))
     assert set(np.unique(case.label)) == set(range(14))
@@ -169,10 +141,10 @@ def test_promise12_layout_mhd_resampled_to_the_papers_spacing(tmp_path):
     """PROMISE12: CaseXX.mhd/.raw with CaseXX_segmentation.mhd; 004 §4.1 resamples to
     1 x 1 x 1.5 mm (1.5 mm across slices)."""
     info = DATASETS["promise12"]
-    image, label = _head((10, 30, 30))
+    image, label = head((10, 30, 30))
     label[3:7, 10:20, 10:20] = 1
-    _write(tmp_path / "TrainingData_Part1" / "Case00.mhd", image, spacing=(3.6, 0.6, 0.6))
-    _write(tmp_path / "TrainingData_Part1" / "Case00_segmentation.mhd", label,
+    write_image(tmp_path / "TrainingData_Part1" / "Case00.mhd", image, spacing=(3.6, 0.6, 0.6))
+    write_image(tmp_path / "TrainingData_Part1" / "Case00_segmentation.mhd", label,
            spacing=(3.6, 0.6, 0.6))
     assert (tmp_path / "TrainingData_Part1" / "Case00.raw").exists()
     assert loader.list_cases(info, tmp_path) == ["Case00"]
@@ -192,7 +164,7 @@ def _bad_brats(root: Path) -> dict[str, str]:
 
     def case(name, mutate=None, problem=""):
         folder = root / name
-        image, label = _head()
+        image, label = head()
         label[6, 7, 8] = 4
         files = {c: image.copy() for c in channels}
         spacing = {c: (1.0, 1.0, 1.0) for c in channels}
@@ -200,8 +172,8 @@ def _bad_brats(root: Path) -> dict[str, str]:
             mutate(files, spacing, label)
         for channel, array in files.items():
             if array is not None:
-                _write(folder / f"{name}_{channel}.nii.gz", array, spacing[channel])
-        _write(folder / f"{name}_seg.nii.gz", label)
+                write_image(folder / f"{name}_{channel}.nii.gz", array, spacing[channel])
+        write_image(folder / f"{name}_seg.nii.gz", label)
         if problem:
             expected[name] = problem
 
@@ -245,7 +217,7 @@ def test_every_bad_input_is_listed_with_its_file(tmp_path, capsys):
 
     info = DATASETS["brats"]
     expected = _bad_brats(tmp_path / "brats")
-    report = loader.check_dataset(info, tmp_path / "brats")
+    report = check.check_dataset(info, tmp_path / "brats")
     for name, fragment in expected.items():
         assert any(fragment in p for p in report.problems), (name, report.problems)
     assert not any("/ok/" in p for p in report.problems)
@@ -280,16 +252,16 @@ def test_every_bad_input_is_listed_with_its_file(tmp_path, capsys):
 
 def test_label_file_with_fractional_values_and_a_broken_dataset_json(tmp_path):
     info = DATASETS["atlas"]
-    image, label = _head()
+    image, label = head()
     anat = tmp_path / "atlas" / "sub-r1" / "anat"
-    _write(anat / "sub-r1_T1w.nii.gz", image)
-    _write(anat / "sub-r1_label-L_desc-T1lesion_mask.nii.gz", label.astype(np.float32) * 0.5)
-    report = loader.check_dataset(info, tmp_path / "atlas")
+    write_image(anat / "sub-r1_T1w.nii.gz", image)
+    write_image(anat / "sub-r1_label-L_desc-T1lesion_mask.nii.gz", label.astype(np.float32) * 0.5)
+    report = check.check_dataset(info, tmp_path / "atlas")
     assert report.problems == [f"{anat / 'sub-r1_label-L_desc-T1lesion_mask.nii.gz'}: label "
                                "values must be integers, got e.g. [0.5, 0.5, 0.5]"]
     (tmp_path / "msd").mkdir()
     (tmp_path / "msd" / "dataset.json").write_text("{not json")
-    report = loader.check_dataset(DATASETS["msd-spleen"], tmp_path / "msd")
+    report = check.check_dataset(DATASETS["msd-spleen"], tmp_path / "msd")
     assert report.problems and "dataset.json: not readable JSON" in report.problems[0]
 
 
@@ -298,7 +270,7 @@ def test_data_check_summarises_a_good_dataset(tmp_path, capsys):
     class-imbalance ratio of every foreground class."""
     from study.cli import main
 
-    params = {**synthetic.DEFAULTS["synthetic-kits"], "cases": 3, "shape": [16, 40, 40]}
+    params = {**presets.DEFAULTS["synthetic-kits"], "cases": 3, "shape": [16, 40, 40]}
     root = synthetic.ensure_generated(params, tmp_path / "kits", preset="synthetic-kits")
     assert main(["data", "check", str(root), "--layout", "synthetic-kits"]) == 0
     out = capsys.readouterr().out
@@ -311,12 +283,12 @@ def test_data_check_summarises_a_good_dataset(tmp_path, capsys):
 
 # ----------------------------------------------------------------------------- study files
 
-def test_study_files_name_real_datasets_by_id_and_root(tmp_path):
+def test_study_files_name_real_datasets_by_id_and_root(tmp_path, tiny_study_path):
     """A study names a layout by id plus a root; the papers' test-set size is the default;
     a real dataset without root, or a synthetic one with a root, is rejected by key."""
     from study.spec import SpecError, load_study
 
-    study = yaml.safe_load((Path(__file__).parent / "data" / "tiny-study.yaml").read_text())
+    study = yaml.safe_load(tiny_study_path.read_text())
     study["dataset"] = {"name": "kits19", "root": str(tmp_path)}
     path = tmp_path / "study.yaml"
     path.write_text(yaml.safe_dump(study))
@@ -336,5 +308,5 @@ def test_study_files_name_real_datasets_by_id_and_root(tmp_path):
         load_study(path)
     study["dataset"] = {"name": "synthetic-kits", "test_cases": 2, "synthetic": {"cases": 9}}
     path.write_text(yaml.safe_dump(study))
-    assert load_study(path).dataset.synthetic == {**synthetic.DEFAULTS["synthetic-kits"],
+    assert load_study(path).dataset.synthetic == {**presets.DEFAULTS["synthetic-kits"],
                                                   "cases": 9}

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import random
+import re
 import signal
 import subprocess
 import sys
@@ -47,28 +48,45 @@ def _driver(args: list[str], log) -> subprocess.Popen:
                             env={**os.environ, "PYTHONUNBUFFERED": "1"})
 
 
+def _wait_for_training(log_path: Path, offset: int, driver: subprocess.Popen,
+                       timeout: float) -> bool:
+    """Wait until the driver's output after ``offset`` shows a trial training (a progress
+    line at iteration 1-7 of 8); False if the driver exited first."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and driver.poll() is None:
+        if re.search(r"iteration [1-7]/8", log_path.read_text()[offset:]):
+            return True
+        time.sleep(0.5)
+    return False
+
+
 @pytest.mark.slow
 def test_driver_sigkill_loses_and_duplicates_nothing(tmp_path):
-    """Three SIGKILLs of the driver at random points, each followed by `study resume`: the
-    final results hold every trial of the study exactly once, all `ok`, with all case rows."""
+    """Up to three SIGKILLs of the driver while a trial trains (the first always happens),
+    each followed by `study resume`: the final results hold every trial of the study exactly
+    once, all `ok`, with all case rows."""
     storage = str(tmp_path / "storage")
     expected = {t.trial_id for t in expand(load_study(FAULT_STUDY))}
     rng = random.Random(20261126)
     log_path = tmp_path / "drivers.log"
     kills, started = 0, time.monotonic()
+    common = ["--storage", storage, "--num-cpus", "2", "--progress-every", "1"]
     with log_path.open("w") as log:
-        args = ["launch", str(FAULT_STUDY), "--storage", storage, "--num-cpus", "2"]
+        args = ["launch", str(FAULT_STUDY), *common]
         for _ in range(3):
+            log.flush()
+            offset = len(log_path.read_text())
             driver = _driver(args, log)
-            try:
-                driver.wait(timeout=rng.uniform(8, 25))
-                break  # finished before its kill time
-            except subprocess.TimeoutExpired:
-                assert _kill_session(driver.pid) > 1
+            if not _wait_for_training(log_path, offset, driver, 300):
                 driver.wait()
-                kills += 1
-            args = ["resume", "fault", "--storage", storage, "--num-cpus", "2"]
-        final = _driver(["resume", "fault", "--storage", storage, "--num-cpus", "2"], log)
+                break  # finished every trial before its kill
+            time.sleep(rng.uniform(0, 3))
+            assert _kill_session(driver.pid) > 1
+            driver.wait()
+            kills += 1
+            args = ["resume", "fault", *common]
+        assert kills >= 1, log_path.read_text()[-3000:]
+        final = _driver(["resume", "fault", *common], log)
         assert final.wait(timeout=600) == 0, log_path.read_text()[-3000:]
     elapsed = time.monotonic() - started
     store = ResultStore(f"{storage}/fault/results")

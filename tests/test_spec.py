@@ -137,3 +137,42 @@ def test_generator_numbers_keep_their_identity(tmp_path, tiny_study_path):
             "contrast": contrast})
         ids.append([t.trial_id for t in expand(load_study(path))])
     assert ids[0] == ids[1]
+
+
+def test_inputs_that_would_exhaust_the_machine_are_refused_early(tmp_path, tiny_study_path):
+    """A YAML alias bomb of a few hundred bytes, an oversized file, non-UTF-8 bytes, a 10^6
+    grid and a study of too many trials are each one short SpecError, raised before anything
+    large is built."""
+    from study.spec import MAX_FILE_BYTES
+    from study.trials import expand
+
+    bomb = tmp_path / "bomb.yaml"
+    lines = ["a0: &a0 [x, x, x, x, x, x, x, x, x, x]"]
+    lines += [f"a{i}: &a{i} [*a{i - 1}, *a{i - 1}, *a{i - 1}, *a{i - 1}, *a{i - 1}, *a{i - 1}, "
+              f"*a{i - 1}, *a{i - 1}, *a{i - 1}, *a{i - 1}]" for i in range(1, 9)]
+    bomb.write_text("\n".join(lines) + "\nname: *a8\n")
+    assert bomb.stat().st_size < 1000
+    with pytest.raises(SpecError, match="aliases expand to more than") as error:
+        load_study(bomb)
+    assert len(str(error.value)) < 300
+    big = tmp_path / "big.yaml"
+    big.write_text("# " + "x" * MAX_FILE_BYTES)
+    with pytest.raises(SpecError, match="a study or search-space file holds at most"):
+        load_study(big)
+    latin = tmp_path / "latin.yaml"
+    latin.write_bytes("name: caf\xe9\n".encode("latin-1"))
+    with pytest.raises(SpecError, match=r"not UTF-8 text \(byte 9"):
+        load_study(latin)
+    grid = {"technique": "adversarial", "grid": {"eps": [1e-7 * (i + 1) for i in range(1001)],
+                                                 "l": [1 + 0.05 * i for i in range(1001)]}}
+    with pytest.raises(SpecError, match="1001 x 1001 = 1,002,001 grid points; at most 10,000"):
+        load_study(_write_study(tmp_path, tiny_study_path, techniques=[grid]))
+    many = {"technique": "asym_focal", "grid": {"gamma": [i * 6e-4 for i in range(10_000)]}}
+    spec = load_study(_write_study(tmp_path, tiny_study_path, techniques=[many],
+                                   seeds=[0, 1, 2]))
+    with pytest.raises(SpecError, match="expands to 30,000 trials, more than the limit"):
+        expand(spec)
+    few = load_study(_write_study(tmp_path, tiny_study_path, seeds=[0, 1, 2]))
+    with pytest.raises(SpecError, match="expands to 6 trials, more than the limit of 5"):
+        expand(few, max_trials=5)
+    assert len(expand(few, max_trials=6)) == 6

@@ -2,40 +2,64 @@
 
 from __future__ import annotations
 
+import contextlib
+import io
 import os
+import re
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
 
+import study
 from study import tune
+from study.cli import main
 from study.profiles import TINY_GPU_SHARE
 from study.results import ResultStore
 from study.trials import expand
 
 
-@pytest.fixture
-def launched(ray_session, tiny_spec, run_options, tmp_path):
-    storage = str(tmp_path / "storage")
-    options = tune.RunOptions(**{**run_options.__dict__,
-                                 "results_uri": f"{storage}/tiny/results"})
-    lines: list[str] = []
-    missing = tune.launch(expand(tiny_spec), storage, options, printer=lines.append)
-    return storage, options, lines, missing
+@pytest.fixture(scope="module")
+def launched(ray_session, tiny_study_path, data_dir, tmp_path_factory):
+    """`study launch tiny` in this process (the session's Ray), once for this module's tests,
+    stdout captured: not a terminal, so progress comes as plain lines (every 0.2 s here)."""
+    storage = str(tmp_path_factory.mktemp("launched") / "storage")
+    options = tune.RunOptions(data_dir=str(data_dir), results_uri=f"{storage}/tiny/results",
+                              threads=1)
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        status = main(["launch", str(tiny_study_path), "--storage", storage, "--data-dir",
+                       options.data_dir, "--progress-every", "0.2"])
+    return storage, options, out.getvalue().splitlines(), status
 
 
 def test_tune_run_writes_exactly_one_row_per_trial(launched, tiny_spec):
-    """A Tune run of 2 trials writes 2 `trials` rows and 2 x 2 cases x 1 class x 2 rows."""
-    storage, options, lines, missing = launched
+    """A Tune run of 2 trials writes 2 `trials` rows (with the code's version) and
+    2 x 2 cases x 1 class x 2 rows; its stdout has progress lines per running trial (label,
+    iteration N/4 or loading, elapsed), study lines (done/running/pending/failed, ETA) and
+    one line per finished trial with the trial's own time."""
+    storage, options, lines, status = launched
     store = ResultStore(options.results_uri)
     trials, cases = store.trials(), store.cases()
-    assert missing == []
+    assert status == 0
     assert sorted(trials["trial_id"]) == sorted(t.trial_id for t in expand(tiny_spec))
     assert (trials["status"] == "ok").all()
+    assert set(trials["code_version"]) == {study.code_version()}
     assert len(cases) == 8 and not cases.duplicated(
         ["trial_id", "case_id", "class_name", "postprocessed"]).any()
-    assert any(line.startswith("[2/2]") for line in lines)
+    running = [x for x in lines if re.fullmatch(
+        r"  synthetic-brats (vanilla —|asym_focal γ = 2) fraction 0\.5 seed 0: "
+        r"(starting \(loading data\)|iteration [0-4]/4, .*), \d+ s elapsed", x)]
+    assert running, "\n".join(lines)
+    assert any(re.fullmatch(r"tiny: [0-2]/2 done, [0-2] running, [0-2] pending, 0 failed; "
+                            r"ETA .+", x) for x in lines)
+    finished = [x for x in lines if x.startswith(("[1/2] ", "[2/2] "))]
+    assert len(finished) == 2 and all(re.search(r": ok, DSC .* in \d+ s$", x)
+                                      for x in finished)
+    assert not any("Tuner.restore" in x or "Configuration for experiment" in x for x in lines)
 
 
 def test_relaunch_and_resume_repeat_no_finished_work(launched, tiny_spec):
@@ -51,7 +75,7 @@ def test_relaunch_and_resume_repeat_no_finished_work(launched, tiny_spec):
     damaged = results / "cases" / lost.name
     damaged.write_bytes(damaged.read_bytes()[:64])
     lost_mtime = lost.stat().st_mtime_ns
-    assert tune.resume("tiny", storage, printer=lines.append) == []
+    assert tune.resume(*tune.prepare_resume("tiny", storage, printer=lines.append)) == []
     assert any("1 already done, 1 to run" in line for line in lines)
     assert lost.stat().st_mtime_ns > lost_mtime and kept.stat().st_mtime_ns == kept_mtime
     assert len(ResultStore(options.results_uri).cases()) == 8
@@ -79,3 +103,85 @@ def test_gpu_share_follows_the_model_profile(monkeypatch, ray_session):
     assert tune.gpus_per_trial({("deepmedic", "basic"), ("unet", "paper")}, None) == 1.0
     assert tune.gpus_per_trial({("unet", "tiny")}, None) == TINY_GPU_SHARE
     assert tune.gpus_per_trial({("unet", "paper")}, 0.5) == 0.5
+
+
+def test_a_trial_failing_inside_ray_is_stored_and_fails_status(ray_session, tmp_path, data_dir,
+                                                               capsys):
+    """A trial that fails after Ray started (unreadable images behind a valid listing) is a
+    `failed` row with the error; the launch says so and exits 1, `study status` exits 1 with
+    the reason."""
+    root = tmp_path / "brats"
+    for i in range(6):
+        case = root / f"c{i}"
+        case.mkdir(parents=True)
+        for channel in ("t1", "t1ce", "t2", "flair", "seg"):
+            (case / f"c{i}_{channel}.nii.gz").write_bytes(b"garbage")
+    path = tmp_path / "real.yaml"
+    path.write_text(f"""name: real
+dataset: {{name: brats, test_cases: 2, root: {root}}}
+fractions: [0.5]
+model: {{name: unet, preset: tiny}}
+training: {{iterations: 4, batch_size: 1, input_patch: [16, 16, 16]}}
+techniques: [vanilla]
+""")
+    storage = str(tmp_path / "storage")
+    assert main(["launch", str(path), "--storage", storage, "--data-dir", str(data_dir),
+                 "--max-failures", "0"]) == 1
+    out = capsys.readouterr().out
+    assert re.search(r"\[1/1\] brats vanilla — fraction 0\.5 seed 0: failed: DataError: "
+                     r".*c\d_\w+\.nii\.gz: not a readable image", out), out
+    trials = ResultStore(f"{storage}/real/results").trials()
+    assert list(trials["status"]) == ["failed"] and "not a readable image" in trials.at[
+        0, "error"]
+    assert main(["status", "real", "--storage", storage]) == 1
+    assert "not a readable image" in capsys.readouterr().out
+
+
+def _wait_for(path: Path, pattern: str, process: subprocess.Popen, timeout: float) -> str:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        text = path.read_text()
+        if re.search(pattern, text, re.MULTILINE) or process.poll() is not None:
+            return text
+        time.sleep(0.5)
+    return path.read_text()
+
+
+@pytest.mark.slow
+def test_ctrl_c_pauses_and_resume_continues(tmp_path):
+    """SIGINT to the launch's process group (Ctrl-C in a terminal): exit 130 with
+    "interrupted: N done, M left — continue with `study resume fault --storage S`", no Ray
+    restore hint; `study resume` says where each started trial continues and finishes."""
+    fault = Path(__file__).resolve().parent / "data" / "fault-study.yaml"
+    storage = str(tmp_path / "storage")
+    out, err = tmp_path / "out.log", tmp_path / "err.log"
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    with out.open("w") as stdout, err.open("w") as stderr:
+        launch = subprocess.Popen(
+            [sys.executable, "-m", "study.cli", "launch", str(fault), "--storage", storage,
+             "--num-cpus", "2", "--progress-every", "1"],
+            stdout=stdout, stderr=stderr, start_new_session=True, env=env)
+        try:
+            text = _wait_for(out, r"iteration [1-7]/8", launch, 300)
+            assert launch.poll() is None, text + err.read_text()[-3000:]
+            os.killpg(launch.pid, signal.SIGINT)
+            assert launch.wait(timeout=300) == 130, err.read_text()[-3000:]
+        finally:
+            try:
+                os.killpg(launch.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+    message = err.read_text().strip().splitlines()[-1]
+    found = re.fullmatch(r"study: interrupted: (\d) done, (\d) left — continue with "
+                         rf"`study resume fault --storage {re.escape(storage)}`", message)
+    assert found and int(found[1]) + int(found[2]) == 6 and int(found[2]) > 0, message
+    assert "Tuner.restore" not in out.read_text() + err.read_text()
+    resumed = subprocess.run([sys.executable, "-m", "study.cli", "resume", "fault",
+                              "--storage", storage, "--num-cpus", "2"],
+                             capture_output=True, text=True, env=env, timeout=600)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert re.search(r"^  synthetic-brats .*: (continues from its checkpoint at iteration "
+                     r"[2-6]/8|starts again from iteration 0)", resumed.stdout, re.MULTILINE)
+    trials = ResultStore(f"{storage}/fault/results").trials()
+    assert len(trials) == 6 and (trials["status"] == "ok").all()
+    print(out.read_text()[-2000:], message, resumed.stdout[:1500], sep="\n")

@@ -59,6 +59,8 @@ from typing import Any, ClassVar
 import numpy as np
 from scipy import ndimage
 
+from study.catalog import AUGMENTATION_REGIMES
+
 _GAMMA_EPS = 1e-7  # batchgenerators' epsilon of the gamma transform
 _STD_EPS = 1e-8  # batchgenerators' epsilon when gamma restores the standard deviation
 
@@ -433,7 +435,7 @@ def crop(volume: np.ndarray, start: np.ndarray, size: np.ndarray) -> np.ndarray:
 
 _BY_NAME: dict[str, Callable[[], Regime]] = {
     "none": NoAugmentation, "deepmedic": DeepMedicAugmentation, "nnunet": NnUNetAugmentation}
-REGIMES: tuple[str, ...] = tuple(_BY_NAME)
+REGIMES = AUGMENTATION_REGIMES
 
 
 def regime(augmentation: str | Regime) -> Regime:

@@ -2,19 +2,137 @@
 
 Lists every problem of every case (not just the first; each names its file: unreadable,
 truncated or damaged files, paths that leave the dataset folder, broken ``dataset.json``,
-mismatched geometry, bad labels) and exits 1 if there is any; otherwise prints
-a summary (cases, channels, shapes, spacings, class shares, 001 Table I class-imbalance ratio
-and the papers' split sizes) and exits 0. Unknown dataset names exit 2.
+mismatched geometry, bad labels, cases without foreground, constant images) and exits 1 if
+there is any; otherwise prints a summary (cases, channels, shapes, spacings, class shares,
+001 Table I class-imbalance ratio and the papers' split sizes) and exits 0. Unknown dataset
+names exit 2. :func:`check_dataset` runs the checks of :func:`study.data.reader.read_case`
+over every case and adds what only shows across cases.
 """
 
 from __future__ import annotations
 
+import statistics
 import sys
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 
-from study.data import loader, splits
-from study.data.registry import DATASETS
+import numpy as np
+import SimpleITK as sitk
+
+from study.data import splits
+from study.data.reader import class_lut, read_case, scan
+from study.data.registry import DATASETS, DatasetInfo
+
+
+def class_voxels(info: DatasetInfo, raw_label: np.ndarray) -> list[int]:
+    """Voxels per class of ``info`` (index order, background first) in a raw label volume."""
+    classes = class_lut(info)[raw_label]
+    return np.bincount(classes.ravel(), minlength=len(info.classes)).tolist()
+
+
+def imbalance_ratio(counts: Sequence[Sequence[int]], k: int) -> tuple[float, float, int] | None:
+    """001 Table I's class-imbalance ratio of class ``k``: the mean and std over the images
+    containing class ``k`` of (background voxels / class-``k`` voxels), and the number of those
+    images; ``None`` if no image contains it. ``counts``: per image, voxels per class
+    (:func:`class_voxels`; class 0 is the background)."""
+    ratios = [c[0] / c[k] for c in counts if c[k]]
+    if not ratios:
+        return None
+    return float(np.mean(ratios)), float(np.std(ratios)), len(ratios)
+
+
+@dataclass
+class CheckReport:
+    """What :func:`check_dataset` found. ``problems`` empty = the dataset is usable."""
+
+    dataset: str
+    root: str
+    cases: list[str] = field(default_factory=list)
+    problems: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    channels: tuple[str, ...] = ()
+    shapes: list[tuple[int, int, int]] = field(default_factory=list)
+    spacings: list[tuple[float, float, float]] = field(default_factory=list)
+    class_voxels: list[list[int]] = field(default_factory=list)  # per case, per class
+    class_names: tuple[str, ...] = ()
+    seconds: float = 0.0
+
+    def imbalance(self) -> dict[str, tuple[float, float, int]]:
+        """Per foreground class present in some case: :func:`imbalance_ratio`."""
+        ratios = {name: imbalance_ratio(self.class_voxels, k)
+                  for k, name in enumerate(self.class_names[1:], start=1)}
+        return {name: ratio for name, ratio in ratios.items() if ratio is not None}
+
+    def summary(self) -> list[str]:
+        """Human-readable summary lines."""
+        lines = [f"{self.dataset} at {self.root}: {len(self.cases)} cases, "
+                 f"{len(self.channels)} channel(s) ({', '.join(self.channels)}), "
+                 f"checked in {self.seconds:.1f} s"]
+        if self.shapes:
+            for title, values in (("shape (D, H, W)", self.shapes),
+                                  ("spacing mm (D, H, W)", self.spacings)):
+                columns = list(zip(*values, strict=True))
+                low = tuple(min(c) for c in columns)
+                mid = tuple(statistics.median(c) for c in columns)
+                high = tuple(max(c) for c in columns)
+                lines.append(f"  {title}: min {_fmt(low)}  median {_fmt(mid)}  max {_fmt(high)}")
+        totals = np.sum(self.class_voxels, axis=0) if self.class_voxels else []
+        for k, name in enumerate(self.class_names):
+            if len(totals):
+                share = totals[k] / max(int(np.sum(totals)), 1)
+                present = sum(1 for c in self.class_voxels if c[k])
+                lines.append(f"  class {k} {name}: {int(totals[k])} voxels ({share:.3%}), "
+                             f"present in {present}/{len(self.class_voxels)} cases")
+        for name, (mean, std, n) in self.imbalance().items():
+            lines.append(f"  class-imbalance ratio (001 Table I) {name}: {mean:.1f} ± {std:.1f} "
+                         f"over {n} images")
+        lines.extend(f"  note: {note}" for note in self.notes)
+        return lines
+
+
+def _fmt(values) -> str:
+    return "(" + ", ".join(f"{v:g}" for v in values) + ")"
+
+
+def check_dataset(info: DatasetInfo, root: str | Path,
+                  progress: Callable[[int, int], None] | None = None) -> CheckReport:
+    """Check every case of a dataset; return all problems and, per case, the statistics of
+    the summary. Never raises for bad data (only for an unknown layout)."""
+    clock = time.perf_counter()
+    report = CheckReport(info.name, str(root), channels=info.channels,
+                         class_names=info.class_names)
+    found = scan(info, root, fresh=True)
+    report.problems.extend(found.problems)
+    report.notes.extend(found.notes)
+    report.cases = sorted(found.cases)
+    for i, case_id in enumerate(report.cases, start=1):
+        files = found.cases[case_id]
+        try:
+            raw, problems = read_case(info, files)
+        except (OSError, RuntimeError, MemoryError) as error:  # one case must not hide the rest
+            raw, problems = None, [f"{files.labels[0].parent}: case {case_id} could not be "
+                                   f"read ({type(error).__name__}: {error})"]
+        report.problems.extend(problems)
+        if raw is not None:
+            counts = class_voxels(info, raw.label)
+            if not any(counts[1:]):
+                report.problems.append(f"{raw.source}: no foreground voxel (classes "
+                                       f"{', '.join(info.class_names[1:])}): a training case "
+                                       "without foreground teaches nothing about the rare class")
+            for image, (_n, path, _k) in zip(raw.images, raw.files.channels, strict=True):
+                array = sitk.GetArrayViewFromImage(image)
+                if array.size and float(array.min()) == float(array.max()):
+                    report.problems.append(f"{path}: constant image (every voxel "
+                                           f"{float(array.min()):g})")
+            report.shapes.append(tuple(int(s) for s in raw.label.shape))
+            report.spacings.append(raw.spacing)
+            report.class_voxels.append(counts)
+        if progress is not None:
+            progress(i, len(report.cases))
+    report.seconds = time.perf_counter() - clock
+    return report
 
 
 def run(root: str | Path, name: str, printer: Callable[[str], None] = print,
@@ -35,7 +153,7 @@ def run(root: str | Path, name: str, printer: Callable[[str], None] = print,
             step[0] = done + max(1, total // 10)
             print(f"checked {done}/{total} cases", file=progress_to, flush=True)
 
-    report = loader.check_dataset(info, root, progress)
+    report = check_dataset(info, root, progress)
     if report.problems:
         say(f"{len(report.problems)} problem(s) in {root} read as {info.name} "
             f"({info.layout} layout; {info.description}):")

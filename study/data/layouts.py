@@ -3,8 +3,8 @@
 A layout only finds files: :meth:`Layout.scan` lists the cases under a root with the paths of
 their channel and label files (a path may not exist: reading it then reports "file not found"
 naming it, so a missing modality is reported, not skipped) and the layout-level problems it
-met (empty folder, duplicate case ids, a broken ``dataset.json``). Reading, checking and
-preprocessing are :mod:`study.data.loader`'s job.
+met (empty folder, duplicate case ids, a broken ``dataset.json``). Reading and checking are
+:mod:`study.data.reader`'s job, preprocessing :mod:`study.data.preprocess`'s.
 
 Layouts (``root`` is the folder a user points at):
 

@@ -40,12 +40,13 @@ import SimpleITK as sitk
 from scipy import ndimage
 
 from study.data._atomic import file_lock, publish, remove_stale_staging, staging_dir
+from study.data.case import Case, DataError
 from study.data.layouts import CaseFiles
-from study.data.loader import Case, DataError, RawCase, _class_lut, scan
+from study.data.reader import RawCase, class_lut, scan
 from study.data.registry import DatasetInfo
 
 VERSION = 2  # bump when the algorithm changes: old cache entries are then never read
-# (2: sources are checked complete before preprocessing, see loader.check_stored)
+# (2: sources are checked complete before preprocessing, see study.data.stored)
 
 
 @dataclass(frozen=True)
@@ -150,7 +151,7 @@ def preprocess(info: DatasetInfo, raw: RawCase, params: Preprocessing) -> Case:
             label_image = _resample(label_image, target, nearest=True)
             spacing = tuple(float(s) for s in reversed(label_image.GetSpacing()))
     image = np.stack([sitk.GetArrayFromImage(im).astype(np.float32) for im in images])
-    label = _class_lut(info)[sitk.GetArrayFromImage(label_image)]
+    label = class_lut(info)[sitk.GetArrayFromImage(label_image)]
     if params.roi == "nonzero":
         roi = (image != 0).any(axis=0)
     else:

@@ -1,15 +1,19 @@
 """Declared datasets: layout, channels, class mapping, rare and LCC classes, preprocessing, splits.
 
 Nothing in the training or evaluation code hard-codes a dataset's labels; it reads them here.
-Every entry is either a synthetic preset (generated on demand by :mod:`study.data.synthetic`,
-written in a real layout and read back through the same loader) or a real dataset read from a
-user's folder in its published layout (:mod:`study.data.layouts`).
+Every entry is either a synthetic preset (declared in :mod:`study.data.presets`, generated on
+demand by :mod:`study.data.synthetic`, written in a real layout and read back through the same
+reader) or a real dataset read from a user's folder in its published layout
+(:mod:`study.data.layouts`).
 
 Sources of the declared values: paper 001 §V-A and Table I (BRATS, ATLAS, KiTS19, abdomen; test
 counts and training counts per fraction, target spacings), its supplement 000 §F (the abdomen
 rare classes 4, 5, 8-13), paper 004 §4.1 (PROMISE12: 50 training cases, 1 x 1 x 1.5 mm).
 CT windows: KiTS [-79, 304] HU as in the KiTS19 U-Net that 001 uses ([18]: the 0.5/99.5
 foreground percentiles); other abdominal CT the standard soft-tissue window W400/L40.
+
+Standard library only: study files are validated against this registry without loading the
+imaging stack.
 """
 
 from __future__ import annotations
@@ -18,7 +22,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from study.data import synthetic
+from study.data import presets
 
 ROI_RULES = ("nonzero", "body")
 
@@ -87,22 +91,23 @@ class DatasetInfo:
         """r: 1 for rare classes, 0 otherwise (001 §IV, 000 §F)."""
         return [1.0 if name in self.rare else 0.0 for name in self.classes]
 
-    def validate_synthetic(self, params: Mapping[str, Any], source: str, key: str) -> dict:
-        """Generator parameters with defaults filled in; unknown keys or bad values raise."""
-        from study.spec import SpecError
+    def validate_synthetic(self, params: Mapping[str, Any], key: str = "synthetic") -> dict:
+        """Generator parameters with defaults filled in (numbers typed like the defaults).
 
+        Raises ``ValueError`` naming the parameter under the dotted ``key`` where it was
+        written: ``"<key>.size: unknown generator parameter (known: ...)"`` or
+        ``"<key>: cases: expected an integer >= 2, got 1"``.
+        """
         merged = dict(self.synthetic_defaults)
         for name, value in params.items():
             if name not in merged:
-                raise SpecError(
-                    f"{source}: {key}.{name}: unknown generator parameter "
-                    f"(known: {', '.join(merged)})"
-                )
+                raise ValueError(f"{key}.{name}: unknown generator parameter "
+                                 f"(known: {', '.join(merged)})")
             merged[name] = _like(merged[name], value)
         try:
-            synthetic.check_params(self.name, merged)
+            presets.check_params(self.name, merged)
         except ValueError as error:
-            raise SpecError(f"{source}: {key}: {error}") from error
+            raise ValueError(f"{key}: {error}") from error
         return merged
 
 
@@ -119,6 +124,13 @@ def _like(default: Any, value: Any) -> Any:
             and value.is_integer():
         return int(value)
     return value
+
+
+def _synthetic(name: str, **declared: Any) -> DatasetInfo:
+    """A synthetic preset: its layout, channels and generator defaults come from
+    :mod:`study.data.presets`, its classes and preprocessing from ``declared``."""
+    return DatasetInfo(name=name, layout=presets.LAYOUTS[name], channels=presets.CHANNELS[name],
+                       synthetic=True, synthetic_defaults=presets.DEFAULTS[name], **declared)
 
 
 _BRATS_CLASSES = {"background": (0, 2), "tumour_core": (1, 4)}
@@ -142,26 +154,21 @@ _BTCV_RARE = tuple(_BTCV_ORGANS[k - 1] for k in (4, 5, 8, 9, 10, 11, 12, 13))
 
 DATASETS: dict[str, DatasetInfo] = {
     # ---- synthetic presets (the embedded default; no data needed) ----
-    "synthetic-brats": DatasetInfo(
-        name="synthetic-brats", layout="brats", channels=synthetic.CHANNELS["synthetic-brats"],
-        classes=_BRATS_CLASSES, rare=("tumour_core",), lcc_classes=("tumour_core",),
+    "synthetic-brats": _synthetic(
+        "synthetic-brats", classes=_BRATS_CLASSES, rare=("tumour_core",),
+        lcc_classes=("tumour_core",),
         description="4-channel MR-like brains, 1-3 small irregular tumours (BRATS-like)",
-        synthetic=True, synthetic_defaults=synthetic.DEFAULTS["synthetic-brats"],
     ),
-    "synthetic-atlas": DatasetInfo(
-        name="synthetic-atlas", layout="atlas", channels=synthetic.CHANNELS["synthetic-atlas"],
-        classes={"background": (0,), "lesion": (1,)}, rare=("lesion",),
+    "synthetic-atlas": _synthetic(
+        "synthetic-atlas", classes={"background": (0,), "lesion": (1,)}, rare=("lesion",),
         lcc_classes=("lesion",),
         description="1-channel T1-like brains, stroke-like lesions overlapping tissue intensities",
-        synthetic=True, synthetic_defaults=synthetic.DEFAULTS["synthetic-atlas"],
     ),
-    "synthetic-kits": DatasetInfo(
-        name="synthetic-kits", layout="kits19", channels=synthetic.CHANNELS["synthetic-kits"],
-        classes={"background": (0,), "kidney": (1,), "tumour": (2,)}, rare=("tumour",),
-        lcc_classes=_KITS_LCC, target_spacing=(3.2, 1.6, 1.6), roi="body",
+    "synthetic-kits": _synthetic(
+        "synthetic-kits", classes={"background": (0,), "kidney": (1,), "tumour": (2,)},
+        rare=("tumour",), lcc_classes=_KITS_LCC, target_spacing=(3.2, 1.6, 1.6), roi="body",
         clip=(-79.0, 304.0),
         description="CT-like abdomens (HU), two kidneys, a kidney tumour (the rare class)",
-        synthetic=True, synthetic_defaults=synthetic.DEFAULTS["synthetic-kits"],
     ),
     # ---- real datasets in their published layouts ----
     "brats": DatasetInfo(
@@ -198,7 +205,7 @@ DATASETS: dict[str, DatasetInfo] = {
         description="PROMISE12 prostate T2 MR: CaseXX.mhd, CaseXX_segmentation.mhd (004 §4.1)",
     ),
     # Medical Segmentation Decathlon tasks: imagesTr/, labelsTr/, dataset.json (4-D images
-    # for multi-modal tasks). Channel names are the dataset.json modality names; the loader
+    # for multi-modal tasks). Channel names are the dataset.json modality names; the layout
     # checks that dataset.json agrees with what is declared here.
     "msd-brain": DatasetInfo(
         name="msd-brain", layout="msd", channels=("FLAIR", "T1w", "t1gd", "T2w"),

@@ -55,11 +55,12 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
+from study.catalog import SAMPLING_SCHEMES
 from study.data.augmentation import Regime, Site, regime
-from study.data.loader import Case, DataError
+from study.data.case import Case, DataError
 
 _CANDIDATES = 32  # background centre candidates drawn at once (rejection sampling)
-OVERSAMPLING = ("balanced", "nnunet")
+OVERSAMPLING = SAMPLING_SCHEMES
 FG_MODES = ("voxel", "class")
 
 

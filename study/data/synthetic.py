@@ -19,21 +19,9 @@ Three presets mimic the papers' datasets (001 §III, Table I; 000 Fig. 2):
 Cases differ in lesion number, size (log-normal, heavy-tailed like Table I's std), shape
 (unions of random ellipsoids with a noisy boundary), position, texture and — the knob that
 makes few training cases over-fit — per-case lesion contrast drawn from ``contrast``. Every
-number that shapes the data is a parameter (and so part of the trial identity); ``version``
-names the generator algorithm, so data made by an older generator is never mistaken for the
-current one. Lesion sizes are defined relative to the field of view, so the imbalance ratio
-hardly depends on ``shape``.
-
-Parameters (all presets): ``version`` (must equal :data:`VERSION`), ``cases`` (>= 2),
-``shape`` [D, H, W] (>= 16 each), ``spacing`` [D, H, W] mm written to the headers, ``seed``,
-``lesions`` [min, max] per case, ``lesion_scale`` (size multiplier), ``contrast`` [low, high]
-(per-case lesion visibility, 1 = the preset's tissue tables), ``phenotypes`` (synthetic-brats:
-the tumour looks a case is drawn from: ``ring``, ``solid``, ``non_enhancing``), ``channel_jitter``
-(synthetic-brats: std of the log of a per-case, per-channel contrast factor), ``texture``
-(amplitude of smooth tissue texture), ``noise`` (white noise std), ``bias`` (bias-field
-amplitude; MR only).
-MR intensities are relative to white matter = 1 (``noise``/``texture`` in those units) and
-written as int16 x 1000; CT values are HU (``noise``/``texture`` in HU).
+number that shapes the data is a parameter, declared with its default and valid range in
+:mod:`study.data.presets`. Lesion sizes are defined relative to the field of view, so the
+imbalance ratio hardly depends on ``shape``.
 """
 
 from __future__ import annotations
@@ -48,101 +36,9 @@ import numpy as np
 import SimpleITK as sitk
 from scipy import ndimage
 
+from study.data import layouts
 from study.data._atomic import file_lock, publish, remove_stale_staging, staging_dir
-
-VERSION = 2
-CHANNELS: dict[str, tuple[str, ...]] = {
-    "synthetic-brats": ("t1", "t1ce", "t2", "flair"),
-    "synthetic-atlas": ("t1w",),
-    "synthetic-kits": ("ct",),
-}
-LAYOUTS = {"synthetic-brats": "brats", "synthetic-atlas": "atlas", "synthetic-kits": "kits19"}
-_COMMON = {"version": VERSION, "cases": 40, "seed": 0}
-DEFAULTS: dict[str, dict[str, Any]] = {
-    "synthetic-brats": {**_COMMON, "shape": [48, 48, 48], "spacing": [1.0, 1.0, 1.0],
-                        "lesions": [1, 3], "lesion_scale": 1.0, "contrast": [0.35, 1.2],
-                        "phenotypes": ["ring"], "channel_jitter": 0.5, "texture": 0.05,
-                        "noise": 0.03, "bias": 0.1},
-    "synthetic-atlas": {**_COMMON, "shape": [56, 56, 56], "spacing": [1.0, 1.0, 1.0],
-                        "lesions": [1, 2], "lesion_scale": 1.0, "contrast": [0.4, 0.9],
-                        "texture": 0.05, "noise": 0.03, "bias": 0.1},
-    "synthetic-kits": {**_COMMON, "shape": [32, 80, 80], "spacing": [3.2, 1.6, 1.6],
-                       "lesions": [1, 1], "lesion_scale": 1.0, "contrast": [0.4, 1.0],
-                       "texture": 12.0, "noise": 12.0, "bias": 0.0},
-}
-LABEL_VALUES = {"synthetic-brats": (0, 1, 2, 4), "synthetic-atlas": (0, 1),
-                "synthetic-kits": (0, 1, 2)}
-FOREGROUND = {"synthetic-brats": {"tumour_core": (1, 4)}, "synthetic-atlas": {"lesion": (1,)},
-              "synthetic-kits": {"kidney": (1,), "tumour": (2,)}}
-
-
-# ----------------------------------------------------------------------------- parameters
-
-def _is_int(value) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-def _is_number(value) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and np.isfinite(value)
-
-
-def check_params(preset: str, params: Mapping[str, Any] | None = None) -> None:
-    """Raise ``ValueError`` naming the parameter if generator parameters are invalid.
-
-    ``check_params(params)`` (one argument) checks ``synthetic-brats`` parameters.
-    """
-    if params is None:
-        preset, params = "synthetic-brats", preset
-    if preset not in DEFAULTS:
-        raise ValueError(f"unknown synthetic preset {preset!r} (known: {', '.join(DEFAULTS)})")
-    unknown = sorted(set(params) - set(DEFAULTS[preset]))
-    missing = sorted(set(DEFAULTS[preset]) - set(params))
-    if unknown or missing:
-        raise ValueError(f"{preset}: unknown parameters {unknown}, missing {missing}")
-    if params["version"] != VERSION:
-        raise ValueError(f"version: this code generates version {VERSION}, got "
-                         f"{params['version']!r}")
-    cases, shape, spacing = params["cases"], params["shape"], params["spacing"]
-    if not _is_int(cases) or cases < 2:
-        raise ValueError(f"cases: expected an integer >= 2, got {cases!r}")
-    if not (isinstance(shape, list) and len(shape) == 3
-            and all(_is_int(s) and 16 <= s <= 512 for s in shape)):
-        raise ValueError(f"shape: expected 3 integers in [16, 512], got {shape!r}")
-    if not (isinstance(spacing, list) and len(spacing) == 3
-            and all(_is_number(s) and 0.1 <= s <= 10 for s in spacing)):
-        raise ValueError(f"spacing: expected 3 numbers in [0.1, 10] mm, got {spacing!r}")
-    if not _is_int(params["seed"]) or params["seed"] < 0:
-        raise ValueError(f"seed: expected a non-negative integer, got {params['seed']!r}")
-    lesions = params["lesions"]
-    if not (isinstance(lesions, list) and len(lesions) == 2 and all(map(_is_int, lesions))
-            and 1 <= lesions[0] <= lesions[1] <= 8):
-        raise ValueError(f"lesions: expected [min, max] with 1 <= min <= max <= 8, "
-                         f"got {lesions!r}")
-    scale = params["lesion_scale"]
-    if not _is_number(scale) or not 0.25 <= scale <= 4:
-        raise ValueError(f"lesion_scale: expected a number in [0.25, 4], got {scale!r}")
-    contrast = params["contrast"]
-    if (not isinstance(contrast, list) or len(contrast) != 2
-            or not all(map(_is_number, contrast)) or not 0 < contrast[0] <= contrast[1] <= 3):
-        raise ValueError(f"contrast: expected [low, high] with 0 < low <= high <= 3, "
-                         f"got {contrast!r}")
-    ct = preset == "synthetic-kits"
-    limit = 200.0 if ct else 1.0
-    for name in ("texture", "noise"):
-        if not _is_number(params[name]) or not 0 <= params[name] <= limit:
-            raise ValueError(f"{name}: expected a number in [0, {limit:g}]"
-                             f"{' HU' if ct else ''}, got {params[name]!r}")
-    phenotypes = params.get("phenotypes", ["ring"])
-    if (not isinstance(phenotypes, list) or not phenotypes
-            or not set(phenotypes) <= {"ring", "solid", "non_enhancing"}):
-        raise ValueError(f"phenotypes: expected a non-empty list of 'ring', 'solid', "
-                         f"'non_enhancing', got {phenotypes!r}")
-    jitter = params.get("channel_jitter", 0.0)
-    if not _is_number(jitter) or not 0 <= jitter <= 2:
-        raise ValueError(f"channel_jitter: expected a number in [0, 2], got {jitter!r}")
-    if not _is_number(params["bias"]) or not 0 <= params["bias"] <= 0.5:
-        raise ValueError(f"bias: expected a number in [0, 0.5], got {params['bias']!r}")
-
+from study.data.presets import CHANNELS, LAYOUTS, VERSION, check_params
 
 # ----------------------------------------------------------------------------- helpers
 
@@ -455,11 +351,9 @@ def _write(array: np.ndarray, path: Path, spacing) -> None:
 
 def write_case(preset: str, params: Mapping[str, Any], index: int, root: Path) -> None:
     """Generate case ``index`` and write it under ``root`` in the preset's layout."""
-    from study.data.layouts import LAYOUTS as LAYOUT_READERS
-
     channels, labels = generate_case(params, index, preset)
     case = case_ids(params, preset)[index]
-    paths, label_path = LAYOUT_READERS[LAYOUTS[preset]].write_paths(root, case, CHANNELS[preset])
+    paths, label_path = layouts.LAYOUTS[LAYOUTS[preset]].write_paths(root, case, CHANNELS[preset])
     if preset == "synthetic-kits":
         stored = np.clip(np.rint(channels), -1024, 3071).astype(np.int16)
     else:
@@ -501,22 +395,3 @@ def ensure_generated(params: Mapping[str, Any], root: str | Path,
             raise
         publish(staging, root)
     return root
-
-
-def imbalance_ratio(labels: list[np.ndarray], foreground: tuple[int, ...],
-                    background: tuple[int, ...] | None = None) -> tuple[float, float]:
-    """Class-imbalance ratio as paper 001 Table I defines it: the mean (and std) over images of
-    (background voxels / foreground voxels); images without foreground are left out.
-
-    ``background`` holds the raw values counted as background (default: every voxel not in
-    ``foreground``; for KiTS Table I counts label 0 only, the same for kidney and tumour).
-    """
-    ratios = []
-    for lab in labels:
-        fg = int(np.isin(lab, foreground).sum())
-        bg = lab.size - fg if background is None else int(np.isin(lab, background).sum())
-        if fg:
-            ratios.append(bg / fg)
-    if not ratios:
-        raise ValueError("no image has foreground: the imbalance ratio is undefined")
-    return float(np.mean(ratios)), float(np.std(ratios))

@@ -40,7 +40,6 @@ from .mixup import (
     asymmetric_labels,
     partner_indices,
 )
-from .rare import rare_vector
 from .region import DiceLoss, FBetaLoss, JaccardLoss
 from .schedule import UPDATES, Regularizer, StepResult, regularized_step
 
@@ -70,7 +69,6 @@ __all__ = [
     "l2_normalize",
     "label_checks",
     "partner_indices",
-    "rare_vector",
     "regularized_step",
     "set_label_checks",
 ]

@@ -25,7 +25,7 @@ class LargeMarginLoss(MarginFocalBase):
     Args:
         m: margin, >= 0 (001's grid: 0.2 0.5 1 1.5 2 3). ``m = 0`` gives CE / DSC.
         rare: None for the symmetric loss (margin on every class), or ``r``: one float in
-            [0, 1] per class (asymmetric; see :func:`~study.objectives.rare_vector`).
+            [0, 1] per class (asymmetric; 001 §IV: 1 for rare classes, 0 else).
         form: ``"ce"`` or ``"dsc"``.
         batch_dice, smooth: DSC form only (see :class:`~study.objectives.DiceLoss`).
         ignore_index: label value excluded from the loss.

@@ -8,6 +8,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from study.catalog import MIXUP_LAMBDAS
+
 from ._batch import binary_rare, check_batch, per_sample_view
 from ._functional import class_tensor, to_device
 from ._validate import check_choice, check_ignore_index, check_labels, check_real
@@ -15,7 +17,7 @@ from ._validate import check_choice, check_ignore_index, check_labels, check_rea
 IGNORE_INDEX = -1
 """Label that :class:`AsymmetricMixup` writes for voxels eq. 19 maps to 0 (not trained on)."""
 
-LAMBDA_FORMS = ("paper", "code")
+LAMBDA_FORMS = MIXUP_LAMBDAS
 """How :class:`AsymmetricMixup` draws lambda: ``"paper"`` ``Beta(alpha, alpha)`` (eq. 18 as
 written), ``"code"`` ``Beta(alpha, alpha) (1 - m)`` (the authors' reference implementation)."""
 

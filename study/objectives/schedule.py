@@ -35,6 +35,8 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
+from study.catalog import UPDATE_RULES
+
 from ._validate import check_choice
 
 Regularizer = Callable[[nn.Module, torch.Tensor, torch.Tensor, "torch.Generator | None"],
@@ -42,7 +44,7 @@ Regularizer = Callable[[nn.Module, torch.Tensor, torch.Tensor, "torch.Generator 
 """``reg(model, x, target, generator) -> (x', target')``: AdversarialPerturbation, Mixup and
 AsymmetricMixup have this signature."""
 
-UPDATES = ("summed", "sequential")
+UPDATES = UPDATE_RULES
 
 
 @dataclass

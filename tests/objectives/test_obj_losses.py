@@ -20,7 +20,6 @@ from study.objectives import (
     LargeMarginLoss,
     MarginFocalLoss,
     SumLoss,
-    rare_vector,
 )
 
 IGN = 7
@@ -92,7 +91,7 @@ def test_asymmetric_focal_leaves_rare_voxels_unattenuated():
     """Asymmetric focal, r = 1 on foreground: every foreground voxel contributes exactly its CE,
     every background voxel exactly its symmetric focal value (001 eq. 11)."""
     z, y = _data(c=3, scale=3.0)
-    r = rare_vector(3)
+    r = (0.0, 1.0, 1.0)  # background 0, every foreground class rare
     fg_only = torch.where(y == 0, torch.tensor(IGN), y)
     bg_only = torch.where(y != 0, torch.tensor(IGN), y)
     torch.testing.assert_close(FocalLoss(4.0, r, ignore_index=IGN)(z, fg_only),
@@ -219,20 +218,6 @@ def test_sum_loss_adds_terms():
     assert len(nested.terms) == 3 and nested.weights == (2.0, 2.0, 1.0)
 
 
-def test_rare_vector_defaults():
-    """rare_vector: 0 for background and 1 for each foreground class, or the named classes."""
-    assert rare_vector(2) == (0.0, 1.0)
-    assert rare_vector(3, [2]) == (0.0, 0.0, 1.0)
-    abdomen = rare_vector(14, [4, 5, 8, 9, 10, 11, 12, 13])
-    assert sum(abdomen) == 8 and abdomen[0] == 0.0
-    with pytest.raises(ValueError, match="rare_classes"):
-        rare_vector(3, [3])
-    with pytest.raises(ValueError, match="num_classes"):
-        rare_vector(1)
-
-
-# ---------------------------------------------------------------- re-weighting view (000 §A)
-
 def _grad(loss, z, y):
     z = z.clone().requires_grad_(True)
     loss(z, y).backward()
@@ -262,7 +247,7 @@ def test_reweighting_gradient_focal_eq6(c, gamma):
     n = y.numel()
     expected = w * (p - _onehot(y, c)) / n
     torch.testing.assert_close(_grad(FocalLoss(gamma), z, y), expected)
-    r = rare_vector(c)
+    r = (0.0,) + (1.0,) * (c - 1)
     w_asym = torch.where(y.unsqueeze(1) > 0, torch.ones_like(w), w)
     torch.testing.assert_close(_grad(FocalLoss(gamma, r), z, y), w_asym * (p - _onehot(y, c)) / n)
 
@@ -275,7 +260,7 @@ def test_reweighting_gradient_margin_eq8(c):
     m = 1.3
     n = y.numel()
     p = torch.softmax(z, 1)
-    for r in (None, rare_vector(c)):
+    for r in (None, (0.0,) + (1.0,) * (c - 1)):
         rr = torch.tensor((1.0,) * c if r is None else r, dtype=torch.float64)
         shifted = z - m * rr.view(1, -1, 1, 1, 1) * _onehot(y, c)
         w = torch.exp(z).sum(1, keepdim=True) / torch.exp(shifted).sum(1, keepdim=True)
