@@ -34,6 +34,7 @@ from analysis.tables import (
     best_hyperparameters,
     best_settings,
     comparison_table,
+    method_name,
     selection_description,
     sensitivity_table,
 )
@@ -43,7 +44,7 @@ __all__ = [
     "best_hyperparameters_grid", "best_settings", "comparison_grid", "comparison_table",
     "html", "html_page", "hyperparameter_importance", "importance_grid", "latex",
     "latex_document", "load", "load_results", "load_trials", "logit_histograms",
-    "logit_shift_grid", "logit_shift_table", "logit_statistics", "markdown",
+    "logit_shift_grid", "logit_shift_table", "logit_statistics", "markdown", "method_name",
     "selection_description", "sensitivity_grid", "sensitivity_table", "to_csv", "to_html",
     "to_latex", "to_markdown", "write_report",
 ]

@@ -1,42 +1,35 @@
 """Synthetic study results in the results-store layout, for tests and benchmarks.
 
-``write_study(root, ...)`` writes ``root/cases/<trial_id>.parquet`` and
-``root/trials/<trial_id>.parquet`` (one file per trial, as ``study.results.ResultStore``) for
-a grid of techniques x settings (the papers' grids) x fractions x seeds, with per-case values
-drawn around a known mean: DSC rises with the training fraction and each technique has a
-fixed effect, HD95 is infinite on a small share of cases (empty predictions), and a trial's
-``logit_stats`` holds train/test histograms whose foreground mean shifts toward the boundary
-on test data the less data there is (001 Fig. 3). Deterministic for a given ``seed``.
+``write_study(root, ...)`` stores, through the results writer itself
+(``study.results.ResultStore.write_trial``, as a trial runner does), a grid of techniques x
+settings (the papers' grids) x fractions x seeds, and optionally reruns of techniques under a
+variant, with per-case values drawn around a known mean: DSC rises with the training fraction
+and each technique has a fixed effect (a variant another), HD95 is infinite on a small share
+of cases (empty predictions), and a trial's ``logit_stats`` holds train/test histograms whose
+foreground mean shifts toward the boundary on test data the less data there is (001 Fig. 3).
+Settings are labelled as the trial expansion labels them (``study.catalog.param_label``,
+printing the hyperparameters that vary in the technique's grid). Deterministic for a given
+``seed``.
 
-``store_trial(store, ...)`` writes one trial with given per-case DSC values through the
-results writer itself, for small fixtures with known answers.
+``store_trial(store, ...)`` writes one trial with given per-case DSC values, for small
+fixtures with known answers.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
-import pyarrow as pa
-import pyarrow.parquet as pq
 from scipy import stats
 
-from study.results import (
-    CASES_SCHEMA,
-    HP_COLUMNS,
-    TEST,
-    TRIALS_SCHEMA,
-    VALIDATION,
-    ResultStore,
-    identity_columns,
-)
+from study.catalog import param_label
+from study.results import TEST, VALIDATION, ResultStore, identity_columns
 
-SYMBOLS = {"m": "m", "gamma": "γ", "eps": "ε", "l": "l", "mixup_m": "m", "mixup_alpha": "α",
-           "tau": "τ", "nu": "ν", "bg_aug_prob": "p", "beta": "β"}
-# The papers' grids (000 Tables I-IV); labels print the varying hyperparameters only.
+# The papers' grids (000 Tables I-IV).
 GRIDS: dict[str, list[dict]] = {
     "vanilla": [{}],
     "large_margin": [{"m": v} for v in (0.2, 0.5, 1, 1.5, 2, 3)],
@@ -53,23 +46,30 @@ GRIDS: dict[str, list[dict]] = {
 EFFECTS = {"vanilla": 0.0, "large_margin": -0.01, "asym_large_margin": 0.03, "focal": 0.005,
            "asym_focal": 0.05, "asym_adversarial": 0.04, "asym_mixup": 0.06,
            "margin_calibration": 0.02}
+VARIANT_EFFECT = -0.06  # a rerun under a changed regime (e.g. w/o augmentation) does worse
 BINS = np.linspace(-30.0, 30.0, 61)
 
 
-def label(hp: dict) -> str:
-    varying = {k: v for k, v in hp.items() if k != "mixup_alpha"}
-    return " ".join(f"{SYMBOLS[k]} = {v:g}" for k, v in varying.items()) or "—"
+def label(technique: str, hp: Mapping[str, float]) -> str:
+    """The setting's label as the trial expansion writes it: the hyperparameters that vary
+    in the technique's grid (``GRIDS``)."""
+    grid = GRIDS.get(technique, [hp])
+    shown = [k for k in hp if len({setting.get(k) for setting in grid}) > 1]
+    return param_label(hp, shown)
 
 
-def trials_grid(techniques=None, fractions=(0.1, 0.5), seeds=(0, 1)) -> list[dict]:
-    """The (technique, hp, fraction, seed) of every trial, in launch order."""
+def trials_grid(techniques=None, fractions=(0.1, 0.5), seeds=(0, 1),
+                variants: Mapping[str, Sequence[str]] | None = None) -> list[dict]:
+    """The (technique, variant, hp, fraction, seed) of every trial, in launch order;
+    ``variants`` maps a technique to the variants it is rerun as (every setting again)."""
     out = []
     for fraction in fractions:
         for seed in seeds:
             for technique in techniques or GRIDS:
-                for hp in GRIDS[technique]:
-                    out.append({"technique": technique, "hp": hp, "fraction": fraction,
-                                "seed": seed})
+                for variant in (None, *(variants or {}).get(technique, ())):
+                    for hp in GRIDS[technique]:
+                        out.append({"technique": technique, "variant": variant, "hp": hp,
+                                    "fraction": fraction, "seed": seed})
     return out
 
 
@@ -80,14 +80,25 @@ def _trial_id(trial: dict, dataset: str) -> str:
 
 def _setting_effect(trial: dict) -> float:
     """A smooth, peaked response to the hyperparameter values (the best setting is inside
-    the grid) plus the technique's effect."""
+    the grid) plus the technique's and the variant's effects."""
     bump = 0.0
     for name, value in trial["hp"].items():
         grid = [hp[name] for hp in GRIDS[trial["technique"]]]
         middle = float(np.median(grid))
         if name != "mixup_alpha" and value > 0 and middle > 0:
             bump -= 0.02 * np.log10(value / middle) ** 2
-    return EFFECTS.get(trial["technique"], 0.0) + bump
+    variant = VARIANT_EFFECT if trial.get("variant") else 0.0
+    return EFFECTS.get(trial["technique"], 0.0) + bump + variant
+
+
+def _trial_param(study: str, trial_id: str, dataset: str, model: str, trial: Mapping) -> dict:
+    """A trial's Tune param, as the trial expansion makes it (for ``identity_columns``)."""
+    name, _, preset = model.partition("-")
+    return {"study": study, "trial_id": trial_id, "variant": trial.get("variant"),
+            "param_label": label(trial["technique"], trial["hp"]),
+            "config": {"dataset": {"name": dataset}, "model": {"name": name, "preset": preset},
+                       "technique": trial["technique"], "fraction": float(trial["fraction"]),
+                       "seed": int(trial["seed"]), "hp": dict(trial["hp"])}}
 
 
 def _logit_stats(classes: list[str], fraction: float, rng: np.random.Generator) -> str:
@@ -116,20 +127,19 @@ def write_study(root: str | Path, *, dataset: str = "synthetic-kits",
                 model: str = "unet-tiny", classes=("background", "kidney", "tumour"),
                 techniques=None, fractions=(0.1, 0.5), seeds=(0, 1), cases: int = 6,
                 max_trials: int | None = None, diverged_every: int = 0, seed: int = 0,
-                logits: bool = True, validation_cases: int = 0) -> list[str]:
+                logits: bool = True, validation_cases: int = 0,
+                variants: Mapping[str, Sequence[str]] | None = None) -> list[str]:
     """Write a synthetic study under ``root``; return the trial ids written.
 
     ``cases`` test cases and ``validation_cases`` validation cases (``split`` column) per
     trial; every class but the first (background) gets rows, with and without
     post-processing, so a trial has ``(cases + validation_cases) x (len(classes) - 1) x 2``
-    rows.
-    ``max_trials`` keeps the first trials of the grid only (a partial study);
-    ``diverged_every=k`` marks every k-th trial diverged (NaN metrics)."""
-    root = Path(root)
-    (root / "cases").mkdir(parents=True, exist_ok=True)
-    (root / "trials").mkdir(parents=True, exist_ok=True)
+    rows. ``variants`` reruns techniques under variants (``{"vanilla": ["w/o
+    augmentation"]}``). ``max_trials`` keeps the first trials of the grid only (a partial
+    study); ``diverged_every=k`` marks every k-th trial diverged (NaN metrics)."""
+    store = ResultStore(str(root))
     rng = np.random.default_rng(seed)
-    grid = trials_grid(techniques, fractions, seeds)[:max_trials]
+    grid = trials_grid(techniques, fractions, seeds, variants)[:max_trials]
     foreground = list(classes[1:])
     every = cases + validation_cases
     case_ids = np.array([f"case_{i:05d}" for i in range(cases)]
@@ -159,53 +169,45 @@ def write_study(root: str | Path, *, dataset: str = "synthetic-kits",
         precision[empty] = np.nan
         if diverged:
             dsc[:] = sensitivity[:] = precision[:] = hd95[:] = np.nan
-        identity = {"study": "synthetic", "trial_id": trial_id, "dataset": dataset,
-                    "model": model, "technique": trial["technique"],
-                    "fraction": float(trial["fraction"]), "seed": int(trial["seed"]),
-                    "param_label": label(trial["hp"]),
-                    **{f"hp_{k}": float(trial["hp"][k]) if k in trial["hp"] else None
-                       for k in HP_COLUMNS}}
-        columns = {name: pa.array([value] * n, CASES_SCHEMA.field(name).type)
-                   for name, value in identity.items()}
-        columns.update({
-            "case_id": pa.array(case_column, pa.string()),
-            "class_name": pa.array(class_column, pa.string()),
-            "postprocessed": pa.array(pp_column, pa.bool_()),
-            "dsc": pa.array(dsc), "sensitivity": pa.array(sensitivity),
-            "precision": pa.array(precision), "iou": pa.array(dsc / (2 - dsc)),
-            "hd95": pa.array(hd95), "hd95_max": pa.array(hd95 * 1.5),
-            "pred_voxels": pa.array(np.where(empty, 0, 500), pa.int64()),
-            "ref_voxels": pa.array(np.full(n, 500), pa.int64()),
-            "status": pa.array([status] * n, pa.string()),
-            "split": pa.array(split_column, pa.string())})
-        pq.write_table(pa.table(columns, schema=CASES_SCHEMA), root / "cases" /
-                       f"{trial_id}.parquet")
-        row = {**identity, "config": json.dumps(trial), "status": status,
-               "error": "loss is NaN" if diverged else None, "train_seconds": 1.0,
-               "eval_seconds": 0.5, "iterations_done": 100, "final_train_loss": 0.1,
-               "train_cases": 10, "test_cases": cases, "code_version": "synthetic",
-               "host": "localhost", "device": "cpu",
-               "logit_stats": (_logit_stats(list(classes), trial["fraction"], rng)
-                               if logits and not diverged else None)}
-        pq.write_table(pa.Table.from_pylist([row], schema=TRIALS_SCHEMA),
-                       root / "trials" / f"{trial_id}.parquet")
+        param = _trial_param("synthetic", trial_id, dataset, model, trial)
+        identity = identity_columns(param)
+        columns = {"case_id": case_column, "class_name": class_column,
+                   "postprocessed": pp_column, "dsc": dsc, "sensitivity": sensitivity,
+                   "precision": precision, "iou": dsc / (2 - dsc), "hd95": hd95,
+                   "hd95_max": hd95 * 1.5, "pred_voxels": np.where(empty, 0, 500),
+                   "ref_voxels": np.full(n, 500), "split": split_column}
+        rows = [{**identity, "status": status, **dict(zip(columns, values, strict=True))}
+                for values in zip(*(c.tolist() for c in columns.values()), strict=True)]
+        store.write_trial({
+            **identity, "config": json.dumps(param["config"]), "status": status,
+            "error": "loss is NaN" if diverged else None, "train_seconds": 1.0,
+            "eval_seconds": 0.5, "iterations_done": 100, "final_train_loss": 0.1,
+            "train_cases": 10, "test_cases": cases, "code_version": "synthetic",
+            "host": "localhost", "device": "cpu",
+            "logit_stats": (_logit_stats(list(classes), trial["fraction"], rng)
+                            if logits and not diverged else None)}, rows)
         written.append(trial_id)
     return written
 
 
 def store_trial(store: ResultStore, technique: str, hp: dict, seed: int, dsc: Sequence[float],
                 *, validation: Sequence[float] = (), status: str = "ok", fraction: float = 0.5,
-                dataset: str = "d", study: str = "s", class_name: str = "tumour") -> str:
+                dataset: str = "d", study: str = "s", class_name: str = "tumour",
+                variant: str | None = None) -> str:
     """Store one trial through the results writer (``ResultStore.write_trial``), as a trial
     runner does; return its trial id. Test case ``case_i`` has DSC ``dsc[i]`` and validation
     case ``validation_i`` DSC ``validation[i]``, with and without post-processing alike;
     sensitivity = DSC, precision 0.8, HD95 = 10 (1 - DSC) + 1. A ``diverged`` trial's metrics
-    are NaN whatever ``dsc`` says."""
-    trial_id = f"{technique}-{label(hp)}-{fraction:g}-{seed}"
-    param = {"study": study, "trial_id": trial_id, "param_label": label(hp),
-             "config": {"dataset": {"name": dataset}, "model": {"name": "unet",
-                                                                "preset": "tiny"},
-                        "technique": technique, "fraction": fraction, "seed": seed, "hp": hp}}
+    are NaN whatever ``dsc`` says. The setting is labelled with every hyperparameter of
+    ``hp`` (``study.catalog.param_label``)."""
+    trial_id = _trial_id({"study": study, "technique": technique, "variant": variant, "hp": hp,
+                          "fraction": fraction, "seed": seed, "class_name": class_name},
+                         dataset)
+    param: dict[str, Any] = {
+        "study": study, "trial_id": trial_id, "param_label": param_label(hp),
+        "variant": variant,
+        "config": {"dataset": {"name": dataset}, "model": {"name": "unet", "preset": "tiny"},
+                   "technique": technique, "fraction": fraction, "seed": seed, "hp": hp}}
     identity = identity_columns(param)
     values = [(TEST, f"case_{i}", v) for i, v in enumerate(dsc)]
     values += [(VALIDATION, f"validation_{i}", v) for i, v in enumerate(validation)]

@@ -4,7 +4,8 @@ Each trial stores ``logit_stats`` as JSON: ``{"bin_edges": [...], "train"|"test"
 {logit class: {voxels, mean, std, hist}}}}`` — for the voxels of one true class, the values of
 one logit channel, on training cases and on test cases. Statistics of the seeds of one setting
 are pooled (voxel-weighted mean and std, histograms added), which is what one larger run would
-give. The shift of the mean is 001 Fig. 3's ``Δẑ = |ẑ_test| - |ẑ_train|``.
+give. The shift of the mean is 001 Fig. 3's ``Δẑ = |ẑ_test| - |ẑ_train|``. A setting belongs to
+a method, a (technique, variant) as in the tables; ``variant`` is None where there is none.
 """
 
 from __future__ import annotations
@@ -15,10 +16,11 @@ import numpy as np
 import pandas as pd
 
 from analysis.load import ResultsError
-from analysis.tables import METHOD_NAMES, method_name
+from analysis.tables import method_name, method_order, variant_labels, variants
+from study.catalog import HP_PREFIX
 
 SPLITS = ("train", "test")
-KEYS = ["dataset", "model", "technique", "param_label", "fraction"]
+KEYS = ["dataset", "model", "technique", "variant", "param_label", "fraction"]
 
 __all__ = ["logit_histograms", "logit_shift_table", "logit_statistics"]
 
@@ -26,14 +28,16 @@ __all__ = ["logit_histograms", "logit_shift_table", "logit_statistics"]
 def logit_statistics(trials: pd.DataFrame) -> pd.DataFrame:
     """One row per (trial, split, true class, logit class) of the trials with logit
     statistics: the identity columns, ``split, true_class, logit_class, voxels, mean, std`` and
-    ``hist`` (NumPy counts over ``bin_edges``). Raises ``ResultsError`` naming the trial whose
-    ``logit_stats`` is not the documented JSON."""
+    ``hist`` (NumPy counts over ``bin_edges``); ``variant`` is ``""`` where there is none (a
+    grouping key). Raises ``ResultsError`` naming the trial whose ``logit_stats`` is not the
+    documented JSON."""
     missing = [c for c in [*KEYS, "trial_id", "seed", "status", "logit_stats"]
-               if c not in trials.columns]
+               if c not in trials.columns and c != "variant"]  # variant: later column
     if missing:
         raise ResultsError(f"trials table: missing column(s) {', '.join(map(repr, missing))}")
     rows = []
     with_stats = trials[trials["logit_stats"].notna() & (trials["status"] == "ok")]
+    with_stats = with_stats.assign(variant=variants(with_stats))
     for trial in with_stats.itertuples(index=False):
         try:
             data = json.loads(trial.logit_stats)
@@ -79,12 +83,14 @@ def logit_shift_table(trials: pd.DataFrame) -> pd.DataFrame:
     """Per (dataset, model, technique, setting, fraction, true class, logit class): the
     pooled mean and std of the logit on training and on test voxels and the shift
     ``|mean_test| - |mean_train|`` (001 Fig. 3, right part). Columns: ``dataset, model, method,
-    technique, parameter, fraction, true_class, logit_class, train_mean, train_std,
-    test_mean, test_std, shift, n_trials``; the baseline first, then the papers' order."""
+    technique, variant, parameter, fraction, true_class, logit_class, train_mean, train_std,
+    test_mean, test_std, shift, n_trials``, then the setting's ``hp_*`` values; methods in the
+    papers' order (the baseline first), settings by value."""
     stats = logit_statistics(trials)
-    columns = ["dataset", "model", "method", "technique", "parameter", "fraction",
+    hp = [c for c in trials.columns if c.startswith(HP_PREFIX)]
+    columns = ["dataset", "model", "method", "technique", "variant", "parameter", "fraction",
                "true_class", "logit_class", "train_mean", "train_std", "test_mean", "test_std",
-               "shift", "n_trials"]
+               "shift", "n_trials", *hp]
     if stats.empty:
         return pd.DataFrame(columns=columns)
     keys = [*KEYS, "true_class", "logit_class", "split"]
@@ -99,23 +105,25 @@ def logit_shift_table(trials: pd.DataFrame) -> pd.DataFrame:
         else 0
     out["n_trials"] = pd.Series(counts, index=wide.index).fillna(0).astype("int64")
     out = out.reset_index().rename(columns={"param_label": "parameter"})
-    out["method"] = out["technique"].map(method_name)
-    rank = {name: i for i, name in enumerate(METHOD_NAMES)}
-    hp = [c for c in trials.columns if c.startswith("hp_")]
+    out["method"] = [method_name(t, v) for t, v in zip(out["technique"], out["variant"],
+                                                       strict=True)]
     values = trials.drop_duplicates(["technique", "param_label"]).set_index(
         ["technique", "param_label"])[hp]
     setting = pd.MultiIndex.from_arrays([out["technique"], out["parameter"]])
-    out = out.assign(_r=out["technique"].map(rank).fillna(len(rank)),
-                     **{c: values[c].reindex(setting).to_numpy() for c in hp})
-    out = out.sort_values(["dataset", "model", "_r", "technique", "fraction", *hp, "parameter",
-                           "true_class", "logit_class"], kind="stable", na_position="first")
+    out = pd.concat([out.assign(**{c: values[c].reindex(setting).to_numpy() for c in hp}),
+                     method_order(out)], axis=1)
+    out = out.sort_values(["dataset", "model", "_rank", "_technique", "_variant", "fraction",
+                           *hp, "parameter", "true_class", "logit_class"], kind="stable",
+                          na_position="first")
+    out["variant"] = variant_labels(out["variant"])
     return out[columns].reset_index(drop=True)
 
 
 def logit_histograms(trials: pd.DataFrame) -> pd.DataFrame:
-    """Pooled histograms per (dataset, model, technique, setting, fraction, split, true class,
-    logit class): columns as the keys plus ``voxels``, ``hist`` (summed counts), ``bin_edges``
-    and ``density`` (counts / (voxels x bin width), integrating to 1 over the clipped range)."""
+    """Pooled histograms per (dataset, model, technique, variant, setting, fraction, split,
+    true class, logit class): columns as the keys plus ``voxels``, ``hist`` (summed counts),
+    ``bin_edges`` and ``density`` (counts / (voxels x bin width), integrating to 1 over the
+    clipped range); ``variant`` is None where there is none."""
     stats = logit_statistics(trials)
     if stats.empty:
         return stats.assign(density=[])
@@ -128,4 +136,6 @@ def logit_histograms(trials: pd.DataFrame) -> pd.DataFrame:
         density = hist / (total * np.diff(edges)) if total else hist
         rows.append({**dict(zip(keys, key, strict=True)), "voxels": int(total), "hist": hist,
                      "bin_edges": edges, "density": density})
-    return pd.DataFrame(rows)
+    out = pd.DataFrame(rows)
+    out["variant"] = variant_labels(out["variant"])
+    return out

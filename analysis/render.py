@@ -12,8 +12,12 @@ grid. Numbers have one decimal, as in the papers; ``—`` marks a value that doe
   ``\\usepackage[table]{xcolor}`` (``latex_document`` writes a complete, compilable file).
 * HTML: a ``<table>`` fragment with classes ``worse``, ``best``, ``second``; ``html_page``
   wraps fragments into a standalone, styled page.
-* CSV: the table's columns with numbers printed to one decimal (p-values to 3 significant
-  digits) and the flags as columns.
+* CSV: every column of the table at full precision (floats round-trip; rounding is for the
+  printed formats only), the flags as columns.
+
+Settings print as the trial expansion labelled them (``study.catalog.param_label``: ``γ = 2``,
+``ε = 1e-5 l = 10``); labels are never parsed back, and values print with the catalog's
+``format_number``.
 
 In every format a setting whose every seed diverged prints ``diverged (k/k seeds)`` in place
 of its metrics, and one some of whose seeds diverged carries ``‡`` after its DSC with a note
@@ -25,7 +29,6 @@ from __future__ import annotations
 
 import html as html_lib
 import math
-import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Literal
@@ -33,6 +36,7 @@ from typing import Literal
 import pandas as pd
 
 from analysis.tables import diverged_column, fraction_label
+from study.catalog import format_number
 
 WORSE_MARK = "▼"
 MISSING = "—"
@@ -95,23 +99,17 @@ def p_text(value) -> str:
 
 
 def value_text(value) -> str:
-    """A hyperparameter value as the papers print it: ``0.2``, ``1e-5``, ``—`` when unused."""
+    """A hyperparameter value as the papers print it (``0.2``, ``1e-5``: the catalog's
+    ``format_number``); ``—`` when unused."""
     if value is None or pd.isna(value):
         return MISSING
-    value = float(value)
-    text = f"{value:g}"
-    if 0 < abs(value) < 1e-3 and "e" not in text:  # 0.0001 -> 1e-4, as the papers print it
-        mantissa, exponent = f"{value:.6e}".split("e")
-        text = f"{mantissa.rstrip('0').rstrip('.')}e{exponent}"
-    return pretty_label(text)
+    return format_number(float(value))
 
 
-def pretty_label(label: str) -> str:
-    """``ε = 1e-05 l = 10`` -> ``ε = 1e-5 l = 10``, ``ε = 0.0001`` -> ``ε = 1e-4`` (small
-    numbers and exponents as the papers print them)."""
-    label = re.sub(r"(?<![\w.])0\.000\d+", lambda m: value_text(float(m[0])), str(label))
-    return re.sub(r"(\d)e([+-])0*(\d)", lambda m: f"{m[1]}e{'' if m[2] == '+' else '-'}{m[3]}",
-                  label)
+def setting_cell(label) -> Cell:
+    """The cell of a setting's label (``γ = 2``; ``—`` for none), escaped for LaTeX."""
+    text = MISSING if label is None or pd.isna(label) else str(label)
+    return Cell(text, latex=latex_escape(text))
 
 
 _LATEX_SPECIAL = {"&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_", "{": r"\{",
@@ -125,8 +123,6 @@ _LATEX_UNICODE = {"γ": r"$\gamma$", "ε": r"$\epsilon$", "τ": r"$\tau$", "ν":
                   "|": r"$|$", "ẑ": r"$\hat{z}$", "·": r"$\cdot$", "−": "$-$", "…": r"\dots{}",
                   "’": "'", "“": "``", "”": "''", "°": r"$^\circ$", "µ": r"$\mu$",
                   "μ": r"$\mu$", "σ": r"$\sigma$", "π": r"$\pi$"}
-_LATEX_SYMBOLS = {"γ": r"\gamma", "ε": r"\epsilon", "τ": r"\tau", "ν": r"\nu", "α": r"\alpha",
-                  "β": r"\beta", "λ": r"\lambda"}
 
 
 def latex_escape(text: str) -> str:
@@ -138,20 +134,6 @@ def latex_escape(text: str) -> str:
             latex = char if ord(char) < 256 else "?"
         out.append(latex)
     return "".join(out).replace("$$", "")
-
-
-def latex_parameter(label: str) -> str:
-    """``γ = 0.5`` -> ``$\\gamma = 0.5$``; ``ε = 1e-05 l = 10`` -> ``$\\epsilon = 1e-5$ $l =
-    10$`` as 000 Table IV prints it; ``—`` -> ``---``."""
-    label = pretty_label(label)
-    pairs = re.findall(r"(\S+) = (\S+)", label)
-    if not pairs:
-        return latex_escape(label)
-    parts = []
-    for name, value in pairs:
-        symbol = _LATEX_SYMBOLS.get(name, latex_escape(name).replace("$", ""))
-        parts.append(f"${symbol} = {value}$")
-    return " ".join(parts)
 
 
 # ---------------------------------------------------------------------------- grids
@@ -219,12 +201,11 @@ def sensitivity_grid(blocks: dict[str, pd.DataFrame], caption: str, statistics: 
             any_left_out |= left_out
             every |= bool(row.get("all_diverged", False))
             if row.get("n_diverged", 0) and not row.get("all_diverged", False):
-                partial.append(f"{row['method']} {pretty_label(row['parameter'])} ({title}): "
+                partial.append(f"{row['method']} {setting_cell(row['parameter']).text} ({title}): "
                                + diverged_text(row["n_diverged"], row["n_seeds"]))
             method = row["method"] if row["method"] != previous else ""
             previous = row["method"]
-            cells = [Cell(method), Cell(pretty_label(row["parameter"]),
-                                        latex=latex_parameter(row["parameter"])),
+            cells = [Cell(method), setting_cell(row["parameter"]),
                      *_metric_cells(row, left_out)]
             if statistics:
                 cells += [Cell(number(row["dsc_std"])), Cell(p_text(row["p_value"])),
@@ -263,10 +244,11 @@ def emphasis_note(style: Emphasis) -> str:
 
 def comparison_grid(table: pd.DataFrame, caption: str, emphasis: Emphasis = "bold-underline",
                     label: str = "") -> Grid:
-    """001 Tables II-IV: technique rows, one group of DSC/SEN/PRC/HD per training fraction;
+    """001 Tables II-IV: method rows (a technique, or its rerun under a variant: ``Vanilla -
+    w/o augmentation``), one group of DSC/SEN/PRC/HD per training fraction;
     cells of a fraction whose DSC is below the baseline's shaded; best and second best per
     column emphasised (``emphasis``: ``"bold-underline"`` = best bold, second underlined;
-    ``"paper"`` = both bold, best also underlined, as the papers' captions say); a technique
+    ``"paper"`` = both bold, best also underlined, as the papers' captions say); a method
     whose chosen setting diverged on some or all seeds marked (``diverged_text``)."""
     fractions = sorted(table["fraction"].unique())
     header = [[("", 1)] + [(f"{fraction_label(f)} training", 4) for f in fractions],
@@ -274,7 +256,7 @@ def comparison_grid(table: pd.DataFrame, caption: str, emphasis: Emphasis = "bol
     rows: list[list[Cell] | str] = []
     any_left_out = every = False
     partial: list[str] = []
-    for _, group in table.groupby("technique", sort=False):
+    for _, group in table.groupby("method", sort=False):
         by_fraction = group.set_index("fraction")
         method = group["method"].iloc[0]
         cells = [Cell(method)]
@@ -308,12 +290,12 @@ def comparison_grid(table: pd.DataFrame, caption: str, emphasis: Emphasis = "bol
 
 
 def best_hyperparameters_grid(table: pd.DataFrame, caption: str, label: str = "") -> Grid:
-    """000 Tables I-III: method and hyperparameter rows, one column per training fraction;
-    ``diverged`` where every setting of the technique diverged on every seed."""
-    fractions = [c for c in table.columns if c not in ("method", "technique", "hyperparameter",
-                                                       "column")
-                 and diverged_column(c) in table.columns]
-    header = [[("Method", 1), ("Hyperparameter", 1), *[(f"{f} data", 1) for f in fractions]]]
+    """000 Tables I-III: method and hyperparameter rows (the symbol and what it is, from the
+    catalog), one column per training fraction; ``diverged`` where every setting of the
+    method diverged on every seed."""
+    fractions = [c for c in table.columns if diverged_column(c) in table.columns]
+    header = [[("Method", 1), ("Hyperparameter", 1), ("Meaning", 1),
+               *[(f"{f} data", 1) for f in fractions]]]
     rows: list[list[Cell] | str] = []
     previous = None
     every = False
@@ -324,30 +306,35 @@ def best_hyperparameters_grid(table: pd.DataFrame, caption: str, label: str = ""
         diverged = [bool(row[diverged_column(f)]) for f in fractions]
         every |= any(diverged)
         rows.append([Cell(method), Cell(symbol, latex=latex_escape(symbol)),
+                     Cell(row["meaning"]),
                      *[Cell(DIVERGED if d else value_text(row[f]))
                        for f, d in zip(fractions, diverged, strict=True)]])
-    notes = [f"{DIVERGED}: every setting of the technique diverged on every seed (the "
-             "training loss became NaN or infinite); none could be chosen."] if every else []
-    align = ["l", "l"] + ["r"] * len(fractions)
+    notes = [f"{DIVERGED}: every setting of the method diverged on every seed (the training "
+             "loss became NaN or infinite); none could be chosen."] if every else []
+    align = ["l", "l", "l"] + ["r"] * len(fractions)
     return Grid(caption, header, rows, align, notes, None, label)
 
 
 def importance_grid(table: pd.DataFrame, caption: str, skipped: dict[str, str] | None = None,
                     label: str = "") -> Grid:
-    """Hyperparameter importance: method, parameter, share of variance, completed trials."""
-    header = [[("Method", 1), ("Parameter", 1), ("Importance", 1), ("Trials", 1)]]
+    """Hyperparameter importance per method and training fraction: the parameter, its share
+    of variance and the completed trials it was estimated from."""
+    header = [[("Method", 1), ("Training data", 1), ("Parameter", 1), ("Importance", 1),
+               ("Trials", 1)]]
     rows: list[list[Cell] | str] = []
     previous = None
     for row in table.itertuples(index=False):
         method = row.method if row.method != previous else ""
         previous = row.method
-        rows.append([Cell(method), Cell(row.parameter, latex=latex_escape(row.parameter)),
-                     Cell(f"{row.importance:.2f}"), Cell(str(row.n_trials))])
+        rows.append([Cell(method), Cell(fraction_label(row.fraction)),
+                     Cell(row.parameter, latex=latex_escape(row.parameter)),
+                     Cell(number(row.importance, 2)), Cell(str(row.n_trials))])
     notes = ["Importance: share of the variance of the trials' mean test DSC that optuna's "
-             "fANOVA evaluator attributes to the parameter (a technique's shares sum to 1)."]
-    for technique, reason in (skipped or {}).items():
-        notes.append(f"{technique}: skipped, {reason}.")
-    return Grid(caption, header, rows, ["l", "l", "r", "r"], notes, None, label)
+             "fANOVA evaluator attributes to the hyperparameter, among the trials of one "
+             "method at one training fraction (its shares sum to 1)."]
+    for method, reason in (skipped or {}).items():
+        notes.append(f"{method}: skipped, {reason}.")
+    return Grid(caption, header, rows, ["l", "r", "l", "r", "r"], notes, None, label)
 
 
 def logit_shift_grid(table: pd.DataFrame, caption: str, label: str = "") -> Grid:
@@ -360,8 +347,7 @@ def logit_shift_grid(table: pd.DataFrame, caption: str, label: str = "") -> Grid
     for row in table.itertuples(index=False):
         method = row.method if row.method != previous else ""
         previous = row.method
-        rows.append([Cell(method), Cell(pretty_label(row.parameter),
-                                        latex=latex_parameter(row.parameter)),
+        rows.append([Cell(method), setting_cell(row.parameter),
                      Cell(fraction_label(row.fraction)), Cell(row.true_class),
                      Cell(row.logit_class), Cell(number(row.train_mean, 2)),
                      Cell(number(row.test_mean, 2)), Cell(number(row.shift, 2))])
@@ -566,24 +552,11 @@ def html_page(title: str, body: str | Sequence[str]) -> str:
 
 # ---------------------------------------------------------------------------- CSV
 
-ONE_DECIMAL = ("dsc", "sensitivity", "precision", "hd95", "hd95_max", "dsc_std",
-               "dsc_seed_std", "score")
-TWO_DECIMALS = ("train_mean", "train_std", "test_mean", "test_std", "shift", "importance")
-
-
 def to_csv(table: pd.DataFrame) -> str:
-    """The table as CSV with the metrics printed to one decimal (as the papers), logit
-    statistics and importances to two, p-values to three significant digits; every other
-    column as it is (flags, counts, hyperparameter values)."""
-    out = table.copy()
-    for column in out.columns:
-        if column in ONE_DECIMAL:
-            out[column] = out[column].map(lambda v: "" if pd.isna(v) else f"{v:.1f}")
-        elif column in TWO_DECIMALS:
-            out[column] = out[column].map(lambda v: "" if pd.isna(v) else f"{v:.2f}")
-        elif column == "p_value":
-            out[column] = out[column].map(lambda v: "" if pd.isna(v) else f"{v:.3g}")
-    return out.to_csv(index=False, lineterminator="\n")
+    """The table as CSV, every number at full precision (a float reads back as the same
+    float); flags, counts and hyperparameter values as they are. Rounding to the papers'
+    one decimal is for the printed formats (Markdown, LaTeX, HTML) only."""
+    return table.to_csv(index=False, lineterminator="\n")
 
 
 # ---------------------------------------------------------------------------- shortcuts

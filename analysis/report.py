@@ -1,12 +1,16 @@
 """Write a study's report folder: every table (Markdown, LaTeX, HTML, CSV) and figure (PNG,
 SVG), with ``index.md`` and ``index.html`` linking all of them.
 
-Per (dataset, model, class): the comparison of techniques across training fractions at their
+Per (dataset, model, class): the comparison of methods across training fractions at their
 chosen settings, with and without post-processing (001 Tables II-IV), the chosen
 hyperparameters (000 Tables I-III), hyperparameter importance (fANOVA), one sensitivity table
 per fraction with both blocks (000 Table IV), and the figures. Per (dataset, model): the logit
 shift table and figures. Works on partial results: what cannot be built yet (no baseline, one
-trial, ...) is listed under "What is missing" instead of stopping the report.
+trial, ...) is listed under "What is missing" instead of stopping the report. Figures carry
+no titles: each one's caption in the index says what it shows (dataset, class, model, amount
+of training data, post-processing, what the marks and bands are). Datasets, models and
+classes are named as ``analysis.names`` prints them, methods and hyperparameters as
+``study.catalog`` does.
 
 Layout of ``out_dir``: tables flat (``sensitivity_<dataset>_<model>_<fraction>_<class>.md``,
 ``.tex``, ``.html``, ``.csv``...), ``figures/`` (``.png`` and ``.svg``), ``tables.tex`` (a
@@ -27,6 +31,7 @@ from analysis import figures as fig
 from analysis.importance import hyperparameter_importance
 from analysis.load import Results, check_cases
 from analysis.logits import logit_histograms, logit_shift_table
+from analysis.names import class_label, dataset_name, model_name
 from analysis.render import (
     Emphasis,
     Grid,
@@ -36,7 +41,6 @@ from analysis.render import (
     importance_grid,
     latex_document,
     logit_shift_grid,
-    pretty_label,
     sensitivity_grid,
     to_csv,
     to_html,
@@ -49,11 +53,13 @@ from analysis.tables import (
     best_settings,
     comparison_table,
     fraction_label,
+    method_list,
     method_name,
     selection_description,
     sensitivity_from_block,
     split_rows,
 )
+from study.catalog import HP_PREFIX
 from study.results import TEST, TRIALS_SCHEMA, VALIDATION
 
 BLOCKS = (("w/ post-processing", True), ("w/o post-processing", False))
@@ -61,7 +67,8 @@ MAX_LOGIT_PANELS = 5
 
 
 def _slug(*parts) -> str:
-    return "_".join(str(p).replace("/", "-").replace(" ", "-") for p in parts)
+    """A file name stem from ``parts`` (empty ones left out)."""
+    return "_".join(str(p).replace("/", "-").replace(" ", "-") for p in parts if p != "")
 
 
 @dataclass
@@ -145,11 +152,15 @@ def _pending_summary(pending: Sequence[Mapping]) -> pd.DataFrame:
     for trial in pending:
         config = trial.get("config", {}) if isinstance(trial, Mapping) else {}
         dataset = config.get("dataset", {})
-        rows.append({"dataset": dataset.get("name") if isinstance(dataset, Mapping) else dataset,
-                     "fraction": config.get("fraction"), "technique": config.get("technique"),
+        dataset = dataset.get("name") if isinstance(dataset, Mapping) else dataset
+        technique = config.get("technique")
+        rows.append({"dataset": None if dataset is None else dataset_name(dataset),
+                     "fraction": config.get("fraction"),
+                     "method": None if technique is None else method_name(
+                         technique, trial.get("variant")),
                      "setting": trial.get("param_label", "?")})
-    frame = pd.DataFrame(rows, columns=["dataset", "fraction", "technique", "setting"])
-    return (frame.groupby(["dataset", "fraction", "technique"], dropna=False)
+    frame = pd.DataFrame(rows, columns=["dataset", "fraction", "method", "setting"])
+    return (frame.groupby(["dataset", "fraction", "method"], dropna=False)
             .agg(trials=("setting", "size"), settings=("setting", lambda s: ", ".join(
                 sorted(set(map(str, s)))))).reset_index())
 
@@ -174,7 +185,8 @@ def _status_lines(results: Results, missing: int, pending: Sequence[Mapping] | N
         lines.append(f"Skipped unreadable file `{name}`: {reason}.")
     failed = trials[trials["status"] == "failed"] if len(trials) else trials
     for row in failed.head(20).itertuples(index=False):
-        lines.append(f"Failed trial {row.trial_id} ({row.technique} {row.param_label}, "
+        method = method_name(row.technique, getattr(row, "variant", None))
+        lines.append(f"Failed trial {row.trial_id} ({method} {row.param_label}, "
                      f"fraction {row.fraction:g}, seed {row.seed}): "
                      f"{str(row.error).splitlines()[0] if row.error else 'no error recorded'}.")
     if len(failed) > 20:
@@ -215,7 +227,7 @@ def write_report(cases: pd.DataFrame | Results, out_dir: str | Path,
     ``cases`` is the cases table (``analysis.load``) or a ``Results`` (``load_results``, which
     also brings the ``trials`` table for the logit figures and the list of incomplete trials
     and skipped files); ``missing`` is the number of trials without results yet and
-    ``pending`` their Tune params (the index says which). Settings are chosen per technique
+    ``pending`` their Tune params (the index says which). Settings are chosen per method
     and fraction by ``metric`` (default: highest mean DSC, with post-processing unless
     ``select_postprocessed=False``) on the split ``select_on`` (``"test"``, the default, as
     the papers did, or ``"validation"``); every table and figure reports the test split.
@@ -238,12 +250,13 @@ def write_report(cases: pd.DataFrame | Results, out_dir: str | Path,
     keys = ["dataset", "model", "class_name"]
     groups = list(cases.groupby(keys, sort=True, observed=True)) if len(cases) else []
     for n, ((dataset, model, class_name), rows) in enumerate(groups, start=1):
-        name = f"{dataset}, {class_name}, {model}"
+        name = f"{dataset_name(dataset)}, {class_label(class_name)}, {model_name(model)}"
         say(f"[{n}/{len(groups)}] tables and figures of {name}")
-        writer.section(f"{dataset} — {class_name} — {model}")
+        writer.section(f"{dataset_name(dataset)} — {class_label(class_name)} — "
+                       f"{model_name(model)}")
 
         # Comparison across fractions at the chosen settings (001 Tables II-IV).
-        section = writer.section("Techniques at their chosen settings", 3)
+        section = writer.section("Methods at their chosen settings", 3)
         for block, postprocessed in BLOCKS:
             table = writer.attempt(
                 f"Comparison of {name} ({block})", comparison_table, rows, dataset,
@@ -251,7 +264,7 @@ def write_report(cases: pd.DataFrame | Results, out_dir: str | Path,
                 **choose)
             if table is None:
                 continue
-            caption = (f"{name}: techniques at the setting with the {selection}, evaluated "
+            caption = (f"{name}: methods at the setting with the {selection}, evaluated "
                        f"{block}, by amount of training data.")
             writer.table(section, comparison_grid(table, caption, emphasis), table,
                          _slug("comparison", dataset, model, class_name,
@@ -267,7 +280,7 @@ def write_report(cases: pd.DataFrame | Results, out_dir: str | Path,
             writer.table(section, best_hyperparameters_grid(table, caption), table,
                          _slug("best-hyperparameters", dataset, model, class_name))
         elif table is not None:
-            writer.note(section, "No technique with hyperparameters has results yet.")
+            writer.note(section, "No method with hyperparameters has results yet.")
 
         # Hyperparameter importance (fANOVA).
         section = writer.section("Hyperparameter importance", 3)
@@ -279,14 +292,14 @@ def write_report(cases: pd.DataFrame | Results, out_dir: str | Path,
                 writer.missing.append(f"Importance of {name}: {importance.unavailable}")
                 writer.note(section, f"Not computed: {importance.unavailable}.")
             elif len(importance.table):
-                caption = (f"{name}: fANOVA importance of each technique's hyperparameters "
-                           "(and the training fraction) for the trials' mean test DSC.")
+                caption = (f"{name}: fANOVA importance of each method's hyperparameters for "
+                           "the trials' mean test DSC, per training fraction.")
                 writer.table(section, importance_grid(importance.table, caption,
                                                       importance.skipped),
                              importance.table, _slug("importance", dataset, model, class_name))
             else:
                 writer.note(section, "Not computed: " + "; ".join(
-                    f"{method_name(t)}: {r}" for t, r in importance.skipped.items()) + ".")
+                    f"{m}: {r}" for m, r in importance.skipped.items()) + ".")
 
         # Training fraction figure (001 Fig. 1).
         chosen = writer.attempt(f"Chosen settings of {name}", best_settings, rows, dataset,
@@ -295,9 +308,11 @@ def write_report(cases: pd.DataFrame | Results, out_dir: str | Path,
         if chosen is not None and rows["fraction"].nunique() > 1:
             section = writer.section("Sensitivity and precision vs training data", 3)
             writer.figure(section, _slug("fraction", dataset, model, class_name),
-                          f"{name}: sensitivity, precision and DSC vs training data at the "
-                          "chosen settings (001 Fig. 1).", fig.fraction_figure, rows, chosen,
-                          dataset, model, class_name, select_postprocessed)
+                          f"{name}: sensitivity, precision and DSC vs training data (001 Fig. "
+                          f"1), each method (one column) at the setting with the {selection}, "
+                          f"evaluated {fig.PP_NAMES[select_postprocessed]}. {fig.DRAWN}",
+                          fig.fraction_figure, rows, chosen, dataset, model, class_name,
+                          select_postprocessed)
 
         # Sensitivity analysis per fraction (000 Table IV) and its figures.
         for fraction, at_fraction in split_rows(rows, TEST).groupby("fraction", sort=True):
@@ -314,31 +329,36 @@ def write_report(cases: pd.DataFrame | Results, out_dir: str | Path,
             if not blocks:
                 continue
             first = next(iter(blocks.values()))
-            if not (first["technique"] == BASELINE).any():
+            if not ((first["technique"] == BASELINE) & first["variant"].isna()).any():
                 writer.missing.append(f"Sensitivity of {name} at {fraction:g}: no vanilla "
                                       "baseline yet (no shading, no p-values)")
             for gap in _seed_gaps(first):
                 writer.missing.append(f"Sensitivity of {name} at {fraction:g}: {gap}")
-            caption = (f"Sensitivity analysis: {class_name} of {dataset}, "
-                       f"{fraction_label(fraction)} training data, {model}.")
+            caption = (f"Sensitivity analysis: {name}, {fraction_label(fraction)} training "
+                       "data.")
             frame = pd.concat([t.assign(block=b) for b, t in blocks.items()], ignore_index=True)
             writer.table(section, sensitivity_grid(blocks, caption), frame,
                          _slug("sensitivity", dataset, model, f"{fraction:g}", class_name))
-            techniques = set(at_fraction["technique"]) - {BASELINE}
-            if techniques:
-                writer.figure(section,
-                              _slug("sensitivity", dataset, model, f"{fraction:g}", class_name),
-                              f"DSC vs hyperparameter, {name}, {fraction_label(fraction)} "
-                              "training data; dashed: vanilla baseline.",
-                              fig.sensitivity_figure, rows, dataset, fraction, model, class_name)
-            for technique in sorted(techniques):
-                if len(fig.varying_hyperparameters(at_fraction, technique)) == 2:
+            others = [m for m in method_list(at_fraction) if m[1:] != (BASELINE, "")]
+            for block, postprocessed in BLOCKS if others else ():
+                if block in blocks:
+                    writer.figure(section, _slug("sensitivity", dataset, model, f"{fraction:g}",
+                                                 class_name, "pp" if postprocessed else "raw"),
+                                  f"{name}, {fraction_label(fraction)} training data, "
+                                  f"{block}: DSC vs each method's hyperparameter (one panel "
+                                  f"per method). {fig.DRAWN}", fig.sensitivity_figure, rows,
+                                  dataset, fraction, model, class_name,
+                                  postprocessed=postprocessed)
+            for method, technique, variant in others:
+                if len(fig.varying_hyperparameters(at_fraction, technique, variant)) == 2:
                     writer.figure(section, _slug("heatmap", dataset, model, f"{fraction:g}",
-                                                 class_name, technique),
-                                  f"Mean DSC over the {method_name(technique)} grid, {name}, "
-                                  f"{fraction_label(fraction)} training data.",
-                                  fig.heatmap_figure, rows, dataset, fraction, technique, model,
-                                  class_name)
+                                                 class_name, technique, variant),
+                                  f"{name}, {fraction_label(fraction)} training data: mean DSC "
+                                  f"(%) over the {method} grid, w/ and w/o post-processing, "
+                                  "coloured around the Vanilla baseline's mean (blue better, "
+                                  "red worse; the baseline is the black line on each colour "
+                                  "bar).", fig.heatmap_figure, rows, dataset, fraction,
+                                  technique, model, class_name, variant=variant or None)
 
     _logit_sections(writer, results, cases, choose, select_postprocessed)
 
@@ -361,7 +381,7 @@ def _logit_sections(writer: _Writer, results: Results, cases: pd.DataFrame, choo
     if shift is None or histograms is None or shift.empty:
         return
     for (dataset, model), table in shift.groupby(["dataset", "model"], sort=True):
-        name = f"{dataset}, {model}"
+        name = f"{dataset_name(dataset)}, {model_name(model)}"
         section = writer.section(f"Logit shift — {name}")
         own = cases[(cases["dataset"] == dataset) & (cases["model"] == model)]
         classes = sorted(own["class_name"].unique()) if len(own) else []
@@ -372,11 +392,12 @@ def _logit_sections(writer: _Writer, results: Results, cases: pd.DataFrame, choo
                                     **choose)
         shown = table
         if chosen is not None:
-            keep = pd.MultiIndex.from_frame(chosen[["technique", "parameter", "fraction"]])
-            index = pd.MultiIndex.from_frame(table[["technique", "parameter", "fraction"]])
-            shown = table[index.isin(keep) | (table["technique"] == BASELINE).to_numpy()]
+            keep = pd.MultiIndex.from_frame(chosen[["method", "parameter", "fraction"]])
+            index = pd.MultiIndex.from_frame(table[["method", "parameter", "fraction"]])
+            baseline = (table["technique"] == BASELINE) & table["variant"].isna()
+            shown = table[index.isin(keep) | baseline.to_numpy()]
         caption = (f"{name}: mean logits on training vs test voxels and their shift, for the "
-                   "baseline and each technique at its chosen setting.")
+                   "baseline and each method at its chosen setting.")
         stem = _slug("logit-shift", dataset, model)
         writer.table(section, logit_shift_grid(shown, caption), shown, stem)
         every = writer.out / f"{stem}_all-settings.csv"
@@ -385,27 +406,30 @@ def _logit_sections(writer: _Writer, results: Results, cases: pd.DataFrame, choo
         writer.note(section, "Every setting:", every.name)
         hist = histograms[(histograms["dataset"] == dataset) & (histograms["model"] == model)]
         fractions = sorted(hist["fraction"].unique())
-        if BASELINE in set(hist["technique"]):
-            panels = [(f"{fraction_label(f)} training", {"technique": BASELINE, "fraction": f})
+        baseline = {"technique": BASELINE, "variant": None}
+        if ((hist["technique"] == BASELINE) & hist["variant"].isna()).any():
+            panels = [(f"{fraction_label(f)} training data", {**baseline, "fraction": f})
                       for f in fractions]
             writer.figure(section, _slug("logits", dataset, model, BASELINE),
-                          f"Logit distributions of the vanilla baseline by training data, "
-                          f"{name} (001 Figs. 3-5).", fig.logit_figure, hist, dataset, model,
-                          panels, f"Vanilla logits, {name}: train (solid) vs test (dashed)")
+                          f"{name}: logit distributions of the Vanilla baseline by amount of "
+                          f"training data (001 Figs. 3-5), on the voxels of each class (rows); "
+                          f"{fig.LOGITS_DRAWN}", fig.logit_figure, hist, dataset, model, panels)
             writer.figure(section, _slug("logit-shift", dataset, model, BASELINE),
-                          f"Shift of the mean logits of the vanilla baseline, {name} "
-                          "(001 Fig. 3, right).", fig.logit_shift_figure, table, dataset, model,
-                          BASELINE)
+                          f"{name}: shift of the mean logits of the Vanilla baseline from "
+                          "training to test voxels, by amount of training data (001 Fig. 3, "
+                          "right); seeds pooled.", fig.logit_shift_figure, table, dataset,
+                          model, BASELINE)
         if chosen is None:
             continue
         # Techniques at their chosen settings, one figure per fraction (001 Figs. 7-8).
         chosen = chosen[~chosen["all_diverged"]]  # diverged trials have no logit statistics
         for f in fractions:
             at = chosen[(chosen["fraction"] - f).abs() < 1e-12]
-            panels = [(method_name(r.technique) + ("" if r.parameter == "—" else
-                                                   f"\n{pretty_label(r.parameter)}"),
-                       {"technique": r.technique, "param_label": r.parameter, "fraction": f})
-                      for r in at.itertuples(index=False)]
+            hp = [c for c in at.columns if c.startswith(HP_PREFIX)]
+            panels = [(r["method"] + (f"\n{r['parameter']}" if r[hp].notna().any() else ""),
+                       {"technique": r["technique"], "variant": r["variant"],
+                        "param_label": r["parameter"], "fraction": f})
+                      for _, r in at.iterrows()]
             if len(panels) < 2:
                 continue
             for part in range(0, len(panels), MAX_LOGIT_PANELS):
@@ -413,11 +437,11 @@ def _logit_sections(writer: _Writer, results: Results, cases: pd.DataFrame, choo
                 suffix = "" if len(panels) <= MAX_LOGIT_PANELS else \
                     f"_{part // MAX_LOGIT_PANELS + 1}"
                 writer.figure(section, _slug("logits", dataset, model, f"{f:g}") + suffix,
-                              f"Logit distributions of the techniques at their chosen "
-                              f"settings, {name}, {fraction_label(f)} training data "
-                              "(001 Figs. 7-8).", fig.logit_figure, hist, dataset, model, chunk,
-                              f"Logits at {fraction_label(f)} training data, {name}: train "
-                              "(solid) vs test (dashed)")
+                              f"{name}, {fraction_label(f)} training data: logit "
+                              "distributions of the methods at their chosen settings (001 "
+                              f"Figs. 7-8), on the voxels of each class (rows); "
+                              f"{fig.LOGITS_DRAWN}", fig.logit_figure, hist, dataset, model,
+                              chunk)
 
 
 def _write_index(writer: _Writer, title: str, results: Results, cases: pd.DataFrame,
@@ -428,7 +452,7 @@ def _write_index(writer: _Writer, title: str, results: Results, cases: pd.DataFr
     if writer.latex:
         latex_path.write_text(latex_document(writer.latex, title), encoding="utf-8")
         writer.written.append(latex_path)
-    about = (f"Settings are chosen per technique and training fraction by the {selection}. "
+    about = (f"Settings are chosen per method and training fraction by the {selection}. "
              "Numbers as the papers print them: DSC, SEN, PRC in %, HD = HD95 in mm, one "
              "decimal; means over cases, then over seeds.")
     md = [f"# {title}", ""]
@@ -454,10 +478,10 @@ def _write_index(writer: _Writer, title: str, results: Results, cases: pd.DataFr
         md += ["## What is missing", ""]
         body.append("<h2>What is missing</h2>")
         if pending is not None and len(pending):
-            md += ["Trials without results, by dataset, fraction and technique:", "",
-                   "| Dataset | Fraction | Technique | Trials | Settings |",
+            md += ["Trials without results, by dataset, fraction and method:", "",
+                   "| Dataset | Fraction | Method | Trials | Settings |",
                    "|---|---:|---|---:|---|"]
-            md += [f"| {r.dataset} | {r.fraction} | {r.technique} | {r.trials} | {r.settings} |"
+            md += [f"| {r.dataset} | {r.fraction} | {r.method} | {r.trials} | {r.settings} |"
                    for r in pending.itertuples(index=False)]
             md.append("")
             body.append(pending.to_html(index=False, classes="paper", border=0))

@@ -1,14 +1,20 @@
 """The papers' tables from the ``cases`` table.
 
-* ``sensitivity_table``: one block of 000 Table IV (every setting of every technique at one
+* ``sensitivity_table``: one block of 000 Table IV (every setting of every method at one
   dataset, fraction and post-processing; the vanilla baseline first).
-* ``best_settings`` / ``best_hyperparameters``: the setting chosen per technique and training
+* ``best_settings`` / ``best_hyperparameters``: the setting chosen per method and training
   fraction, as 000 Tables I-III print it.
-* ``comparison_table``: technique rows x fraction columns of DSC/SEN/PRC/HD at the chosen
+* ``comparison_table``: method rows x fraction columns of DSC/SEN/PRC/HD at the chosen
   settings, with the best and second best per column ranked (001 Tables II-IV, 000 VI-VIII).
 
+A *method* is a technique, or a technique rerun under a changed regime (the ``variant``
+column: ``Vanilla - w/o augmentation``, ``Vanilla - 80 % tumour``, as 001 Tables II-IV list
+them); each is its own row, named by ``method_name`` from the catalog (``study.catalog``:
+method names, their order and the hyperparameters' symbols are defined there only) and placed
+right after its technique's plain row. The baseline is vanilla without a variant.
+
 Every table reports the test split (``split == "test"``: the papers' tables; a frame without
-a ``split`` column holds test rows only). ``best_settings`` may instead choose each technique's
+a ``split`` column holds test rows only). ``best_settings`` may instead choose each method's
 setting on the validation split (``select_on="validation"``: cases held out of the training
 pool) and still reports the chosen setting's test metrics.
 
@@ -17,7 +23,7 @@ mm. Each metric is averaged over the cases where it is finite; ``hd95_left_out``
 (case, seed) pairs whose HD95 is infinite or undefined (an empty prediction must not silently
 improve a mean HD). Only rows of trials with status ``ok`` enter the means: ``n_seeds`` counts
 those seeds, ``n_diverged`` the seeds that diverged, and ``all_diverged`` marks a setting whose
-every seed diverged (metrics NaN; never chosen; a technique whose every setting diverged keeps
+every seed diverged (metrics NaN; never chosen; a method whose every setting diverged keeps
 one row, marked, instead of vanishing from the chosen settings).
 
 Against the vanilla baseline, DSC is compared by a two-sided Wilcoxon signed-rank test over
@@ -35,51 +41,42 @@ import pandas as pd
 from scipy import stats
 
 from analysis.load import ResultsError, check_cases
+from study.catalog import HP_PREFIX, HYPERPARAMETERS, TECHNIQUES
 from study.results import SPLITS, TEST, VALIDATION
 
-# Display names as the papers print them, in the papers' row order.
-METHOD_NAMES = {
-    "vanilla": "Vanilla",
-    "large_margin": "Large margin loss",
-    "asym_large_margin": "Asymmetric large margin loss",
-    "focal": "Focal loss",
-    "asym_focal": "Asymmetric focal loss",
-    "adversarial": "Adversarial training",
-    "asym_adversarial": "Asymmetric adversarial training",
-    "mixup": "Mixup",
-    "asym_mixup": "Asymmetric mixup",
-    "asym_augmentation": "Asymmetric augmentation",
-    "margin_calibration": "Margin calibration",
-    "combination": "Symmetric combination",
-    "asym_combination": "Asymmetric combination",
-    "dsc": "DSC loss",
-    "jaccard": "Jaccard loss",
-    "f_beta": "F-beta loss",
-}
-# How the papers name each hyperparameter (000 Tables I-III use the symbol after the method).
-HP_NAMES = {
-    "hp_m": "m", "hp_gamma": "γ", "hp_eps": "ε", "hp_l": "l", "hp_mixup_m": "m",
-    "hp_mixup_alpha": "α", "hp_tau": "τ", "hp_nu": "ν", "hp_bg_aug_prob": "p(background)",
-    "hp_beta": "β",
-}
-BASELINE = "vanilla"
-NO_SETTING = "—"  # the label of a technique without hyperparameters (study.catalog.param_label)
+BASELINE = "vanilla"  # the baseline is this technique without a variant
 METRICS = ("dsc", "sensitivity", "precision", "hd95", "hd95_max")
 PERCENT = ("dsc", "sensitivity", "precision")
 LOWER_IS_BETTER = ("hd95", "hd95_max")
 RANKED = ("dsc", "sensitivity", "precision", "hd95")
-HP_PREFIX = "hp_"
 # Means closer than this (percentage points) count as equal: DSC equal to the baseline's up
 # to floating-point noise is not "worse".
 TIE = 1e-9
 
-__all__ = ["METHOD_NAMES", "best_hyperparameters", "best_settings", "comparison_table",
-           "diverged_column", "fraction_label", "method_name", "selection_description",
-           "sensitivity_table", "split_rows"]
+__all__ = ["best_hyperparameters", "best_settings", "comparison_table", "diverged_column",
+           "fraction_label", "hp_symbol", "method_list", "method_name", "method_order",
+           "methods", "selection_description", "sensitivity_table", "split_rows",
+           "variant_labels", "variants"]
 
 
-def method_name(technique: str) -> str:
-    return METHOD_NAMES.get(technique, technique)
+def method_name(technique: str, variant: str | None = None) -> str:
+    """The method as the papers' tables name it: the catalog's name of ``technique``
+    (``Asymmetric focal loss``), followed by `` - <variant>`` for a rerun under a changed
+    regime (``Vanilla - w/o augmentation``, 001 Tables II-IV); an id the catalog does not know
+    is printed as it is."""
+    name = TECHNIQUES[technique].method if technique in TECHNIQUES else str(technique)
+    return name if _plain(variant) else f"{name} - {variant}"
+
+
+def _plain(variant) -> bool:
+    """Whether ``variant`` means "no variant" (null, or the empty internal key)."""
+    return variant is None or variant == "" or bool(pd.isna(variant))
+
+
+def hp_symbol(column: str) -> str:
+    """The symbol the papers print for the hyperparameter of column ``column`` (``hp_gamma``
+    -> ``γ``)."""
+    return HYPERPARAMETERS[column.removeprefix(HP_PREFIX)].symbol
 
 
 def fraction_label(fraction: float) -> str:
@@ -92,8 +89,66 @@ def plain(frame: pd.DataFrame, columns) -> pd.DataFrame:
     by value)."""
     for column in columns:
         if column in frame.columns and isinstance(frame[column].dtype, pd.CategoricalDtype):
-            frame[column] = frame[column].astype(str)
+            frame[column] = frame[column].astype(object)
     return frame
+
+
+def variants(rows: pd.DataFrame) -> pd.Series:
+    """Each row's variant as a categorical with ``""`` for none (grouping keys cannot be
+    null); a frame without a ``variant`` column (written before it existed) has none."""
+    if "variant" not in rows.columns:
+        return pd.Series(pd.Categorical.from_codes(np.zeros(len(rows), np.int64), [""]),
+                         index=rows.index)
+    given = pd.Categorical(rows["variant"])  # a categorical column is not copied
+    labels = [str(label) for label in given.categories if str(label) != ""]
+    # old category -> new code; the last entry serves the null code -1
+    lookup = np.array([labels.index(str(c)) + 1 if str(c) != "" else 0
+                       for c in given.categories] + [0], np.int64)
+    return pd.Series(pd.Categorical.from_codes(lookup[given.codes], ["", *labels]),
+                     index=rows.index)
+
+
+def variant_labels(keys: pd.Series) -> pd.Series:
+    """The ``variant`` column of a table from ``variants`` keys: None where there is none."""
+    keys = keys.astype(object)
+    return keys.where(keys != "", None)
+
+
+def methods(rows: pd.DataFrame) -> pd.Series:
+    """Each row's method name (``method_name`` of its technique and variant), categorical."""
+    technique = pd.Categorical(rows["technique"])
+    variant = variants(rows).array
+    width = len(variant.categories)
+    pairs = technique.codes.astype(np.int64) * width + variant.codes
+    unique, inverse = np.unique(pairs, return_inverse=True)
+    names = [method_name(technique.categories[u // width], variant.categories[u % width])
+             for u in unique]
+    if len(set(names)) < len(names):  # two pairs printed alike: no categorical
+        return pd.Series(np.array(names, dtype=object)[inverse], index=rows.index)
+    return pd.Series(pd.Categorical.from_codes(inverse.reshape(-1), names), index=rows.index)
+
+
+def method_order(frame: pd.DataFrame) -> pd.DataFrame:
+    """Sort keys putting methods in the papers' order: techniques in the catalog's row order
+    (an unknown id after them), each technique's plain rows first, then its variants by name
+    (``_rank``, ``_technique``, ``_variant``); ``frame`` needs ``technique`` and may have
+    ``variant``."""
+    rank = {name: i for i, name in enumerate(TECHNIQUES)}
+    technique = frame["technique"].astype(object)
+    return pd.DataFrame({"_rank": technique.map(rank).fillna(len(rank)).astype(float),
+                         "_technique": technique, "_variant": variants(frame).astype(object)},
+                        index=frame.index)
+
+
+def method_list(rows: pd.DataFrame) -> list[tuple[str, str, str]]:
+    """``(method, technique, variant)`` of every method of ``rows`` in the papers' order
+    (``method_order``; variant ``""`` where there is none)."""
+    pairs = pd.DataFrame({"technique": rows["technique"].astype(object),
+                          "variant": variants(rows).astype(object)}).drop_duplicates()
+    pairs = pd.concat([pairs, method_order(pairs)], axis=1).sort_values(
+        ["_rank", "_technique", "_variant"], kind="stable")
+    return [(method_name(t, v), t, v) for t, v in zip(pairs["technique"], pairs["variant"],
+                                                      strict=True)]
 
 
 def _hp_columns(frame: pd.DataFrame) -> list[str]:
@@ -171,8 +226,9 @@ def _select(cases: pd.DataFrame, dataset: str, model: str | None, class_name: st
     return cases.loc[mask, keep], model, class_name
 
 
-_NEEDED = {*METRICS, "technique", "param_label", "dataset", "model", "fraction", "seed",
-           "case_id", "class_name", "postprocessed", "status", "trial_id", "split", "study"}
+_NEEDED = {*METRICS, "technique", "variant", "param_label", "dataset", "model", "fraction",
+           "seed", "case_id", "class_name", "postprocessed", "status", "trial_id", "split",
+           "study"}
 
 
 def _at_fraction(rows: pd.DataFrame, fraction: float, postprocessed: bool,
@@ -189,62 +245,87 @@ def _at_fraction(rows: pd.DataFrame, fraction: float, postprocessed: bool,
     return block
 
 
+SETTING = ["method", "parameter"]  # identifies a setting in every table
+
+
+def _codes(column: pd.Series) -> tuple[np.ndarray, pd.Index]:
+    """Integer codes of ``column`` (-1 for null) and the values they stand for."""
+    values = pd.Categorical(column)  # a categorical column is not copied
+    return values.codes.astype(np.int64), values.categories
+
+
+def _setting_codes(block: pd.DataFrame) -> tuple[np.ndarray, pd.DataFrame]:
+    """One integer per row of ``block`` naming its setting (technique, variant, param_label),
+    and the settings by code: ``technique, variant`` (``""`` for none), ``param_label``. One
+    integer key groups several times faster than three categorical ones."""
+    variant = variants(block)
+    combined = np.zeros(len(block), np.int64)
+    for column in (block["technique"], variant, block["param_label"]):
+        codes, values = _codes(column)
+        combined = combined * (len(values) + 1) + codes + 1
+    _, first, inverse = np.unique(combined, return_index=True, return_inverse=True)
+    keys = pd.DataFrame({"technique": block["technique"].iloc[first].to_numpy(),
+                         "variant": variant.iloc[first].to_numpy(),
+                         "param_label": block["param_label"].iloc[first].to_numpy()})
+    return inverse.reshape(-1), plain(keys, ["technique", "variant", "param_label"])
+
+
 def _settings(block: pd.DataFrame) -> pd.DataFrame:
-    """One row per (technique, param_label) of one block (one dataset, model, class,
-    fraction, post-processing): means over cases then seeds, spreads and counts."""
-    keys = ["technique", "param_label"]
+    """One row per (technique, variant, param_label) of one block (one dataset, model, class,
+    fraction, post-processing): means over cases then seeds, spreads and counts; ``method``
+    names the (technique, variant) and ``variant`` is None where there is none."""
+    setting, keys = _setting_codes(block)
     hp_columns = _hp_columns(block)
-    index = block.groupby(keys, sort=False)[hp_columns].first() if hp_columns else \
-        block.groupby(keys, sort=False).size().to_frame("_n").drop(columns="_n")
-    ok = block[block["status"].to_numpy() == "ok"]
-    values = ok[list(METRICS)].astype(float)
+    table = keys.join(block[hp_columns].groupby(setting).first())
+    status = block["status"].to_numpy()
+    ok, diverged = status == "ok", status == "diverged"
+    values = block.loc[ok, list(METRICS)].astype(float)
     finite = values.where(np.isfinite(values.to_numpy()))
-    by_setting = [ok["technique"], ok["param_label"]]
-    per_seed = finite.groupby([*by_setting, ok["seed"]], sort=False).mean()
-    means = per_seed.groupby(level=[0, 1], sort=False).mean()
+    at, seed = setting[ok], block["seed"].to_numpy()[ok]
+    case = _codes(block["case_id"])[0][ok]
+    per_seed = finite.groupby([at, seed]).mean()
+    means = per_seed.groupby(level=0).mean()
     means[list(PERCENT)] *= 100.0
-    table = index.join(means, how="left")
-    table["n_cases"] = ok.groupby(keys, sort=False)["case_id"].nunique()
-    table["n_seeds"] = ok.groupby(keys, sort=False)["seed"].nunique()
-    diverged = block[block["status"].to_numpy() == "diverged"]
-    table["n_diverged"] = diverged.groupby(keys, sort=False)["seed"].nunique()
-    per_case = finite["dsc"].groupby([*by_setting, ok["case_id"]], sort=False).mean()
-    table["dsc_std"] = per_case.groupby(level=[0, 1], sort=False).std(ddof=0) * 100.0
-    table["dsc_seed_std"] = per_seed["dsc"].groupby(level=[0, 1], sort=False).std(ddof=1) * 100
-    table["hd95_left_out"] = (~np.isfinite(values["hd95"])).groupby(by_setting).sum()
+    table = table.join(means)
+    table["n_cases"] = pd.Series(case).groupby(at).nunique()
+    table["n_seeds"] = pd.Series(seed).groupby(at).nunique()
+    table["n_diverged"] = pd.Series(block["seed"].to_numpy()[diverged]).groupby(
+        setting[diverged]).nunique()
+    per_case = finite["dsc"].groupby([at, case]).mean()
+    table["dsc_std"] = per_case.groupby(level=0).std(ddof=0) * 100.0
+    table["dsc_seed_std"] = per_seed["dsc"].groupby(level=0).std(ddof=1) * 100
+    table["hd95_left_out"] = pd.Series(~np.isfinite(values["hd95"].to_numpy())).groupby(
+        at).sum()
     for column in ("n_cases", "n_seeds", "n_diverged", "hd95_left_out"):
         table[column] = table[column].fillna(0).astype("int64")
     table["all_diverged"] = (table["n_seeds"] == 0) & (table["n_diverged"] > 0)
-    table = table.reset_index().rename(columns={"param_label": "parameter"})
-    return plain(table, ["technique", "parameter"])
+    table = table.rename(columns={"param_label": "parameter"})
+    table.insert(0, "method", [method_name(t, v) for t, v in
+                               zip(table["technique"], table["variant"], strict=True)])
+    table["variant"] = variant_labels(table["variant"])
+    return table
 
 
 def _is_baseline(table: pd.DataFrame) -> np.ndarray:
-    """The baseline row: vanilla in the experiment's own regime (setting ``—``); a vanilla
-    variant of another experiment (``w/o augmentation``, ``80 % tumour``) is compared with it
-    like any other row. Without a plain vanilla row, the first vanilla row."""
-    vanilla = (table["technique"] == BASELINE).to_numpy()
-    plain = vanilla & (table["parameter"] == NO_SETTING).to_numpy()
-    chosen = plain if plain.any() else vanilla
+    """The baseline row: vanilla without a variant (a vanilla variant of another experiment,
+    ``w/o augmentation`` or ``80 % tumour``, is compared with it like any other row); the
+    first such row, none when the table has none."""
+    chosen = ((table["technique"] == BASELINE) & table["variant"].isna()).to_numpy(bool)
     first = np.zeros(len(table), bool)
     if chosen.any():
         first[int(np.argmax(chosen))] = True
     return first
 
 
-def _order(table: pd.DataFrame) -> pd.DataFrame:
-    """Baseline first, then techniques in the papers' order, settings by hyperparameter value
-    (vanilla variants right after the baseline)."""
-    rank = {name: i for i, name in enumerate(METHOD_NAMES)}
-    table = table.assign(_rank=table["technique"].map(rank).fillna(len(rank)).astype(float))
-    table.loc[(table["technique"] == BASELINE) & (table["parameter"] == NO_SETTING),
-              "_rank"] = -1.0
-    order = table
-    order = order.sort_values(["_rank", "technique", *_hp_columns(table), "parameter"],
-                              na_position="first", kind="stable")
-    order = order.drop(columns="_rank").reset_index(drop=True)
-    order.insert(0, "method", order["technique"].map(method_name))
-    return order
+def _order(table: pd.DataFrame, *then: str) -> pd.DataFrame:
+    """Methods in the papers' order (``method_order``: the baseline first, vanilla variants
+    right after it, each technique's variants right after its plain rows), then by ``then``
+    (default: settings by hyperparameter value)."""
+    keys = list(then) or [*_hp_columns(table), "parameter"]
+    order = pd.concat([table, method_order(table)], axis=1)
+    order = order.sort_values(["_rank", "_technique", "_variant", *keys], na_position="first",
+                              kind="stable")
+    return order.drop(columns=["_rank", "_technique", "_variant"]).reset_index(drop=True)
 
 
 def _holm(p_values: pd.Series) -> pd.Series:
@@ -283,16 +364,16 @@ def _versus_baseline(table: pd.DataFrame, block: pd.DataFrame) -> pd.DataFrame:
         return table
     base_dsc = table.loc[is_base, "dsc"].iloc[0]
     table["worse_than_baseline"] = ~is_base & (table["dsc"] < base_dsc - TIE)
-    per_case = ok.groupby(["case_id", "technique", "param_label"], sort=False,
-                          observed=True)["dsc"].mean()
-    wide = per_case.unstack(["technique", "param_label"])  # case x setting, seeds averaged
-    columns = {(str(t), str(p)): j for j, (t, p) in enumerate(wide.columns)}
+    per_case = ok["dsc"].groupby([ok["case_id"], methods(ok), ok["param_label"]], sort=False,
+                                 observed=True).mean()
+    wide = per_case.unstack([1, 2])  # case x setting, seeds averaged
+    columns = {(str(m), str(p)): j for j, (m, p) in enumerate(wide.columns)}
     values = wide.to_numpy(float)
-    base_column = columns.get((BASELINE, str(table.loc[is_base, "parameter"].iloc[0])))
+    base_column = columns.get(tuple(table.loc[is_base, SETTING].astype(str).iloc[0]))
     raw = []
-    for baseline, technique, label in zip(is_base, table["technique"], table["parameter"],
-                                          strict=True):
-        column = None if pd.isna(label) else columns.get((str(technique), str(label)))
+    for baseline, method, label in zip(is_base, table["method"], table["parameter"],
+                                       strict=True):
+        column = None if pd.isna(label) else columns.get((str(method), str(label)))
         if baseline or base_column is None or column is None:
             raw.append(np.nan)
             continue
@@ -302,8 +383,8 @@ def _versus_baseline(table: pd.DataFrame, block: pd.DataFrame) -> pd.DataFrame:
 
 
 COUNTS = ["n_cases", "n_seeds", "n_diverged", "all_diverged"]
-COLUMNS = ["method", "parameter", "technique", *METRICS, *COUNTS, "dsc_std", "dsc_seed_std",
-           "hd95_left_out", "worse_than_baseline", "p_value"]
+COLUMNS = ["method", "parameter", "technique", "variant", *METRICS, *COUNTS, "dsc_std",
+           "dsc_seed_std", "hd95_left_out", "worse_than_baseline", "p_value"]
 
 
 def _sensitivity(block: pd.DataFrame) -> pd.DataFrame:
@@ -314,21 +395,24 @@ def _sensitivity(block: pd.DataFrame) -> pd.DataFrame:
 
 def sensitivity_table(cases: pd.DataFrame, dataset: str, fraction: float, postprocessed: bool,
                       model: str | None = None, class_name: str | None = None) -> pd.DataFrame:
-    """One row per (technique, setting), the vanilla baseline first (000 Table IV, one block),
-    on the test split.
+    """One row per (method, setting), the vanilla baseline first (000 Table IV, one block), on
+    the test split. A method is a technique, or a technique rerun under a changed regime
+    (``variant``): ``Vanilla - w/o augmentation`` follows the baseline and is compared with it
+    like any other row.
 
-    Columns: ``method, parameter, technique, dsc, sensitivity, precision, hd95, hd95_max``
-    (means over cases then seeds; percent / mm), ``n_cases, n_seeds`` (cases and seeds with
-    status ``ok``), ``n_diverged`` (seeds that diverged), ``all_diverged`` (every seed
-    diverged: the metrics are NaN), ``dsc_std`` (std over cases of the seed-mean DSC,
-    percent), ``dsc_seed_std`` (std over seeds of the case-mean DSC; NaN with one seed),
-    ``hd95_left_out`` ((case, seed) pairs whose HD95 is inf/NaN, left out of the HD mean),
-    ``worse_than_baseline`` (mean DSC below the baseline's; False for the baseline and when
-    there is no baseline) and ``p_value`` (two-sided Wilcoxon signed-rank test of DSC against
-    the baseline over cases, each case's DSC averaged over seeds first, so n = number of
-    cases; Holm-corrected within the table; NaN where not computable), then the ``hp_*``
-    columns. ``model`` and ``class_name`` may be left out when the results hold only one.
-    Raises ``ValueError`` naming what has no results and ``ResultsError`` for missing columns.
+    Columns: ``method, parameter, technique, variant`` (None where there is none), ``dsc,
+    sensitivity, precision, hd95, hd95_max`` (means over cases then seeds; percent / mm),
+    ``n_cases, n_seeds`` (cases and seeds with status ``ok``), ``n_diverged`` (seeds that
+    diverged), ``all_diverged`` (every seed diverged: the metrics are NaN), ``dsc_std`` (std
+    over cases of the seed-mean DSC, percent), ``dsc_seed_std`` (std over seeds of the
+    case-mean DSC; NaN with one seed), ``hd95_left_out`` ((case, seed) pairs whose HD95 is
+    inf/NaN, left out of the HD mean), ``worse_than_baseline`` (mean DSC below the
+    baseline's; False for the baseline and when there is no baseline) and ``p_value``
+    (two-sided Wilcoxon signed-rank test of DSC against the baseline over cases, each case's
+    DSC averaged over seeds first, so n = number of cases; Holm-corrected within the table;
+    NaN where not computable), then the ``hp_*`` columns. ``model`` and ``class_name`` may be
+    left out when the results hold only one. Raises ``ValueError`` naming what has no results
+    and ``ResultsError`` for missing columns.
     """
     rows, _, _ = _select(cases, dataset, model, class_name)
     return _sensitivity(_at_fraction(rows, fraction, postprocessed, dataset))
@@ -348,11 +432,11 @@ def selection_description(metric: str = "dsc", postprocessed: bool = True,
 
 
 def _every_setting_diverged(settings: pd.DataFrame) -> pd.DataFrame:
-    """One row per technique of ``settings`` (one block) whose every setting diverged on
-    every seed: the setting itself when there is one, else ``parameter`` None and the
-    ``hp_*`` NaN (no setting was chosen); ``n_diverged`` the most seeds any setting had."""
+    """One row per method of ``settings`` (one block) whose every setting diverged on every
+    seed: the setting itself when there is one, else ``parameter`` None and the ``hp_*`` NaN
+    (no setting was chosen); ``n_diverged`` the most seeds any setting had."""
     rows = []
-    for _, group in settings.groupby("technique", sort=False):
+    for _, group in settings.groupby("method", sort=False):
         if not group["all_diverged"].all():
             continue
         row = group.iloc[[0]].copy()
@@ -365,37 +449,38 @@ def _every_setting_diverged(settings: pd.DataFrame) -> pd.DataFrame:
 
 
 def _choose_in_block(reported: pd.DataFrame, scores: pd.Series, metric: str) -> pd.DataFrame:
-    """Per technique, the setting of ``reported`` (test ``_settings`` of one block) with the
-    best finite ``scores`` (aligned with ``reported``), more seeds breaking ties; techniques
-    whose every setting diverged as ``_every_setting_diverged`` says."""
+    """Per method, the setting of ``reported`` (test ``_settings`` of one block) with the best
+    finite ``scores`` (aligned with ``reported``), more seeds breaking ties; methods whose
+    every setting diverged as ``_every_setting_diverged`` says."""
     scored = reported.assign(score=scores.to_numpy(float)).dropna(subset=["score"])
     scored = scored.sort_values(["score", "n_seeds"], kind="stable",
                                 ascending=[metric in LOWER_IS_BETTER, False])
-    chosen = scored.groupby("technique", sort=False).head(1)
-    rest = reported[~reported["technique"].isin(chosen["technique"])]
+    chosen = scored.groupby("method", sort=False).head(1)
+    rest = reported[~reported["method"].isin(chosen["method"])]
     return pd.concat([chosen, _every_setting_diverged(rest).assign(score=np.nan)])
 
 
 def best_settings(cases: pd.DataFrame, dataset: str, model: str | None = None,
                   class_name: str | None = None, *, metric: str = "dsc",
                   postprocessed: bool = True, select_on: str = TEST) -> pd.DataFrame:
-    """The setting chosen per (technique, fraction): the one with the best mean ``metric``
+    """The setting chosen per (method, fraction): the one with the best mean ``metric``
     (highest; lowest for HD) over cases then seeds, with (``postprocessed=True``) or without
     post-processing, on the split ``select_on``: ``"test"`` (the default, only because the
     papers chose so; it flatters the chosen settings) or ``"validation"`` (cases held out of
     the training pool). Either way the metrics reported are the chosen setting's on the test
     split. Ties go to the setting with more seeds. Settings whose every seed diverged are
-    never chosen; a technique whose every setting diverged keeps one row with
-    ``all_diverged`` True (see below).
+    never chosen; a method whose every setting diverged keeps one row with ``all_diverged``
+    True (see below). A method is a (technique, variant), as in ``sensitivity_table``.
 
-    Returns one row per (technique, fraction) in the papers' order: ``technique, method,
-    fraction, parameter`` (None when a technique's several settings all diverged), ``score``
-    (``metric`` of the chosen setting on ``select_on``, percent / mm), ``dsc, sensitivity,
-    precision, hd95, hd95_max`` (test), ``n_cases, n_seeds, n_diverged, all_diverged`` (test
-    counts) and the ``hp_*`` columns of the chosen setting. Raises ``ValueError`` for an
-    unknown ``metric`` / ``select_on``, and for ``select_on="validation"`` when the results
-    have no validation rows for this dataset (or for a technique at a fraction), naming the
-    study and dataset and the study-file key that adds them (``dataset.validation_cases``).
+    Returns one row per (method, fraction) in the papers' order: ``technique, variant,
+    method, fraction, parameter`` (None when a method's several settings all diverged),
+    ``score`` (``metric`` of the chosen setting on ``select_on``, percent / mm), ``dsc,
+    sensitivity, precision, hd95, hd95_max`` (test), ``n_cases, n_seeds, n_diverged,
+    all_diverged`` (test counts) and the ``hp_*`` columns of the chosen setting. Raises
+    ``ValueError`` for an unknown ``metric`` / ``select_on``, and for
+    ``select_on="validation"`` when the results have no validation rows for this dataset (or
+    for a method at a fraction), naming the study and dataset and the study-file key that
+    adds them (``dataset.validation_cases``).
     """
     if metric not in METRICS:
         raise ValueError(f"metric: expected one of {METRICS}, got {metric!r}")
@@ -411,43 +496,41 @@ def best_settings(cases: pd.DataFrame, dataset: str, model: str | None = None,
         reported = _settings(block)
         scores = reported[metric]
         if select_on == VALIDATION:
-            chooser = held_out[np.isclose(held_out["fraction"].to_numpy(float), fraction)]
-            lacking = sorted(set(reported["technique"]) - set(chooser["technique"]))
+            chooser = _settings(held_out[np.isclose(held_out["fraction"].to_numpy(float),
+                                                    fraction)])
+            lacking = sorted(set(reported["method"]) - set(chooser["method"]))
             if lacking:
                 raise ValueError(f"select_on='validation': {lacking} at fraction {fraction:g} "
                                  f"of dataset {dataset!r} have test but no validation results")
-            keys = ["technique", "parameter"]
-            scores = reported[keys].merge(_settings(chooser)[[*keys, metric]], how="left",
-                                          on=keys)[metric]
+            scores = reported[SETTING].merge(chooser[[*SETTING, metric]], how="left",
+                                             on=SETTING)[metric]
         out.append(_choose_in_block(reported, scores, metric).assign(fraction=fraction))
     if not out:
         raise ValueError(f"no {'post-processed' if postprocessed else 'raw'} results for "
                          f"dataset {dataset!r}")
-    table = _order(pd.concat(out, ignore_index=True))
-    rank = {name: i for i, name in enumerate(METHOD_NAMES)}
-    table = table.assign(_r=table["technique"].map(rank).fillna(len(rank)))
-    table = table.sort_values(["_r", "technique", "fraction"], kind="stable").drop(columns="_r")
-    return table[["technique", "method", "fraction", "parameter", "score", *METRICS, *COUNTS,
-                  *_hp_columns(table)]].reset_index(drop=True)
+    table = _order(pd.concat(out, ignore_index=True), "fraction")
+    return table[["technique", "variant", "method", "fraction", "parameter", "score", *METRICS,
+                  *COUNTS, *_hp_columns(table)]]
 
 
 def diverged_column(label: str) -> str:
     """The ``best_hyperparameters`` column flagging, for the fraction column ``label``,
-    techniques whose every setting diverged there."""
+    methods whose every setting diverged there."""
     return f"all_diverged_{label}"
 
 
 def best_hyperparameters(cases: pd.DataFrame, dataset: str, model: str | None = None,
                          class_name: str | None = None, *, metric: str = "dsc",
                          postprocessed: bool = True, select_on: str = TEST) -> pd.DataFrame:
-    """000 Tables I-III: one row per (technique, hyperparameter), one column per training
-    fraction (labelled ``5%``, ``10%``...) holding the chosen value (NaN where the technique
-    has no result at that fraction, or where its several settings all diverged), then one
-    boolean column per fraction (``all_diverged_5%``...: every setting of the technique
-    diverged on every seed there). Chosen as ``best_settings`` says (default: highest mean
-    test DSC with post-processing; ``metric``, ``postprocessed`` and ``select_on`` change
-    that). Techniques without hyperparameters (vanilla) have no row. Columns: ``method,
-    technique, hyperparameter, column`` (the ``hp_*`` name), the fractions, the flags."""
+    """000 Tables I-III: one row per (method, hyperparameter), one column per training
+    fraction (labelled ``5%``, ``10%``...) holding the chosen value (NaN where the method has
+    no result at that fraction, or where its several settings all diverged), then one
+    boolean column per fraction (``all_diverged_5%``...: every setting of the method diverged
+    on every seed there). Chosen as ``best_settings`` says (default: highest mean test DSC
+    with post-processing; ``metric``, ``postprocessed`` and ``select_on`` change that).
+    Methods without hyperparameters (vanilla and its variants) have no row. Columns:
+    ``method, technique, variant, hyperparameter`` (the symbol, ``γ``), ``meaning`` (what it
+    is, from the catalog), ``column`` (the ``hp_*`` name), the fractions, the flags."""
     chosen = best_settings(cases, dataset, model, class_name, metric=metric,
                            postprocessed=postprocessed, select_on=select_on)
     rows, _, _ = _select(cases, dataset, model, class_name)
@@ -455,20 +538,21 @@ def best_hyperparameters(cases: pd.DataFrame, dataset: str, model: str | None = 
     used = rows[hp_columns].notna().groupby(rows["technique"], observed=True).any()
     labels = {f: fraction_label(f) for f in sorted(chosen["fraction"].unique())}
     out = []
-    for technique, group in chosen.groupby("technique", sort=False):
+    for method, group in chosen.groupby("method", sort=False):
         by_fraction = group.set_index("fraction")
+        technique, variant = group["technique"].iloc[0], group["variant"].iloc[0]
         diverged = {diverged_column(label): bool(by_fraction["all_diverged"].get(f, False))
                     for f, label in labels.items()}
         for column in hp_columns:
             if not used.loc[technique, column]:
                 continue
-            out.append({"method": method_name(technique), "technique": technique,
-                        "hyperparameter": HP_NAMES.get(column, column.removeprefix(HP_PREFIX)),
-                        "column": column,
+            hp = HYPERPARAMETERS[column.removeprefix(HP_PREFIX)]
+            out.append({"method": method, "technique": technique, "variant": variant,
+                        "hyperparameter": hp.symbol, "meaning": hp.meaning, "column": column,
                         **{label: by_fraction[column].get(f, np.nan)
                            for f, label in labels.items()}, **diverged})
-    columns = ["method", "technique", "hyperparameter", "column", *labels.values(),
-               *map(diverged_column, labels.values())]
+    columns = ["method", "technique", "variant", "hyperparameter", "meaning", "column",
+               *labels.values(), *map(diverged_column, labels.values())]
     return pd.DataFrame(out, columns=columns)
 
 
@@ -482,18 +566,20 @@ def comparison_table(cases: pd.DataFrame, dataset: str, postprocessed: bool,
                      model: str | None = None, class_name: str | None = None, *,
                      metric: str = "dsc", select_postprocessed: bool = True,
                      select_on: str = TEST) -> pd.DataFrame:
-    """001 Tables II-IV / 000 Tables VI-VIII in long form: one row per (technique, fraction)
-    at the setting ``best_settings`` chose (by ``metric``, with post-processing unless
+    """001 Tables II-IV / 000 Tables VI-VIII in long form: one row per (method, fraction) at
+    the setting ``best_settings`` chose (by ``metric``, with post-processing unless
     ``select_postprocessed=False``, on the split ``select_on``), evaluated on the test split
-    with or without post-processing (``postprocessed``).
+    with or without post-processing (``postprocessed``). A method is a (technique, variant):
+    ``Vanilla - w/o augmentation`` is a row after the baseline, compared with it.
 
-    Columns: ``method, technique, fraction, parameter, dsc, sensitivity, precision, hd95,
-    hd95_max, n_cases, n_seeds, n_diverged, all_diverged`` (a technique whose every setting
+    Columns: ``method, technique, variant, fraction, parameter, dsc, sensitivity, precision,
+    hd95, hd95_max, n_cases, n_seeds, n_diverged, all_diverged`` (a method whose every setting
     diverged keeps its row, metrics NaN), ``dsc_std, hd95_left_out, worse_than_baseline``
     (DSC below the baseline's at that fraction), ``p_value`` (Wilcoxon vs baseline over
-    cases, seeds averaged first; Holm-corrected within the fraction) and ``rank_dsc,
+    cases, seeds averaged first; Holm-corrected within the fraction), ``rank_dsc,
     rank_sensitivity, rank_precision, rank_hd95`` (1 = best, 2 = second best within the
-    fraction, on the values as printed; HD: lower is better).
+    fraction, on the values as printed; HD: lower is better) and the ``hp_*`` columns of the
+    setting.
     """
     chosen = best_settings(cases, dataset, model, class_name, metric=metric,
                            postprocessed=select_postprocessed, select_on=select_on)
@@ -502,14 +588,14 @@ def comparison_table(cases: pd.DataFrame, dataset: str, postprocessed: bool,
     if rows.empty:
         raise ValueError(f"no {'post-processed' if postprocessed else 'raw'} results for "
                          f"dataset {dataset!r}")
-    keys = ["technique", "parameter"]
     out = []
     for fraction, block in rows.groupby("fraction", sort=True):
         picked = chosen[np.isclose(chosen["fraction"].to_numpy(float), fraction)]
         settings = _settings(block)
-        at = pd.MultiIndex.from_frame(settings[keys]).isin(pd.MultiIndex.from_frame(picked[keys]))
-        # A technique whose several settings all diverged has no setting to look up.
-        unset = picked[picked["parameter"].isna()].drop(columns=["method", "score", "fraction"])
+        at = pd.MultiIndex.from_frame(settings[SETTING]).isin(
+            pd.MultiIndex.from_frame(picked[SETTING]))
+        # A method whose several settings all diverged has no setting to look up.
+        unset = picked[picked["parameter"].isna()].drop(columns=["score", "fraction"])
         unset = unset.assign(hd95_left_out=0)
         table = pd.concat([settings[at], unset], ignore_index=True)
         if table.empty:
@@ -520,13 +606,11 @@ def comparison_table(cases: pd.DataFrame, dataset: str, postprocessed: bool,
         out.append(table.assign(fraction=fraction))
     if not out:
         raise ValueError(f"no results for dataset {dataset!r} at the chosen settings")
-    table = pd.concat(out, ignore_index=True)
-    rank = {name: i for i, name in enumerate(METHOD_NAMES)}
-    table = table.assign(_r=table["technique"].map(rank).fillna(len(rank)))
-    table = table.sort_values(["_r", "technique", "fraction"], kind="stable")
-    columns = ["method", "technique", "fraction", "parameter", *METRICS, *COUNTS, "dsc_std",
-               "hd95_left_out", "worse_than_baseline", "p_value", *[f"rank_{c}" for c in RANKED]]
-    return table[columns].reset_index(drop=True)
+    table = _order(pd.concat(out, ignore_index=True), "fraction")
+    columns = ["method", "technique", "variant", "fraction", "parameter", *METRICS, *COUNTS,
+               "dsc_std", "hd95_left_out", "worse_than_baseline", "p_value",
+               *[f"rank_{c}" for c in RANKED], *_hp_columns(table)]
+    return table[columns]
 
 
 def blocks(cases: pd.DataFrame):

@@ -167,7 +167,7 @@ def test_results_restrict_keeps_only_the_named_trials(cases):
     edited study's old trials) are dropped from cases and trials."""
     from analysis.load import Results
 
-    trials = cases[["trial_id"]].drop_duplicates()
+    trials = cases[["trial_id", "status"]].drop_duplicates()
     results = Results(cases=cases, trials=trials, source="x", incomplete=["vanilla—0", "zz"])
     kept = results.restrict({"vanilla—0"})
     assert set(kept.cases["trial_id"]) == {"vanilla—0"} == set(kept.trials["trial_id"])

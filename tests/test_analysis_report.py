@@ -12,11 +12,13 @@ import sys
 from html.parser import HTMLParser
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from analysis import hyperparameter_importance, load, load_results, logit_shift_table
-from analysis._synthetic import trials_grid, write_study
+from analysis._synthetic import store_trial, trials_grid, write_study
 from analysis.report import write_report
+from study.results import ResultStore
 
 TECHNIQUES = ["vanilla", "asym_focal", "margin_calibration"]
 
@@ -84,7 +86,8 @@ def test_figures_are_images(report):
     out, paths = report
     figures = sorted(p for p in paths if p.parent.name == "figures")
     names = {p.stem for p in figures}
-    assert {"sensitivity_synthetic-kits_unet-tiny_0.1_tumour",
+    assert {"sensitivity_synthetic-kits_unet-tiny_0.1_tumour_pp",
+            "sensitivity_synthetic-kits_unet-tiny_0.1_tumour_raw",
             "heatmap_synthetic-kits_unet-tiny_0.1_tumour_margin_calibration",
             "fraction_synthetic-kits_unet-tiny_tumour",
             "logits_synthetic-kits_unet-tiny_vanilla",
@@ -98,7 +101,7 @@ def test_partial_study_says_what_is_missing(report):
     out, _ = report
     md = (out / "index.md").read_text()
     assert "**Partial results:** 2 trial(s) have no results yet" in md
-    assert "| synthetic-kits | 0.5 | asym_focal | 2 | γ = 1 |" in md
+    assert "| synthetic KiTS | 0.5 | Asymmetric focal loss | 2 | γ = 1 |" in md
     missing = md.split("## What is missing", 1)[1].split("\n## ", 1)[0]
     assert "1 of 2 seeds" in missing  # the two trials cut from the grid
 
@@ -130,19 +133,40 @@ def test_importance_skips_with_a_reason_when_too_few_trials(study):
         assert "sklearn" in result.unavailable or "scikit" in result.unavailable
         return
     assert result.table.empty
-    assert "fANOVA needs at least 50" in result.skipped["asym_focal"]
+    # the same reason at every fraction is said once, keyed by the method's name
+    assert result.skipped["Asymmetric focal loss"] == ("6 completed trial(s), fANOVA needs at "
+                                                       "least 50")
 
 
 @pytest.mark.skipif(importlib.util.find_spec("sklearn") is None,
                     reason="optuna's fANOVA needs scikit-learn")
-def test_importance_finds_the_parameter_that_matters(tmp_path):
-    """A technique whose DSC depends on the training fraction far more than on γ: fANOVA gives
-    the fraction most of the variance; shares sum to 1."""
-    write_study(tmp_path, techniques=["asym_focal"], fractions=(0.05, 0.25, 1.0),
-                seeds=(0, 1), cases=4, classes=("background", "tumour"), logits=False)
-    result = hyperparameter_importance(load(str(tmp_path)), "synthetic-kits")
-    shares = result.table.set_index("parameter")["importance"]
-    assert shares.sum() == pytest.approx(1.0) and shares["fraction"] > shares["γ"]
+def test_importance_finds_the_parameter_that_matters_per_fraction(tmp_path):
+    """Margin calibration whose DSC depends on τ only, at two training fractions (DSC also
+    rising with the fraction): at each fraction fANOVA gives τ nearly all the variance, the
+    shares sum to 1, and the fraction is never a parameter. A technique with one varying
+    hyperparameter is skipped (its share would be 1 trivially)."""
+    store = ResultStore(str(tmp_path))
+    base = np.array([0.40, 0.45, 0.50, 0.55])
+    for fraction in (0.1, 0.5):
+        for seed in (0, 1):
+            for tau in (1.0, 10.0, 100.0):
+                for nu in (0.01, 0.1, 1.0):
+                    dsc = base + fraction / 5 + 0.1 * np.log10(tau) + 0.002 * seed
+                    store_trial(store, "margin_calibration", {"tau": tau, "nu": nu}, seed,
+                                dsc, fraction=fraction)
+            for gamma in (1.0, 3.0):  # one varying hyperparameter, 4 trials per fraction
+                store_trial(store, "asym_focal", {"gamma": gamma + seed}, seed, base,
+                            fraction=fraction)
+    result = hyperparameter_importance(load(str(tmp_path)), "d")
+    table = result.table
+    assert "fraction" not in set(table["parameter"]) and set(table["fraction"]) == {0.1, 0.5}
+    assert set(table["method"]) == {"Margin calibration"}
+    for _, shares in table.groupby("fraction"):
+        shares = shares.set_index("parameter")["importance"]
+        assert shares.sum() == pytest.approx(1.0) and shares["τ"] > 0.9
+        assert (shares.index == ["τ", "ν"]).all() or (shares.index == ["ν", "τ"]).all()
+    assert result.skipped["Asymmetric focal loss"] == (
+        "one hyperparameter varies at most (γ): its share would be 1 trivially")
 
 
 def test_logit_shift_grows_with_less_data(study):

@@ -81,7 +81,7 @@ def test_captions_say_which_split_selected(cases, tmp_path):
     text = index.read_text()
     assert text.count("highest mean validation (cases held out of training) DSC") >= 3
     csv = (tmp_path / "comparison_d_unet-tiny_tumour_pp.csv").read_text()
-    assert "asym_focal,0.5,γ = 1," in csv
+    assert "asym_focal,,0.5,γ = 1," in csv  # technique, no variant, fraction, setting
 
 
 def test_validation_selection_without_validation_rows_says_what_to_set(without_validation,
@@ -104,6 +104,6 @@ def test_a_technique_without_validation_rows_is_named(tmp_path):
     store = ResultStore(str(tmp_path))
     store_trial(store, "vanilla", {}, 0, TEST_CASES, validation=VALIDATION_CASES)
     store_trial(store, "asym_focal", {"gamma": 1.0}, 0, TEST_CASES)
-    with pytest.raises(ValueError, match=r"\['asym_focal'\] at fraction 0.5 of dataset 'd' "
-                                         "have test but no validation results"):
+    with pytest.raises(ValueError, match=r"\['Asymmetric focal loss'\] at fraction 0.5 of "
+                                         "dataset 'd' have test but no validation results"):
         best_settings(load_results(str(tmp_path)).cases, "d", select_on="validation")

@@ -5,18 +5,22 @@ DeepMedic; with and without post-processing), four cases x two seeds whose value
 exactly to the printed numbers: the case offsets sum to zero within a seed and the seed offsets
 sum to zero over seeds. The paper's text lists "ε = 1e-6 l = 10" and "m = 0.8" twice in each
 block (an artefact of the extraction); the fixture has each setting once (27 rows per block).
+Trials are stored through the results writer with the labels the trial expansion writes
+(``study.catalog.param_label``), and read back with ``analysis.load``.
 """
 
 from __future__ import annotations
 
+import json
 import re
 
 import numpy as np
 import pandas as pd
 import pytest
 
-from analysis import latex, markdown, sensitivity_table
-from study.results import HP_COLUMNS
+from analysis import latex, load, markdown, sensitivity_table
+from study.catalog import param_label
+from study.results import ResultStore, identity_columns
 
 # (technique, {hyperparameter: value}, DSC, SEN, PRC, HD) as printed in 000 Table IV.
 TABLE_IV = {
@@ -79,13 +83,12 @@ TABLE_IV = {
         ("asym_mixup", {"mixup_m": 0.8}, 51.0, 43.6, 79.2, 18.7),
     ],
 }
-SYMBOLS = {"m": "m", "gamma": "γ", "eps": "ε", "l": "l", "mixup_m": "m"}
 # The rows the paper shades: DSC below the vanilla baseline's (50.4 w/, 51.0 w/o). Asymmetric
 # mixup m = 0.8 w/o post-processing prints 51.0, equal to the baseline: not below, not shaded.
 SHADED = {
-    True: {("asym_large_margin", "m = 0.5"), ("asym_adversarial", "ε = 1e-05 l = 2.5"),
+    True: {("asym_large_margin", "m = 0.5"), ("asym_adversarial", "ε = 1e-5 l = 2.5"),
            ("asym_mixup", "m = 0.8")},
-    False: {("asym_large_margin", "m = 0.5"), ("asym_adversarial", "ε = 1e-05 l = 2.5")},
+    False: {("asym_large_margin", "m = 0.5"), ("asym_adversarial", "ε = 1e-5 l = 2.5")},
 }
 CASE_OFFSETS = np.array([-0.03, 0.03, -0.012, 0.012])  # sum 0: case mean = seed value
 SEED_OFFSETS = np.array([-0.004, 0.004])  # sum 0: seed mean = printed value
@@ -93,37 +96,43 @@ HD_CASE_OFFSETS = np.array([-2.0, 2.0, -0.75, 0.75])
 HD_SEED_OFFSETS = np.array([-0.5, 0.5])
 
 
-def label(hp: dict) -> str:
-    """As ``study.trials.param_label`` prints it."""
-    return " ".join(f"{SYMBOLS[k]} = {v:g}" for k, v in hp.items()) or "—"
-
-
-def table_iv_cases() -> pd.DataFrame:
-    rows = []
+def store_table_iv(root) -> None:
+    """One trial per (row of Table IV, seed), its case rows of both blocks, through the
+    results writer."""
+    store = ResultStore(str(root))
+    by_setting = {}
     for postprocessed, table in TABLE_IV.items():
-        for technique, hp, dsc, sen, prc, hd in table:
-            for seed, (seed_offset, hd_seed) in enumerate(zip(SEED_OFFSETS, HD_SEED_OFFSETS,
-                                                              strict=True)):
-                trial = f"{technique}-{label(hp)}-{seed}"
+        for technique, hp, *numbers in table:
+            by_setting.setdefault((technique, param_label(hp)), (hp, {}))[1][postprocessed] = \
+                numbers
+    for index, ((technique, label), (hp, blocks)) in enumerate(by_setting.items()):
+        for seed, (seed_offset, hd_seed) in enumerate(zip(SEED_OFFSETS, HD_SEED_OFFSETS,
+                                                          strict=True)):
+            config = {"dataset": {"name": "brats"}, "model": {"name": "deepmedic",
+                                                              "preset": "basic"},
+                      "technique": technique, "fraction": 0.05, "seed": seed, "hp": hp}
+            identity = identity_columns({"study": "table-iv", "param_label": label,
+                                         "trial_id": f"{index:08x}{seed:08x}",
+                                         "config": config})
+            rows = []
+            for postprocessed, (dsc, sen, prc, hd) in blocks.items():
                 for case, (offset, hd_offset) in enumerate(zip(CASE_OFFSETS, HD_CASE_OFFSETS,
                                                                strict=True)):
                     delta = seed_offset + offset
-                    rows.append({
-                        "study": "table-iv", "trial_id": trial, "dataset": "brats",
-                        "model": "deepmedic", "technique": technique, "fraction": 0.05,
-                        "seed": seed, "param_label": label(hp),
-                        **{f"hp_{n}": float(hp[n]) if n in hp else np.nan for n in HP_COLUMNS},
-                        "case_id": f"case{case}", "class_name": "tumour_core",
-                        "postprocessed": postprocessed, "dsc": dsc / 100 + delta,
-                        "sensitivity": sen / 100 + delta, "precision": prc / 100 + delta,
-                        "iou": np.nan, "hd95": hd + hd_seed + hd_offset, "hd95_max": hd,
-                        "pred_voxels": 100, "ref_voxels": 100, "status": "ok"})
-    return pd.DataFrame(rows)
+                    rows.append({**identity, "case_id": f"case{case}",
+                                 "class_name": "tumour_core", "postprocessed": postprocessed,
+                                 "dsc": dsc / 100 + delta, "sensitivity": sen / 100 + delta,
+                                 "precision": prc / 100 + delta, "iou": np.nan,
+                                 "hd95": hd + hd_seed + hd_offset, "hd95_max": hd,
+                                 "pred_voxels": 100, "ref_voxels": 100, "status": "ok"})
+            store.write_trial({**identity, "config": json.dumps(config), "status": "ok"}, rows)
 
 
 @pytest.fixture(scope="module")
-def cases() -> pd.DataFrame:
-    return table_iv_cases()
+def cases(tmp_path_factory) -> pd.DataFrame:
+    root = tmp_path_factory.mktemp("table-iv")
+    store_table_iv(root)
+    return load(str(root))
 
 
 @pytest.fixture(scope="module")
@@ -141,7 +150,7 @@ def test_reproduces_table_iv_to_one_decimal(tables, postprocessed):
     assert len(table) == 27 and (table["n_cases"] == 4).all() and (table["n_seeds"] == 2).all()
     got = table.set_index(["technique", "parameter"])
     for technique, hp, *numbers in TABLE_IV[postprocessed]:
-        row = got.loc[(technique, label(hp))]
+        row = got.loc[(technique, param_label(hp))]
         values = row[["dsc", "sensitivity", "precision", "hd95"]].to_numpy(float)
         assert np.allclose(values, numbers, atol=1e-9), (technique, hp)
         assert [f"{v:.1f}" for v in values] == [f"{v:.1f}" for v in numbers]
@@ -173,7 +182,7 @@ def test_rows_in_grid_order_and_labels_as_the_paper(tables):
     assert gammas.is_monotonic_increasing
     text = markdown({"w/ post-processing": table}, "Table IV")
     assert "| ε = 1e-5 l = 2.5 | 50.3 | 41.8 | 82.0 | 17.2 |" in text
-    assert r"$\epsilon = 1e-5$ $l = 2.5$ & \cellcolor{gray!25}50.3" in latex({"b": table}, "c")
+    assert r"$\epsilon$ = 1e-5 l = 2.5 & \cellcolor{gray!25}50.3" in latex({"b": table}, "c")
 
 
 def test_paired_p_values_against_the_baseline(tables):
