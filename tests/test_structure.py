@@ -139,7 +139,7 @@ def test_cycle_finder_finds_a_planted_cycle():
 def test_the_graph_reads_relative_and_function_level_imports():
     """The reader sees what the packages actually contain: a relative import of
     ``study.objectives`` and the lazy import of the dataset registry in ``study.spec``."""
-    assert "study.objectives.rare" in _graph()["study.objectives"][0]
+    assert "study.objectives.mixup" in _graph()["study.objectives"][0]
     assert "study.data.registry" in _graph()["study.spec"][0]
 
 
