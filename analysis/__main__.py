@@ -17,8 +17,9 @@ from pathlib import Path
 import pyarrow.fs as pafs
 
 from analysis.load import ResultsError, load_results
+from analysis.options import add_report_options, report_options
 from analysis.report import write_report
-from study.results import SPLITS, TEST, filesystem
+from study.results import filesystem
 
 
 def _locate(path: str) -> tuple[str, str | None]:
@@ -47,25 +48,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m analysis", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("path", help="results folder (cases/, trials/) or study folder")
-    parser.add_argument("--out", required=True, help="report folder to write")
-    parser.add_argument("--title", default=None, help="report title (default: from PATH)")
-    parser.add_argument("--no-figures", action="store_true", help="tables only (faster)")
-    parser.add_argument("--metric", default="dsc",
-                        help="metric that chooses each technique's setting (default: dsc)")
-    parser.add_argument("--select-raw", action="store_true",
-                        help="choose settings on results without post-processing")
-    parser.add_argument("--select-on", choices=SPLITS, default=TEST,
-                        help="split whose mean metric chooses each technique's setting: test "
-                             "(default, as the papers) or validation (cases held out of "
-                             "training; needs dataset.validation_cases in the study file); the "
-                             "tables report the test split either way")
-    parser.add_argument("--emphasis", choices=("bold-underline", "paper"),
-                        default="bold-underline",
-                        help="best bold + second underlined, or the papers' captions' "
-                             "convention (both bold, best also underlined)")
-    parser.add_argument("--strict", action="store_true",
-                        help="stop on malformed Parquet files instead of skipping them")
-    parser.add_argument("--quiet", action="store_true")
+    add_report_options(parser, out_required=True)
     args = parser.parse_args(argv)
     say = (lambda _m: None) if args.quiet else (lambda m: print(m, flush=True))
     start = time.monotonic()
@@ -76,10 +59,7 @@ def main(argv: list[str] | None = None) -> int:
         title = args.title or f"Study {Path(results_uri.rstrip('/')).parent.name or results_uri}"
         paths = write_report(results, args.out, title=title,
                              missing=len(pending) if pending else 0, pending=pending,
-                             figures=not args.no_figures, metric=args.metric,
-                             select_postprocessed=not args.select_raw,
-                             select_on=args.select_on, emphasis=args.emphasis,
-                             progress=say)
+                             **report_options(args, printer=say))
     except (ResultsError, FileNotFoundError, ValueError) as error:
         print(f"analysis: error: {error}", file=sys.stderr)
         return 2

@@ -128,6 +128,10 @@ AUGMENTATION_REGIMES = ("none", "deepmedic", "nnunet")  # study.data.augmentatio
 SAMPLING_SCHEMES = ("balanced", "nnunet")  # study.data.sampling
 UPDATE_RULES = ("summed", "sequential")  # study.objectives.schedule
 MIXUP_LAMBDAS = ("paper", "code")  # study.objectives.mixup
+# The case sets a trial evaluates (the ``split`` column of the results): the test set the
+# papers' tables report, and cases held out of the training pool for choosing settings.
+TEST, VALIDATION = "test", "validation"
+SPLITS = (TEST, VALIDATION)
 
 
 def technique(name: str) -> Technique:

@@ -182,45 +182,6 @@ def _finish(name: str, storage: str, missing: list[dict]) -> int:
 
 
 # -- report options, shared with `python -m analysis` -------------------------------------------
-def add_report_options(parser: argparse.ArgumentParser, *, out_required: bool) -> None:
-    """The options of a report, defined once for ``study report`` and ``python -m analysis``
-    (:func:`report_options` turns them into ``analysis.write_report`` arguments)."""
-    from study.results import SPLITS, TEST
-
-    parser.add_argument("--out", required=out_required, default=None,
-                        help="report folder to write" + ("" if out_required else
-                                                         " (default: STORAGE/NAME/report)"))
-    parser.add_argument("--title", default=None, help="report title (default: from the study)")
-    parser.add_argument("--no-figures", action="store_true", help="tables only (faster)")
-    parser.add_argument("--metric", default="dsc",
-                        help="metric that chooses each technique's setting (default: dsc)")
-    parser.add_argument("--select-raw", action="store_true", default=None,
-                        help="choose settings on results without post-processing (default: "
-                        "with; an optimize-mode study uses its search metric)")
-    parser.add_argument("--select-on", choices=SPLITS, default=TEST,
-                        help="split whose mean metric chooses each technique's setting: test "
-                        "(default, as the papers) or validation (cases held out of training; "
-                        "needs dataset.validation_cases in the study file); the tables report "
-                        "the test split either way")
-    parser.add_argument("--emphasis", choices=("bold-underline", "paper"),
-                        default="bold-underline",
-                        help="best bold + second underlined, or the papers' captions' "
-                        "convention (both bold, best also underlined)")
-    parser.add_argument("--strict", action="store_true",
-                        help="stop on malformed Parquet files instead of skipping them")
-    parser.add_argument("--quiet", action="store_true", help="no progress lines")
-
-
-def report_options(args: argparse.Namespace, select_raw: bool = False) -> dict[str, Any]:
-    """``analysis.write_report`` keyword arguments from :func:`add_report_options`'s options
-    (``select_raw``: the default of ``--select-raw``)."""
-    raw = select_raw if args.select_raw is None else args.select_raw
-    return {"figures": not args.no_figures, "metric": args.metric,
-            "select_postprocessed": not raw, "select_on": args.select_on,
-            "emphasis": args.emphasis,
-            "progress": None if args.quiet else _say}
-
-
 def _report(name: str, storage: str, args: argparse.Namespace) -> Path:
     """Write the study's report (tables, figures, index.md/index.html) into ``args.out``
     (default ``<storage>/<name>/report``) with :func:`add_report_options`'s options; return
@@ -232,7 +193,9 @@ def _report(name: str, storage: str, args: argparse.Namespace) -> Path:
     uri = tune.study_uri(storage, name)
     plan = tune.Plan.load(uri)
     search_metric = (plan.search or {}).get("metric", "dsc_pp")
-    kwargs = report_options(args, select_raw=search_metric == "dsc_raw")
+    from analysis.options import report_options
+
+    kwargs = report_options(args, select_raw=search_metric == "dsc_raw", printer=_say)
     out_dir = Path(args.out or (Path(uri) / "report" if "://" not in uri else f"{name}-report"))
     results = analysis.load_results(f"{uri}/results",
                                     errors="raise" if args.strict else "skip")
@@ -396,6 +359,8 @@ class _Parser(argparse.ArgumentParser):
 
 
 def _parser() -> argparse.ArgumentParser:
+    from analysis.options import add_report_options
+
     parser = _Parser(prog="study", description=__doc__,
                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--version", action="store_true",
@@ -555,17 +520,17 @@ def main(argv: list[str] | None = None) -> int:
         return cmd_version(args)
     if args.command is None:
         parser.error("a command is required (study --help lists them)")
-    from study.progress import Interrupted
-
     try:
         return args.func(args)
-    except Interrupted as stop:
-        print(f"study: {stop}", file=sys.stderr, flush=True)
-        return INTERRUPTED
     except KeyboardInterrupt:  # a second Ctrl-C, or one before Tune ran
         print(f"study: {_interrupted(args)}", file=sys.stderr, flush=True)
         return INTERRUPTED
     except Exception as error:
+        from study.progress import Interrupted  # raised by launches only: imported when needed
+
+        if isinstance(error, Interrupted):
+            print(f"study: {error}", file=sys.stderr, flush=True)
+            return INTERRUPTED
         if args.debug:
             raise
         text = (str(error).strip() or type(error).__name__).splitlines()

@@ -73,7 +73,7 @@ import pyarrow.dataset as ds
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
-from study.catalog import HYPERPARAMETERS
+from study.catalog import HYPERPARAMETERS, SPLITS, TEST, VALIDATION
 
 HP_COLUMNS = tuple(HYPERPARAMETERS)  # the hyperparameter names; columns hp_<name>
 
@@ -131,8 +131,6 @@ TRIALS_SCHEMA = pa.schema([
 SCHEMAS = {"cases": CASES_SCHEMA, "trials": TRIALS_SCHEMA}
 STATUSES = ("ok", "diverged", "failed")
 FINISHED_STATUSES = ("ok", "diverged")  # a stored result that need not run again
-TEST, VALIDATION = "test", "validation"
-SPLITS = (TEST, VALIDATION)
 # Columns added to the contract after results were first written, with the value a file
 # written before them is read as holding in every row.
 LATER_COLUMNS = {"split": TEST, "variant": None, "case_rows": None}

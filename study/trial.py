@@ -366,6 +366,7 @@ class Training:
             value = float(values[bad, 0])
             raise Diverged(f"training loss is {value} at iteration {iterations[bad]}",
                            iterations[bad])
+        self.schedule.settle()  # the LR schedule's host reads, after this synchronisation
         self.last_loss = float(values[-1, 1])
 
     # -- the loop ---------------------------------------------------------------------------

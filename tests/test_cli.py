@@ -184,17 +184,24 @@ def test_study_json_is_relative_atomic_and_damage_is_named(tmp_path, tiny_spec, 
     _one_line_error(err, "no launched study here")
 
 
-def test_report_and_analysis_share_their_options():
+def test_report_and_analysis_share_their_options(capsys):
     """`study report` and `python -m analysis` take the same report options, defined once."""
     import argparse
 
-    from study.cli import _parser, add_report_options
+    from analysis.__main__ import main as analysis_main
+    from analysis.options import add_report_options
+    from study.cli import _parser
 
     reference = argparse.ArgumentParser()
     add_report_options(reference, out_required=False)
     shared = {a.dest for a in reference._actions} - {"help"}
     report = _parser()._subparsers._group_actions[0].choices["report"]
     assert shared <= {a.dest for a in report._actions}
+    with pytest.raises(SystemExit):
+        analysis_main(["--help"])
+    text = capsys.readouterr().out
+    assert all(option in text for option in ("--select-on", "--select-raw", "--emphasis",
+                                             "--strict", "--quiet", "--no-figures"))
 
 
 def test_every_argument_has_help():

@@ -341,17 +341,21 @@ def test_deepmedic_schedule_halves_five_times_at_the_papers_epochs():
 
 def test_unet_plateau_schedule_reduces_by_five_after_thirty_flat_epochs():
     """nnU-Net fork: Adam(AMSGrad) 3e-4; x0.2 once the loss moving average has not improved by
-    1e-3 for more than 30 epochs; state survives a state_dict round trip."""
+    1e-3 for more than 30 epochs; an epoch's loss is read only at ``settle`` (where the trial
+    loop reads its losses anyway); state survives a state_dict round trip."""
     p = torch.nn.Parameter(torch.zeros(1))
     opt = RECIPES["unet"].optimizer(torch.nn.ParameterList([p]), lr=None)
     assert opt.defaults["amsgrad"] and opt.param_groups[0]["lr"] == 3e-4
     schedule = PlateauOnTrainingLoss(opt, epoch=2)
     for _ in range(2 * 31):
         schedule.step(torch.tensor(1.0))
+        schedule.settle()
     assert opt.param_groups[0]["lr"] == pytest.approx(3e-4)
     state = schedule.state_dict()
     schedule.step(torch.tensor(1.0))
     schedule.step(torch.tensor(1.0))
+    assert opt.param_groups[0]["lr"] == pytest.approx(3e-4) and len(schedule.pending) == 1
+    schedule.settle()
     assert opt.param_groups[0]["lr"] == pytest.approx(6e-5)
     again = PlateauOnTrainingLoss(torch.optim.Adam([p], lr=3e-4), epoch=2)
     again.load_state_dict(state)

@@ -107,6 +107,9 @@ class StepHalving:
     def step(self, loss: torch.Tensor) -> None:
         self.scheduler.step()
 
+    def settle(self) -> None:
+        """Nothing waits for the host: the milestones are known in advance."""
+
     def state_dict(self) -> dict:
         return self.scheduler.state_dict()
 
@@ -116,8 +119,13 @@ class StepHalving:
 
 class PlateauOnTrainingLoss:
     """nnU-Net (v1 fork)'s schedule: ReduceLROnPlateau on the moving average of the epoch-mean
-    training loss, ``MA <- 0.93 MA + 0.07 mean`` (the first epoch sets MA). The per-iteration
-    losses are summed on the device; the host reads the sum once per epoch."""
+    training loss, ``MA <- 0.93 MA + 0.07 mean`` (the first epoch sets MA).
+
+    The per-iteration losses are summed on the device and :meth:`step` never reads them: an
+    epoch's sum waits until :meth:`settle`, which the trial loop calls where it reads the
+    losses anyway (every ``check_every`` iterations), so the training step never waits for
+    the GPU. On CUDA the LR therefore changes up to ``check_every`` iterations after the epoch
+    end (a patience of 30 epochs makes that immaterial); on the CPU at once."""
 
     def __init__(self, optimizer: torch.optim.Optimizer, epoch: int = UNET_EPOCH_ITERATIONS,
                  alpha: float = 0.93):
@@ -128,6 +136,7 @@ class PlateauOnTrainingLoss:
         self.moving_average: float | None = None
         self.total: torch.Tensor | None = None
         self.count = 0
+        self.pending: list[torch.Tensor] = []  # finished epochs' loss sums, not yet read
 
     def step(self, loss: torch.Tensor) -> None:
         value = loss.detach().float()
@@ -135,20 +144,27 @@ class PlateauOnTrainingLoss:
         self.count += 1
         if self.count < self.epoch:
             return
-        mean = float(self.total) / self.count
+        self.pending.append(self.total)
         self.total, self.count = None, 0
-        self.moving_average = mean if self.moving_average is None else (
-            self.alpha * self.moving_average + (1 - self.alpha) * mean)
-        self.scheduler.step(self.moving_average)
+
+    def settle(self) -> None:
+        """Read the finished epochs' sums (one host read) and step the plateau rule."""
+        for total in self.pending:
+            mean = float(total) / self.epoch
+            self.moving_average = mean if self.moving_average is None else (
+                self.alpha * self.moving_average + (1 - self.alpha) * mean)
+            self.scheduler.step(self.moving_average)
+        self.pending.clear()
 
     def state_dict(self) -> dict:
+        self.settle()
         return {"scheduler": self.scheduler.state_dict(), "moving_average": self.moving_average,
                 "total": self.total, "count": self.count}
 
     def load_state_dict(self, state: dict) -> None:
         self.scheduler.load_state_dict(state["scheduler"])
         self.moving_average, self.total = state["moving_average"], state["total"]
-        self.count = state["count"]
+        self.count, self.pending = state["count"], []
 
 
 @dataclass(frozen=True)
