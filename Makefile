@@ -8,7 +8,7 @@ TORCH ?= torch==2.13.0
 TORCH_INDEX ?=
 BIN = $(VENV)/bin
 
-.PHONY: setup demo test test-fast lint bench clean
+.PHONY: setup demo test test-slow lint bench clean
 
 $(BIN)/study: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -24,12 +24,15 @@ demo: setup
 lint: setup
 	$(BIN)/ruff check .
 
-# The whole suite but GPU and cluster tests (slow ones included: the full demo, ~4 min).
+# The default lane: every test but the slow, GPU and cluster ones (pyproject's addopts).
 test: lint
-	$(BIN)/pytest -m 'not gpu and not cluster' -q
-
-test-fast: lint
 	$(BIN)/pytest -q
+
+# The slow lane (CI runs it after `make test`): the full demo, driver SIGKILLs, Ctrl-C,
+# optimize mode, S3 launch/kill/resume, the GPU check's CPU variant, the phenomenon on
+# four datasets.
+test-slow: setup
+	$(BIN)/pytest -q -m slow
 
 bench: setup
 	$(BIN)/python bench/bench_metrics.py

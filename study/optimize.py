@@ -48,6 +48,7 @@ from study.tune import (
     ProgressCallback,
     Runner,
     check_before_ray,
+    check_resources,
     ensure_ray,
     fit,
     gpus_per_trial,
@@ -195,6 +196,8 @@ def run_search(plan: Plan, uri: str, runner: Runner) -> dict[str, dict[str, Any]
     every group finished. Finished groups (their marker exists) are skipped; an interrupted
     group's experiment is restored (Optuna's state is part of Tune's searcher checkpoint)."""
     search = plan.search
+    ensure_ray(runner.address, runner.num_cpus)
+    check_resources(plan.cpus_per_trial, plan.gpus_per_trial, runner.address, runner.printer)
     fs, root = filesystem(uri)
     fs.create_dir(f"{root}/optimize", recursive=True)
     best: dict[str, dict[str, Any]] = {}

@@ -241,6 +241,26 @@ def ensure_ray(address: str | None, num_cpus: int | None = None) -> None:
         ray.init(num_cpus=num_cpus, include_dashboard=False, log_to_driver=False)
 
 
+def check_resources(cpus: float, gpus: float, address: str | None,
+                    printer: Callable[[str], None]) -> None:
+    """Refuse a per-trial request that no node of the connected Ray can satisfy (Ray would
+    warn every minute, forever): an error for a local Ray, whose nodes are all there will be;
+    a warning for a cluster at ``address``, whose autoscaler may still add such a node."""
+    import ray
+
+    nodes = [n["Resources"] for n in ray.nodes() if n.get("Alive")]
+    if any(n.get("CPU", 0) >= cpus and n.get("GPU", 0) >= gpus for n in nodes):
+        return
+    most_cpus = max((n.get("CPU", 0) for n in nodes), default=0)
+    most_gpus = max((n.get("GPU", 0) for n in nodes), default=0)
+    problem = (f"a trial asks for {cpus:g} CPU(s) and {gpus:g} GPU(s), but no node offers "
+               f"that (the largest: {most_cpus:g} CPUs, {most_gpus:g} GPUs)")
+    if address is None:
+        raise ValueError(f"{problem}; lower --cpus-per-trial / --gpus-per-trial, or start "
+                         "Ray with more (--num-cpus)")
+    printer(f"warning: {problem} yet; trials wait until the autoscaler adds such a node")
+
+
 def check_before_ray(options: RunOptions, uri: str, datasets: set[str],
                      address: str | None) -> None:
     """What can be checked before Ray starts; raises ``ValueError`` (or the loader's
@@ -534,6 +554,7 @@ def _continue(plan: Plan, uri: str, runner: Runner, restore: bool) -> list[dict]
     if restore:
         say_resume_points(uri, pending, runner.printer)
     ensure_ray(runner.address, runner.num_cpus)
+    check_resources(plan.cpus_per_trial, plan.gpus_per_trial, runner.address, runner.printer)
     with runner.monitor(plan.study, len(plan.trials), done):
         latest = _latest_experiment(uri) if restore else None
         interrupted = False

@@ -100,7 +100,8 @@ def test_imbalance_ratio_is_table_i_definition():
 
 
 @pytest.mark.parametrize(("change", "message"), [
-    ({"cases": 1}, "cases: expected an integer >= 2"),
+    ({"cases": 1}, "cases: expected an integer 2..10,000"),
+    ({"cases": 10**9}, "cases: expected an integer 2..10,000, got 1000000000"),
     ({"shape": [8, 8, 8]}, "shape: expected 3 integers"),
     ({"spacing": [1, 1]}, "spacing: expected 3 numbers"),
     ({"lesions": [3, 1]}, "lesions: expected"),

@@ -80,7 +80,7 @@ def test_repository_studies_are_valid():
     ({"techniques": [{"technique": "asym_focal", "grid": {"gamma": [7]}}]},
      r"gamma=7.0 lies outside its range \[0.0, 6.0\]"),
     ({"dataset__name": "brats-2030"}, r"dataset.name: expected one of synthetic-brats"),
-    ({"dataset__synthetic": {"cases": 1}}, r"dataset.synthetic: cases: expected an integer >= 2"),
+    ({"dataset__synthetic": {"cases": 1}}, r"dataset.synthetic: cases: expected an integer 2"),
     ({"dataset__synthetic": {"size": 3}}, r"dataset.synthetic.size: unknown generator parameter"),
     ({"dataset__synthetic": {"contrast": [0.9, 0.2]}}, r"dataset.synthetic: contrast: expected"),
     ({"name": None}, r"name: required key is missing"),

@@ -185,3 +185,17 @@ def test_ctrl_c_pauses_and_resume_continues(tmp_path):
     trials = ResultStore(f"{storage}/fault/results").trials()
     assert len(trials) == 6 and (trials["status"] == "ok").all()
     print(out.read_text()[-2000:], message, resumed.stdout[:1500], sep="\n")
+
+
+def test_a_request_no_node_can_satisfy_is_refused(ray_session):
+    """More CPUs or GPUs per trial than any node of a local Ray has: one error instead of
+    Ray's endless warnings; on a cluster (an address) a warning, the autoscaler may help."""
+    with pytest.raises(ValueError, match=r"asks for 3 CPU\(s\) and 0 GPU\(s\), but no node"):
+        tune.check_resources(3, 0, None, print)
+    with pytest.raises(ValueError, match=r"and 0.25 GPU\(s\), but no node offers that"):
+        tune.check_resources(1, 0.25, None, print)
+    lines: list[str] = []
+    tune.check_resources(1, 0.25, "auto", lines.append)
+    assert lines and lines[0].startswith("warning: a trial asks for")
+    tune.check_resources(1, 0, None, lines.append)  # fits: nothing said
+    assert len(lines) == 1

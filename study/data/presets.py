@@ -3,8 +3,8 @@ the values the generator accepts. Standard library only, so that the dataset reg
 study-file validation that reads it) imports no imaging stack; generation itself is
 :mod:`study.data.synthetic`.
 
-Parameters (all presets): ``version`` (must equal :data:`VERSION`), ``cases`` (>= 2),
-``shape`` [D, H, W] (>= 16 each), ``spacing`` [D, H, W] mm written to the headers, ``seed``,
+Parameters (all presets): ``version`` (must equal :data:`VERSION`), ``cases`` (2 to
+:data:`MAX_CASES`), ``shape`` [D, H, W] (>= 16 each), ``spacing`` [D, H, W] mm written to the headers, ``seed``,
 ``lesions`` [min, max] per case, ``lesion_scale`` (size multiplier), ``contrast`` [low, high]
 (per-case lesion visibility, 1 = the preset's tissue tables), ``phenotypes`` (synthetic-brats:
 the tumour looks a case is drawn from: ``ring``, ``solid``, ``non_enhancing``), ``channel_jitter``
@@ -33,6 +33,7 @@ CHANNELS: dict[str, tuple[str, ...]] = {
 LAYOUTS = {"synthetic-brats": "brats", "synthetic-atlas": "atlas", "synthetic-kits": "kits19"}
 PHENOTYPES = ("ring", "solid", "non_enhancing")
 _COMMON = {"version": VERSION, "cases": 40, "seed": 0}
+MAX_CASES = 10_000  # a typo guard: every case is generated and written to disk
 DEFAULTS: dict[str, dict[str, Any]] = {
     "synthetic-brats": {**_COMMON, "shape": [48, 48, 48], "spacing": [1.0, 1.0, 1.0],
                         "lesions": [1, 3], "lesion_scale": 1.0, "contrast": [0.35, 1.2],
@@ -72,7 +73,7 @@ def _list(n: int, item: Callable[[Any], bool], ordered: bool = False) -> Callabl
 # parameter -> (valid?, what is expected); ``version`` is checked on its own.
 _Rules = dict[str, tuple[Callable[[Any], bool], str]]
 _MR_RULES: _Rules = {
-    "cases": (_integer(2), "an integer >= 2"),
+    "cases": (_integer(2, MAX_CASES), f"an integer 2..{MAX_CASES:,}"),
     "seed": (_integer(0), "a non-negative integer"),
     "shape": (_list(3, _integer(16, 512)), "3 integers in [16, 512]"),
     "spacing": (_list(3, _number(0.1, 10)), "3 numbers in [0.1, 10] mm"),
