@@ -4,7 +4,8 @@ study-file validation that reads it) imports no imaging stack; generation itself
 :mod:`study.data.synthetic`.
 
 Parameters (all presets): ``version`` (must equal :data:`VERSION`), ``cases`` (2 to
-:data:`MAX_CASES`), ``shape`` [D, H, W] (>= 16 each), ``spacing`` [D, H, W] mm written to the headers, ``seed``,
+:data:`MAX_CASES`), ``shape`` [D, H, W] (>= 16 each), ``spacing`` [D, H, W] mm written to
+the headers, ``seed``,
 ``lesions`` [min, max] per case, ``lesion_scale`` (size multiplier), ``contrast`` [low, high]
 (per-case lesion visibility, 1 = the preset's tissue tables), ``phenotypes`` (synthetic-brats:
 the tumour looks a case is drawn from: ``ring``, ``solid``, ``non_enhancing``), ``channel_jitter``
