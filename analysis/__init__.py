@@ -9,34 +9,42 @@
 ``python -m analysis RESULTS --out DIR`` writes the whole report from the command line.
 """
 
-from __future__ import annotations
+from analysis.importance import Importance, hyperparameter_importance
+from analysis.load import Results, ResultsError, load, load_results, load_trials
+from analysis.logits import logit_histograms, logit_shift_table, logit_statistics
+from analysis.render import (
+    Grid,
+    best_hyperparameters_grid,
+    comparison_grid,
+    html,
+    html_page,
+    importance_grid,
+    latex,
+    latex_document,
+    logit_shift_grid,
+    markdown,
+    sensitivity_grid,
+    to_csv,
+    to_html,
+    to_latex,
+    to_markdown,
+)
+from analysis.report import write_report
+from analysis.tables import (
+    best_hyperparameters,
+    best_settings,
+    comparison_table,
+    method_name,
+    selection_description,
+    sensitivity_table,
+)
 
-import importlib
-from typing import Any
-
-# Public name -> the module defining it. Imported on first use, so that light modules of the
-# package (``analysis.options`` for the command lines) load without pandas, SciPy or seaborn.
-_EXPORTS = {
-    "analysis.importance": ("Importance", "hyperparameter_importance"),
-    "analysis.load": ("Results", "ResultsError", "load", "load_results", "load_trials"),
-    "analysis.logits": ("logit_histograms", "logit_shift_table", "logit_statistics"),
-    "analysis.render": ("Grid", "best_hyperparameters_grid", "comparison_grid", "html",
-                        "html_page", "importance_grid", "latex", "latex_document",
-                        "logit_shift_grid", "markdown", "sensitivity_grid", "to_csv", "to_html",
-                        "to_latex", "to_markdown"),
-    "analysis.report": ("write_report",),
-    "analysis.tables": ("best_hyperparameters", "best_settings", "comparison_table",
-                        "method_name", "selection_description", "sensitivity_table"),
-}
-_MODULE_OF = {name: module for module, names in _EXPORTS.items() for name in names}
-__all__ = sorted(_MODULE_OF)
-
-
-def __getattr__(name: str) -> Any:
-    if name in _MODULE_OF:
-        return getattr(importlib.import_module(_MODULE_OF[name]), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
-def __dir__() -> list[str]:
-    return sorted([*globals(), *__all__])
+__all__ = [
+    "Grid", "Importance", "Results", "ResultsError", "best_hyperparameters",
+    "best_hyperparameters_grid", "best_settings", "comparison_grid", "comparison_table",
+    "html", "html_page", "hyperparameter_importance", "importance_grid", "latex",
+    "latex_document", "load", "load_results", "load_trials", "logit_histograms",
+    "logit_shift_grid", "logit_shift_table", "logit_statistics", "markdown", "method_name",
+    "selection_description", "sensitivity_grid", "sensitivity_table", "to_csv", "to_html",
+    "to_latex", "to_markdown", "write_report",
+]

@@ -17,8 +17,8 @@ from pathlib import Path
 import pyarrow.fs as pafs
 
 from analysis.load import ResultsError, load_results
-from analysis.options import add_report_options, report_options
 from analysis.report import write_report
+from study.report_options import add_report_options, report_options
 from study.results import filesystem
 
 

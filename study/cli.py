@@ -193,7 +193,7 @@ def _report(name: str, storage: str, args: argparse.Namespace) -> Path:
     uri = tune.study_uri(storage, name)
     plan = tune.Plan.load(uri)
     search_metric = (plan.search or {}).get("metric", "dsc_pp")
-    from analysis.options import report_options
+    from study.report_options import report_options
 
     kwargs = report_options(args, select_raw=search_metric == "dsc_raw", printer=_say)
     out_dir = Path(args.out or (Path(uri) / "report" if "://" not in uri else f"{name}-report"))
@@ -359,7 +359,7 @@ class _Parser(argparse.ArgumentParser):
 
 
 def _parser() -> argparse.ArgumentParser:
-    from analysis.options import add_report_options
+    from study.report_options import add_report_options
 
     parser = _Parser(prog="study", description=__doc__,
                      formatter_class=argparse.RawDescriptionHelpFormatter)

@@ -189,8 +189,8 @@ def test_report_and_analysis_share_their_options(capsys):
     import argparse
 
     from analysis.__main__ import main as analysis_main
-    from analysis.options import add_report_options
     from study.cli import _parser
+    from study.report_options import add_report_options
 
     reference = argparse.ArgumentParser()
     add_report_options(reference, out_required=False)

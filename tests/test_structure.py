@@ -21,7 +21,7 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 PACKAGES = ("study", "analysis")
 TRAINING_STACK = ("torch", "ray")
-ANALYSIS_MAY_IMPORT = {"study.results", "study.catalog"}
+ANALYSIS_MAY_IMPORT = {"study.results", "study.catalog", "study.report_options"}
 
 
 @cache
@@ -151,8 +151,9 @@ def test_no_module_imports_in_a_circle():
 
 
 def test_analysis_reads_results_without_the_training_stack():
-    """``analysis`` imports from ``study`` only ``study.results`` and ``study.catalog``, and
-    nothing it reaches (directly or through them) imports torch or Ray."""
+    """``analysis`` imports from ``study`` only ``study.results``, ``study.catalog`` and
+    ``study.report_options``, and nothing it reaches (directly or through them) imports torch
+    or Ray."""
     graph = _graph()
     analysis = [name for name in graph if name.split(".")[0] == "analysis"]
     wrong = {name: sorted(m for m in graph[name][0] if m.split(".")[0] == "study"
@@ -190,6 +191,7 @@ def _loaded_in_a_fresh_interpreter(code: str, names: tuple[str, ...]) -> list[st
     ("study.profiles", TRAINING_STACK),
     ("study.data.registry", (*TRAINING_STACK, "numpy", "scipy", "SimpleITK")),
     ("study.data.presets", (*TRAINING_STACK, "numpy", "scipy", "SimpleITK")),
+    ("study.report_options", (*TRAINING_STACK, "pandas", "pyarrow", "numpy")),
 ])
 def test_light_modules_import_nothing_heavy(module, forbidden):
     """Importing ``module`` in a fresh interpreter leaves ``forbidden`` out of

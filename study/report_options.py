@@ -1,5 +1,6 @@
 """The options of a report, defined once for ``study report`` / ``study demo`` and
-``python -m analysis``."""
+``python -m analysis`` (which may import this module: it depends on nothing but argparse and
+the catalog, so that building the command line loads no data stack)."""
 
 from __future__ import annotations
 
