@@ -1,9 +1,22 @@
 """Data-layer numbers: generation time and imbalance ratio per synthetic preset, preprocessing
-time per case (synthetic default size and real-dataset sizes), sampled patches per second.
+time per case (synthetic default size and real-dataset sizes), sampled patches per second,
+and whether the sampler keeps up with the models.
 
-    python bench/bench_data.py                 # everything (a few minutes on 2 cores)
+    python bench/bench_data.py                 # everything but compare (minutes on 2 cores)
     python bench/bench_data.py --cases 50 --skip-large
     python bench/bench_data.py --only sampling --out numbers.json
+    python bench/bench_data.py --only compare [--device cuda] [--throughput-json rows.json]
+
+``--only compare`` prints "sampler batches/s vs model steps/s needed" side by side: for each
+paper model (DeepMedic ``basic``: batch 10, 37^3 segments labelling 21^3, cut from its 105^3
+context tensor; U-Net ``paper``: batch 2 x 128^3) and augmentation regime (none, deepmedic,
+nnunet), the batches per second the patch sampler cuts from the volumes of
+``bench/trial_throughput.py`` (one thread, and one per core), beside the steps per second the
+model needs: its plain-step ceiling on ``--device`` (measured here, or read from
+``--throughput-json``, the rows of ``trial_throughput.py --json``) and the GPU reference of
+``study.profiles``. Each model samples by its paper scheme (DeepMedic balanced 50 %
+foreground, U-Net nnU-Net's 33 % oversampling), at the model's input size with labels of its
+output size, as a trial does.
 
 Real-size cases are synthetic cases generated at the real datasets' grid: BraTS 4 x 155 x
 240 x 240 at 1 mm (no resampling needed) and KiTS19 1 x 100 x 512 x 512 at 3 x 0.78 x 0.78 mm
@@ -15,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import sys
 import tempfile
@@ -23,10 +37,16 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+import trial_throughput  # noqa: E402 (bench/ is the script's folder)
+
 from study.data import loader, sampling, synthetic  # noqa: E402
+from study.data.augmentation import REGIMES  # noqa: E402
 from study.data.registry import DATASETS  # noqa: E402
+from study.models import build_model, output_patch  # noqa: E402
+from study.profiles import REFERENCE_SPEED  # noqa: E402
 
 PRESETS = ("synthetic-brats", "synthetic-atlas", "synthetic-kits")
+PAPER_SAMPLING = {"deepmedic": "balanced", "unet": "nnunet"}  # each model's paper scheme
 
 
 def bench_generation(work: Path, cases: int) -> dict:
@@ -90,8 +110,10 @@ def bench_preprocessing(work: Path, large: bool) -> dict:
 
 
 def _patches_per_second(cases, patch, label_patch, batch, augmentation, workers=1,
-                        seconds=3.0) -> float:
-    oversampling = "nnunet" if augmentation == "nnunet" else "balanced"
+                        seconds=3.0, oversampling=None) -> float:
+    """Patches per second of a sampler over ``seconds``; ``oversampling`` None: nnU-Net's
+    with the nnunet regime, else balanced."""
+    oversampling = oversampling or ("nnunet" if augmentation == "nnunet" else "balanced")
     sampler = sampling.PatchSampler(cases, patch, 0.33 if oversampling == "nnunet" else 0.5,
                                     seed=0, label_patch=label_patch, augmentation=augmentation,
                                     bg_aug_prob=0.5, oversampling=oversampling,
@@ -134,18 +156,103 @@ def bench_sampling(work: Path, large: bool) -> dict:
     return out
 
 
+def _ceilings(rows: list[dict], size: str) -> dict[str, tuple[float, str]]:
+    """model -> (the fastest ceiling steps/s, its precision and mode) among throughput rows of
+    the plain step of the model at ``size`` and its batch, in one process."""
+    out: dict[str, tuple[float, str]] = {}
+    for row in rows:
+        model, preset = row["model"].split("-", 1)
+        size_preset, size_batch = trial_throughput.SIZES[model][size][:2]
+        if (row["technique"], preset, row["batch"], row["processes"]) != (
+                "plain", size_preset, size_batch, 1):
+            continue
+        if model not in out or row["ceiling_steps"] > out[model][0]:
+            out[model] = (row["ceiling_steps"], f"{row['precision']} {row['mode']}")
+    return out
+
+
+def bench_compare(device: str, size: str, seconds: float, throughput_json: list[str],
+                  steps: int | None) -> list[dict]:
+    """Sampler batches/s per model and augmentation regime beside the model's steps/s (see
+    the module docstring)."""
+    measured_rows = [row for path in throughput_json if Path(path).is_file()
+                     for row in json.loads(Path(path).read_text())]
+    known = _ceilings(measured_rows, size)
+    cuda = device.startswith("cuda")
+    where = "CUDA" if cuda else "CPU"
+    print(f"sampler batches/s vs model steps/s needed ({os.cpu_count()} CPUs; steps/s on "
+          f"{where}; GPU reference: study.profiles)", flush=True)
+    print("| model | regime | batch x input -> output | sampler batches/s, 1 thread | "
+          f"sampler batches/s, {os.cpu_count()} threads | ceiling steps/s ({where}) | "
+          "GPU reference steps/s | sampler / reference |\n|---|---|---|---|---|---|---|---|",
+          flush=True)
+    rows = []
+    for model in ("deepmedic", "unet"):
+        preset, batch, segment, channels, classes, shape, count = \
+            trial_throughput.SIZES[model][size]
+        label = output_patch(model, preset, segment)
+        patch = tuple(build_model(model, preset, channels, classes).input_size(label))
+        if model not in known:
+            args = argparse.Namespace(batch_size=None, device=device, compile=None, warmup=1,
+                                      rounds=1, steps=steps or (20 if cuda else 1))
+            measured = trial_throughput.measure(model, size, "plain", args)
+            known[model] = (measured["ceiling_steps"], f"{measured['precision']} eager")
+        ceiling, mode = known[model]
+        reference = REFERENCE_SPEED[model]
+        # the paper models' GPU reference, scaled to this batch of input voxels (none for the
+        # tiny models)
+        needed = (reference.steps_per_second * reference.voxels / (batch * math.prod(segment))
+                  if size == "paper" else None)
+        cases = trial_throughput._cases(channels, classes, shape, count)
+        for regime in REGIMES:
+            rates = {workers: _patches_per_second(cases, patch, label, batch, regime, workers,
+                                                  seconds, PAPER_SAMPLING[model]) / batch
+                     for workers in sorted({1, os.cpu_count() or 1})}
+            best = rates[max(rates)]
+            row = {"model": f"{model}-{preset}", "regime": regime, "batch": batch,
+                   "input": "x".join(map(str, patch)), "output": "x".join(map(str, label)),
+                   "sampling": PAPER_SAMPLING[model], "batches_per_second_1": rates[1],
+                   "batches_per_second_all": best, "threads": max(rates),
+                   "ceiling_steps": ceiling, "ceiling_mode": mode, "ceiling_device": where,
+                   "reference_steps": needed, "reference": reference.source,
+                   "sampler_over_reference": best / needed if needed else None}
+            rows.append(row)
+            versus = (f"{needed:.1f} | {best / needed:.2f}" if needed else "- | -")
+            print(f"| {row['model']} | {regime} | {batch} x {row['input']} -> {row['output']} "
+                  f"| {rates[1]:.3g} | {best:.3g} | {ceiling:.3g} ({mode}) | {versus} |",
+                  flush=True)
+    return rows
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--cases", type=int, default=200, help="cases per preset to generate")
     parser.add_argument("--skip-large", action="store_true", help="no real-size cases")
-    parser.add_argument("--only", choices=("generation", "preprocessing", "sampling"))
+    parser.add_argument("--only", choices=("generation", "preprocessing", "sampling", "compare"))
+    parser.add_argument("--device", default="cpu",
+                        help="compare: where the model ceilings are measured (cpu, cuda)")
+    parser.add_argument("--seconds", type=float, default=3.0,
+                        help="compare: seconds per sampler measurement (default 3)")
+    parser.add_argument("--steps", type=int, default=None,
+                        help="compare: timed ceiling steps (default 1 on the CPU, 20 on CUDA)")
+    parser.add_argument("--size", choices=("tiny", "paper"), default="paper",
+                        help="compare: trial_throughput.py's sizes (default paper)")
+    parser.add_argument("--throughput-json", action="append", default=[],
+                        help="compare: take the ceilings from these trial_throughput.py rows "
+                        "(repeatable; missing files are ignored)")
     parser.add_argument("--work", default=None, help="scratch folder (default: a temp dir)")
     parser.add_argument("--out", default=None, help="write the numbers as JSON here")
     args = parser.parse_args()
+    numbers: dict = {}
+    if args.only == "compare":
+        numbers["compare"] = bench_compare(args.device, args.size, args.seconds,
+                                           args.throughput_json, args.steps)
+        if args.out:
+            Path(args.out).write_text(json.dumps(numbers, indent=1))
+        return 0
     work = Path(args.work or tempfile.mkdtemp(prefix="bench-data-"))
     print(f"scratch: {work}; {os.cpu_count()} CPUs", flush=True)
-    numbers: dict = {}
     if args.only in (None, "generation") or not all(
             (work / p / "COMPLETE").exists() for p in PRESETS):
         numbers["generation"] = bench_generation(work, args.cases)

@@ -16,20 +16,24 @@ Both references post-process with ``scipy.ndimage.label`` over the whole volume 
 the times and speed-ups. Cases are synthetic: an irregular tumour in a BRATS-size volume and in
 a KiTS-size anisotropic one, the prediction off by a few voxels plus a few distant
 false-positive blobs. Times are medians: ours over ``--repeats`` runs, MONAI over 3, medpy of
-one run (it takes seconds to tens of seconds per case).
+one run (it takes seconds to tens of seconds per case). Ours runs on the CPU (as a trial's
+evaluation does); ``--device cuda`` gives MONAI its tensors on the GPU.
 
-    python bench/bench_metrics.py [--repeats 5]
+    python bench/bench_metrics.py [--repeats 5] [--device cuda]
+    python bench/bench_metrics.py --quick --json out.json   # the BRATS-size case, MONAI once
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import os
 import statistics
 import time
 import warnings
 from collections.abc import Callable
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -119,10 +123,11 @@ def ours(pred: np.ndarray, ref: np.ndarray, spacing: Spacing) -> dict[str, dict[
     }
 
 
-def monai(pred: np.ndarray, ref: np.ndarray, spacing: Spacing) -> dict[str, dict[str, float]]:
+def monai(pred: np.ndarray, ref: np.ndarray, spacing: Spacing,
+          device: str = "cpu") -> dict[str, dict[str, float]]:
     def four(p: np.ndarray) -> dict[str, float]:
-        y_pred = torch.from_numpy(p[None, None])
-        y = torch.from_numpy(ref[None, None])
+        y_pred = torch.from_numpy(p[None, None]).to(device)
+        y = torch.from_numpy(ref[None, None]).to(device)
         confusion = get_confusion_matrix(y_pred.float(), y.float())
         return {
             "dsc": float(compute_dice(y_pred.float(), y.float())),
@@ -208,12 +213,21 @@ CASES = {
 }
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--repeats", type=int, default=5, help="timed runs of ours (default 5)")
-    args = parser.parse_args()
+    parser.add_argument("--repeats", type=int, default=None,
+                        help="timed runs of ours (default 5; 1 with --quick)")
+    parser.add_argument("--device", default="cpu", help="MONAI's device: cpu, cuda or cuda:N")
+    parser.add_argument("--quick", action="store_true",
+                        help="the BRATS-size case only, ours and MONAI timed once")
+    parser.add_argument("--json", default=None, help="also write the rows to this JSON file")
+    args = parser.parse_args(argv)
+    repeats = args.repeats or (1 if args.quick else 5)
+    monai_repeats = 1 if args.quick else 3
+    cases = dict(list(CASES.items())[:1]) if args.quick else CASES
     warnings.filterwarnings("ignore", module="monai")
-    print(f"{os.cpu_count()} CPU cores, torch threads {torch.get_num_threads()}")
+    where = torch.cuda.get_device_name(args.device) if args.device.startswith("cuda") else "CPU"
+    print(f"{os.cpu_count()} CPU cores, torch threads {torch.get_num_threads()}; MONAI on {where}")
     print("times: all 8 numbers (DSC/SEN/PRC/HD95, raw + largest component) of one case\n")
     header = (
         f"{'case':<11} {'shape':<15} {'spacing mm':<16} {'ref vox':>8} {'pred vox':>8}"
@@ -221,14 +235,17 @@ def main() -> None:
     )
     print(header)
     print("-" * len(header))
-    details = []
-    for name, spec in CASES.items():
+    details, rows = [], []
+    for name, spec in cases.items():
         pred, ref = synthetic_case(**spec)
         spacing = spec["spacing"]
-        t_ours, out_ours = timed(ours, args.repeats, pred, ref, spacing)
-        t_monai, out_monai = timed(monai, 3, pred, ref, spacing)
+        t_ours, out_ours = timed(ours, repeats, pred, ref, spacing)
+        t_monai, out_monai = timed(monai, monai_repeats, pred, ref, spacing, args.device)
         t_medpy, out_medpy = timed(medpy, 1, pred, ref, spacing)
         problems = check(out_ours, out_monai, out_medpy)
+        rows.append({"case": name, "shape": list(pred.shape), "ours_s": t_ours,
+                     "monai_s": t_monai, "medpy_s": t_medpy, "monai_device": where,
+                     "agree": not problems, "problems": problems})
         print(
             f"{name:<11} {'x'.join(map(str, pred.shape)):<15} "
             f"{'x'.join(f'{s:g}' for s in spacing):<16} {int(ref.sum()):>8} {int(pred.sum()):>8}"
@@ -247,6 +264,8 @@ def main() -> None:
             )
         for problem in problems:
             print(f"  DISAGREES {problem}")
+    if args.json:
+        Path(args.json).write_text(json.dumps(rows, indent=1))
     if any(problems for _, _, problems in details):
         raise SystemExit(1)
 

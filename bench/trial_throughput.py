@@ -12,9 +12,13 @@ extra forward/backward —, asymmetric augmentation) this builds the trial runne
   autocast) on one batch kept on the device — no sampling, no copies, no checks;
 
 and prints steps/s, supervised voxels/s (batch x output patch voxels of the clean batch per
-step) and real/ceiling. Real and ceiling are timed in interleaved rounds and each keeps its
-best round (as ``timeit`` does: on a shared machine the fastest round is the one least
-disturbed by other work). ``sample ms`` is the sampler's time per batch on the main thread.
+step), real/ceiling and, on CUDA, the peak GPU memory of the row
+(``torch.cuda.max_memory_allocated``, reset before each row; with ``--processes`` the largest
+process's). Real and ceiling are timed in interleaved rounds and each keeps its best round (as
+``timeit`` does: on a shared machine the fastest round is the one least disturbed by other
+work). ``sample ms`` is the sampler's time per batch on the main thread. On CUDA the step runs
+in bf16 autocast (``study.trial.Training``), on the CPU in float32; ``--compile`` applies on
+CUDA only. ``--json`` is rewritten after every row, so a run cut short keeps its rows.
 
     python bench/trial_throughput.py                           # CPU, tiny sizes (CI)
     python bench/trial_throughput.py --device cuda --size paper
@@ -27,12 +31,15 @@ labelling 9^3) on 48^3 volumes; ``paper`` = the nnU-Net-like U-Net (2 x 128^3, 1
 21^3, read from a 105^3 context tensor for the x3 and x5 pathways, 4 channels,
 155 x 240 x 240 volumes, BraTS-like). Ways to fill a GPU with the small
 DeepMedic: ``--batch-size`` (larger batches), ``--compile reduce-overhead`` (CUDA graphs) and
-``--processes N`` (N trials per GPU; their steps/s are summed).
+``--processes N`` (N trials per GPU, timed from a common start after their warm-up; their
+steps/s are summed).
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
+import gc
 import json
 import math
 import multiprocessing as mp
@@ -63,7 +70,7 @@ SIZES = {
     "unet": {"tiny": ("tiny", 2, (32, 32, 32), 4, 2, (48, 48, 48), 4),
              "paper": ("paper", 2, (128, 128, 128), 1, 3, (160, 160, 160), 4)},
     "deepmedic": {"tiny": ("tiny", 10, (17, 17, 17), 4, 2, (48, 48, 48), 4),
-                  "paper": ("basic", 10, (37, 37, 37), 4, 2, (155, 240, 240), 4)},
+                  "paper": ("basic", 10, (37, 37, 37), 4, 2, (155, 240, 240), 2)},
 }
 
 
@@ -78,8 +85,10 @@ class _Data:
         return [0.0] + [1.0] * (len(self.classes) - 1)
 
 
+@functools.lru_cache(maxsize=2)
 def _cases(channels: int, classes: int, shape, count: int, seed: int = 0) -> list[Case]:
-    """Random volumes (noise) with a few spherical lesions per class (~1 % foreground)."""
+    """Random volumes (noise) with a few spherical lesions per class (~1 % foreground); the
+    last two sets are kept (the techniques of one model share them)."""
     rng = np.random.default_rng(seed)
     grid = np.indices(shape, sparse=True)
     cases = []
@@ -97,6 +106,15 @@ def _cases(channels: int, classes: int, shape, count: int, seed: int = 0) -> lis
     return cases
 
 
+_START = None  # with --processes: a barrier the workers pass together before timing
+
+
+def _join(barrier) -> None:
+    """Pool initializer: the barrier shared by the packed processes."""
+    global _START
+    _START = barrier
+
+
 def _sync(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
@@ -111,10 +129,22 @@ def _timed(function, steps: int, device: torch.device) -> float:
     return steps / (time.perf_counter() - start)
 
 
+def _fresh_gpu(device: torch.device, compiled: bool) -> None:
+    """Free what earlier rows left (and their compiled graphs) and reset the peak memory."""
+    gc.collect()
+    if compiled:
+        torch._dynamo.reset()
+    torch.cuda.empty_cache()
+    torch.cuda.reset_peak_memory_stats(device)
+
+
 def measure(model: str, size: str, technique: str, args) -> dict:
     preset, batch, segment, channels, classes, shape, count = SIZES[model][size]
     batch = args.batch_size or batch
     device = torch.device(args.device)
+    cuda = device.type == "cuda"
+    if cuda:
+        _fresh_gpu(device, bool(args.compile))
     name, hp = TECHNIQUES[technique]
     patch = output_patch(model, preset, segment)
     config = {"model": {"name": model, "preset": preset}, "technique": name, "hp": hp,
@@ -147,6 +177,8 @@ def measure(model: str, size: str, technique: str, args) -> dict:
         real()
         ceiling()
     training.check()
+    if _START is not None:  # packed processes time the same stretch of wall time
+        _START.wait(timeout=600)
     real_rates, ceiling_rates = [], []
     for _ in range(args.rounds):  # interleaved; the best round of each: least disturbed
         real_rates.append(_timed(real, args.steps, device))
@@ -162,10 +194,13 @@ def measure(model: str, size: str, technique: str, args) -> dict:
     return {"model": f"{model}-{preset}", "technique": technique, "batch": batch,
             "input": "x".join(map(str, segment)),
             "context": "x".join(map(str, training.input_size)),
-            "output": "x".join(map(str, patch)), "real_steps": real_rate,
-            "real_voxels": real_rate * voxels, "ceiling_steps": ceiling_rate,
-            "ceiling_voxels": ceiling_rate * voxels, "ratio": real_rate / ceiling_rate,
-            "sample_ms": sample_ms}
+            "output": "x".join(map(str, patch)),
+            "mode": args.compile if cuda and args.compile else "eager",
+            "precision": "bf16" if cuda else "fp32", "processes": 1,
+            "real_steps": real_rate, "real_voxels": real_rate * voxels,
+            "ceiling_steps": ceiling_rate, "ceiling_voxels": ceiling_rate * voxels,
+            "ratio": real_rate / ceiling_rate, "sample_ms": sample_ms,
+            "peak_gib": torch.cuda.max_memory_allocated(device) / 2**30 if cuda else None}
 
 
 def _worker(arguments) -> dict:
@@ -180,31 +215,37 @@ def run(args) -> list[dict]:
         for technique in args.techniques:
             if args.processes > 1:
                 context = mp.get_context("spawn")
-                with context.Pool(args.processes) as pool:
+                with context.Pool(args.processes, initializer=_join,
+                                  initargs=(context.Barrier(args.processes),)) as pool:
                     results = pool.map(_worker, [(model, args.size, technique, args)]
                                        * args.processes)
-                row = dict(results[0])
+                row = dict(results[0], processes=args.processes)
                 for key in ("real_steps", "real_voxels", "ceiling_steps", "ceiling_voxels"):
                     row[key] = sum(r[key] for r in results)
                 row["ratio"] = row["real_steps"] / row["ceiling_steps"]
-                row["technique"] += f" x{args.processes} processes"
+                peaks = [r["peak_gib"] for r in results if r["peak_gib"] is not None]
+                row["peak_gib"] = max(peaks) if peaks else None
             else:
                 row = measure(model, args.size, technique, args)
             rows.append(row)
             print(_line(row), flush=True)
+            if args.json:
+                Path(args.json).write_text(json.dumps(rows, indent=1))
     return rows
 
 
-HEADER = ("| model | technique | batch | input -> output | real steps/s | real Mvox/s | "
-          "ceiling steps/s | ceiling Mvox/s | real/ceiling | sample ms |\n"
-          "|---|---|---|---|---|---|---|---|---|---|")
+HEADER = ("| model | technique | mode | batch | processes | input -> output | real steps/s | "
+          "real Mvox/s | ceiling steps/s | ceiling Mvox/s | real/ceiling | sample ms | "
+          "peak GiB |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|")
 
 
 def _line(row: dict) -> str:
-    return (f"| {row['model']} | {row['technique']} | {row['batch']} | {row['input']} -> "
-            f"{row['output']} | {row['real_steps']:.2f} | {row['real_voxels'] / 1e6:.3f} | "
+    peak = "-" if row["peak_gib"] is None else f"{row['peak_gib']:.1f}"
+    return (f"| {row['model']} | {row['technique']} | {row['precision']} {row['mode']} | "
+            f"{row['batch']} | {row['processes']} | {row['input']} -> {row['output']} | "
+            f"{row['real_steps']:.2f} | {row['real_voxels'] / 1e6:.3f} | "
             f"{row['ceiling_steps']:.2f} | {row['ceiling_voxels'] / 1e6:.3f} | "
-            f"{row['ratio']:.0%} | {row['sample_ms']:.1f} |")
+            f"{row['ratio']:.0%} | {row['sample_ms']:.1f} | {peak} |")
 
 
 def main(argv=None) -> int:
@@ -226,7 +267,7 @@ def main(argv=None) -> int:
                         help="run N copies at once (trials sharing a GPU); steps/s are summed")
     parser.add_argument("--threads", type=int, default=torch.get_num_threads(),
                         help="intra-op CPU threads (per process)")
-    parser.add_argument("--json", help="also write the rows to this JSON file")
+    parser.add_argument("--json", help="also write the rows to this JSON file (after each row)")
     args = parser.parse_args(argv)
     if args.device == "auto":
         args.device = "cuda" if torch.cuda.is_available() else "cpu"
@@ -242,9 +283,7 @@ def main(argv=None) -> int:
           "warm-up"
           f"{'; compile ' + args.compile if args.compile and cuda else ''}")
     print(HEADER, flush=True)
-    rows = run(args)
-    if args.json:
-        Path(args.json).write_text(json.dumps(rows, indent=1))
+    run(args)
     return 0
 
 

@@ -38,9 +38,8 @@ READS = {Tensor.item, Tensor.__bool__, Tensor.__float__, Tensor.__int__, Tensor.
 VALUE_SIZED = {torch.nonzero, Tensor.nonzero, torch.masked_select, Tensor.masked_select,
                torch.unique, Tensor.unique, torch.unique_consecutive, Tensor.unique_consecutive,
                torch.bincount, Tensor.bincount, torch.equal, Tensor.equal, torch.allclose,
-               Tensor.allclose, torch.is_nonzero, Tensor.is_nonzero, torch.repeat_interleave,
-               Tensor.repeat_interleave, torch.argwhere, Tensor.argwhere}
-INDEXING = {Tensor.__getitem__, Tensor.__setitem__}
+               Tensor.allclose, torch.is_nonzero, Tensor.is_nonzero, torch.argwhere,
+               Tensor.argwhere}
 # a read that happens on the CPU only: on a GPU the function returns without reading
 CPU_ONLY = {(_targets.__file__, "_may_be_set")}
 ADVERSARIAL = ("asym_adversarial", {"eps": 1e-5, "l": 10.0})
@@ -53,9 +52,12 @@ def _placed(device) -> bool:
     return isinstance(device, torch.device) or (isinstance(device, str) and device != "cpu")
 
 
-def _bool_mask(args) -> bool:
-    return any(isinstance(a, Tensor) and a.dtype == torch.bool
-               for a in pytree.tree_leaves(args[1:]))
+def _mask_indexing(func, args) -> bool:
+    """``x[mask]``, or ``x[mask] = tensor`` (``x[mask] = number`` is a ``masked_fill``)."""
+    if func is Tensor.__setitem__ and not isinstance(args[2], Tensor):
+        return False
+    return func in (Tensor.__getitem__, Tensor.__setitem__) and any(
+        isinstance(a, Tensor) and a.dtype == torch.bool for a in pytree.tree_leaves(args[1]))
 
 
 class HostReads(TorchFunctionMode):
@@ -82,7 +84,7 @@ class HostReads(TorchFunctionMode):
             func is Tensor.to and any(isinstance(a, torch.device) for a in args[1:]))
         device = placed or any(self.on_device(t) for t in tensors)
         if device and (func in READS or func in VALUE_SIZED
-                       or (func in INDEXING and _bool_mask(args))
+                       or _mask_indexing(func, args)
                        or (func is torch.where and len(args) == 1)):
             self._record(getattr(func, "__qualname__", str(func)))
         out = func(*args, **kwargs)
@@ -152,6 +154,7 @@ def test_the_probe_sees_reads_of_device_tensors_only():
         loss.item()
         bool(torch.isfinite(loss))
         x[x > 0]
+        x[x > 0] = 0.0  # a masked_fill: no wait
         torch.full((2,), 1.0, device=x.device).tolist()
     whats = [what for what, _ in probe.reads]
     assert whats == ["TensorBase.item", "TensorBase.__bool__", "TensorBase.__getitem__",
