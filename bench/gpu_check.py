@@ -104,7 +104,7 @@ def plan(cuda: bool, work: Path, python: str = sys.executable) -> list[Step]:
 
     def timing(model: str) -> list[str]:
         if not cuda:
-            return ["--steps", "1", "--rounds", "1", "--warmup", "0"]
+            return ["--steps", "1", "--rounds", "1", "--warmup", "1"]
         # U-Net: ~13 steps/s plain, a third of that adversarial; DeepMedic: ~65 steps/s
         return (["--steps", "10", "--rounds", "2", "--warmup", "3"] if model == "unet"
                 else ["--steps", "30", "--rounds", "2", "--warmup", "5"])
@@ -375,8 +375,8 @@ def render(summary: dict) -> str:
                            "sampler / reference"],
                           [[r["model"], r["regime"], f"{r['batch']} x {r['input']} -> "
                             f"{r['output']}", r["batches_per_second_1"],
-                            f"{r['batches_per_second_all']:.2f} ({r['threads']})",
-                            f"{r['ceiling_steps']:.2f} ({r['ceiling_device']} "
+                            f"{_fmt(r['batches_per_second_all'])} ({r['threads']})",
+                            f"{_fmt(r['ceiling_steps'])} ({r['ceiling_device']} "
                             f"{r['ceiling_mode']})", r["reference_steps"],
                             r["sampler_over_reference"]] for r in data["compare"]]))
     else:

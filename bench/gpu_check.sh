@@ -18,19 +18,19 @@
 #
 #   bench/gpu_check.sh --prepare-bundle
 #
-# It `pip download`s the wheels of BUNDLE (below) for CPython 3.12 on manylinux x86-64, in the
-# versions this .venv runs (medpy, published as a source archive, is built with `pip wheel`),
+# It `pip download`s the wheels of BUNDLE_PACKAGES (below) for CPython 3.12 on manylinux
+# x86-64, in the versions this .venv runs (medpy, a source archive, is built with `pip wheel`),
 # installs them into a folder with `pip install --target`, drops what a local Ray does not use
 # (ray/jars/, the Java workers, 33 MB) and the symbol tables of Ray's binaries (`strip`), and
 # packs the folder into .gpu-bundle/site.tar.xz, which .git/info/exclude then ignores. The
 # working tree that travels to the GPU machine is limited to 64 MiB, and the wheels alone are
-# ~140 MB (Ray 79, SimpleITK 53): packed this way they come to ~55 MB. Then, with the device
-# tool:
+# 142 MB (Ray 79, SimpleITK 53): packed this way they came to 58.1 MiB (xz -9 took 20 minutes
+# on 2 busy cores), with the checkout 59.5 MiB. Then, with the device tool:
 #
 #   run(command="bash bench/gpu_check.sh", carry=[".gpu-bundle"], timeout_s=600)
 #
-# unpacks the bundle into /tmp/gpu-check-site, puts it first on PYTHONPATH, and runs the check;
-# $OUT comes back with the summary.
+# unpacks the bundle into /tmp/gpu-check-site, puts it first on PYTHONPATH (only where Ray,
+# Optuna or SimpleITK are missing), and runs the check; $OUT comes back with the summary.
 set -u
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$ROOT" || exit 1
@@ -88,7 +88,10 @@ if [ "${1:-}" = "--prepare-bundle" ]; then
     exit $?
 fi
 
-if [ -f "$BUNDLE" ]; then
+# the bundle only where this Python lacks the project's dependencies (the GPU image)
+if [ -f "$BUNDLE" ] && ! "$PYTHON" -c 'import ray, optuna, SimpleITK' 2>/dev/null; then
+    "$PYTHON" -c 'import sys; sys.exit(sys.version_info[:2] != (3, 12))' \
+        || echo "warning: $BUNDLE holds packages for CPython 3.12, not $("$PYTHON" -V)" >&2
     if [ ! -f "$SITE/.unpacked" ] || [ "$BUNDLE" -nt "$SITE/.unpacked" ]; then
         rm -rf "$SITE" && mkdir -p "$SITE" \
             && "$PYTHON" -c 'import sys, tarfile; tarfile.open(sys.argv[1]).extractall(sys.argv[2], filter="tar")' \
