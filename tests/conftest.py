@@ -10,7 +10,8 @@ import pytest
 TESTS = Path(__file__).resolve().parent
 TINY_STUDY = TESTS / "data" / "tiny-study.yaml"
 
-# Ray on loopback only, no usage stats, no token file in the real home (ray-notes §7, §11).
+# Ray on loopback only, no usage stats, no token file in the real home (tests never reach the
+# network or the user's Ray credentials).
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
 os.environ.setdefault("RAY_AUTH_MODE", "disabled")

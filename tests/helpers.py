@@ -1,4 +1,5 @@
-"""Shared test helpers: tiny image volumes written the way the datasets' own tools write them.
+"""Shared test helpers: tiny image volumes written the way the datasets' own tools write them,
+and killing a process session (a lost driver machine).
 
 Imported by test modules as ``from helpers import ...`` (pytest puts ``tests/`` on the path,
 wherever it is run from).
@@ -6,6 +7,8 @@ wherever it is run from).
 
 from __future__ import annotations
 
+import os
+import signal
 from pathlib import Path
 
 import numpy as np
@@ -40,3 +43,24 @@ def head(shape=(12, 14, 16), seed=0, fill=1) -> tuple[np.ndarray, np.ndarray]:
     label = np.zeros(shape, np.uint8)
     label[5:8, 6:9, 7:10] = fill
     return image, label
+
+
+def kill_session(sid: int) -> int:
+    """SIGKILL every process of session ``sid`` (the driver and the Ray processes it started,
+    as when the driver's machine is lost); return how many were signalled."""
+    killed = 0
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            stat = Path(f"/proc/{entry}/stat").read_text()
+        except OSError:
+            continue
+        fields = stat.rsplit(")", 1)[1].split()
+        if int(fields[3]) == sid:  # field 6 of /proc/PID/stat: session id
+            try:
+                os.kill(int(entry), signal.SIGKILL)
+                killed += 1
+            except ProcessLookupError:
+                pass
+    return killed

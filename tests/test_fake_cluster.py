@@ -29,7 +29,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from test_faults import _kill_session
+from helpers import kill_session
 
 from study.results import ResultStore
 from study.spec import load_study
@@ -81,7 +81,7 @@ def _run(args: list[str], log, env: dict, timeout: float) -> int:
     try:
         return proc.wait(timeout=timeout)
     finally:
-        _kill_session(proc.pid)
+        kill_session(proc.pid)
         proc.wait()
 
 
@@ -152,7 +152,7 @@ def fake_cluster(tmp_path):
                               time.monotonic() - started)
     finally:
         if head is not None:
-            _kill_session(head.pid)
+            kill_session(head.pid)
         if temp_dir.parent != tmp_path:
             shutil.rmtree(temp_dir, ignore_errors=True)
 
@@ -247,7 +247,7 @@ def test_trial_resumes_from_checkpoint_after_its_worker_node_dies(fake_cluster, 
         status = driver.wait(timeout=600)
         assert status == 0, cluster.tail()
     finally:
-        _kill_session(driver.pid)
+        kill_session(driver.pid)
         driver.wait()
     study_s = time.monotonic() - launched
     probe = cluster.probe()

@@ -6,40 +6,19 @@ from __future__ import annotations
 import os
 import random
 import re
-import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
 
 import pytest
+from helpers import kill_session
 
 from study.results import ResultStore
 from study.spec import load_study
 from study.trials import expand
 
 FAULT_STUDY = Path(__file__).resolve().parent / "data" / "fault-study.yaml"
-
-
-def _kill_session(sid: int) -> int:
-    """SIGKILL every process of session ``sid`` (the driver and the Ray processes it started,
-    as when the driver's machine is lost); return how many were signalled."""
-    killed = 0
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            stat = Path(f"/proc/{entry}/stat").read_text()
-        except OSError:
-            continue
-        fields = stat.rsplit(")", 1)[1].split()
-        if int(fields[3]) == sid:  # field 6 of /proc/PID/stat: session id
-            try:
-                os.kill(int(entry), signal.SIGKILL)
-                killed += 1
-            except ProcessLookupError:
-                pass
-    return killed
 
 
 def _driver(args: list[str], log) -> subprocess.Popen:
@@ -81,7 +60,7 @@ def test_driver_sigkill_loses_and_duplicates_nothing(tmp_path):
                 driver.wait()
                 break  # finished every trial before its kill
             time.sleep(rng.uniform(0, 3))
-            assert _kill_session(driver.pid) > 1
+            assert kill_session(driver.pid) > 1
             driver.wait()
             kills += 1
             args = ["resume", "fault", *common]

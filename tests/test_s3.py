@@ -148,7 +148,8 @@ def test_launch_kill_resume_status_report_on_s3(s3, tmp_path):
     import subprocess
     import sys
 
-    from test_faults import FAULT_STUDY, _driver, _kill_session, _wait_for_training
+    from helpers import kill_session
+    from test_faults import FAULT_STUDY, _driver, _wait_for_training
 
     from study.spec import load_study
     from study.trials import expand
@@ -160,7 +161,7 @@ def test_launch_kill_resume_status_report_on_s3(s3, tmp_path):
         driver = _driver(["launch", str(FAULT_STUDY), *common,
                           "--data-dir", str(tmp_path / "data")], log)
         assert _wait_for_training(log_path, 0, driver, 300), log_path.read_text()[-3000:]
-        assert _kill_session(driver.pid) > 1
+        assert kill_session(driver.pid) > 1
         driver.wait()
         log.flush()
         final = _driver(["resume", "fault", *common], log)
