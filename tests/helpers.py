@@ -1,5 +1,5 @@
 """Shared test helpers: tiny image volumes written the way the datasets' own tools write them,
-and killing a process session (a lost driver machine).
+a one-trial study of a real layout, and killing a process session (a lost driver machine).
 
 Imported by test modules as ``from helpers import ...`` (pytest puts ``tests/`` on the path,
 wherever it is run from).
@@ -64,3 +64,17 @@ def kill_session(sid: int) -> int:
             except ProcessLookupError:
                 pass
     return killed
+
+
+def real_study_file(tmp_path: Path, root: Path) -> Path:
+    """A one-trial study of the real ``brats`` layout at ``root`` (tiny U-Net, 4 iterations),
+    written to ``tmp_path``; return its path."""
+    path = tmp_path / f"real-{root.name}.yaml"
+    path.write_text(f"""name: real
+dataset: {{name: brats, test_cases: 2, root: {root}}}
+fractions: [0.5]
+model: {{name: unet, preset: tiny}}
+training: {{iterations: 4, batch_size: 1, input_patch: [16, 16, 16]}}
+techniques: [vanilla]
+""")
+    return path

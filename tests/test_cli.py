@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from helpers import real_study_file
 
 import study
 from study.cli import main
@@ -65,18 +66,6 @@ def test_study_names_cannot_leave_the_storage(command, name, tmp_path, capsys):
     assert not storage.exists()
 
 
-def _real_study(tmp_path: Path, root: Path) -> Path:
-    path = tmp_path / f"real-{root.name}.yaml"
-    path.write_text(f"""name: real
-dataset: {{name: brats, test_cases: 2, root: {root}}}
-fractions: [0.5]
-model: {{name: unet, preset: tiny}}
-training: {{iterations: 4, batch_size: 1, input_patch: [16, 16, 16]}}
-techniques: [vanilla]
-""")
-    return path
-
-
 def _bad_launches(tmp_path: Path, tiny: Path):
     """(arguments, fragment of the error) of launches refused before Ray starts."""
     storage = str(tmp_path / "storage")
@@ -91,8 +80,8 @@ def _bad_launches(tmp_path: Path, tiny: Path):
     if os.geteuid() != 0:
         readonly.mkdir(mode=0o555)
     cases = [
-        ([str(_real_study(tmp_path, tmp_path / "nowhere"))], "dataset folder not found"),
-        ([str(_real_study(tmp_path, tmp_path / "empty"))], "no cases found"),
+        ([str(real_study_file(tmp_path, tmp_path / "nowhere"))], "dataset folder not found"),
+        ([str(real_study_file(tmp_path, tmp_path / "empty"))], "no cases found"),
         ([str(tiny), "--storage", str(a_file)], str(a_file)),
         ([str(tiny), "--storage", str(readonly)], str(readonly)),
         ([str(latin1)], "not UTF-8 text (byte 0xe9"),

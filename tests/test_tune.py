@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 
 import pytest
+from helpers import real_study_file
 
 import study
 from study import tune
@@ -116,14 +117,7 @@ def test_a_trial_failing_inside_ray_is_stored_and_fails_status(ray_session, tmp_
         case.mkdir(parents=True)
         for channel in ("t1", "t1ce", "t2", "flair", "seg"):
             (case / f"c{i}_{channel}.nii.gz").write_bytes(b"garbage")
-    path = tmp_path / "real.yaml"
-    path.write_text(f"""name: real
-dataset: {{name: brats, test_cases: 2, root: {root}}}
-fractions: [0.5]
-model: {{name: unet, preset: tiny}}
-training: {{iterations: 4, batch_size: 1, input_patch: [16, 16, 16]}}
-techniques: [vanilla]
-""")
+    path = real_study_file(tmp_path, root)
     storage = str(tmp_path / "storage")
     assert main(["launch", str(path), "--storage", storage, "--data-dir", str(data_dir),
                  "--max-failures", "0"]) == 1
