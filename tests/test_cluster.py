@@ -1,4 +1,4 @@
-"""cluster.yaml and its offline validator (study.cluster): Ray's own schema checks and our
+"""cluster.yaml and its offline validator (ops.cluster): Ray's own schema checks and our
 safety rules, exercised on the shipped file and on mutated copies. No cloud, no network."""
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ import pytest
 import ray
 import yaml
 
-from study.cluster import ClusterConfigError, main, validate_cluster_config
+from ops.cluster import ClusterConfigError, main, validate_cluster_config
 
 REPO = Path(__file__).resolve().parent.parent
 CLUSTER_YAML = REPO / "cluster.yaml"
@@ -575,7 +575,7 @@ def test_inline_token_in_the_config_is_a_violation(config, check, key, command, 
 
 
 def test_cli_exit_status_ok_violations_invalid(config, tmp_path, capsys):
-    """`python -m study.cluster` prints OK (exit 0), the violations (exit 1), or Ray's
+    """`study-cluster-check` prints OK (exit 0), the violations (exit 1), or Ray's
     rejection (exit 2)."""
     assert main([str(CLUSTER_YAML)]) == 0
     assert capsys.readouterr().out.strip().endswith("OK")

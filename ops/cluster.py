@@ -23,7 +23,7 @@
    source is followed through ``file_mounts`` and symbolic links to the local file.
    They return a list of violations; empty means OK.
 
-Command line: ``python -m study.cluster cluster.yaml [more.yaml ...]`` prints ``OK`` or the
+Command line: ``study-cluster-check cluster.yaml [more.yaml ...]`` prints ``OK`` or the
 violations; exit status 0 (OK), 1 (rule violations) or 2 (Ray or EC2 rejects the file).
 """
 
@@ -148,7 +148,7 @@ def _ray_private_validators() -> tuple[Callable, Callable]:
 
     if ray.__version__ != RAY_API_VERSION:
         warnings.warn(
-            f"study.cluster uses Ray's private autoscaler API as of Ray {RAY_API_VERSION}; "
+            f"ops.cluster uses Ray's private autoscaler API as of Ray {RAY_API_VERSION}; "
             f"Ray {ray.__version__} is installed: check prepare_config/validate_config still "
             "behave the same (tests/test_cluster.py).",
             stacklevel=3,
@@ -1246,9 +1246,9 @@ def _short(command: str, limit: int = 90) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m study.cluster FILE...``: print OK or the problems of each cluster config."""
+    """``study-cluster-check FILE...``: print OK or the problems of each cluster config."""
     parser = argparse.ArgumentParser(
-        prog="python -m study.cluster",
+        prog="study-cluster-check",
         description="Validate Ray cluster-launcher configs offline (Ray's schema + this "
         "project's safety rules). Exit 0 OK, 1 rule violations, 2 Ray/EC2 rejects a file.",
     )
