@@ -1,16 +1,14 @@
 """Logit statistics of the ``trials`` table: the train-vs-test logit shift of 001 §III-A.
 
-Each trial stores ``logit_stats`` as JSON: ``{"bin_edges": [...], "train"|"test": {true class:
-{logit class: {voxels, mean, std, hist}}}}`` — for the voxels of one true class, the values of
-one logit channel, on training cases and on test cases. Statistics of the seeds of one setting
-are pooled (voxel-weighted mean and std, histograms added), which is what one larger run would
-give. The shift of the mean is 001 Fig. 3's ``Δẑ = |ẑ_test| - |ẑ_train|``. A setting belongs to
-a method, a (technique, variant) as in the tables; ``variant`` is None where there is none.
+Each trial stores ``logit_stats`` as JSON (format, writer and reader in ``study.logit_stats``):
+for the voxels of one true class, the count, mean, std and histogram of one logit channel, on
+training cases and on test cases. Statistics of the seeds of one setting are pooled
+(voxel-weighted mean and std, histograms added), which is what one larger run would give. The
+shift of the mean is 001 Fig. 3's ``Δẑ = |ẑ_test| - |ẑ_train|``. A setting belongs to a
+method, a (technique, variant) as in the tables; ``variant`` is None where there is none.
 """
 
 from __future__ import annotations
-
-import json
 
 import numpy as np
 import pandas as pd
@@ -18,8 +16,8 @@ import pandas as pd
 from analysis.load import ResultsError
 from analysis.tables import method_name, method_order, variant_labels, variants
 from study.catalog import HP_PREFIX
+from study.logit_stats import SPLITS, MalformedLogitStats, from_json
 
-SPLITS = ("train", "test")
 KEYS = ["dataset", "model", "technique", "variant", "param_label", "fraction"]
 
 __all__ = ["logit_histograms", "logit_shift_table", "logit_statistics"]
@@ -40,25 +38,14 @@ def logit_statistics(trials: pd.DataFrame) -> pd.DataFrame:
     with_stats = with_stats.assign(variant=variants(with_stats))
     for trial in with_stats.itertuples(index=False):
         try:
-            data = json.loads(trial.logit_stats)
-            edges = np.asarray(data["bin_edges"], float)
-            for split in SPLITS:
-                for true_class, by_logit in data.get(split, {}).items():
-                    for logit_class, s in by_logit.items():
-                        hist = np.asarray(s["hist"], float)
-                        if len(hist) != len(edges) - 1:
-                            raise ValueError(f"{len(hist)} histogram bins for "
-                                             f"{len(edges)} bin edges")
-                        rows.append({**{k: getattr(trial, k) for k in KEYS},
-                                     "trial_id": trial.trial_id, "seed": trial.seed,
-                                     "split": split, "true_class": true_class,
-                                     "logit_class": logit_class, "voxels": int(s["voxels"]),
-                                     "mean": np.nan if s["mean"] is None else float(s["mean"]),
-                                     "std": np.nan if s["std"] is None else float(s["std"]),
-                                     "hist": hist, "bin_edges": edges})
-        except (ValueError, KeyError, TypeError, AttributeError) as error:
+            edges, summaries = from_json(trial.logit_stats, trial.trial_id)
+        except MalformedLogitStats as error:
             raise ResultsError(f"trials/{trial.trial_id}.parquet: column 'logit_stats' is not "
-                               f"the documented JSON ({type(error).__name__}: {error})") from None
+                               f"the documented JSON ({error})") from None
+        identity = {**{k: getattr(trial, k) for k in KEYS}, "trial_id": trial.trial_id,
+                    "seed": trial.seed}
+        rows.extend({**identity, **summary._asdict(), "bin_edges": edges}
+                    for summary in summaries)
     columns = [*KEYS, "trial_id", "seed", "split", "true_class", "logit_class", "voxels",
                "mean", "std", "hist", "bin_edges"]
     return pd.DataFrame(rows, columns=columns)

@@ -3,7 +3,7 @@
 For each model (U-Net, DeepMedic) and technique (plain, asymmetric adversarial — an extra
 forward/backward for the direction and one for the adversarial batch —, asymmetric mixup — an
 extra forward/backward —, asymmetric augmentation) this builds the trial runner's
-``study.trial.Training`` exactly as a trial does and measures
+``study.training.Training`` exactly as a trial does and measures
 
 * **real**: ``Training.step()`` as the trial loop runs it: patch sampling from whole volumes
   (in a prefetch thread on CUDA), host-to-device copies, label preparation, augmentation,
@@ -17,7 +17,7 @@ step), real/ceiling and, on CUDA, the peak GPU memory of the row
 process's). Real and ceiling are timed in interleaved rounds and each keeps its best round (as
 ``timeit`` does: on a shared machine the fastest round is the one least disturbed by other
 work). ``sample ms`` is the sampler's time per batch on the main thread. On CUDA the step runs
-in bf16 autocast (``study.trial.Training``), on the CPU in float32; ``--compile`` applies on
+in bf16 autocast (``study.training.Training``), on the CPU in float32; ``--compile`` applies on
 CUDA only. ``--json`` is rewritten after every row, so a run cut short keeps its rows.
 
     python bench/trial_throughput.py                           # CPU, tiny sizes (CI)
@@ -56,7 +56,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import study.objectives as obj  # noqa: E402
 from study.data.loader import Case  # noqa: E402
 from study.models import output_patch  # noqa: E402
-from study.trial import RunOptions, Training  # noqa: E402
+from study.training import Training  # noqa: E402
+from study.trial import RunOptions  # noqa: E402
 
 TECHNIQUES = {
     "plain": ("vanilla", {}),
@@ -165,7 +166,7 @@ def measure(model: str, size: str, technique: str, args) -> dict:
 
     images, labels, _ = training.batches.next()
     x = images.to(device)
-    y = training._labels(labels.to(device))
+    y = training.labels_at_input(labels.to(device))
 
     def ceiling() -> None:
         with training.autocast:

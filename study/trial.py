@@ -1,76 +1,39 @@
-"""One trial: train a network with a technique's objective, evaluate it, store its results.
+"""One trial, end to end: data, training, evaluation, its rows in the results store.
 
 ``run_trial(param, options, session)`` is a plain function of the trial's config: it runs the
 same with Ray Tune (``study.tune`` passes a session that reports to Tune and checkpoints
-through it) and without (``LocalSession``, for tests and debugging). It never raises for a
-bad trial: a NaN/inf training loss ends it as ``diverged``; any other error is stored as a
-``failed`` trial row naming the error (a CUDA out-of-memory error names the model, batch,
-patch, GPU and config), and only then re-raised, so that Tune can retry it.
+through it) and without (``LocalSession``, for tests and debugging). It loads the dataset's
+training, test and held-out validation cases (``study.data``), trains
+(``study.training``, resuming from the session's checkpoint), evaluates the test and
+validation cases (``study.case_evaluation``) and stores one ``trials`` row, with the logit
+statistics as JSON (``study.logit_stats``), and the ``cases`` rows (``study.results``).
 
-Training (:class:`Training`): the model (``study.models``), the technique's loss, batch
-regularizers and augmentation gate (``study.techniques``), one :func:`regularized_step` per
-iteration with the experiment's update rule (``training.update``: one summed-loss step as the
-papers' equations, or one step per term in the reference code's order), the model's paper
-optimiser and LR schedule (``study.models.recipes``). Patches are sampled at the model's
-*input* size with labels of its output patch ``training.output_patch`` (for DeepMedic the
-input is the context of its pathways around the 37^3 ``input_patch`` segment); on the device
-the labels are padded to the input size with the ignore label, so that flips, mixup and
-adversarial perturbations treat input and labels alike. The experiment's augmentation regime
-(``augmentation``), gated by eq. 21 where the technique has ``bg_aug_prob``, is applied by the
-sampler. On CUDA: bf16 autocast, optional ``torch.compile``, batches sampled ahead in a thread
-into pinned memory, and the loss read by the host only every ``check_every`` iterations (a
-window of on-device losses), so the loop does not wait for the GPU each step; divergence is
-still reported at its exact iteration. On the CPU: float32, no prefetch, a check every
-iteration.
-
-Evaluation: the test cases and, when the dataset holds some out, the validation cases
-(``split`` column), whole-volume inference with test-time mirroring where the experiment asks
-for it.
-
-Checkpoints (every ``checkpoint_every`` iterations) hold model, optimizer, LR schedule,
-sampler and RNG states (CPU and CUDA); a trial resumed from one ends bit-exactly as an
-uninterrupted run on the CPU (CUDA kernels are not bit-reproducible run to run).
+It never raises for a bad trial: a NaN/inf training loss ends it as ``diverged``; any other
+error is stored as a ``failed`` trial row naming the error (a CUDA out-of-memory error names
+the model, batch, patch, GPU and config), and only then re-raised, so that Tune can retry it.
 """
 
 from __future__ import annotations
 
-import io
-import itertools
-import json
-import math
-import queue
 import socket
-import threading
 import time
 import traceback
-from contextlib import nullcontext
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Protocol
 
-import numpy as np
 import torch
 
 import study
-import study.objectives as obj
-from study.data import loader, sampling, splits, synthetic
+from study.case_evaluation import diverged_rows, evaluate_cases
+from study.data import loader, splits, synthetic
 from study.data.registry import DATASETS, DatasetInfo
-from study.evaluate import evaluate_segmentation
-from study.inference import predict_logits
-from study.models import OutputLoss, build_model, centre_crop
-from study.models.recipes import RECIPES
+from study.logit_stats import to_json
 from study.progress import REPORT_SECONDS
 from study.results import ResultStore, identity_columns, summarise
-from study.techniques import IGNORE, AugmentationGate, Context, build_training
+from study.training import Diverged, Reporter, Training, Validation
 from study.trials import Trial, canonical_json, trial_id
-
-LOGIT_BINS = np.linspace(-30.0, 30.0, 61)  # fixed bins so histograms add across trials
-LOGIT_STAT_TRAIN_CASES = 4  # training cases whose logits are summarised (inference is costly)
-METRIC_KEYS = ("dsc", "sensitivity", "precision", "iou", "hd95", "hd95_max")
-VALIDATION_PATCHES = 8  # fixed patches of the test cases scored by periodic validation
-VALIDATION_SEED = 0
-MODEL_OPTIONS = ("deep_supervision", "base", "stages")  # optional config["model"] keys
 
 
 @dataclass(frozen=True)
@@ -79,9 +42,10 @@ class RunOptions:
     the trial's identity.
 
     ``validate_every``: iterations between validations (0 = none); each scores
-    ``VALIDATION_PATCHES`` fixed patches of the *test* cases and reports ``val_loss`` and
-    ``val_dsc`` — for watching training only, as the reference DeepMedic configs validate on
-    their test list; nothing is selected or stopped on it. ``compile``: a ``torch.compile``
+    ``study.training.VALIDATION_PATCHES`` fixed patches of the held-out validation cases (of
+    the *test* cases where none are held out) and reports ``val_loss`` and ``val_dsc`` — for
+    watching training only, as the reference DeepMedic configs validate on their test list;
+    nothing is selected or stopped on it. ``compile``: a ``torch.compile``
     mode (``"default"``, ``"reduce-overhead"``, ...) used on CUDA, or None for eager.
     ``prefetch``: batches sampled ahead in a thread (None: 2 on CUDA, 0 on the CPU).
     ``check_every``: iterations between NaN/inf checks of the loss (None: 1 on the CPU, 25 on
@@ -104,12 +68,11 @@ class RunOptions:
     mlflow_uri: str | None = None
 
 
-class Session(Protocol):
-    """How a trial reports progress and checkpoints (Ray Tune or nothing)."""
+class Session(Reporter, Protocol):
+    """How a trial reports progress and checkpoints (Ray Tune or nothing), and where a
+    resumed trial finds its last checkpoint."""
 
     def restore(self) -> bytes | None: ...
-
-    def report(self, metrics: dict[str, Any], checkpoint: bytes | None = None) -> None: ...
 
 
 class LocalSession:
@@ -126,14 +89,6 @@ class LocalSession:
         self.reports.append(dict(metrics))
         if checkpoint is not None:
             self.checkpoint = checkpoint
-
-
-class Diverged(Exception):
-    """The training loss became NaN or infinite at ``iteration``."""
-
-    def __init__(self, message: str, iteration: int):
-        super().__init__(message)
-        self.iteration = iteration
 
 
 def resolve_device(requested: str) -> torch.device:
@@ -157,292 +112,6 @@ def dataset_root(config: dict[str, Any], options: RunOptions) -> Path:
     return Path(root)
 
 
-class _BatchStream:
-    """Training batches from a sampler, optionally sampled ``prefetch`` batches ahead in a
-    background thread. Each batch comes with the sampler's state right after it was drawn, so
-    a checkpoint records where the sampler stood after the last batch *trained on*, however
-    far the thread has run ahead (the resumed run draws exactly the same batches)."""
-
-    def __init__(self, sampler: sampling.PatchSampler, batch_size: int, prefetch: int,
-                 pin: bool, label_dtype: np.dtype):
-        self.sampler, self.batch_size = sampler, batch_size
-        self.prefetch, self.pin, self.label_dtype = prefetch, pin, label_dtype
-        self._queue: queue.Queue | None = None
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
-
-    def _draw(self) -> tuple[torch.Tensor, torch.Tensor, dict]:
-        images, labels = self.sampler.sample(self.batch_size)
-        state = self.sampler.state()
-        x = torch.from_numpy(images)
-        y = torch.from_numpy(labels.astype(self.label_dtype, copy=False))
-        if self.pin:
-            x, y = x.pin_memory(), y.pin_memory()
-        return x, y, state
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            try:
-                item: Any = self._draw()
-            except Exception as error:  # handed to the consumer, raised there
-                item = error
-            while not self._stop.is_set():
-                try:
-                    self._queue.put(item, timeout=0.1)
-                    break
-                except queue.Full:
-                    continue
-            if isinstance(item, Exception):
-                return
-
-    def next(self) -> tuple[torch.Tensor, torch.Tensor, dict]:
-        if not self.prefetch:
-            return self._draw()
-        if self._thread is None:
-            self._consumed = self.sampler.state()
-            self._queue = queue.Queue(maxsize=self.prefetch)
-            self._stop = threading.Event()
-            self._thread = threading.Thread(target=self._run, name="batch-prefetch", daemon=True)
-            self._thread.start()
-        item = self._queue.get()
-        if isinstance(item, Exception):
-            raise item
-        self._consumed = item[2]
-        return item
-
-    def close(self) -> None:
-        """Stop the thread and rewind the sampler to just after the last batch handed out
-        (batches sampled ahead are dropped), so that sampling can continue exactly."""
-        if self._thread is None:
-            return
-        self._stop.set()
-        self._thread.join()
-        self._thread = None
-        self.sampler.set_state(self._consumed)
-
-
-def _model_options(model_config: dict[str, Any]) -> dict[str, Any]:
-    unknown = sorted(set(model_config) - {"name", "preset", *MODEL_OPTIONS})
-    if unknown:
-        raise ValueError(f"model: unknown option(s) {unknown} (known: {', '.join(MODEL_OPTIONS)})")
-    return {k: model_config[k] for k in MODEL_OPTIONS if k in model_config}
-
-
-class Training:
-    """One trial's training: model, objective, optimizer, schedule, batches; :meth:`run`.
-
-    ``training.output_patch`` is the patch the loss sees (DeepMedic: the 21^3 labelled by its
-    37^3 ``input_patch`` segment); the model says which input tensor it needs for it
-    (``model.input_size``: for DeepMedic the context of all its pathways) and the sampler cuts
-    patches of that size.
-    """
-
-    def __init__(self, config: dict[str, Any], cases, info: DatasetInfo, device: torch.device,
-                 options: RunOptions):
-        training = config["training"]
-        name = config["model"]["name"]
-        self.config, self.device, self.iterations = config, device, training["iterations"]
-        torch.manual_seed(config["seed"])
-        self.recipe = RECIPES[name]
-        self.num_classes = len(info.classes)
-        self.model = build_model(name, config["model"]["preset"], len(info.channels),
-                                 self.num_classes, **_model_options(config["model"])).to(device)
-        self.output_patch = tuple(int(p) for p in training["output_patch"])
-        self.input_size = tuple(self.model.input_size(self.output_patch))
-        context = Context(tuple(info.rare_vector()), self.recipe.dsc_term,
-                          class_counts=lambda: obj.class_counts((c.label for c in cases),
-                                                                self.num_classes),
-                          batch_dice=self.recipe.batch_dice,
-                          mixup_lambda=training.get("mixup_lambda", "paper"))
-        self.update = training.get("update", "summed")
-        built = build_training(config["technique"], config["hp"], context)
-        self.loss = OutputLoss(built.loss)
-        self.regularizers = built.regularizers
-        self.optimizer = self.recipe.optimizer(self.model, training.get("lr"))
-        self.schedule = self.recipe.schedule(self.optimizer, self.iterations)
-        self.sampler = self._sampler(cases, config["seed"], built.augmentation)
-        cuda = device.type == "cuda"
-        prefetch = options.prefetch if options.prefetch is not None else (2 if cuda else 0)
-        self.batches = _BatchStream(self.sampler, training["batch_size"], prefetch, pin=cuda,
-                                    label_dtype=np.uint8 if self.num_classes <= 255
-                                    else np.int64)
-        self.check_every = options.check_every or (25 if cuda else 1)
-        self.autocast = (torch.autocast("cuda", dtype=torch.bfloat16) if cuda
-                         else nullcontext())
-        self.forward_model = self.model
-        if cuda:
-            torch.backends.cudnn.benchmark = True
-            if options.compile:
-                self.forward_model = torch.compile(self.model, mode=options.compile)
-        self.iteration, self.last_loss = 0, math.nan
-        self.sampler_state = self.sampler.state()
-        self._window: list[tuple[int, torch.Tensor, torch.Tensor]] = []
-
-    def _sampler(self, cases, seed: int, gate: AugmentationGate | None):
-        """Patches at the model's input size with labels of its output size, sampled by the
-        experiment's scheme (``training.sampling``) and augmented by its regime
-        (``augmentation``), which eq. 21's gate restricts to rare samples plus a share
-        ``bg_aug_prob`` of the others (on the CPU, in the prefetch thread on CUDA)."""
-        training = self.config["training"]
-        gate_options = ({"bg_aug_prob": gate.bg_aug_prob, "rare": gate.rare}
-                        if gate is not None else {})
-        return sampling.PatchSampler(
-            cases, self.input_size, training["fg_fraction"], seed=seed,
-            label_patch=self.output_patch, augmentation=self.config["augmentation"],
-            oversampling=training["sampling"], **gate_options)
-
-    # -- state ------------------------------------------------------------------------------
-    def state_bytes(self) -> bytes:
-        """Everything a resumed run needs to continue bit-exactly (checks the loss first)."""
-        self.check()
-        buffer = io.BytesIO()
-        torch.save({
-            "model": self.model.state_dict(),
-            "optimizer": self.optimizer.state_dict(),
-            "schedule": self.schedule.state_dict(),
-            "iteration": self.iteration,
-            "loss": self.last_loss,
-            "torch_rng": torch.get_rng_state(),
-            "cuda_rng": (torch.cuda.get_rng_state(self.device) if self.device.type == "cuda"
-                         else None),
-            "sampler": json.dumps(self.sampler_state),
-        }, buffer)
-        return buffer.getvalue()
-
-    def load_state(self, saved: bytes) -> None:
-        state = torch.load(io.BytesIO(saved), weights_only=True, map_location=self.device)
-        self.model.load_state_dict(state["model"])
-        self.optimizer.load_state_dict(state["optimizer"])
-        self.schedule.load_state_dict(state["schedule"])
-        torch.set_rng_state(state["torch_rng"].cpu())
-        if state["cuda_rng"] is not None and self.device.type == "cuda":
-            torch.cuda.set_rng_state(state["cuda_rng"].cpu(), self.device)
-        self.sampler_state = json.loads(state["sampler"])
-        self.sampler.set_state(self.sampler_state)
-        self.iteration, self.last_loss = state["iteration"], state["loss"]
-
-    # -- one iteration ----------------------------------------------------------------------
-    def _labels(self, labels: torch.Tensor) -> torch.Tensor:
-        """int64 labels at the input size (every batch regularizer needs them aligned with the
-        input) from labels of the output or input size; voxels outside the output are
-        ``IGNORE``."""
-        inner = centre_crop(labels.long(), self.output_patch)
-        if self.input_size == self.output_patch:
-            return inner
-        marked = torch.full((labels.shape[0], *self.input_size), IGNORE, dtype=torch.int64,
-                            device=labels.device)
-        centre_crop(marked, self.output_patch).copy_(inner)
-        return marked
-
-    def step(self) -> obj.StepResult:
-        """Sample a batch and take one training step (no host-device synchronisation)."""
-        images, labels, self.sampler_state = self.batches.next()
-        x = images.to(self.device, non_blocking=True)
-        y = self._labels(labels.to(self.device, non_blocking=True))
-        self.model.train()
-        with self.autocast:
-            result = obj.regularized_step(
-                self.forward_model, self.loss, self.optimizer, x, y,
-                regularizers=self.regularizers, update=self.update,
-                generate_before_clean=self.recipe.generate_before_clean)
-        clean = result.losses["clean"]
-        self.schedule.step(clean)
-        self.iteration += 1
-        self._window.append((self.iteration, result.total, clean))
-        return result
-
-    def check(self) -> None:
-        """Read the losses of the iterations since the last check (one synchronisation);
-        raise :class:`Diverged` naming the first iteration whose loss was NaN or inf."""
-        if not self._window:
-            return
-        values = torch.stack([torch.stack([t.float(), c.float()])
-                              for _, t, c in self._window]).cpu()
-        iterations = [i for i, _, _ in self._window]
-        self._window.clear()
-        finite = torch.isfinite(values).all(dim=1)
-        if not bool(finite.all()):
-            bad = int((~finite).nonzero()[0, 0])
-            value = float(values[bad, 0])
-            raise Diverged(f"training loss is {value} at iteration {iterations[bad]}",
-                           iterations[bad])
-        self.schedule.settle()  # the LR schedule's host reads, after this synchronisation
-        self.last_loss = float(values[-1, 1])
-
-    # -- the loop ---------------------------------------------------------------------------
-    def run(self, session: Session, checkpoint_every: int = 0,
-            validation: _Validation | None = None, validate_every: int = 0,
-            report_seconds: float = REPORT_SECONDS) -> None:
-        """Train from the current iteration to the budget, reporting ~10 times and at least
-        every ``report_seconds`` (for progress; no checkpoint), checkpointing every
-        ``checkpoint_every`` and validating every ``validate_every`` iterations."""
-        report_every = max(1, self.iterations // 10)
-        reported = time.monotonic()
-        try:
-            while self.iteration < self.iterations:
-                self.step()
-                it = self.iteration
-                due_checkpoint = bool(checkpoint_every) and it % checkpoint_every == 0 \
-                    and it < self.iterations
-                due_validation = bool(validate_every) and validation is not None \
-                    and it % validate_every == 0
-                due_report = (it % report_every == 0 or due_checkpoint or due_validation
-                              or time.monotonic() - reported >= report_seconds)
-                if due_report or it % self.check_every == 0 or it == self.iterations:
-                    self.check()
-                if due_report:
-                    metrics = {"iteration": it, "train_loss": self.last_loss,
-                               "lr": self.optimizer.param_groups[0]["lr"]}
-                    if due_validation:
-                        metrics.update(validation.score(self))
-                    session.report(metrics, self.state_bytes() if due_checkpoint else None)
-                    reported = time.monotonic()
-        except Diverged:
-            raise
-        except Exception:
-            self.check()  # a NaN that broke a later step is divergence, not a failure
-            raise
-        finally:
-            self.batches.close()
-
-
-class _Validation:
-    """Fixed patches of the test cases (sampled once, the same for every trial of a dataset),
-    scored in eval mode: the objective's loss and the pooled hard DSC of the foreground
-    classes."""
-
-    def __init__(self, cases, training: Training, fg_fraction: float):
-        sampler = sampling.PatchSampler(cases, training.input_size, fg_fraction,
-                                        seed=VALIDATION_SEED)
-        images, labels = sampler.sample(VALIDATION_PATCHES)
-        self.images = torch.from_numpy(images)
-        self.labels = torch.from_numpy(labels)
-
-    @torch.no_grad()
-    def score(self, training: Training) -> dict[str, float]:
-        model, device = training.model, training.device
-        model.eval()
-        losses, tp, total = [], torch.zeros(training.num_classes), torch.zeros(
-            training.num_classes)
-        batch = training.config["training"]["batch_size"]
-        with training.autocast:
-            for i in range(0, len(self.images), batch):
-                x = self.images[i:i + batch].to(device)
-                y = training._labels(self.labels[i:i + batch].to(device))
-                logits = model(x).float()
-                losses.append(float(training.loss(logits, y)))
-                target = centre_crop(y, logits.shape[2:])
-                prediction = logits.argmax(1)
-                for k in range(1, training.num_classes):
-                    p, t = prediction == k, target == k
-                    tp[k] += float((p & t).sum())
-                    total[k] += float(p.sum() + t.sum())
-        model.train()
-        dsc = [2 * tp[k] / total[k] for k in range(1, training.num_classes) if total[k] > 0]
-        return {"val_loss": float(np.mean(losses)),
-                "val_dsc": float(np.mean(dsc)) if dsc else math.nan}
-
-
 def _train(config, cases, info: DatasetInfo, device, session: Session, options: RunOptions,
            test_cases=()) -> Training:
     """Train (resuming from the session's checkpoint if any); raises ``Diverged``."""
@@ -452,91 +121,10 @@ def _train(config, cases, info: DatasetInfo, device, session: Session, options: 
         training.load_state(saved)
     validation = None
     if options.validate_every and test_cases:
-        validation = _Validation(test_cases, training, config["training"]["fg_fraction"])
+        validation = Validation(test_cases, training, config["training"]["fg_fraction"])
     training.run(session, options.checkpoint_every, validation, options.validate_every,
                  options.report_seconds)
     return training
-
-
-class _LogitStats:
-    """Per (true class, logit) running mean/std and fixed-bin histogram (001 §III-A, Fig. 3)."""
-
-    def __init__(self, num_classes: int):
-        shape = (num_classes, num_classes)
-        self.count = np.zeros(shape)
-        self.total = np.zeros(shape)
-        self.squares = np.zeros(shape)
-        self.hist = np.zeros((*shape, len(LOGIT_BINS) - 1), np.int64)
-
-    def add(self, logits: np.ndarray, label: np.ndarray, roi: np.ndarray) -> None:
-        for t in range(self.count.shape[0]):
-            voxels = logits[:, (label == t) & roi].astype(np.float64)
-            for k, values in enumerate(voxels):
-                self.count[t, k] += values.size
-                self.total[t, k] += values.sum()
-                self.squares[t, k] += (values ** 2).sum()
-                clipped = np.clip(values, LOGIT_BINS[0], LOGIT_BINS[-1])
-                self.hist[t, k] += np.histogram(clipped, LOGIT_BINS)[0]
-
-    def as_dict(self, class_names) -> dict:
-        out = {}
-        for t, true_name in enumerate(class_names):
-            out[true_name] = {}
-            for k, logit_name in enumerate(class_names):
-                n = self.count[t, k]
-                mean = self.total[t, k] / n if n else None
-                std = math.sqrt(max(self.squares[t, k] / n - mean ** 2, 0.0)) if n else None
-                out[true_name][logit_name] = {"voxels": int(n), "mean": mean, "std": std,
-                                              "hist": self.hist[t, k].tolist()}
-        return out
-
-
-def _evaluate(model, config, info, evaluated: dict[str, list], train_cases, device):
-    """Per-case metric rows of the evaluated cases (``{"test": cases, "validation": cases}``,
-    each row tagged with its ``split``) and the train/test logit statistics.
-
-    Whole-volume logits by :func:`study.inference.predict_logits` (U-Net: Gaussian sliding
-    window over the training patch, overlap 0.5, optionally averaged over mirrorings;
-    DeepMedic: dense tiling with its inference segments), argmax, metrics with and without
-    largest-component post-processing.
-    """
-    patch = config["training"]["output_patch"]
-    mirror = (0, 1, 2) if config.get("inference", {}).get("mirroring") else ()
-
-    def logits_of(case) -> np.ndarray:
-        return predict_logits(model, case.image, patch, device=device,
-                              mirror_axes=mirror).numpy()
-
-    rows = []
-    stats = {"train": _LogitStats(len(info.classes)), "test": _LogitStats(len(info.classes))}
-    for case in train_cases[:LOGIT_STAT_TRAIN_CASES]:
-        stats["train"].add(logits_of(case), case.label, case.roi)
-    for split, cases in evaluated.items():
-        for case in cases:
-            logits = logits_of(case)
-            if split == "test":
-                stats["test"].add(logits, case.label, case.roi)
-            prediction = logits.argmax(axis=0).astype(np.uint8)
-            for row in evaluate_segmentation(prediction, case.label, case.spacing,
-                                             info.class_names, info.lcc_classes):
-                rows.append({"case_id": case.case_id, "split": split, **row})
-    logit_stats = {"bin_edges": LOGIT_BINS.tolist()}
-    logit_stats.update({split: s.as_dict(info.class_names) for split, s in stats.items()})
-    return rows, logit_stats
-
-
-def _diverged_rows(evaluated: dict[str, list], info: DatasetInfo) -> list[dict]:
-    """Rows for a diverged trial: metrics undefined (NaN), reference sizes kept."""
-    rows = []
-    for split, cases in evaluated.items():
-        for case, k in itertools.product(cases, range(1, len(info.class_names))):
-            name = info.class_names[k]
-            for postprocessed in (False, True):
-                rows.append({"case_id": case.case_id, "split": split, "class_name": name,
-                             "postprocessed": postprocessed, "pred_voxels": None,
-                             "ref_voxels": int((case.label == k).sum()),
-                             **{key: math.nan for key in METRIC_KEYS}})
-    return rows
 
 
 def _out_of_memory_message(error: BaseException, config: dict[str, Any],
@@ -656,11 +244,11 @@ def run_trial(param: dict[str, Any], options: RunOptions, session: Session | Non
         row["train_seconds"] = time.perf_counter() - clock
         clock = time.perf_counter()
         if row["status"] == "ok":
-            case_rows, logit_stats = _evaluate(training.model, config, info, evaluated,
-                                               train_cases, device)
-            row["logit_stats"] = json.dumps(logit_stats)
+            case_rows, logit_stats = evaluate_cases(training.model, config, info, evaluated,
+                                                    train_cases, device)
+            row["logit_stats"] = to_json(logit_stats, info.class_names)
         else:
-            case_rows = _diverged_rows(evaluated, info)
+            case_rows = diverged_rows(evaluated, info)
         row["eval_seconds"] = time.perf_counter() - clock
         row["finished_at"] = datetime.now(timezone.utc)
         identity = identity_columns(param)

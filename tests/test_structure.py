@@ -21,7 +21,8 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 PACKAGES = ("study", "analysis")
 TRAINING_STACK = ("torch", "ray")
-ANALYSIS_MAY_IMPORT = {"study.results", "study.catalog", "study.report_options"}
+ANALYSIS_MAY_IMPORT = {"study.results", "study.catalog", "study.report_options",
+                       "study.logit_stats"}
 
 
 @cache

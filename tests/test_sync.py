@@ -28,7 +28,7 @@ from torch.utils import _pytree as pytree
 
 from study.objectives import _targets
 from study.spec import load_search_spaces
-from study.trial import Training
+from study.training import Training
 from study.trials import trial_config
 
 Tensor = torch.Tensor

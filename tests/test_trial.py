@@ -1,9 +1,10 @@
 """The trial runner without Ray: results rows, every technique's training step, divergence,
-failure, out-of-memory reports, exact resume."""
+failure, out-of-memory reports, exact resume; the logit statistics and their JSON format."""
 
 from __future__ import annotations
 
 import dataclasses
+import json
 
 import numpy as np
 import pandas as pd
@@ -14,10 +15,13 @@ import study.objectives as obj
 from study import techniques
 from study.data import loader, splits
 from study.data.registry import DATASETS
+from study.logit_stats import LOGIT_BINS, LogitStats, MalformedLogitStats, from_json, to_json
 from study.models import output_patch
 from study.results import ResultStore
 from study.spec import load_search_spaces
-from study.trial import IGNORE, LocalSession, Training, dataset_root, run_trial
+from study.techniques import IGNORE
+from study.training import Training
+from study.trial import LocalSession, dataset_root, run_trial
 from study.trials import expand, trial_config
 
 DEEPMEDIC_SEGMENT = (17, 17, 17)  # tiny DeepMedic: 17^3 normal segments, 9^3 outputs
@@ -70,6 +74,11 @@ def test_trial_writes_one_trial_row_and_all_case_rows(tiny_spec, run_options):
     assert set(cases["postprocessed"]) == {False, True}
     assert cases["dsc"].between(0, 1).all() and (cases["ref_voxels"] > 0).all()
     assert trials.loc[0, "iterations_done"] == 4 and trials.loc[0, "train_cases"] == 2
+    edges, summaries = from_json(trials.loc[0, "logit_stats"], trials.loc[0, "trial_id"])
+    assert len(summaries) == 2 * 2 * 2  # (train, test) x true class x logit channel
+    for s in summaries:  # every channel sees the same voxels; the histogram holds them all
+        same = {(t.split, t.true_class) for t in summaries if t.voxels == s.voxels}
+        assert (s.split, s.true_class) in same and s.hist.sum() == s.voxels > 0
 
 
 def test_validation_cases_are_held_out_and_evaluated(tiny_spec, run_options):
@@ -116,7 +125,7 @@ def test_deepmedic_labels_outside_the_output_are_ignored(tiny_spec, tiny_data, r
     training = _training(tiny_spec, tiny_data, run_options, "vanilla", {}, model="deepmedic")
     assert training.input_size == (53, 53, 53) and training.output_patch == (9, 9, 9)
     labels = torch.randint(0, 2, (2, 53, 53, 53))
-    marked = training._labels(labels)
+    marked = training.labels_at_input(labels)
     inner = (slice(None), *[slice(22, 31)] * 3)
     assert (marked[inner] == labels[inner]).all()
     marked[inner] = IGNORE
@@ -354,3 +363,78 @@ def test_resume_from_checkpoint_equals_uninterrupted_run(tiny_spec, run_options,
     np.testing.assert_array_equal(store.cases()[columns].to_numpy(),
                                   uninterrupted.cases()[columns].to_numpy())
     assert store.trials().loc[0, "logit_stats"] == uninterrupted.trials().loc[0, "logit_stats"]
+
+
+def test_logit_stats_round_trip_through_json():
+    """Writer -> reader: per (true class, logit channel) the count, mean and population std of
+    the ROI voxels' logits as NumPy gives them, histograms over the fixed bins with values
+    beyond them clipped into the end bins; a class without voxels has NaN mean and std."""
+    rng = np.random.default_rng(0)
+    stats = {"train": LogitStats(3), "test": LogitStats(3)}
+    cases = {split: [(rng.normal(0, 20, (3, 6, 7, 5)), rng.integers(0, 2, (6, 7, 5)),
+                      rng.random((6, 7, 5)) < 0.7) for _ in range(2)] for split in stats}
+    for split, split_cases in cases.items():
+        for logits, label, roi in split_cases:
+            stats[split].add(logits, label, roi)
+    names = ["background", "kidney", "tumour"]
+    edges, summaries = from_json(to_json(stats, names), "t1")
+    np.testing.assert_array_equal(edges, LOGIT_BINS)
+    assert [(s.split, s.true_class, s.logit_class) for s in summaries] == [
+        (split, t, k) for split in ("train", "test") for t in names for k in names]
+    for s in summaries:
+        t, k = names.index(s.true_class), names.index(s.logit_class)
+        values = np.concatenate([logits[k][(label == t) & roi]
+                                 for logits, label, roi in cases[s.split]])
+        assert s.voxels == values.size
+        if t == 2:
+            assert s.voxels == 0 and np.isnan(s.mean) and np.isnan(s.std)
+            continue
+        assert s.mean == pytest.approx(values.mean()) and s.std == pytest.approx(values.std())
+        expected = np.histogram(np.clip(values, edges[0], edges[-1]), edges)[0]
+        np.testing.assert_array_equal(s.hist, expected)
+        assert s.hist[0] == (values < edges[1]).sum() > (values == edges[0]).sum()
+        assert s.hist[-1] == (values >= edges[-2]).sum() > (values == edges[-1]).sum()
+
+
+def _logit_json(**changes) -> dict:
+    stats = LogitStats(2)
+    stats.add(np.zeros((2, 4)), np.array([0, 0, 1, 1]), np.ones(4, bool))
+    document = json.loads(to_json({"test": stats}, ["bg", "fg"]))
+    for path, value in changes.items():
+        *parents, key = path.split("__")
+        target = document
+        for parent in parents:
+            target = target[parent]
+        if value is None:
+            del target[key]
+        else:
+            target[key] = value
+    return document
+
+
+@pytest.mark.parametrize("document, field, problem", [
+    ("{not json", "", "not JSON"),
+    (_logit_json(bin_edges=[1.0]), "bin_edges", "at least 2 increasing numbers"),
+    (_logit_json(bin_edges=[0.0, 2.0, 1.0]), "bin_edges", "at least 2 increasing numbers"),
+    (_logit_json(test=[]), "test", "expected an object, got list"),
+    (_logit_json(test__fg__bg__voxels=None), "test.fg.bg", "missing voxels"),
+    (_logit_json(test__fg__bg__voxels=-1), "test.fg.bg.voxels", "expected a count"),
+    (_logit_json(test__bg__fg__mean="0.5"), "test.bg.fg.mean", "a number or null"),
+    (_logit_json(test__bg__bg__hist=[1, 2]), "test.bg.bg.hist", "2 bins for 61 bin edges"),
+])
+def test_logit_stats_reader_names_trial_and_field(document, field, problem):
+    """A malformed ``logit_stats`` document is refused naming the trial and the field; the
+    analysis reports it as a results error naming the trial's file."""
+    from analysis import logit_statistics
+    from analysis.load import ResultsError
+
+    text = document if isinstance(document, str) else json.dumps(document)
+    with pytest.raises(MalformedLogitStats, match=problem) as error:
+        from_json(text, "abc123")
+    assert error.value.trial == "abc123" and error.value.field == field
+    assert "trial abc123" in str(error.value) and (not field or repr(field) in str(error.value))
+    trials = pd.DataFrame([{"dataset": "d", "model": "m", "technique": "vanilla",
+                            "param_label": "-", "fraction": 1.0, "trial_id": "abc123",
+                            "seed": 0, "status": "ok", "logit_stats": text}])
+    with pytest.raises(ResultsError, match=r"trials/abc123\.parquet: .*" + problem):
+        logit_statistics(trials)
