@@ -6,7 +6,8 @@
     study resume STUDY [--storage URI]      continue after Ctrl-C, a crash or failed trials
     study status STUDY [--storage URI] [--json]
     study report STUDY [--storage URI] [--out DIR]
-    study data check ROOT --layout NAME     validate a dataset folder (every problem listed)
+    study data check ROOT --layout NAME     validate a dataset folder (every problem listed;
+                                            NAME nnunet or msd: a folder with dataset.json)
 
 STUDY is a study file, or the name of a shipped study (search_spaces/studies/NAME.yaml) or
 of a launched one. Studies live in STORAGE/NAME (default storage: ./study-results, a folder
@@ -487,7 +488,9 @@ def _parser() -> argparse.ArgumentParser:
     data_check.add_argument("root", help="the dataset folder")
     data_check.add_argument("--layout", required=True,
                             help="dataset id: brats, atlas, kits19, btcv, promise12, msd-brain, "
-                            "msd-prostate, msd-pancreas, msd-spleen, or a synthetic-* preset")
+                            "msd-prostate, msd-pancreas, msd-spleen, a synthetic-* preset; or "
+                            "nnunet / msd: an nnU-Net v2 raw or Decathlon task folder read as "
+                            "its dataset.json declares it")
     data_check.set_defaults(func=cmd_data_check)
     return parser
 

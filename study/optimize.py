@@ -147,8 +147,7 @@ def launch(specs: list[StudySpec], storage: str, options: RunOptions, *, budget:
                          "training.validate_every (iterations between validations)")
     run = Runner(**runner)
     uri = study_uri(storage, specs[0].name)
-    check_before_ray(options, uri, {g["base"]["dataset"]["name"] for g in groups},
-                     run.address)
+    check_before_ray(options, uri, [g["base"]["dataset"] for g in groups], run.address)
     ensure_ray(run.address, run.num_cpus)
     models = {(s.model, s.model_preset) for s in specs}
     earlier = _earlier_trials(uri, groups)

@@ -303,15 +303,21 @@ def load_search_spaces(directory: str | Path = SEARCH_SPACES_DIR) -> dict[str, S
 class DatasetSpec:
     """Which data a study uses. ``synthetic`` holds generator parameters for synthetic presets;
     ``validation_cases`` are held out of the training pool and evaluated like the test cases,
-    for choosing settings on data the tables do not report (0 = none, as the papers)."""
+    for choosing settings on data the tables do not report (0 = none, as the papers).
+
+    An own dataset (``layout: nnunet`` or ``msd``, :mod:`study.data.inline`) also has its
+    ``layout``, the ``sha256`` of its ``dataset.json`` and its resolved ``options`` (classes,
+    rare, lcc, preprocessing); ``test_cases`` is ``None`` when its folder holds its own labelled
+    test set."""
 
     name: str
-    test_cases: int
+    test_cases: int | None
     root: str | None = None
     synthetic: Mapping[str, Any] = field(default_factory=dict)
     validation_cases: int = 0
-
-
+    layout: str | None = None
+    sha256: str | None = None
+    options: Mapping[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -396,8 +402,16 @@ class StudySpec:
 
 
 def _parse_dataset(node: _Node) -> DatasetSpec:
+    from study.data import inline
     from study.data.registry import DATASETS  # the dataset registry owns the known names
 
+    if "layout" in node.data:
+        return _parse_own_dataset(node)
+    given = [key for key in inline.OPTIONS if key in node.data]
+    if given:
+        node.fail("the declared datasets fix their classes and preprocessing; this option is "
+                  "for an own dataset (`layout: nnunet` or `layout: msd` with `root`)",
+                  node.key(given[0]))
     name = node.get("name", str, check=lambda v: v in DATASETS,
                     expect=f"one of {', '.join(DATASETS)}")  # synthetic presets first
     info = DATASETS[name]
@@ -427,6 +441,49 @@ def _parse_dataset(node: _Node) -> DatasetSpec:
                       f"({info.description})", node.key("root"))
         synthetic = {}
     return DatasetSpec(name, test_cases, root, synthetic, validation_cases)
+
+
+def _parse_own_dataset(node: _Node) -> DatasetSpec:
+    """An own dataset described by its folder's ``dataset.json`` (:mod:`study.data.inline`:
+    options, defaults, region labels); reads that file, no image."""
+    from study.data import inline
+    from study.data.registry import DATASETS
+
+    layout = node.get("layout", str, check=lambda v: v in inline.LAYOUTS,
+                      expect=f"one of {', '.join(inline.LAYOUTS)} (or no `layout` and a "
+                      "declared dataset's `name`)")
+    root = node.get("root", str, check=lambda v: bool(v.strip()),
+                    expect="the dataset folder holding dataset.json")
+    name = node.get("name", str, default=None, check=lambda v: v not in DATASETS
+                    and re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", v) is not None,
+                    expect="a name of letters, digits, '_', '-', '.' that no declared dataset "
+                    "has")
+    test_cases = node.get("test_cases", int, default=None, check=lambda v: v > 0,
+                          expect="a positive integer")
+    validation_cases = node.get("validation_cases", int, default=0, check=lambda v: v >= 0,
+                                expect="an integer >= 0")
+    options = {key: node.data[key] for key in inline.OPTIONS if key in node.data}
+    node._seen.update(inline.OPTIONS)
+    node.done()
+    try:
+        declared = inline.declare(layout, root, options, node.path or "dataset")
+    except ValueError as error:  # names the option's dotted key, or dataset.json's problems
+        raise SpecError(f"{node.source}: {error}") from error
+    own_test = inline.has_own_test_set(layout, root)
+    if own_test and test_cases is not None:
+        node.fail(f"{root} has labelled imagesTs/ + labelsTs/, its own test set; remove "
+                  "test_cases (or labelsTs/, to hold cases out of imagesTr/ instead)",
+                  node.key("test_cases"))
+    if not own_test and test_cases is None:
+        node.fail(f"required key is missing: the number of imagesTr cases held out as the test "
+                  f"set ({root} has no labelled imagesTs/ + labelsTs/)", node.key("test_cases"))
+    if name is None:
+        name = inline.default_name(root)
+        if name in DATASETS:
+            node.fail(f"the folder's name {name!r} is a declared dataset's; give the dataset "
+                      "another `name`", node.key("name"))
+    return DatasetSpec(name, test_cases, root, {}, validation_cases, layout,
+                       declared["sha256"], declared["options"])
 
 
 def _choice(node: _Node, name: str, choices: Sequence[str], default: str) -> str:

@@ -28,7 +28,8 @@ import torch
 import study
 from study.case_evaluation import diverged_rows, evaluate_cases
 from study.data import loader, splits, synthetic
-from study.data.registry import DATASETS, DatasetInfo
+from study.data.inline import dataset_info
+from study.data.registry import DatasetInfo
 from study.logit_stats import to_json
 from study.progress import REPORT_SECONDS
 from study.results import ResultStore, identity_columns, summarise
@@ -100,8 +101,7 @@ def resolve_device(requested: str) -> torch.device:
 def dataset_root(config: dict[str, Any], options: RunOptions) -> Path:
     """The dataset's folder; synthetic data is generated there first if missing."""
     dataset = config["dataset"]
-    info = DATASETS[dataset["name"]]
-    if info.synthetic:
+    if "synthetic" in dataset:
         key = trial_id({"synthetic": dataset["synthetic"]})[:8]
         folder = Path(options.data_dir) / f"{dataset['name']}-{key}"
         return synthetic.ensure_generated(dataset["synthetic"], folder, preset=dataset["name"])
@@ -208,7 +208,6 @@ def run_trial(param: dict[str, Any], options: RunOptions, session: Session | Non
                    else "cpu", train_seconds=None, eval_seconds=None, iterations_done=0,
                    final_train_loss=None, logit_stats=None)
         store = ResultStore(options.results_uri)
-        info = DATASETS[config["dataset"]["name"]]
         tracker = _tracker(options, param)
         if tracker is not None:
             from study.tracking import TrackedSession
@@ -216,10 +215,13 @@ def run_trial(param: dict[str, Any], options: RunOptions, session: Session | Non
             session = TrackedSession(session, tracker)
         root = dataset_root(config, options)
         dataset = config["dataset"]
+        info = dataset_info(dataset, root)
         case_ids = loader.list_cases(info, root)
+        given_test = loader.given_test_cases(info, root)  # a labelled imagesTs/ of its own
         held_out = dataset.get("validation_cases", 0)
         train_ids, test_ids = splits.split(case_ids, dataset["test_cases"], config["fraction"],
-                                           counts=info.train_counts, validation_cases=held_out)
+                                           counts=info.train_counts, validation_cases=held_out,
+                                           given_test=given_test)
         cache = Path(options.data_dir) / "preprocessed"  # shared by the trials of a node
 
         def load(ids):
@@ -231,7 +233,7 @@ def run_trial(param: dict[str, Any], options: RunOptions, session: Session | Non
         evaluated = {"test": test_cases}
         if held_out:
             evaluated["validation"] = load(splits.validation(case_ids, dataset["test_cases"],
-                                                             held_out))
+                                                             held_out, given_test))
         row.update(train_cases=len(train_cases), test_cases=len(test_cases))
         clock = time.perf_counter()
         try:

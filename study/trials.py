@@ -1,8 +1,10 @@
 """Deterministic expansion of a study into trials, and the ``trial_id`` contract.
 
 A trial is a canonical config: dataset (name, test and validation set sizes and, for synthetic
-data, its generator parameters), training fraction, model, technique, hyperparameters, seed,
-training budget and segment sizes, augmentation regime and test-time mirroring.
+data, its generator parameters; for an own dataset its layout, the sha256 of its
+``dataset.json`` and its resolved options), training fraction, model, technique,
+hyperparameters, seed, training budget and segment sizes, augmentation regime and test-time
+mirroring.
 ``trial_id`` is the first 16 hex digits of the SHA-256 of its canonical JSON (sorted keys,
 compact separators, floats normalised to 12 significant digits, ``-0.0`` -> ``0.0``), so the
 same study file expands to the same ids in any process on any machine. Paths (data roots,
@@ -106,6 +108,9 @@ def trial_config(spec: StudySpec, fraction: float, technique: str, hp: dict[str,
                "validation_cases": spec.dataset.validation_cases}
     if spec.dataset.synthetic:
         dataset["synthetic"] = dict(spec.dataset.synthetic)
+    if spec.dataset.layout is not None:  # an own dataset: never its folder (study.data.inline)
+        dataset.update(layout=spec.dataset.layout, sha256=spec.dataset.sha256,
+                       options=dict(spec.dataset.options))
     training = {
         "iterations": spec.training.iterations,
         "batch_size": spec.training.batch_size,

@@ -261,7 +261,7 @@ def check_resources(cpus: float, gpus: float, address: str | None,
     printer(f"warning: {problem} yet; trials wait until the autoscaler adds such a node")
 
 
-def check_before_ray(options: RunOptions, uri: str, datasets: set[str],
+def check_before_ray(options: RunOptions, uri: str, datasets: list[dict[str, Any]],
                      address: str | None) -> None:
     """What can be checked before Ray starts; raises ``ValueError`` (or the loader's
     ``DataError``) with one clear message.
@@ -288,16 +288,16 @@ def check_before_ray(options: RunOptions, uri: str, datasets: set[str],
             raise ValueError(f"--device {device}: this machine has "
                              f"{torch.cuda.device_count()} CUDA device(s)")
     from study.data import loader
-    from study.data.registry import DATASETS
+    from study.data.inline import dataset_info
 
-    for name in sorted(datasets):
-        if DATASETS[name].synthetic:
+    for name, dataset in sorted({d["name"]: d for d in datasets}.items()):
+        if "synthetic" in dataset:
             continue
         root = options.dataset_roots.get(name)
         if root is None:
             raise ValueError(f"dataset {name}: no folder given (set `root` in the study or "
                              f"pass --dataset-root {name}=PATH)")
-        loader.list_cases(DATASETS[name], Path(root))
+        loader.list_cases(dataset_info(dataset, root), Path(root))
     for folder in (uri, options.data_dir):
         check_storage(folder)
 
@@ -484,8 +484,9 @@ def pending_trials(plan: Plan, uri: str) -> list[dict]:
     return [t for t in plan.trials if t["trial_id"] not in finished]
 
 
-def datasets_of(params: list[dict[str, Any]]) -> set[str]:
-    return {p["config"]["dataset"]["name"] for p in params}
+def datasets_of(params: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The trials' dataset configs (names, and for inline datasets what identifies them)."""
+    return [p["config"]["dataset"] for p in params]
 
 
 def launch(trials: list[Trial], storage: str, options: RunOptions, *,
@@ -519,7 +520,7 @@ def prepare_resume(study: str, storage: str, **runner: Any) -> tuple[Plan, str, 
     uri = study_uri(storage, study)
     plan = Plan.load(uri)
     options = plan.run_options(uri)
-    check_before_ray(options, uri, datasets_of(plan.trials) | _search_datasets(plan),
+    check_before_ray(options, uri, datasets_of(plan.trials) + _search_datasets(plan),
                      run.address)
     return plan, uri, run
 
@@ -530,9 +531,9 @@ def resume(plan: Plan, uri: str, run: Runner) -> list[dict]:
     return _continue(plan, uri, run, restore=True)
 
 
-def _search_datasets(plan: Plan) -> set[str]:
+def _search_datasets(plan: Plan) -> list[dict[str, Any]]:
     groups = (plan.search or {}).get("groups", [])
-    return {g["base"]["dataset"]["name"] for g in groups}
+    return [g["base"]["dataset"] for g in groups]
 
 
 def say_resume_points(uri: str, pending: list[dict], printer: Callable[[str], None]) -> None:

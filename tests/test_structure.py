@@ -191,6 +191,8 @@ def _loaded_in_a_fresh_interpreter(code: str, names: tuple[str, ...]) -> list[st
     ("study.models.presets", TRAINING_STACK),
     ("study.profiles", TRAINING_STACK),
     ("study.data.registry", (*TRAINING_STACK, "numpy", "scipy", "SimpleITK")),
+    ("study.data.inline", (*TRAINING_STACK, "numpy", "scipy", "SimpleITK")),
+    ("study.logit_stats", (*TRAINING_STACK, "pandas", "scipy")),
     ("study.data.presets", (*TRAINING_STACK, "numpy", "scipy", "SimpleITK")),
     ("study.report_options", (*TRAINING_STACK, "pandas", "pyarrow", "numpy")),
 ])

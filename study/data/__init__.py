@@ -2,8 +2,8 @@
 
 The path a trial takes (``study.trial``)::
 
-    info = registry.DATASETS[name]                       # DatasetInfo: channels, classes, r, LCC
     root = synthetic.ensure_generated(params, folder, preset=name)   # synthetic presets only
+    info = inline.dataset_info(config["dataset"], root)  # DatasetInfo: channels, classes, r, LCC
     train_ids, test_ids = splits.split(loader.list_cases(info, root), test_cases, fraction,
                                        counts=info.train_counts)
     case = loader.load_case(info, root, case_id, cache_dir=...)      # preprocessed, cached
@@ -20,6 +20,8 @@ folder publication of the caches):
   parameters and their valid ranges (standard library only);
 * :mod:`~study.data.registry` — the declared datasets (standard library only);
 * :mod:`~study.data.layouts` — where each on-disk layout keeps a case's files;
+* :mod:`~study.data.inline` — a trial's ``DatasetInfo``: declared, synthetic, or a dataset in
+  nnU-Net's or a Decathlon task's format named inline by the study (its ``dataset.json``);
 * :mod:`~study.data.stored` — whether a file holds every byte its header promises;
 * :mod:`~study.data.case` — :class:`~study.data.case.Case` and
   :class:`~study.data.case.DataError`, what the package hands to training;

@@ -5,8 +5,10 @@ truncated or damaged files, paths that leave the dataset folder, broken ``datase
 mismatched geometry, bad labels, cases without foreground, constant images) and exits 1 if
 there is any; otherwise prints a summary (cases, channels, shapes, spacings, class shares,
 001 Table I class-imbalance ratio and the papers' split sizes) and exits 0. Unknown dataset
-names exit 2. :func:`check_dataset` runs the checks of :func:`study.data.reader.read_case`
-over every case and adds what only shows across cases.
+names exit 2. ``--layout nnunet`` / ``--layout msd`` check a task folder as its own
+``dataset.json`` declares it (channels, labels; :mod:`study.data.inline`).
+:func:`check_dataset` runs the checks of :func:`study.data.reader.read_case` over every case
+and adds what only shows across cases.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from pathlib import Path
 import numpy as np
 import SimpleITK as sitk
 
-from study.data import splits
+from study.data import inline, splits
 from study.data.reader import class_lut, read_case, scan
 from study.data.registry import DATASETS, DatasetInfo
 
@@ -57,6 +59,7 @@ class CheckReport:
     spacings: list[tuple[float, float, float]] = field(default_factory=list)
     class_voxels: list[list[int]] = field(default_factory=list)  # per case, per class
     class_names: tuple[str, ...] = ()
+    given_test: list[str] = field(default_factory=list)  # the dataset's own test set
     seconds: float = 0.0
 
     def imbalance(self) -> dict[str, tuple[float, float, int]]:
@@ -107,6 +110,7 @@ def check_dataset(info: DatasetInfo, root: str | Path,
     report.problems.extend(found.problems)
     report.notes.extend(found.notes)
     report.cases = sorted(found.cases)
+    report.given_test = sorted(found.given_test)
     for i, case_id in enumerate(report.cases, start=1):
         files = found.cases[case_id]
         try:
@@ -137,14 +141,29 @@ def check_dataset(info: DatasetInfo, root: str | Path,
 
 def run(root: str | Path, name: str, printer: Callable[[str], None] = print,
         progress_to=None) -> int:
-    """Check ``root`` as dataset ``name``; return the exit status (0 ok, 1 problems, 2 usage).
-    Progress goes to ``progress_to`` (default: standard error)."""
-    if name not in DATASETS:
-        print(f"study: error: --layout {name!r}: unknown dataset (known: "
-              f"{', '.join(DATASETS)})", file=sys.stderr)
-        return 2
-    info = DATASETS[name]
+    """Check ``root`` as dataset ``name`` — a declared dataset, or ``nnunet`` / ``msd`` for a
+    task folder described by its own ``dataset.json`` (:func:`study.data.inline.folder_info`);
+    return the exit status (0 ok, 1 problems, 2 usage). Progress goes to ``progress_to``
+    (default: standard error)."""
     say = printer
+    notes: list[str] = []
+    if name in inline.LAYOUTS:
+        try:
+            info, notes = inline.folder_info(name, root)
+        except ValueError as error:  # dataset.json unreadable or incomplete: nothing to scan
+            problems = (error.problems if isinstance(error, inline.DatasetJsonError)
+                        else [str(error)])
+            say(f"{len(problems)} problem(s) in {root} read as an own {name} dataset:")
+            for problem in problems:
+                say(f"  - {problem}")
+            say("fix the problems above and run the check again")
+            return 1
+    elif name in DATASETS:
+        info = DATASETS[name]
+    else:
+        print(f"study: error: --layout {name!r}: unknown dataset (known: "
+              f"{', '.join((*DATASETS, *inline.LAYOUTS))})", file=sys.stderr)
+        return 2
     progress_to = progress_to or sys.stderr
     step = [0]
 
@@ -154,6 +173,7 @@ def run(root: str | Path, name: str, printer: Callable[[str], None] = print,
             print(f"checked {done}/{total} cases", file=progress_to, flush=True)
 
     report = check_dataset(info, root, progress)
+    report.notes.extend(notes)
     if report.problems:
         say(f"{len(report.problems)} problem(s) in {root} read as {info.name} "
             f"({info.layout} layout; {info.description}):")
@@ -165,7 +185,10 @@ def run(root: str | Path, name: str, printer: Callable[[str], None] = print,
         return 1
     for line in report.summary():
         say(line)
-    if info.test_cases is not None:
+    if report.given_test:
+        say(f"  splits: the dataset's own test set ({len(report.given_test)} labelled cases "
+            f"of imagesTs/), training pool {len(report.cases) - len(report.given_test)}")
+    elif info.test_cases is not None:
         pool = len(report.cases) - info.test_cases
         if pool <= 0:
             say(f"  splits: the papers' test set alone has {info.test_cases} cases; set "

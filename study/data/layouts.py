@@ -17,9 +17,17 @@ Layouts (``root`` is the folder a user points at):
                segmentation (the KiTS19 test cases 210-299) are skipped with a note.
 ``msd``        Medical Segmentation Decathlon: ``dataset.json`` (its ``modality``, ``labels``
                and ``training`` list), ``imagesTr/`` (4-D when multi-modal), ``labelsTr/``.
+``nnunet``     nnU-Net v2 raw data: ``dataset.json`` (``channel_names``, ``labels``,
+               ``numTraining``, ``file_ending``), ``imagesTr/<case>_<XXXX><file_ending>`` (one
+               file per channel), ``labelsTr/<case><file_ending>``; labelled ``imagesTs/`` +
+               ``labelsTs/`` are the dataset's own test set (:attr:`Scan.given_test`).
 ``btcv``       ``img/imgXXXX.nii.gz`` + ``label/labelXXXX.nii.gz`` (under ``root``,
                ``root/Training`` or ``root/RawData/Training``).
 ``promise12``  ``**/CaseXX.mhd`` + ``CaseXX_segmentation.mhd`` (with their ``.raw`` files).
+
+``msd`` and ``nnunet`` describe themselves: :meth:`MsdLayout.meta` / :meth:`NnunetLayout.meta`
+read ``dataset.json`` into a :class:`DatasetJson` (channels, labels, its sha256), from which
+:mod:`study.data.inline` builds a study's own dataset.
 
 Every path stays inside ``root`` (:func:`outside`): a name read from a file (a
 ``dataset.json`` entry, a MetaImage ``ElementDataFile``) with ``..`` or an absolute path
@@ -32,6 +40,7 @@ at it.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
@@ -86,6 +95,7 @@ class Scan:
     cases: dict[str, CaseFiles] = field(default_factory=dict)
     problems: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    given_test: list[str] = field(default_factory=list)  # the dataset's own labelled test set
 
     def add(self, files: CaseFiles, where: Path) -> None:
         """Admit a case. Its id names cache folders, so it must be a plain name; every file
@@ -243,50 +253,107 @@ class Kits19Layout(Layout):
         return [folder / "imaging.nii.gz"], folder / "segmentation.nii.gz"
 
 
+@dataclass(frozen=True)
+class DatasetJson:
+    """A task folder's ``dataset.json`` as read by a layout that describes itself (``msd``,
+    ``nnunet``): the JSON object ``data``, the sha256 of the file's bytes, the channel names in
+    channel order, the labels (name -> raw label values, in raw-value order; an nnU-Net
+    *region* label, listed in ``regions``, has several) and the image ``file_ending``. A key
+    that is missing or malformed leaves its field empty and is listed by the layout's ``meta``."""
+
+    path: Path
+    data: dict
+    sha256: str
+    channels: tuple[str, ...] = ()
+    labels: dict[str, tuple[int, ...]] = field(default_factory=dict)
+    regions: tuple[str, ...] = ()
+    file_ending: str = ".nii.gz"
+
+    @property
+    def raw_labels(self) -> frozenset[int]:
+        return frozenset(v for values in self.labels.values() for v in values)
+
+
+def _read_dataset_json(root: Path, hint: str) -> tuple[DatasetJson | None, list[str]]:
+    """``root/dataset.json`` read (no field parsed yet), or ``None`` with the problem; ``hint``
+    says what the folder should hold."""
+    path = root / "dataset.json"
+    if reason := outside(path, root):
+        return None, [f"{path}: {reason}"]
+    try:
+        raw = path.read_bytes()
+        data = json.loads(raw.decode("utf-8"))
+    except FileNotFoundError:
+        return None, [f"{path}: file not found ({hint})"]
+    except (OSError, ValueError, RecursionError) as error:  # incl. not UTF-8, too deep
+        return None, [f"{path}: not readable JSON ({error})"]
+    if not isinstance(data, dict):
+        return None, [f"{path}: expected a JSON object"]
+    return DatasetJson(path, data, hashlib.sha256(raw).hexdigest()), []
+
+
+def _is_int(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _indexed_names(meta: DatasetJson, key: str, problems: list[str]) -> tuple[str, ...]:
+    """The names of ``{"0": name, "1": ...}`` (MSD ``modality``, nnU-Net ``channel_names``)
+    in index order; ``()`` with the problem listed if missing or not indexed 0..n-1."""
+    names = meta.data.get(key)
+    if not isinstance(names, dict) or not names:
+        problems.append(f"{meta.path}: '{key}' missing or empty (expected {{\"0\": name, ...}})")
+        return ()
+    if sorted(names) != sorted(str(i) for i in range(len(names))):
+        problems.append(f"{meta.path}: '{key}' keys must be \"0\" .. \"{len(names) - 1}\", "
+                        f"got {sorted(names)}")
+        return ()
+    return tuple(str(names[str(i)]) for i in range(len(names)))
+
+
+def _compare(meta: DatasetJson, info: DatasetInfo, what: str, scan: Scan) -> None:
+    """List where ``dataset.json`` disagrees with the dataset ``info`` it is read as."""
+    if meta.channels and [n.lower() for n in meta.channels] != [c.lower() for c in info.channels]:
+        scan.problems.append(f"{meta.path}: {what} {list(meta.channels)} differ from the "
+                             f"{info.name} channels {list(info.channels)}")
+    values = sorted(meta.raw_labels)
+    if values and set(values) - info.raw_labels:
+        scan.problems.append(f"{meta.path}: labels {values} are not the {info.name} labels "
+                             f"{sorted(info.raw_labels)}")
+
+
 class MsdLayout(Layout):
     name = "msd"
     expected = "dataset.json with a 'training' list, imagesTr/, labelsTr/"
 
+    def meta(self, root: Path) -> tuple[DatasetJson | None, list[str]]:
+        """``dataset.json`` with its ``modality`` (the channels) and ``labels`` (``{"0":
+        "background", "1": name, ...}``) parsed, and every problem found in them."""
+        meta, problems = _read_dataset_json(
+            root, "a Decathlon task folder has dataset.json, imagesTr/, labelsTr/")
+        if meta is None:
+            return None, problems
+        channels = _indexed_names(meta, "modality", problems)
+        labels = meta.data.get("labels")
+        parsed: dict[str, tuple[int, ...]] = {}
+        if not isinstance(labels, dict):
+            problems.append(f"{meta.path}: 'labels' missing")
+        elif not all(re.fullmatch(r"\d+", str(k)) for k in labels):
+            problems.append(f"{meta.path}: 'labels' keys must be integers, got {sorted(labels)}")
+        else:
+            for value in sorted(labels, key=int):
+                parsed.setdefault(str(labels[value]), ())
+                parsed[str(labels[value])] += (int(value),)
+        return DatasetJson(meta.path, meta.data, meta.sha256, channels, parsed), problems
+
     def scan(self, info: DatasetInfo, root: Path) -> Scan:
         scan = Scan()
-        meta_path = root / "dataset.json"
-        if reason := outside(meta_path, root):
-            scan.problems.append(f"{meta_path}: {reason}")
+        meta, problems = self.meta(root)
+        scan.problems.extend(problems)
+        if meta is None:
             return scan
-        try:
-            meta = json.loads(meta_path.read_text(encoding="utf-8"))
-        except FileNotFoundError:
-            scan.problems.append(f"{meta_path}: file not found (a Decathlon task folder has "
-                                 "dataset.json, imagesTr/, labelsTr/)")
-            return scan
-        except (OSError, ValueError, RecursionError) as error:  # incl. not UTF-8, too deep
-            scan.problems.append(f"{meta_path}: not readable JSON ({error})")
-            return scan
-        if not isinstance(meta, dict):
-            scan.problems.append(f"{meta_path}: expected a JSON object")
-            return scan
-        modality = meta.get("modality")
-        if not isinstance(modality, dict) or not modality:
-            scan.problems.append(f"{meta_path}: 'modality' missing or empty")
-        else:
-            names = [str(modality.get(str(i), "?")) for i in range(len(modality))]
-            if [n.lower() for n in names] != [c.lower() for c in info.channels]:
-                scan.problems.append(f"{meta_path}: modalities {names} differ from the "
-                                     f"{info.name} channels {list(info.channels)}")
-        labels = meta.get("labels")
-        if isinstance(labels, dict):
-            try:
-                values = sorted(int(k) for k in labels)
-            except ValueError:
-                values = None
-                scan.problems.append(f"{meta_path}: 'labels' keys must be integers, got "
-                                     f"{sorted(labels)}")
-            if values is not None and set(values) - info.raw_labels:
-                scan.problems.append(f"{meta_path}: labels {values} are not the {info.name} "
-                                     f"labels {sorted(info.raw_labels)}")
-        else:
-            scan.problems.append(f"{meta_path}: 'labels' missing")
-        test = meta.get("test", [])
+        _compare(meta, info, "modalities", scan)
+        meta_path = meta.path
+        test = meta.data.get("test", [])
         if not isinstance(test, list):
             scan.problems.append(f"{meta_path}: 'test' is not a list")
             test = []
@@ -295,7 +362,7 @@ class MsdLayout(Layout):
                 scan.problems.append(f"{meta_path} test[{i}]: expected a path, got {entry!r}")
             else:
                 self._entry(root, meta_path, f"test[{i}]", entry, scan)
-        training = meta.get("training")
+        training = meta.data.get("training")
         if not isinstance(training, list):
             scan.problems.append(f"{meta_path}: 'training' missing or not a list")
             return scan
@@ -323,6 +390,122 @@ class MsdLayout(Layout):
             scan.problems.append(f"{meta_path} {key}: {value} {reason}")
             return None
         return path
+
+
+class NnunetLayout(Layout):
+    """nnU-Net v2 raw data: ``dataset.json`` (``channel_names``, ``labels``, ``numTraining``,
+    ``file_ending``), ``imagesTr/<case>_<XXXX><file_ending>`` (one 3-D file per channel XXXX =
+    0000, 0001, ...), ``labelsTr/<case><file_ending>``; the labelled test cases of
+    ``imagesTs/`` + ``labelsTs/`` are listed in :attr:`Scan.given_test`, an ``imagesTs/``
+    without ``labelsTs/`` is skipped with a note."""
+
+    name = "nnunet"
+    expected = "dataset.json, imagesTr/<case>_0000<file_ending>, labelsTr/<case><file_ending>"
+    _CHANNEL = re.compile(r"^(?P<case>.+)_(?P<channel>\d{4})$")
+
+    def meta(self, root: Path) -> tuple[DatasetJson | None, list[str]]:
+        """``dataset.json`` with ``channel_names``, ``labels`` (``{"background": 0, name:
+        value or [values] (a region)}``), ``file_ending`` and ``numTraining`` checked, and every
+        problem found in them."""
+        meta, problems = _read_dataset_json(
+            root, "an nnU-Net raw dataset folder has dataset.json, imagesTr/, labelsTr/")
+        if meta is None:
+            return None, problems
+        channels = _indexed_names(meta, "channel_names", problems)
+        labels, regions = self._labels(meta, problems)
+        ending = meta.data.get("file_ending")
+        if not (isinstance(ending, str) and re.fullmatch(r"(\.[A-Za-z0-9]+)+", ending)):
+            problems.append(f"{meta.path}: 'file_ending' missing or not a file ending (e.g. "
+                            f"\".nii.gz\", \".mha\", \".nrrd\"), got {ending!r}")
+            ending = ""
+        count = meta.data.get("numTraining")
+        if not (_is_int(count) and count >= 0):
+            problems.append(f"{meta.path}: 'numTraining' missing or not an integer >= 0, got "
+                            f"{count!r}")
+        return DatasetJson(meta.path, meta.data, meta.sha256, channels, labels, regions,
+                           ending), problems
+
+    @staticmethod
+    def _labels(meta: DatasetJson, problems: list[str]
+                ) -> tuple[dict[str, tuple[int, ...]], tuple[str, ...]]:
+        labels = meta.data.get("labels")
+        if not isinstance(labels, dict) or not labels:
+            problems.append(f"{meta.path}: 'labels' missing or empty (expected {{\"background\""
+                            ": 0, name: value, ...}})")
+            return {}, ()
+        parsed, regions, owner = {}, [], {}
+        for name, value in labels.items():
+            values = value if isinstance(value, list) else [value]
+            if not values or not all(_is_int(v) and v >= 0 for v in values):
+                problems.append(f"{meta.path}: labels.{name}: expected an integer >= 0 or a "
+                                f"non-empty list of them (a region), got {value!r}")
+                continue
+            parsed[name] = tuple(sorted(set(values)))
+            if isinstance(value, list):
+                regions.append(name)
+                continue
+            if value in owner:
+                problems.append(f"{meta.path}: labels.{name}: value {value} is also "
+                                f"{owner[value]!r}")
+            owner[value] = name
+        if labels.get("background") != 0:
+            problems.append(f"{meta.path}: labels.background: expected 0, got "
+                            f"{labels.get('background')!r}")
+        order = sorted(parsed, key=lambda n: (n in regions, parsed[n]))
+        return {name: parsed[name] for name in order}, tuple(regions)
+
+    def scan(self, info: DatasetInfo, root: Path) -> Scan:
+        scan = Scan()
+        meta, problems = self.meta(root)
+        scan.problems.extend(problems)
+        if meta is None or not meta.channels or not meta.file_ending:
+            return scan  # the files cannot be named
+        _compare(meta, info, "channel_names", scan)
+        if not (root / "imagesTr").is_dir():
+            scan.problems.append(f"{root / 'imagesTr'}: folder not found ({self.expected})")
+            return scan
+        self._collect(root, "imagesTr", "labelsTr", meta, info, scan)
+        count = meta.data.get("numTraining")
+        if _is_int(count) and count != len(scan.cases):
+            scan.problems.append(f"{meta.path}: numTraining is {count} but imagesTr/ holds "
+                                 f"{len(scan.cases)} case(s)")
+        if (root / "labelsTs").is_dir():
+            scan.given_test = self._collect(root, "imagesTs", "labelsTs", meta, info, scan)
+        elif (root / "imagesTs").is_dir():
+            scan.notes.append(f"{root / 'imagesTs'}: unlabelled test cases skipped (no "
+                              "labelsTs/ beside it)")
+        return self._empty(root, scan)
+
+    def _collect(self, root: Path, images: str, labels: str, meta: DatasetJson,
+                 info: DatasetInfo, scan: Scan) -> list[str]:
+        """Add the cases of ``root/images`` (labels in ``root/labels``); return their ids."""
+        ending, n = meta.file_ending, len(meta.channels)
+        cases: dict[str, Path] = {}
+        folder = root / images
+        for path in sorted(folder.iterdir()) if folder.is_dir() else []:
+            if path.name.startswith(".") or not path.name.endswith(ending):
+                continue
+            match = self._CHANNEL.match(path.name[: -len(ending)])
+            if match is None:
+                scan.problems.append(f"{path}: not named <case>_XXXX{ending} (XXXX = the "
+                                     "channel, 0000 ...)")
+            elif int(match["channel"]) >= n:
+                scan.problems.append(f"{path}: channel {match['channel']}, but dataset.json "
+                                     f"declares {n} channel(s) (0000 .. {n - 1:04d})")
+            else:
+                cases.setdefault(match["case"], path)
+        label_folder, before = root / labels, set(scan.cases)
+        for path in sorted(label_folder.iterdir()) if label_folder.is_dir() else []:
+            case = path.name[: -len(ending)]
+            if path.name.endswith(ending) and not path.name.startswith(".") \
+                    and case not in cases:
+                scan.problems.append(f"{path}: label without images (expected "
+                                     f"{folder / f'{case}_0000{ending}'})")
+        for case, first in cases.items():
+            channels = tuple((c, folder / f"{case}_{k:04d}{ending}", None)
+                             for k, c in enumerate(info.channels))
+            scan.add(CaseFiles(case, channels, (label_folder / f"{case}{ending}",), root), first)
+        return sorted(c for c in cases if c in scan.cases and c not in before)
 
 
 class BtcvLayout(Layout):
@@ -372,4 +555,5 @@ class Promise12Layout(Layout):
 
 
 LAYOUTS: dict[str, Layout] = {layout.name: layout for layout in (
-    BratsLayout(), AtlasLayout(), Kits19Layout(), MsdLayout(), BtcvLayout(), Promise12Layout())}
+    BratsLayout(), AtlasLayout(), Kits19Layout(), MsdLayout(), NnunetLayout(), BtcvLayout(),
+    Promise12Layout())}

@@ -4,6 +4,7 @@ cached; refuse a training pool with a case that has no foreground.
 The public face of case loading for the trial runner::
 
     ids = loader.list_cases(info, root)                          # raises DataError
+    test = loader.given_test_cases(info, root)   # the dataset's own test set, or []
     case = loader.load_case(info, root, case_id, cache_dir=...)  # a preprocessed Case
     loader.require_foreground(train_cases, info)
 
@@ -23,10 +24,18 @@ import numpy as np
 from study.data import preprocess
 from study.data.case import Case, DataError
 from study.data.layouts import CaseFiles
-from study.data.reader import RawCase, case_files, list_cases, read_case
+from study.data.reader import RawCase, case_files, list_cases, read_case, scan
 from study.data.registry import DatasetInfo
 
-__all__ = ["Case", "DataError", "list_cases", "load_case", "require_foreground"]
+__all__ = ["Case", "DataError", "given_test_cases", "list_cases", "load_case",
+           "require_foreground"]
+
+
+def given_test_cases(info: DatasetInfo, root: str | Path) -> list[str]:
+    """The ids among :func:`list_cases` that form the dataset's own labelled test set (nnU-Net
+    ``imagesTs/`` + ``labelsTs/``), to pass as :func:`study.data.splits.split`'s
+    ``given_test``; ``[]`` when the test set is held out of the training cases."""
+    return sorted(scan(info, root).given_test)
 
 
 def load_case(info: DatasetInfo, root: str | Path, case_id: str,

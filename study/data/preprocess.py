@@ -17,8 +17,9 @@ Steps (parameters declared per dataset in :mod:`study.data.registry`):
 The cache (:func:`cached`) stores each preprocessed case as ``image.npy`` (float32, opened
 memory-mapped copy-on-write, so trials on one node share the pages), ``label.npy``,
 ``roi.npy`` and ``meta.json`` in ``<cache>/<dataset>-<parameters key>-<root key>/<case>/``.
-The key hashes the preprocessing parameters and :data:`VERSION`; ``meta.json`` records the
-source files' sizes and modification times, and a case whose sources changed is recomputed.
+The key hashes the preprocessing parameters, the class mapping and :data:`VERSION`;
+``meta.json`` records the source files' sizes and modification times, and a case whose sources
+changed is recomputed.
 A case is written into a hidden staging folder and renamed into place, under a per-case lock:
 concurrent trials compute each case once, a reader never sees half a case, and staging
 folders of a killed writer are deleted by the next writer of that case.
@@ -51,12 +52,15 @@ VERSION = 2  # bump when the algorithm changes: old cache entries are then never
 
 @dataclass(frozen=True)
 class Preprocessing:
-    """Resolved preprocessing parameters of a dataset (what the cache key hashes)."""
+    """Resolved preprocessing parameters of a dataset (what the cache key hashes), with the
+    raw label values of each class: a study's own dataset may merge classes differently under
+    the same name, and the cached labels are class indices."""
 
     target_spacing: tuple[float, float, float] | None
     roi: str
     body_threshold: float
     clip: tuple[float, float] | None
+    classes: tuple[tuple[int, ...], ...]
 
     def key(self) -> str:
         text = json.dumps({"version": VERSION, **asdict(self)}, sort_keys=True)
@@ -94,7 +98,8 @@ def parameters(info: DatasetInfo, root: str | Path) -> Preprocessing:
     elif target is not None:
         target = tuple(float(t) for t in target)
     return Preprocessing(target, info.roi, float(info.body_threshold),
-                         None if info.clip is None else tuple(float(c) for c in info.clip))
+                         None if info.clip is None else tuple(float(c) for c in info.clip),
+                         tuple(tuple(int(v) for v in values) for values in info.classes.values()))
 
 
 def target_for(spacing, target) -> tuple[float, float, float]:

@@ -4,7 +4,9 @@ Nothing in the training or evaluation code hard-codes a dataset's labels; it rea
 Every entry is either a synthetic preset (declared in :mod:`study.data.presets`, generated on
 demand by :mod:`study.data.synthetic`, written in a real layout and read back through the same
 reader) or a real dataset read from a user's folder in its published layout
-(:mod:`study.data.layouts`).
+(:mod:`study.data.layouts`). A study's own dataset (an nnU-Net or Decathlon folder declared
+inline in the study file) is not listed here: :mod:`study.data.inline` builds its
+:class:`DatasetInfo` from its ``dataset.json``.
 
 Sources of the declared values: paper 001 §V-A and Table I (BRATS, ATLAS, KiTS19, abdomen; test
 counts and training counts per fraction, target spacings), its supplement 000 §F (the abdomen
