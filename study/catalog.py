@@ -9,7 +9,7 @@ the analysis (table headers); nothing here imports torch, NumPy or the data stac
 
 Papers: 001 §IV (asymmetric large margin eq. 4-9, focal eq. 10-13, adversarial eq. 14-16,
 mixup eq. 17-19, augmentation eq. 20-21, their combination eq. 22), 001 Table II (region
-losses F1-F8), 003 eq. 27-29 (margin calibration), 004 (DSC / Jaccard losses).
+losses F1-F8), 003 eq. 27-29 (margin calibration), 004 (DSC / Jaccard losses, re-weighted CE).
 """
 
 from __future__ import annotations
@@ -57,7 +57,8 @@ class Technique:
     hyperparameters it must (``required``) and may (``optional``) be given; a combination
     (only optional ones) needs at least one. ``family`` names its builder in
     :mod:`study.techniques`: ``regularized`` (the model's baseline loss with margin, focal,
-    adversarial, mixup and augmentation), ``region`` (a region loss alone), ``calibration``."""
+    adversarial, mixup and augmentation), ``region`` (a region loss alone), ``calibration``,
+    ``reweighted`` (CE weighted by the training set's inverse class frequencies)."""
 
     id: str
     method: str
@@ -117,8 +118,10 @@ TECHNIQUES: dict[str, Technique] = {t.id: t for t in (
     Technique("asym_combination", "Asymmetric combination", "regularized", True,
               optional=_REGULARIZERS),
     Technique("dsc", "DSC loss", "region"),
+    Technique("dsc_squared", "DSC loss (squared)", "region"),
     Technique("jaccard", "Jaccard loss", "region"),
     Technique("f_beta", "F-beta loss", "region", required=("beta",)),
+    Technique("reweighted_ce", "Re-weighted CE", "reweighted"),
 )}
 """Technique id -> :class:`Technique`, in the papers' row order (001 Tables II-IV)."""
 

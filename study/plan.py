@@ -6,15 +6,16 @@ per trial — the public ``study plan --json`` contract: ``trial_id``, ``dataset
 the Parquet ``hp_*`` columns without the prefix, only those the technique uses),
 ``input_patch`` and ``output_patch`` (the training segment and the voxels it labels),
 ``augmentation`` (the regime's name, ``null`` when none), ``update`` (``summed`` or
-``sequential``), ``iterations``; plus the setting's label, the experiment's variant
+``sequential``), ``iterations``, ``pretrain`` (the CE pre-training iterations within
+``iterations``, 003 §4; 0 = none); plus the setting's label, the experiment's variant
 (``null`` when none), sampling, batch, mixup λ form, test-time mirroring, GPU share and an
 estimate of its GPU-hours.
 
 GPU-hours are an **estimate** from a per-model reference speed on one whole GPU
 (:data:`study.profiles.REFERENCE_SPEED`: training steps per second of the papers' networks
 in bf16 on an H100-class GPU), scaled by the voxels per batch, times the forward/backward
-passes a technique adds per iteration (:func:`passes_per_iteration`); evaluation is not
-counted.
+passes a technique adds per iteration (:func:`passes_per_iteration`; one pass in the CE
+pre-training iterations); evaluation is not counted.
 """
 
 from __future__ import annotations
@@ -42,8 +43,9 @@ def gpu_hours(config: dict[str, Any]) -> float:
     training = config["training"]
     speed = REFERENCE_SPEED[config["model"]["name"]]
     voxels = training["batch_size"] * math.prod(training["input_patch"])
-    seconds = training["iterations"] * passes_per_iteration(config["hp"]) / (
-        speed.steps_per_second * speed.voxels / voxels)
+    pretrain = training.get("pretrain", 0)  # one pass each: plain CE, no regularizer
+    passes = pretrain + (training["iterations"] - pretrain) * passes_per_iteration(config["hp"])
+    seconds = passes / (speed.steps_per_second * speed.voxels / voxels)
     return seconds / 3600.0
 
 
@@ -67,6 +69,7 @@ def _record(spec: StudySpec, trial: Trial, gpu_share: float) -> dict[str, Any]:
         "update": spec.training.update,
         "mixup_lambda": spec.training.mixup_lambda,
         "iterations": training["iterations"],
+        "pretrain": training.get("pretrain", 0),
         "batch_size": training["batch_size"],
         "sampling": training["sampling"],
         "fg_fraction": training["fg_fraction"],
@@ -103,15 +106,18 @@ def summary(planned: dict[str, Any], source: str | Path) -> str:
     experiments: dict[tuple, list[dict]] = {}
     for t in trials:
         key = (t["dataset"], t["model"], t["preset"], t["augmentation"] or "no augmentation",
-               tuple(t["input_patch"]), tuple(t["output_patch"]), t["update"])
+               tuple(t["input_patch"]), tuple(t["output_patch"]), t["update"], t["pretrain"])
         experiments.setdefault(key, []).append(t)
-    for (dataset, model, preset, augmentation, inp, out, update), rows in experiments.items():
+    for (dataset, model, preset, augmentation, inp, out, update, pretrain), rows in \
+            experiments.items():
         fractions = sorted({r["fraction"] for r in rows})
         seeds = sorted({r["seed"] for r in rows})
         lines.append("")
         lines.append(f"{dataset} - {model}/{preset}, {augmentation}, segments "
                      f"{'x'.join(map(str, inp))} -> {'x'.join(map(str, out))}, {update} update, "
-                     f"{rows[0]['iterations']:,} iterations x batch {rows[0]['batch_size']}, "
+                     f"{rows[0]['iterations']:,} iterations"
+                     f"{f' ({pretrain:,} of CE pre-training)' if pretrain else ''} x batch "
+                     f"{rows[0]['batch_size']}, "
                      f"GPU share {rows[0]['gpu_share']:g}, {len(seeds)} seed(s): "
                      f"{len(rows)} trials, {sum(r['gpu_hours'] for r in rows):,.0f} GPU-hours")
         header = f"  {'technique':<20} {'setting':<44} " + " ".join(

@@ -338,7 +338,10 @@ class TrainingSpec:
     ``mixup_lambda``: asymmetric mixup's λ ~ Beta(α, α) as eq. 18 writes it (``paper``) or
     scaled by (1 - m) as the reference code draws it (``code``).
     ``validate_every``: iterations between periodic validations (0 = none; monitoring only,
-    not part of a trial's identity)."""
+    not part of a trial's identity).
+    ``pretrain``: iterations of plain cross-entropy pre-training before the technique's
+    objective takes over (003 §4: CE pre-training, then fine-tuning with each loss), counted
+    within ``iterations`` (0 = none, as the experiments of 001, 000 and 004)."""
 
     iterations: int
     batch_size: int
@@ -351,6 +354,7 @@ class TrainingSpec:
     sampling: str = "balanced"
     update: str = "summed"
     mixup_lambda: str = "paper"
+    pretrain: int = 0
 
 
 @dataclass(frozen=True)
@@ -507,9 +511,10 @@ def _parse_training(node: _Node, model: str, preset: str) -> TrainingSpec:
         output = tuple(output_patch(model, preset, input_patch))
     except ValueError as error:
         node.fail(str(error), node.key("input_patch"))
+    iterations = node.get("iterations", int, check=lambda v: 0 < v <= MAX_ITERATIONS,
+                          expect=f"a positive integer <= {MAX_ITERATIONS:,}")
     spec = TrainingSpec(
-        iterations=node.get("iterations", int, check=lambda v: 0 < v <= MAX_ITERATIONS,
-                            expect=f"a positive integer <= {MAX_ITERATIONS:,}"),
+        iterations=iterations,
         batch_size=node.get("batch_size", int, **positive),
         input_patch=input_patch,
         output_patch=output,
@@ -524,6 +529,9 @@ def _parse_training(node: _Node, model: str, preset: str) -> TrainingSpec:
         sampling=_choice(node, "sampling", SAMPLING_SCHEMES, "balanced"),
         update=_choice(node, "update", UPDATE_RULES, "summed"),
         mixup_lambda=_choice(node, "mixup_lambda", MIXUP_LAMBDAS, "paper"),
+        pretrain=node.get("pretrain", int, default=0, check=lambda v: 0 <= v < iterations,
+                          expect=f"an integer >= 0 and < training.iterations ({iterations:,}); "
+                          "the CE pre-training counts within the budget"),
     )
     node.done()
     return spec

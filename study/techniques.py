@@ -13,11 +13,13 @@ technique's symmetry and hyperparameters):
   The loss has the model's baseline forms: CE for DeepMedic (001 §V, BraTS/ATLAS), CE + soft
   DSC for the U-Net (001 §V, KiTS; "sample-wise DSC loss", 001 §V-A.4, with
   ``Context.batch_dice=False``), each replaced by its margin/focal form.
-* :func:`_region` — a region loss alone: ``dsc`` (001 eq. 3, Table II "F1 (DSC)"), ``jaccard``
-  (004 §3, squared denominator), ``f_beta`` (001 Table II F2/F4/F8, ``beta``); batch or
-  sample-wise sums as ``Context.batch_dice``.
+* :func:`_region` — a region loss alone: ``dsc`` (001 eq. 3, Table II "F1 (DSC)"),
+  ``dsc_squared`` and ``jaccard`` (004 §3, squared denominators), ``f_beta`` (001 Table II
+  F2/F4/F8, ``beta``); batch or sample-wise sums as ``Context.batch_dice``.
 * :func:`_calibration` — ``margin_calibration`` (003 eq. 27-29; ``tau``, ``nu``) alone, with the
   class voxel counts of the whole training set (one pass over the training labels).
+* :func:`_reweighted` — ``reweighted_ce``: CE with the inverse class frequencies of the whole
+  training set as class weights (004 Table 2 "reweight-ce"; 000 eq. 5).
 
 Asymmetric techniques pass the dataset's rare-class vector ``r``; symmetric ones
 ``rare=None`` (001 §IV). Every loss and regularizer is built with ``ignore_index =``
@@ -27,8 +29,10 @@ marks the labels outside a model's output with it.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import TypedDict
 
 import numpy as np
 import torch
@@ -49,7 +53,7 @@ class Context:
     * ``rare``: the dataset's r vector (001 §IV).
     * ``dsc_term``: the model's baseline has a soft DSC term (U-Net) or not (DeepMedic).
     * ``class_counts``: called once, only by techniques that need the training set's class
-      voxel counts (``margin_calibration``).
+      voxel counts (``margin_calibration``, ``reweighted_ce``).
     * ``batch_dice``: every DSC-form loss (the U-Net's DSC term and its margin/focal forms, and
       ``dsc``, ``jaccard``, ``f_beta``) sums over the whole batch (True) or averages
       per-sample values (False: 001 §V-A.4's "sample-wise DSC loss").
@@ -111,17 +115,30 @@ class AlignedAdversarialPerturbation(obj.AdversarialPerturbation):
         return super().perturbation(main_output(model), x, target, generator)
 
 
-def _forms(make: Callable[[str], nn.Module], context: Context) -> nn.Module:
+def _forms(make: Callable[[str], obj.Objective], context: Context) -> obj.Objective:
     """``make("ce")`` (DeepMedic) or ``make("ce") + make("dsc")`` (U-Net); ``make`` builds the
     DSC form with ``context.batch_dice``."""
     return make("ce") + make("dsc") if context.dsc_term else make("ce")
 
 
+class _Common(TypedDict):
+    """The keywords every loss and regularizer of :func:`_regularized` takes."""
+
+    rare: list[float] | None
+    ignore_index: int
+
+
+class _Forms(_Common):
+    """:class:`_Common` and the keyword of the margin/focal losses' DSC form."""
+
+    batch_dice: bool
+
+
 def _regularized(technique: Technique, hp: dict[str, float], context: Context
                  ) -> TrainingObjective:
     rare = list(context.rare) if technique.asymmetric else None
-    common = {"rare": rare, "ignore_index": IGNORE}
-    forms = {**common, "batch_dice": context.batch_dice}  # batch_dice: DSC form only
+    common: _Common = {"rare": rare, "ignore_index": IGNORE}
+    forms: _Forms = {**common, "batch_dice": context.batch_dice}  # batch_dice: DSC form only
     if "m" in hp and "gamma" in hp:
         loss = _forms(lambda form: obj.MarginFocalLoss(hp["m"], hp["gamma"], form=form, **forms),
                       context)
@@ -150,8 +167,9 @@ def _regularized(technique: Technique, hp: dict[str, float], context: Context
     return TrainingObjective(loss, tuple(regularizers), augmentation)
 
 
-_REGION_LOSSES: dict[str, type[nn.Module]] = {
-    "dsc": obj.DiceLoss, "jaccard": obj.JaccardLoss, "f_beta": obj.FBetaLoss}
+_REGION_LOSSES: dict[str, Callable[..., nn.Module]] = {
+    "dsc": obj.DiceLoss, "dsc_squared": functools.partial(obj.DiceLoss, squared=True),
+    "jaccard": obj.JaccardLoss, "f_beta": obj.FBetaLoss}
 
 
 def _region(technique: Technique, hp: dict[str, float], context: Context) -> TrainingObjective:
@@ -160,18 +178,28 @@ def _region(technique: Technique, hp: dict[str, float], context: Context) -> Tra
                                   batch_dice=context.batch_dice, ignore_index=IGNORE))
 
 
+def _class_counts(technique: Technique, context: Context) -> np.ndarray:
+    if context.class_counts is None:
+        raise ValueError(f"{technique.id} needs the training set's class voxel counts")
+    return context.class_counts()
+
+
 def _calibration(technique: Technique, hp: dict[str, float], context: Context
                  ) -> TrainingObjective:
-    if context.class_counts is None:
-        raise ValueError("margin_calibration needs the training set's class voxel counts")
-    counts = context.class_counts()
+    counts = _class_counts(technique, context)
     return TrainingObjective(obj.MarginCalibrationLoss(hp["tau"], hp["nu"], counts,
                                                        ignore_index=IGNORE))
 
 
+def _reweighted(technique: Technique, hp: dict[str, float], context: Context
+                ) -> TrainingObjective:
+    weights = obj.inverse_frequency_weights(_class_counts(technique, context))
+    return TrainingObjective(obj.CrossEntropyLoss(weights, ignore_index=IGNORE))
+
+
 Builder = Callable[[Technique, dict[str, float], Context], TrainingObjective]
 BUILDERS: dict[str, Builder] = {"regularized": _regularized, "region": _region,
-                                "calibration": _calibration}
+                                "calibration": _calibration, "reweighted": _reweighted}
 """A technique family (:attr:`study.catalog.Technique.family`) -> its builder."""
 
 

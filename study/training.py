@@ -115,8 +115,12 @@ class Training:
                           mixup_lambda=training.get("mixup_lambda", "paper"))
         self.update = training.get("update", "summed")
         built = build_training(config["technique"], config["hp"], context)
-        self.loss = OutputLoss(built.loss)
-        self.regularizers = built.regularizers
+        self.pretrain = int(training.get("pretrain", 0))
+        # (loss, batch regularizers, eq. 21's bg_aug_prob) of 003 §4's CE pre-training and of
+        # the technique; :meth:`_enter_phase` picks one by the iteration
+        self._pretraining = (OutputLoss(obj.CrossEntropyLoss(ignore_index=IGNORE)), (), 1.0)
+        self._technique = (OutputLoss(built.loss), built.regularizers,
+                           built.augmentation.bg_aug_prob if built.augmentation else 1.0)
         self.optimizer = self.recipe.optimizer(self.model, training.get("lr"))
         self.schedule = self.recipe.schedule(self.optimizer, self.iterations)
         self.sampler = self._sampler(cases, config["seed"], built.augmentation)
@@ -136,6 +140,7 @@ class Training:
         self.iteration, self.last_loss = 0, math.nan
         self.sampler_state = self.sampler.state()
         self._window: list[tuple[int, torch.Tensor, torch.Tensor]] = []
+        self._enter_phase()
 
     def _sampler(self, cases, seed: int, gate: AugmentationGate | None):
         """Patches at the model's input size with labels of its output size, sampled by the
@@ -179,6 +184,21 @@ class Training:
         self.sampler_state = json.loads(state["sampler"])
         self.sampler.set_state(self.sampler_state)
         self.iteration, self.last_loss = state["iteration"], state["loss"]
+        self._enter_phase()
+
+    def _enter_phase(self) -> None:
+        """The objective of the current iteration: 003 §4's pre-training for the first
+        ``training.pretrain`` iterations — plain cross-entropy (001 eq. 1), no batch
+        regularizer, the experiment's augmentation regime on every patch (eq. 21's gate open,
+        as for the vanilla baseline) — then the technique's loss, regularizers and gate. The
+        model, optimizer and LR schedule carry on across the switch (003 fine-tunes the
+        pre-trained model); a checkpoint needs no more than its iteration to resume either
+        phase. Batches sampled ahead under the other gate are dropped (the sampler rewound)."""
+        self.loss, self.regularizers, bg_aug_prob = (
+            self._pretraining if self.iteration < self.pretrain else self._technique)
+        if self.sampler.bg_aug_prob != bg_aug_prob:
+            self.batches.close()
+            self.sampler.bg_aug_prob = bg_aug_prob
 
     # -- one iteration ----------------------------------------------------------------------
     def labels_at_input(self, labels: torch.Tensor) -> torch.Tensor:
@@ -207,6 +227,8 @@ class Training:
         clean = result.losses["clean"]
         self.schedule.step(clean)
         self.iteration += 1
+        if self.iteration == self.pretrain:
+            self._enter_phase()
         self._window.append((self.iteration, result.total, clean))
         return result
 
@@ -268,7 +290,8 @@ class Training:
 class Validation:
     """Fixed patches of ``cases`` (the validation or test cases; sampled once, the same for
     every trial of a dataset), scored in eval mode: the objective's loss and the pooled hard
-    DSC of the foreground classes."""
+    DSC of the foreground classes. ``last_loss``: the loss of the latest score (NaN before
+    the first; not restored on resume), the trial's ``final_val_loss``."""
 
     def __init__(self, cases, training: Training, fg_fraction: float):
         sampler = sampling.PatchSampler(cases, training.input_size, fg_fraction,
@@ -276,6 +299,7 @@ class Validation:
         images, labels = sampler.sample(VALIDATION_PATCHES)
         self.images = torch.from_numpy(images)
         self.labels = torch.from_numpy(labels)
+        self.last_loss = math.nan
 
     @torch.no_grad()
     def score(self, training: Training) -> dict[str, float]:
@@ -298,5 +322,6 @@ class Validation:
                     total[k] += float(p.sum() + t.sum())
         model.train()
         dsc = [2 * tp[k] / total[k] for k in range(1, training.num_classes) if total[k] > 0]
-        return {"val_loss": float(np.mean(losses)),
+        self.last_loss = float(np.mean(losses))
+        return {"val_loss": self.last_loss,
                 "val_dsc": float(np.mean(dsc)) if dsc else math.nan}

@@ -3,8 +3,8 @@
 A trial is a canonical config: dataset (name, test and validation set sizes and, for synthetic
 data, its generator parameters; for an own dataset its layout, the sha256 of its
 ``dataset.json`` and its resolved options), training fraction, model, technique,
-hyperparameters, seed, training budget and segment sizes, augmentation regime and test-time
-mirroring.
+hyperparameters, seed, training budget (with its CE pre-training, when any) and segment sizes,
+augmentation regime and test-time mirroring.
 ``trial_id`` is the first 16 hex digits of the SHA-256 of its canonical JSON (sorted keys,
 compact separators, floats normalised to 12 significant digits, ``-0.0`` -> ``0.0``), so the
 same study file expands to the same ids in any process on any machine. Paths (data roots,
@@ -102,7 +102,7 @@ def trial_config(spec: StudySpec, fraction: float, technique: str, hp: dict[str,
     Options that cannot change a trial's result are left out, so that the same experiment is
     the same trial in every study: the update rule only where the technique adds batches
     (adversarial ``eps``/``l``, mixup ``mixup_alpha``), the mixup λ form only for asymmetric
-    mixup (``mixup_m``).
+    mixup (``mixup_m``), the CE pre-training iterations (003 §4) only when there are any.
     """
     dataset = {"name": spec.dataset.name, "test_cases": spec.dataset.test_cases,
                "validation_cases": spec.dataset.validation_cases}
@@ -124,6 +124,8 @@ def trial_config(spec: StudySpec, fraction: float, technique: str, hp: dict[str,
         training["update"] = spec.training.update
     if "mixup_m" in hp:
         training["mixup_lambda"] = spec.training.mixup_lambda
+    if spec.training.pretrain:  # absent when 0: trials without pre-training keep their ids
+        training["pretrain"] = spec.training.pretrain
     config = {
         "dataset": dataset,
         "fraction": fraction,

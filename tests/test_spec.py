@@ -59,6 +59,10 @@ def test_repository_studies_are_valid():
     ({"training__update": "both"}, r"training.update: expected one of summed, sequential"),
     ({"training__mixup_lambda": "x"}, r"training.mixup_lambda: expected one of paper, code"),
     ({"training__sampling": "x"}, r"training.sampling: expected one of balanced, nnunet"),
+    ({"training__pretrain": -1}, r"training.pretrain: expected an integer >= 0 and < "
+     r"training.iterations \(\d+\); the CE pre-training counts within the budget, got -1"),
+    ({"training__pretrain": 10 ** 8}, r"training.pretrain: expected an integer >= 0 and < "),
+    ({"training__pretrain": 2.5}, r"training.pretrain: expected an integer"),
     ({"augmentation": "elastic"}, r"augmentation: expected one of none, deepmedic, nnunet"),
     ({"techniques": [{"technique": "asym_focal", "by_fraction": {0.25: {"gamma": 2}}}]},
      r"techniques\[0\].by_fraction.0.25: 0.25 is not a fraction of this experiment \(0.5\)"),

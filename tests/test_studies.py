@@ -253,3 +253,61 @@ def test_experiment_errors_name_the_entry(tmp_path):
     assert _dataset_roots(specs, ["atlas=/mnt/atlas"]) == {"atlas": "/mnt/atlas"}
     with pytest.raises(SpecError, match="'btcv' is not a dataset of the study"):
         _dataset_roots(specs, ["btcv=/mnt/x"])
+
+
+def test_paper_abdomen_is_000_table_v(capsys):
+    """paper-abdomen: 000 §F / Table V - BTCV, 25 % (5 of 20 training cases, 10 test),
+    DeepMedic basic without augmentation, CE vs symmetric vs asymmetric focal loss at γ = 4,
+    DeepMedic's balanced sampling, 3 seeds; r marks the organs 4, 5, 8-13 (000 §F)."""
+    from study.data.registry import DATASETS
+
+    planned = _plan("paper-abdomen", capsys)
+    assert _settings(planned) == {("vanilla", 0.25): [{}], ("focal", 0.25): [{"gamma": 4.0}],
+                                  ("asym_focal", 0.25): [{"gamma": 4.0}]}
+    assert len(planned["trials"]) == 3 * SEEDS
+    for t in planned["trials"]:
+        assert (t["dataset"], t["model"], t["preset"], t["augmentation"]) == (
+            "btcv", "deepmedic", "basic", None)
+        assert (t["input_patch"], t["output_patch"]) == DEEPMEDIC
+        assert (t["iterations"], t["pretrain"], t["batch_size"], t["sampling"],
+                t["fg_fraction"]) == (70000, 0, 10, "balanced", 0.5)
+    info = DATASETS["btcv"]
+    assert info.test_cases == 10 and len(info.classes) == 14
+    assert [k for k, r in enumerate(info.rare_vector()) if r] == [4, 5, 8, 9, 10, 11, 12, 13]
+
+
+def test_paper_promise12_is_004_table_2(capsys):
+    """paper-promise12: 004 Table 2's losses - re-weighted CE, squared DSC, Jaccard - and
+    001 Table II's F2 / F4 / F8 on PROMISE12 with the U-Net, batches of 2, 3 seeds."""
+    planned = _plan("paper-promise12", capsys)
+    assert _settings(planned) == {
+        ("reweighted_ce", 1.0): [{}], ("dsc_squared", 1.0): [{}], ("jaccard", 1.0): [{}],
+        ("f_beta", 1.0): [{"beta": 2.0}, {"beta": 4.0}, {"beta": 8.0}]}
+    assert len(planned["trials"]) == 6 * SEEDS
+    for t in planned["trials"]:
+        assert (t["dataset"], t["model"], t["preset"], t["augmentation"]) == (
+            "promise12", "unet", "paper", None)
+        assert t["input_patch"] == t["output_patch"] == [64, 96, 96]
+        assert (t["iterations"], t["pretrain"], t["batch_size"]) == (40000, 0, 2)
+
+
+def test_plan_shows_pretraining_and_counts_it_as_one_pass(tmp_path, capsys):
+    """`training.pretrain` (003 §4) appears in the plan; its iterations cost one pass each
+    (plain CE), the rest the technique's passes."""
+    text = (ROOT / "search_spaces/studies/paper-brats-5pct.yaml").read_text()
+    study = tmp_path / "pre.yaml"
+    study.write_text(text.replace("  iterations: 70000\n",
+                                  "  iterations: 70000\n  pretrain: 20000\n"))
+    base = {(t["technique"], t["param_label"], t["seed"]): t
+            for t in _plan(str(ROOT / "search_spaces/studies/paper-brats-5pct.yaml"),
+                           capsys)["trials"]}
+    for t in _plan(str(study), capsys)["trials"]:
+        before = base[(t["technique"], t["param_label"], t["seed"])]
+        assert t["pretrain"] == 20000 and before["pretrain"] == 0
+        assert t["trial_id"] != before["trial_id"]
+        passes = 3 if t["technique"] == "asym_adversarial" else 1
+        passes += t["technique"] == "asym_mixup"
+        assert t["gpu_hours"] == pytest.approx(
+            before["gpu_hours"] * (20000 + 50000 * passes) / (70000 * passes))
+    assert main(["plan", str(study)]) == 0
+    assert "70,000 iterations (20,000 of CE pre-training)" in capsys.readouterr().out

@@ -12,9 +12,11 @@ import pytest
 import torch
 
 import study.objectives as obj
-from study import techniques
+from study import case_evaluation, techniques
+from study.case_evaluation import LOGIT_STAT_TRAIN_CASES
 from study.data import loader, splits
 from study.data.registry import DATASETS
+from study.inference import predict_logits
 from study.logit_stats import LOGIT_BINS, LogitStats, MalformedLogitStats, from_json, to_json
 from study.models import output_patch
 from study.results import ResultStore
@@ -62,17 +64,37 @@ def _training(tiny_spec, tiny_data, run_options, technique, hp, model="unet", **
                     dataclasses.replace(run_options, **options))
 
 
-def test_trial_writes_one_trial_row_and_all_case_rows(tiny_spec, run_options):
-    """One trials row; cases rows = test cases x foreground classes x {raw, post-processed}."""
+def test_trial_writes_one_trial_row_and_all_case_rows(tiny_spec, run_options, monkeypatch):
+    """One trials row; cases rows = (test cases + the first LOGIT_STAT_TRAIN_CASES sorted
+    training cases) x foreground classes x {raw, post-processed}, one inference per case
+    (the training cases' logits serve their rows and the logit statistics); no periodic
+    validation, no final_val_loss."""
+    inferences = []
+
+    def counted(model, image, *args, **kwargs):
+        inferences.append(image.shape)
+        return predict_logits(model, image, *args, **kwargs)
+
+    monkeypatch.setattr(case_evaluation, "predict_logits", counted)
     trial = expand(tiny_spec)[1]
     summary = run_trial(trial.as_param(), run_options)
     store = ResultStore(run_options.results_uri)
     trials, cases = store.trials(), store.cases()
     assert len(trials) == 1 and trials.loc[0, "status"] == "ok" == summary["status"]
     assert trials.loc[0, "hp_gamma"] == 2.0 and pd.isna(trials.loc[0, "hp_m"])
-    assert len(cases) == 2 * 1 * 2
+    assert pd.isna(trials.loc[0, "final_val_loss"])
+    dataset = trial.config["dataset"]
+    ids = loader.list_cases(DATASETS[dataset["name"]], dataset_root(trial.config, run_options))
+    train_ids, test_ids = splits.split(ids, dataset["test_cases"], trial.config["fraction"])
+    by_split = cases.groupby("split")["case_id"].unique()
+    assert sorted(by_split["test"]) == test_ids
+    assert sorted(by_split["train"]) == train_ids[:LOGIT_STAT_TRAIN_CASES]
+    assert len(cases) == (2 + 2) * 1 * 2 and len(inferences) == 2 + 2
     assert set(cases["postprocessed"]) == {False, True}
     assert cases["dsc"].between(0, 1).all() and (cases["ref_voxels"] > 0).all()
+    assert (cases["arvd"] >= 0).all() and (cases["abd"] >= 0).all()
+    assert (cases["tp_voxels"] <= cases[["pred_voxels", "ref_voxels"]].min(axis=1)).all()
+    assert (cases["case_correct_voxels"] <= cases["case_voxels"]).all()
     assert trials.loc[0, "iterations_done"] == 4 and trials.loc[0, "train_cases"] == 2
     edges, summaries = from_json(trials.loc[0, "logit_stats"], trials.loc[0, "trial_id"])
     assert len(summaries) == 2 * 2 * 2  # (train, test) x true class x logit channel
@@ -115,7 +137,7 @@ def test_tiny_deepmedic_trial_trains_and_evaluates(tiny_spec, run_options):
     trials = ResultStore(run_options.results_uri).trials()
     assert trials.loc[0, "model"] == "deepmedic-tiny"
     cases = ResultStore(run_options.results_uri).cases()
-    assert len(cases) == 4 and cases["pred_voxels"].notna().all()
+    assert len(cases[cases["split"] == "test"]) == 4 and cases["pred_voxels"].notna().all()
     lrs = [r["lr"] for r in session.reports]
     assert lrs[0] == 1e-3 and lrs[-1] == pytest.approx(1e-3 / 32)
 
@@ -272,7 +294,10 @@ def test_nan_loss_is_recorded_as_diverged(tiny_spec, run_options, monkeypatch, s
     assert summary["status"] == row["status"] == "diverged"
     assert f"nan at iteration {start}" in row["error"] and row["iterations_done"] == start - 1
     cases = store.cases()
-    assert len(cases) == 4 and (cases["status"] == "diverged").all() and cases["dsc"].isna().all()
+    assert len(cases) == 8 and (cases["status"] == "diverged").all() and cases["dsc"].isna().all()
+    assert set(cases["split"]) == {"train", "test"}  # NaN train rows too
+    assert cases[["arvd", "abd", "tp_voxels", "case_correct_voxels"]].isna().all().all()
+    assert (cases["case_voxels"] > 0).all() and (cases["ref_voxels"] > 0).all()
     assert store.finished_ids() == {row["trial_id"]}
 
 
@@ -302,13 +327,16 @@ def test_out_of_memory_names_model_batch_patch_and_config(tiny_spec, run_options
 
 
 def test_validation_reports_are_periodic(tiny_spec, run_options):
-    """validate_every adds val_loss/val_dsc to the reports at its multiples only."""
+    """validate_every adds val_loss/val_dsc to the reports at its multiples only; the last
+    val_loss is the trials row's final_val_loss."""
     session = LocalSession()
     options = dataclasses.replace(run_options, validate_every=2)
     run_trial(expand(tiny_spec)[0].as_param(), options, session)
     validated = [r["iteration"] for r in session.reports if "val_dsc" in r]
     assert validated == [2, 4] and all(np.isfinite(r["val_loss"]) for r in session.reports
                                        if "val_loss" in r)
+    last = [r["val_loss"] for r in session.reports if "val_loss" in r][-1]
+    assert ResultStore(run_options.results_uri).trials().loc[0, "final_val_loss"] == last
 
 
 class _Killed(Exception):
@@ -438,3 +466,78 @@ def test_logit_stats_reader_names_trial_and_field(document, field, problem):
                             "seed": 0, "status": "ok", "logit_stats": text}])
     with pytest.raises(ResultsError, match=r"trials/abc123\.parquet: .*" + problem):
         logit_statistics(trials)
+
+
+class _KillAtCheckpoint(LocalSession):
+    """Killed right after reporting the checkpoint of iteration ``at``."""
+
+    def __init__(self, at: int):
+        super().__init__()
+        self.at = at
+
+    def report(self, metrics, checkpoint=None):
+        super().report(metrics, checkpoint)
+        if checkpoint is not None and metrics["iteration"] == self.at:
+            raise _Killed
+
+
+PRETRAINED = {"technique": "asym_combination",
+              "settings": ({"gamma": 2.0, "mixup_m": 0.2, "mixup_alpha": 1.0,
+                            "bg_aug_prob": 0.0},)}
+
+
+def test_pretraining_is_plain_ce_then_the_technique(tiny_spec, tiny_data, run_options):
+    """003 §4: the first `pretrain` iterations train plain CE without the technique's batch
+    regularizers and with eq. 21's gate open (every patch augmented); from then on the
+    technique's loss, regularizers and gate."""
+    from study.spec import TechniqueRun
+
+    spec = _variant(tiny_spec, "deepmedic", iterations=4, pretrain=2,
+                    technique=TechniqueRun(PRETRAINED["technique"], PRETRAINED["settings"]))
+    spec = dataclasses.replace(spec, augmentation="deepmedic")
+    config = expand(spec)[0].config
+    assert config["training"]["pretrain"] == 2
+    info, train, _ = tiny_data
+    training = Training(config, train, info, torch.device("cpu"), run_options)
+    for _ in range(2):
+        assert isinstance(training.loss.loss, obj.CrossEntropyLoss)
+        assert training.regularizers == () and training.sampler.bg_aug_prob == 1.0
+        training.step()
+        assert training.sampler.last["augmented"].all()
+    assert isinstance(training.loss.loss, obj.FocalLoss)
+    assert len(training.regularizers) == 1 and training.sampler.bg_aug_prob == 0.0
+    training.batches.batch_size = 8
+    training.step()
+    last = training.sampler.last
+    np.testing.assert_array_equal(last["augmented"], last["rare"])
+
+
+@pytest.mark.parametrize("kill_at", [2, 4])  # a checkpoint in pre-training, one after the switch
+def test_resume_across_the_pretraining_switch_equals_uninterrupted_run(
+        tiny_spec, run_options, tmp_path, kill_at):
+    """Resumed from a checkpoint taken during CE pre-training (iteration 2 of 3) or after the
+    switch to the technique (iteration 4), with batches sampled ahead in a thread, a trial ends
+    bit-exactly as an uninterrupted one (CPU)."""
+    from study.spec import TechniqueRun
+
+    spec = _variant(tiny_spec, "deepmedic", iterations=6, pretrain=3,
+                    technique=TechniqueRun(PRETRAINED["technique"], PRETRAINED["settings"]))
+    spec = dataclasses.replace(spec, augmentation="deepmedic")
+    param = expand(spec)[0].as_param()
+    options = dataclasses.replace(run_options, checkpoint_every=2, prefetch=2, check_every=4)
+    straight = LocalSession()
+    run_trial(param, options, straight)
+    uninterrupted = ResultStore(options.results_uri)
+
+    interrupted = dataclasses.replace(options, results_uri=str(tmp_path / "resumed"))
+    session = _KillAtCheckpoint(kill_at)
+    with pytest.raises(_Killed):
+        run_trial(param, interrupted, session)
+    resumed = LocalSession(checkpoint=session.checkpoint)
+    run_trial(param, interrupted, resumed)
+    assert [r["iteration"] for r in resumed.reports] == list(range(kill_at + 1, 7))
+    assert resumed.reports == straight.reports[kill_at:]
+    store = ResultStore(interrupted.results_uri)
+    assert store.trials().loc[0, "final_train_loss"] == (
+        uninterrupted.trials().loc[0, "final_train_loss"])
+    assert store.trials().loc[0, "logit_stats"] == uninterrupted.trials().loc[0, "logit_stats"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import subprocess
 import sys
@@ -79,3 +80,17 @@ def test_expansion_order_and_labels(tiny_spec):
     assert param_label({"eps": 1e-4, "l": 2.5}) == "ε = 1e-4 l = 2.5"
     assert param_label({"eps": 2.5e-6, "l": 1e6}) == "ε = 2.5e-6 l = 1e6"
     assert all(t.study == "tiny" for t in trials)
+
+
+def test_pretraining_is_identity_only_when_there_is_some(tiny_spec):
+    """`training.pretrain: 0` (the default) leaves every trial id as before; K > 0 (003 §4)
+    is part of the identity, one id per K."""
+    from study.trials import trial_config
+
+    fraction, technique, hp = tiny_spec.fractions[0], "asym_focal", {"gamma": 2.0}
+    base = trial_config(tiny_spec, fraction, technique, hp, 0)
+    assert "pretrain" not in base["training"]
+    ids = {trial_id(trial_config(dataclasses.replace(
+        tiny_spec, training=dataclasses.replace(tiny_spec.training, pretrain=k)),
+        fraction, technique, hp, 0)) for k in (0, 1, 2)}
+    assert trial_id(base) in ids and len(ids) == 3

@@ -29,7 +29,7 @@ from .calibration import (
     class_margins,
 )
 from .combination import MarginFocalLoss
-from .crossentropy import CrossEntropyLoss
+from .crossentropy import CrossEntropyLoss, inverse_frequency_weights
 from .focal import FocalLoss
 from .margin import LargeMarginLoss
 from .mixup import (
@@ -66,6 +66,7 @@ __all__ = [
     "calibration_margins",
     "class_counts",
     "class_margins",
+    "inverse_frequency_weights",
     "l2_normalize",
     "label_checks",
     "partner_indices",

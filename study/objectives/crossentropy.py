@@ -1,15 +1,45 @@
-"""Cross-entropy (001 eq. 1) with optional class weights (re-weighted CE, 000 eq. 5)."""
+"""Cross-entropy (001 eq. 1) with optional class weights (re-weighted CE, 000 eq. 5) and the
+inverse-frequency class weights of the re-weighted CE baseline (004 Table 2)."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 
+import numpy as np
 import torch
 
 from . import _functional as F
 from ._targets import prepare
 from ._validate import as_class_vector, check_ignore_index, check_length
 from .base import Objective
+
+
+def inverse_frequency_weights(counts: Sequence[int] | np.ndarray) -> list[float]:
+    """Class weights ``w_k = n / (K n_k)`` from the training set's class voxel counts ``n_k``
+    (``n = sum_k n_k``, ``K`` the classes present; an absent class gets 0, it has no voxel
+    to weigh).
+
+    The re-weighted CE of 004 Table 2 ("reweight-ce") and 001 §II-1 (weights "based on
+    sample frequency"): over the training set every present class contributes the same total
+    weight ``n / K``, so the expected loss is the mean over classes of each class's mean CE;
+    the voxel-weighted mean of ``w`` over the training set is 1, and a set with equally
+    frequent classes gets ``w = 1`` (plain CE). 004 names the baseline without its weights;
+    inverse frequency is the common choice its 001 §II-1 description fits.
+
+    Raises ``ValueError`` for negative or non-integer counts, or when no class has a voxel.
+    """
+    values = np.asarray(counts, dtype=float)
+    if values.ndim != 1 or values.size == 0 or not np.all(np.isfinite(values)) \
+            or np.any(values < 0) or np.any(values != np.round(values)):
+        raise ValueError(f"counts: expected one non-negative voxel count per class, got "
+                         f"{np.asarray(counts).tolist()!r}")
+    present = values > 0
+    if not present.any():
+        raise ValueError("counts: no class has a voxel; the training labels are empty")
+    total = values.sum()
+    weights = np.zeros_like(values)
+    weights[present] = total / (present.sum() * values[present])
+    return weights.tolist()
 
 
 class CrossEntropyLoss(Objective):
