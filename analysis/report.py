@@ -49,14 +49,11 @@ from analysis.render import (
 )
 from analysis.tables import (
     BASELINE,
-    best_hyperparameters,
-    best_settings,
-    comparison_table,
+    ClassTables,
     fraction_label,
     method_list,
     method_name,
     selection_description,
-    sensitivity_from_block,
     split_rows,
 )
 from study.catalog import HP_PREFIX
@@ -205,6 +202,22 @@ def _seed_gaps(table: pd.DataFrame) -> list[str]:
             for r in short.itertuples(index=False)]
 
 
+def _class_tables(rows: pd.DataFrame, dataset: str, model: str, class_name: str
+                  ) -> Callable[..., pd.DataFrame]:
+    """``call(method, *args, **kwargs)``: ``method`` of the ``ClassTables`` of one class,
+    built once (every table of the class shares its aggregates); a class without tables
+    raises its ``ValueError`` on every call, so each table is listed as missing with it."""
+    try:
+        tables = ClassTables(rows, dataset, model, class_name)
+    except ValueError as error:
+        failed = error
+
+        def call(method: str, *args, **kwargs):
+            raise failed
+        return call
+    return lambda method, *args, **kwargs: getattr(tables, method)(*args, **kwargs)
+
+
 def _as_results(cases, trials) -> Results:
     if isinstance(cases, Results):
         return cases
@@ -249,8 +262,11 @@ def write_report(cases: pd.DataFrame | Results, out_dir: str | Path,
 
     keys = ["dataset", "model", "class_name"]
     groups = list(cases.groupby(keys, sort=True, observed=True)) if len(cases) else []
+    by_class = {}
     for n, ((dataset, model, class_name), rows) in enumerate(groups, start=1):
         name = f"{dataset_name(dataset)}, {class_label(class_name)}, {model_name(model)}"
+        tables = by_class[(dataset, model, class_name)] = _class_tables(rows, dataset, model,
+                                                                        class_name)
         say(f"[{n}/{len(groups)}] tables and figures of {name}")
         writer.section(f"{dataset_name(dataset)} — {class_label(class_name)} — "
                        f"{model_name(model)}")
@@ -259,9 +275,8 @@ def write_report(cases: pd.DataFrame | Results, out_dir: str | Path,
         section = writer.section("Methods at their chosen settings", 3)
         for block, postprocessed in BLOCKS:
             table = writer.attempt(
-                f"Comparison of {name} ({block})", comparison_table, rows, dataset,
-                postprocessed, model, class_name, select_postprocessed=select_postprocessed,
-                **choose)
+                f"Comparison of {name} ({block})", tables, "comparison", postprocessed,
+                select_postprocessed=select_postprocessed, **choose)
             if table is None:
                 continue
             caption = (f"{name}: methods at the setting with the {selection}, evaluated "
@@ -272,9 +287,9 @@ def write_report(cases: pd.DataFrame | Results, out_dir: str | Path,
 
         # Chosen hyperparameters (000 Tables I-III).
         section = writer.section("Chosen hyperparameters", 3)
-        table = writer.attempt(f"Chosen hyperparameters of {name}", best_hyperparameters, rows,
-                               dataset, model, class_name,
-                               postprocessed=select_postprocessed, **choose)
+        table = writer.attempt(f"Chosen hyperparameters of {name}", tables,
+                               "best_hyperparameters", postprocessed=select_postprocessed,
+                               **choose)
         if table is not None and len(table):
             caption = f"Hyperparameters of {name} chosen by the {selection}."
             writer.table(section, best_hyperparameters_grid(table, caption), table,
@@ -302,9 +317,8 @@ def write_report(cases: pd.DataFrame | Results, out_dir: str | Path,
                     f"{m}: {r}" for m, r in importance.skipped.items()) + ".")
 
         # Training fraction figure (001 Fig. 1).
-        chosen = writer.attempt(f"Chosen settings of {name}", best_settings, rows, dataset,
-                                model, class_name, postprocessed=select_postprocessed,
-                                **choose)
+        chosen = writer.attempt(f"Chosen settings of {name}", tables, "best_settings",
+                                postprocessed=select_postprocessed, **choose)
         if chosen is not None and rows["fraction"].nunique() > 1:
             section = writer.section("Sensitivity and precision vs training data", 3)
             writer.figure(section, _slug("fraction", dataset, model, class_name),
@@ -315,17 +329,21 @@ def write_report(cases: pd.DataFrame | Results, out_dir: str | Path,
                           select_postprocessed)
 
         # Sensitivity analysis per fraction (000 Table IV) and its figures.
-        for fraction, at_fraction in split_rows(rows, TEST).groupby("fraction", sort=True):
+        try:
+            fractions = tables("fractions")
+        except ValueError:  # no test rows: no sensitivity table
+            fractions = []
+        test = split_rows(rows, TEST) if writer.figures else None
+        for fraction in fractions:
             section = writer.section(f"Sensitivity analysis, {fraction_label(fraction)} "
                                      "training data", 3)
             blocks = {}
             for block, postprocessed in BLOCKS:
-                part = at_fraction[at_fraction["postprocessed"] == postprocessed]
-                if part.empty:
+                if not tables("has_block", fraction, postprocessed):
                     writer.missing.append(f"Sensitivity of {name} at {fraction:g}: no "
                                           f"{block} results")
                     continue
-                blocks[block] = sensitivity_from_block(part)
+                blocks[block] = tables("sensitivity", fraction, postprocessed)
             if not blocks:
                 continue
             first = next(iter(blocks.values()))
@@ -339,6 +357,9 @@ def write_report(cases: pd.DataFrame | Results, out_dir: str | Path,
             frame = pd.concat([t.assign(block=b) for b, t in blocks.items()], ignore_index=True)
             writer.table(section, sensitivity_grid(blocks, caption), frame,
                          _slug("sensitivity", dataset, model, f"{fraction:g}", class_name))
+            if test is None:
+                continue  # the rest are figures
+            at_fraction = test[test["fraction"] == fraction]
             others = [m for m in method_list(at_fraction) if m[1:] != (BASELINE, "")]
             for block, postprocessed in BLOCKS if others else ():
                 if block in blocks:
@@ -360,7 +381,7 @@ def write_report(cases: pd.DataFrame | Results, out_dir: str | Path,
                                   "bar).", fig.heatmap_figure, rows, dataset, fraction,
                                   technique, model, class_name, variant=variant or None)
 
-    _logit_sections(writer, results, cases, choose, select_postprocessed)
+    _logit_sections(writer, results, by_class, choose, select_postprocessed)
 
     say(f"tables and figures done in {time.perf_counter() - start:.1f} s; writing the index")
     status, pending_summary = _status_lines(results, missing, pending)
@@ -369,11 +390,11 @@ def write_report(cases: pd.DataFrame | Results, out_dir: str | Path,
     return [*writer.written, *paths]
 
 
-def _logit_sections(writer: _Writer, results: Results, cases: pd.DataFrame, choose: dict,
-                    select_postprocessed: bool) -> None:
+def _logit_sections(writer: _Writer, results: Results, by_class: dict[tuple, Callable],
+                    choose: dict, select_postprocessed: bool) -> None:
     trials = results.trials
     if trials.empty or "logit_stats" not in trials or trials["logit_stats"].isna().all():
-        if len(cases):
+        if len(results.cases):
             writer.missing.append("Logit figures: no trial has logit statistics yet")
         return
     shift = writer.attempt("Logit shift table", logit_shift_table, trials)
@@ -383,13 +404,12 @@ def _logit_sections(writer: _Writer, results: Results, cases: pd.DataFrame, choo
     for (dataset, model), table in shift.groupby(["dataset", "model"], sort=True):
         name = f"{dataset_name(dataset)}, {model_name(model)}"
         section = writer.section(f"Logit shift — {name}")
-        own = cases[(cases["dataset"] == dataset) & (cases["model"] == model)]
-        classes = sorted(own["class_name"].unique()) if len(own) else []
+        classes = sorted(c for d, m, c in by_class if (d, m) == (dataset, model))
         chosen = None
         if classes:  # the rarest class is listed last by convention; choose settings on it
-            chosen = writer.attempt(f"Chosen settings of {name}", best_settings, own, dataset,
-                                    model, classes[-1], postprocessed=select_postprocessed,
-                                    **choose)
+            chosen = writer.attempt(f"Chosen settings of {name}",
+                                    by_class[(dataset, model, classes[-1])], "best_settings",
+                                    postprocessed=select_postprocessed, **choose)
         shown = table
         if chosen is not None:
             keep = pd.MultiIndex.from_frame(chosen[["method", "parameter", "fraction"]])

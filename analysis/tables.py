@@ -40,7 +40,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from analysis.load import ResultsError, check_cases
+from analysis.load import check_cases
 from study.catalog import HP_PREFIX, HYPERPARAMETERS, TECHNIQUES
 from study.results import SPLITS, TEST, VALIDATION
 
@@ -53,10 +53,10 @@ RANKED = ("dsc", "sensitivity", "precision", "hd95")
 # to floating-point noise is not "worse".
 TIE = 1e-9
 
-__all__ = ["best_hyperparameters", "best_settings", "comparison_table", "diverged_column",
-           "fraction_label", "hp_symbol", "method_list", "method_name", "method_order",
-           "methods", "selection_description", "sensitivity_table", "split_rows",
-           "variant_labels", "variants"]
+__all__ = ["ClassTables", "best_hyperparameters", "best_settings", "comparison_table",
+           "diverged_column", "fraction_label", "hp_symbol", "method_list", "method_name",
+           "method_order", "methods", "selection_description", "sensitivity_table",
+           "split_rows", "variant_labels", "variants"]
 
 
 def method_name(technique: str, variant: str | None = None) -> str:
@@ -223,7 +223,8 @@ def _select(cases: pd.DataFrame, dataset: str, model: str | None, class_name: st
         raise ValueError(f"no {split} results for dataset {dataset!r}")
     # Only the columns the tables read: filtering a million rows moves every column kept.
     keep = [c for c in cases.columns if c in _NEEDED or c.startswith(HP_PREFIX)]
-    return cases.loc[mask, keep], model, class_name
+    # Rows already selected (a class of the report) are not copied.
+    return (cases[keep] if mask.all() else cases.loc[mask, keep]), model, class_name
 
 
 _NEEDED = {*METRICS, "technique", "variant", "param_label", "dataset", "model", "fraction",
@@ -231,21 +232,8 @@ _NEEDED = {*METRICS, "technique", "variant", "param_label", "dataset", "model", 
            "study"}
 
 
-def _at_fraction(rows: pd.DataFrame, fraction: float, postprocessed: bool,
-                 dataset: str) -> pd.DataFrame:
-    block = rows[np.isclose(rows["fraction"].to_numpy(float), fraction)]
-    if block.empty:
-        have = ", ".join(f"{f:g}" for f in sorted(rows["fraction"].unique()))
-        raise ValueError(f"no results for dataset {dataset!r} at fraction {fraction:g} "
-                         f"(have {have})")
-    block = block[block["postprocessed"] == postprocessed]
-    if block.empty:
-        raise ValueError(f"no {'post-processed' if postprocessed else 'raw'} results for "
-                         f"dataset {dataset!r} at fraction {fraction:g}")
-    return block
-
-
 SETTING = ["method", "parameter"]  # identifies a setting in every table
+BLOCK = ["fraction", "postprocessed"]  # a block of one dataset, model and class
 
 
 def _codes(column: pd.Series) -> tuple[np.ndarray, pd.Index]:
@@ -254,43 +242,50 @@ def _codes(column: pd.Series) -> tuple[np.ndarray, pd.Index]:
     return values.codes.astype(np.int64), values.categories
 
 
-def _setting_codes(block: pd.DataFrame) -> tuple[np.ndarray, pd.DataFrame]:
-    """One integer per row of ``block`` naming its setting (technique, variant, param_label),
-    and the settings by code: ``technique, variant`` (``""`` for none), ``param_label``. One
-    integer key groups several times faster than three categorical ones."""
-    variant = variants(block)
-    combined = np.zeros(len(block), np.int64)
-    for column in (block["technique"], variant, block["param_label"]):
+def _group_codes(columns: list[pd.Series]) -> tuple[np.ndarray, np.ndarray]:
+    """One integer per row naming its combination of the values of ``columns`` (ordered by
+    the first column's values, then the second's...), and the first row of each combination.
+    One integer key groups several times faster than several categorical ones."""
+    combined = np.zeros(len(columns[0]), np.int64)
+    for column in columns:
         codes, values = _codes(column)
         combined = combined * (len(values) + 1) + codes + 1
     _, first, inverse = np.unique(combined, return_index=True, return_inverse=True)
-    keys = pd.DataFrame({"technique": block["technique"].iloc[first].to_numpy(),
-                         "variant": variant.iloc[first].to_numpy(),
-                         "param_label": block["param_label"].iloc[first].to_numpy()})
-    return inverse.reshape(-1), plain(keys, ["technique", "variant", "param_label"])
+    return inverse.reshape(-1), first
 
 
-def _settings(block: pd.DataFrame) -> pd.DataFrame:
-    """One row per (technique, variant, param_label) of one block (one dataset, model, class,
-    fraction, post-processing): means over cases then seeds, spreads and counts; ``method``
-    names the (technique, variant) and ``variant`` is None where there is none."""
-    setting, keys = _setting_codes(block)
-    hp_columns = _hp_columns(block)
-    table = keys.join(block[hp_columns].groupby(setting).first())
-    status = block["status"].to_numpy()
+def _aggregate(rows: pd.DataFrame) -> tuple[pd.DataFrame, pd.Series]:
+    """Every setting (technique, variant, param_label) of every block (fraction,
+    post-processing) of ``rows``, in one grouped pass over all of them.
+
+    Returns one row per (block, setting), blocks then settings in their values' order:
+    ``method, fraction, postprocessed, technique, variant`` (None where there is none),
+    ``parameter``, the ``hp_*`` columns, the means over cases then seeds, spreads and counts
+    that ``sensitivity_table`` documents; and each setting's DSC per case averaged over its
+    seeds (the Wilcoxon pairs), indexed by (row of that table, case code)."""
+    variant = variants(rows)
+    keys = {"fraction": rows["fraction"], "postprocessed": rows["postprocessed"],
+            "technique": rows["technique"], "variant": variant,
+            "param_label": rows["param_label"]}
+    cell, first = _group_codes(list(keys.values()))
+    table = plain(pd.DataFrame({k: v.iloc[first].to_numpy() for k, v in keys.items()}),
+                  ["technique", "variant", "param_label"])
+    hp_columns = _hp_columns(rows)
+    table = table.join(rows[hp_columns].groupby(cell).first())
+    status = rows["status"].to_numpy()
     ok, diverged = status == "ok", status == "diverged"
-    values = block.loc[ok, list(METRICS)].astype(float)
+    values = rows.loc[ok, list(METRICS)].astype(float)
     finite = values.where(np.isfinite(values.to_numpy()))
-    at, seed = setting[ok], block["seed"].to_numpy()[ok]
-    case = _codes(block["case_id"])[0][ok]
+    at, seed = cell[ok], rows["seed"].to_numpy()[ok]
+    case = _codes(rows["case_id"])[0][ok]
     per_seed = finite.groupby([at, seed]).mean()
     means = per_seed.groupby(level=0).mean()
     means[list(PERCENT)] *= 100.0
     table = table.join(means)
     table["n_cases"] = pd.Series(case).groupby(at).nunique()
     table["n_seeds"] = pd.Series(seed).groupby(at).nunique()
-    table["n_diverged"] = pd.Series(block["seed"].to_numpy()[diverged]).groupby(
-        setting[diverged]).nunique()
+    table["n_diverged"] = pd.Series(rows["seed"].to_numpy()[diverged]).groupby(
+        cell[diverged]).nunique()
     per_case = finite["dsc"].groupby([at, case]).mean()
     table["dsc_std"] = per_case.groupby(level=0).std(ddof=0) * 100.0
     table["dsc_seed_std"] = per_seed["dsc"].groupby(level=0).std(ddof=1) * 100
@@ -303,7 +298,73 @@ def _settings(block: pd.DataFrame) -> pd.DataFrame:
     table.insert(0, "method", [method_name(t, v) for t, v in
                                zip(table["technique"], table["variant"], strict=True)])
     table["variant"] = variant_labels(table["variant"])
-    return table
+    # The Wilcoxon pairs average every DSC over the seeds, an infinite one included (the
+    # case then drops out of the test); without infinite DSC that is the mean above.
+    if np.isinf(values["dsc"].to_numpy()).any():
+        per_case = values["dsc"].groupby([at, case]).mean()
+    return table, per_case
+
+
+class _Blocks:
+    """The settings of every block of some rows (``_aggregate``), by block."""
+
+    def __init__(self, rows: pd.DataFrame):
+        table, self._per_case = _aggregate(rows)
+        self._tables = dict(iter(table.groupby(BLOCK, sort=True))) if len(rows) else {}
+
+    def fractions(self, postprocessed: bool | None = None) -> list[float]:
+        """The fractions with rows (with ``postprocessed`` rows, unless None), ascending."""
+        return sorted({f for f, pp in self._tables if postprocessed in (None, pp)})
+
+    def near(self, fraction: float, postprocessed: bool) -> float | None:
+        """The fraction of a ``postprocessed`` block equal to ``fraction`` up to rounding."""
+        return next((f for f in self.fractions(postprocessed) if np.isclose(f, fraction)),
+                    None)
+
+    def settings(self, fraction: float, postprocessed: bool) -> pd.DataFrame:
+        """One row per setting of the block (the ``_aggregate`` columns but the block's)."""
+        return self._tables[(fraction, postprocessed)].drop(columns=BLOCK).reset_index(
+            drop=True)
+
+    def used(self) -> pd.DataFrame:
+        """Per technique (index) and ``hp_*`` column, whether any setting sets it."""
+        table = pd.concat(self._tables.values())
+        return table[_hp_columns(table)].notna().groupby(table["technique"]).any()
+
+    def versus_baseline(self, table: pd.DataFrame, fraction: float,
+                        postprocessed: bool) -> pd.DataFrame:
+        """Add ``worse_than_baseline`` and the Holm-corrected ``p_value`` of a paired
+        Wilcoxon signed-rank test of DSC against the baseline to ``table``, settings of the
+        block (``fraction``, ``postprocessed``). The pairs are cases: each case's DSC is
+        averaged over the setting's seeds first, so n is the number of cases both settings
+        have a finite DSC for, however many seeds there are."""
+        is_base = _is_baseline(table)
+        table = table.copy()
+        if not is_base.any():
+            table["worse_than_baseline"] = False
+            table["p_value"] = np.nan
+            return table
+        base_dsc = table.loc[is_base, "dsc"].iloc[0]
+        table["worse_than_baseline"] = ~is_base & (table["dsc"] < base_dsc - TIE)
+        cells = self._tables[(fraction, postprocessed)]
+        wide = self._per_case.loc[cells.index[0]:cells.index[-1]].unstack(0)  # case x cell
+        position = {cell: j for j, cell in enumerate(wide.columns)}
+        columns = {(str(m), str(p)): position[cell] for m, p, cell in
+                   zip(cells["method"], cells["parameter"], cells.index, strict=True)
+                   if cell in position}
+        values = wide.to_numpy(float)
+        base_column = columns.get(tuple(table.loc[is_base, SETTING].astype(str).iloc[0]))
+        raw = np.full(len(table), np.nan)
+        if base_column is not None:
+            tested = {row: columns.get((str(method), str(label)))
+                      for row, (baseline, method, label) in enumerate(zip(
+                          is_base, table["method"], table["parameter"], strict=True))
+                      if not baseline and not pd.isna(label)}
+            tested = {row: column for row, column in tested.items() if column is not None}
+            raw[list(tested)] = _wilcoxon_columns(values[:, list(tested.values())],
+                                                  values[:, base_column])
+        table["p_value"] = _holm(pd.Series(raw, index=table.index)).to_numpy()
+        return table
 
 
 def _is_baseline(table: pd.DataFrame) -> np.ndarray:
@@ -350,47 +411,28 @@ def _wilcoxon(values: np.ndarray, base: np.ndarray) -> float:
         return float(stats.wilcoxon(values, base).pvalue)
 
 
-def _versus_baseline(table: pd.DataFrame, block: pd.DataFrame) -> pd.DataFrame:
-    """Add ``worse_than_baseline`` and the Holm-corrected ``p_value`` of a paired Wilcoxon
-    signed-rank test of DSC against the baseline to a table of settings of ``block``. The
-    pairs are cases: each case's DSC is averaged over the setting's seeds first, so n is the
-    number of cases both settings have a finite DSC for, however many seeds there are."""
-    is_base = _is_baseline(table)
-    ok = block[block["status"].to_numpy() == "ok"]
-    table = table.copy()
-    if not is_base.any():
-        table["worse_than_baseline"] = False
-        table["p_value"] = np.nan
-        return table
-    base_dsc = table.loc[is_base, "dsc"].iloc[0]
-    table["worse_than_baseline"] = ~is_base & (table["dsc"] < base_dsc - TIE)
-    per_case = ok["dsc"].groupby([ok["case_id"], methods(ok), ok["param_label"]], sort=False,
-                                 observed=True).mean()
-    wide = per_case.unstack([1, 2])  # case x setting, seeds averaged
-    columns = {(str(m), str(p)): j for j, (m, p) in enumerate(wide.columns)}
-    values = wide.to_numpy(float)
-    base_column = columns.get(tuple(table.loc[is_base, SETTING].astype(str).iloc[0]))
-    raw = []
-    for baseline, method, label in zip(is_base, table["method"], table["parameter"],
-                                       strict=True):
-        column = None if pd.isna(label) else columns.get((str(method), str(label)))
-        if baseline or base_column is None or column is None:
-            raw.append(np.nan)
-            continue
-        raw.append(_wilcoxon(values[:, column], values[:, base_column]))
-    table["p_value"] = _holm(pd.Series(raw, index=table.index)).to_numpy()
-    return table
+def _wilcoxon_columns(values: np.ndarray, base: np.ndarray) -> np.ndarray:
+    """``_wilcoxon`` of each column of ``values`` against ``base``. The columns whose every
+    pair is finite, with more than 50 pairs, go to scipy in one call: there scipy takes the
+    asymptotic p of each column on its own (below 51 pairs it chooses exact or not from the
+    whole call, so those columns are tested one by one), the same p as one call each."""
+    out = np.full(values.shape[1], np.nan)
+    together = (np.isfinite(values).all(axis=0) & bool(np.isfinite(base).all())
+                & (len(base) > 50) & (values != base[:, None]).any(axis=0))
+    if together.any():
+        batch = values[:, together]
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            out[together] = stats.wilcoxon(batch, np.repeat(base[:, None], batch.shape[1],
+                                                            axis=1), axis=0).pvalue
+    for column in np.flatnonzero(~together):
+        out[column] = _wilcoxon(values[:, column], base)
+    return out
 
 
 COUNTS = ["n_cases", "n_seeds", "n_diverged", "all_diverged"]
 COLUMNS = ["method", "parameter", "technique", "variant", *METRICS, *COUNTS, "dsc_std",
            "dsc_seed_std", "hd95_left_out", "worse_than_baseline", "p_value"]
-
-
-def _sensitivity(block: pd.DataFrame) -> pd.DataFrame:
-    block = block[_split_mask(block, TEST)]
-    table = _versus_baseline(_order(_settings(block)), block)
-    return table[COLUMNS + _hp_columns(table)]
 
 
 def sensitivity_table(cases: pd.DataFrame, dataset: str, fraction: float, postprocessed: bool,
@@ -414,8 +456,7 @@ def sensitivity_table(cases: pd.DataFrame, dataset: str, fraction: float, postpr
     left out when the results hold only one. Raises ``ValueError`` naming what has no results
     and ``ResultsError`` for missing columns.
     """
-    rows, _, _ = _select(cases, dataset, model, class_name)
-    return _sensitivity(_at_fraction(rows, fraction, postprocessed, dataset))
+    return ClassTables(cases, dataset, model, class_name).sensitivity(fraction, postprocessed)
 
 
 def selection_description(metric: str = "dsc", postprocessed: bool = True,
@@ -482,35 +523,8 @@ def best_settings(cases: pd.DataFrame, dataset: str, model: str | None = None,
     for a method at a fraction), naming the study and dataset and the study-file key that
     adds them (``dataset.validation_cases``).
     """
-    if metric not in METRICS:
-        raise ValueError(f"metric: expected one of {METRICS}, got {metric!r}")
-    if select_on not in SPLITS:
-        raise ValueError(f"select_on: expected one of {SPLITS}, got {select_on!r}")
-    rows, model, class_name = _select(cases, dataset, model, class_name)
-    rows = rows[rows["postprocessed"] == postprocessed]
-    if select_on == VALIDATION:
-        held_out, _, _ = _select(cases, dataset, model, class_name, VALIDATION)
-        held_out = held_out[held_out["postprocessed"] == postprocessed]
-    out = []
-    for fraction, block in rows.groupby("fraction", sort=True):
-        reported = _settings(block)
-        scores = reported[metric]
-        if select_on == VALIDATION:
-            chooser = _settings(held_out[np.isclose(held_out["fraction"].to_numpy(float),
-                                                    fraction)])
-            lacking = sorted(set(reported["method"]) - set(chooser["method"]))
-            if lacking:
-                raise ValueError(f"select_on='validation': {lacking} at fraction {fraction:g} "
-                                 f"of dataset {dataset!r} have test but no validation results")
-            scores = reported[SETTING].merge(chooser[[*SETTING, metric]], how="left",
-                                             on=SETTING)[metric]
-        out.append(_choose_in_block(reported, scores, metric).assign(fraction=fraction))
-    if not out:
-        raise ValueError(f"no {'post-processed' if postprocessed else 'raw'} results for "
-                         f"dataset {dataset!r}")
-    table = _order(pd.concat(out, ignore_index=True), "fraction")
-    return table[["technique", "variant", "method", "fraction", "parameter", "score", *METRICS,
-                  *COUNTS, *_hp_columns(table)]]
+    return ClassTables(cases, dataset, model, class_name).best_settings(
+        metric=metric, postprocessed=postprocessed, select_on=select_on)
 
 
 def diverged_column(label: str) -> str:
@@ -531,29 +545,8 @@ def best_hyperparameters(cases: pd.DataFrame, dataset: str, model: str | None = 
     Methods without hyperparameters (vanilla and its variants) have no row. Columns:
     ``method, technique, variant, hyperparameter`` (the symbol, ``γ``), ``meaning`` (what it
     is, from the catalog), ``column`` (the ``hp_*`` name), the fractions, the flags."""
-    chosen = best_settings(cases, dataset, model, class_name, metric=metric,
-                           postprocessed=postprocessed, select_on=select_on)
-    rows, _, _ = _select(cases, dataset, model, class_name)
-    hp_columns = _hp_columns(rows)
-    used = rows[hp_columns].notna().groupby(rows["technique"], observed=True).any()
-    labels = {f: fraction_label(f) for f in sorted(chosen["fraction"].unique())}
-    out = []
-    for method, group in chosen.groupby("method", sort=False):
-        by_fraction = group.set_index("fraction")
-        technique, variant = group["technique"].iloc[0], group["variant"].iloc[0]
-        diverged = {diverged_column(label): bool(by_fraction["all_diverged"].get(f, False))
-                    for f, label in labels.items()}
-        for column in hp_columns:
-            if not used.loc[technique, column]:
-                continue
-            hp = HYPERPARAMETERS[column.removeprefix(HP_PREFIX)]
-            out.append({"method": method, "technique": technique, "variant": variant,
-                        "hyperparameter": hp.symbol, "meaning": hp.meaning, "column": column,
-                        **{label: by_fraction[column].get(f, np.nan)
-                           for f, label in labels.items()}, **diverged})
-    columns = ["method", "technique", "variant", "hyperparameter", "meaning", "column",
-               *labels.values(), *map(diverged_column, labels.values())]
-    return pd.DataFrame(out, columns=columns)
+    return ClassTables(cases, dataset, model, class_name).best_hyperparameters(
+        metric=metric, postprocessed=postprocessed, select_on=select_on)
 
 
 def _ranks(values: pd.Series, lower_is_better: bool) -> pd.Series:
@@ -581,49 +574,150 @@ def comparison_table(cases: pd.DataFrame, dataset: str, postprocessed: bool,
     fraction, on the values as printed; HD: lower is better) and the ``hp_*`` columns of the
     setting.
     """
-    chosen = best_settings(cases, dataset, model, class_name, metric=metric,
-                           postprocessed=select_postprocessed, select_on=select_on)
-    rows, _, _ = _select(cases, dataset, model, class_name)
-    rows = rows[rows["postprocessed"] == postprocessed]
-    if rows.empty:
-        raise ValueError(f"no {'post-processed' if postprocessed else 'raw'} results for "
-                         f"dataset {dataset!r}")
-    out = []
-    for fraction, block in rows.groupby("fraction", sort=True):
-        picked = chosen[np.isclose(chosen["fraction"].to_numpy(float), fraction)]
-        settings = _settings(block)
-        at = pd.MultiIndex.from_frame(settings[SETTING]).isin(
-            pd.MultiIndex.from_frame(picked[SETTING]))
-        # A method whose several settings all diverged has no setting to look up.
-        unset = picked[picked["parameter"].isna()].drop(columns=["score", "fraction"])
-        unset = unset.assign(hd95_left_out=0)
-        table = pd.concat([settings[at], unset], ignore_index=True)
-        if table.empty:
-            continue
-        table = _versus_baseline(_order(table), block)
-        for column in RANKED:
-            table[f"rank_{column}"] = _ranks(table[column], column in LOWER_IS_BETTER)
-        out.append(table.assign(fraction=fraction))
-    if not out:
-        raise ValueError(f"no results for dataset {dataset!r} at the chosen settings")
-    table = _order(pd.concat(out, ignore_index=True), "fraction")
-    columns = ["method", "technique", "variant", "fraction", "parameter", *METRICS, *COUNTS,
-               "dsc_std", "hd95_left_out", "worse_than_baseline", "p_value",
-               *[f"rank_{c}" for c in RANKED], *_hp_columns(table)]
-    return table[columns]
+    return ClassTables(cases, dataset, model, class_name).comparison(
+        postprocessed, metric=metric, select_postprocessed=select_postprocessed,
+        select_on=select_on)
 
 
-def blocks(cases: pd.DataFrame):
-    """``((dataset, model, class_name, fraction, postprocessed), rows)`` for every block of
-    the test rows of ``cases``, grouped once (the report builds all tables from these)."""
-    check_cases(cases)
-    keys = ["dataset", "model", "class_name", "fraction", "postprocessed"]
-    yield from cases[_split_mask(cases, TEST)].groupby(keys, sort=True, observed=True)
+class ClassTables:
+    """Every table of one dataset, model and class from aggregates computed once: the means,
+    spreads, counts and per-case DSC of every setting of every block in one grouped pass
+    (``sensitivity``, ``best_settings``, ``comparison`` and the Wilcoxon tests read them),
+    and the settings chosen once per rule (``comparison`` and ``best_hyperparameters`` reuse
+    ``best_settings``). The module's functions of the same names build one of these per call;
+    the report builds one per class. ``model`` and ``class_name`` may be left out when
+    ``cases`` holds only one; ``ValueError`` names what has no test results."""
 
+    def __init__(self, cases: pd.DataFrame, dataset: str, model: str | None = None,
+                 class_name: str | None = None):
+        self.rows, self.model, self.class_name = _select(cases, dataset, model, class_name)
+        self.dataset = dataset
+        self._cases = cases  # the validation rows are selected when a rule asks for them
+        self._test = _Blocks(self.rows)
+        self._validation: _Blocks | None = None
+        self._chosen: dict[tuple, pd.DataFrame] = {}
 
-def sensitivity_from_block(block: pd.DataFrame) -> pd.DataFrame:
-    """``sensitivity_table`` of rows that are already one block (see ``blocks``); only its
-    test rows are used."""
-    if block.empty:
-        raise ResultsError("empty block")
-    return _sensitivity(block)
+    def fractions(self) -> list[float]:
+        """The training fractions with test results, ascending."""
+        return self._test.fractions()
+
+    def has_block(self, fraction: float, postprocessed: bool) -> bool:
+        """Whether there are test results at ``fraction`` with/without post-processing."""
+        return self._test.near(fraction, postprocessed) is not None
+
+    def sensitivity(self, fraction: float, postprocessed: bool) -> pd.DataFrame:
+        """``sensitivity_table`` of this class."""
+        if self._test.near(fraction, None) is None:
+            have = ", ".join(f"{f:g}" for f in self.fractions())
+            raise ValueError(f"no results for dataset {self.dataset!r} at fraction "
+                             f"{fraction:g} (have {have})")
+        at = self._test.near(fraction, postprocessed)
+        if at is None:
+            raise ValueError(f"no {'post-processed' if postprocessed else 'raw'} results for "
+                             f"dataset {self.dataset!r} at fraction {fraction:g}")
+        table = self._test.versus_baseline(_order(self._test.settings(at, postprocessed)),
+                                           at, postprocessed)
+        return table[COLUMNS + _hp_columns(table)]
+
+    def _held_out(self) -> _Blocks:
+        if self._validation is None:
+            rows, _, _ = _select(self._cases, self.dataset, self.model, self.class_name,
+                                 VALIDATION)
+            self._validation = _Blocks(rows)
+        return self._validation
+
+    def best_settings(self, *, metric: str = "dsc", postprocessed: bool = True,
+                      select_on: str = TEST) -> pd.DataFrame:
+        """``best_settings`` of this class (computed once per rule)."""
+        if metric not in METRICS:
+            raise ValueError(f"metric: expected one of {METRICS}, got {metric!r}")
+        if select_on not in SPLITS:
+            raise ValueError(f"select_on: expected one of {SPLITS}, got {select_on!r}")
+        rule = (metric, postprocessed, select_on)
+        if rule not in self._chosen:
+            self._chosen[rule] = self._choose(metric, postprocessed, select_on)
+        return self._chosen[rule].copy()
+
+    def _choose(self, metric: str, postprocessed: bool, select_on: str) -> pd.DataFrame:
+        held_out = self._held_out() if select_on == VALIDATION else None
+        out = []
+        for fraction in self._test.fractions(postprocessed):
+            reported = self._test.settings(fraction, postprocessed)
+            scores = reported[metric]
+            if held_out is not None:
+                near = held_out.near(fraction, postprocessed)
+                chooser = (held_out.settings(near, postprocessed) if near is not None
+                           else reported.iloc[:0])
+                lacking = sorted(set(reported["method"]) - set(chooser["method"]))
+                if lacking:
+                    raise ValueError(f"select_on='validation': {lacking} at fraction "
+                                     f"{fraction:g} of dataset {self.dataset!r} have test but "
+                                     "no validation results")
+                scores = reported[SETTING].merge(chooser[[*SETTING, metric]], how="left",
+                                                 on=SETTING)[metric]
+            out.append(_choose_in_block(reported, scores, metric).assign(fraction=fraction))
+        if not out:
+            raise ValueError(f"no {'post-processed' if postprocessed else 'raw'} results for "
+                             f"dataset {self.dataset!r}")
+        table = _order(pd.concat(out, ignore_index=True), "fraction")
+        return table[["technique", "variant", "method", "fraction", "parameter", "score",
+                      *METRICS, *COUNTS, *_hp_columns(table)]]
+
+    def best_hyperparameters(self, *, metric: str = "dsc", postprocessed: bool = True,
+                             select_on: str = TEST) -> pd.DataFrame:
+        """``best_hyperparameters`` of this class."""
+        chosen = self.best_settings(metric=metric, postprocessed=postprocessed,
+                                    select_on=select_on)
+        used = self._test.used()
+        hp_columns = _hp_columns(self.rows)
+        labels = {f: fraction_label(f) for f in sorted(chosen["fraction"].unique())}
+        out = []
+        for method, group in chosen.groupby("method", sort=False):
+            by_fraction = group.set_index("fraction")
+            technique, variant = group["technique"].iloc[0], group["variant"].iloc[0]
+            diverged = {diverged_column(label): bool(by_fraction["all_diverged"].get(f, False))
+                        for f, label in labels.items()}
+            for column in hp_columns:
+                if not used.loc[technique, column]:
+                    continue
+                hp = HYPERPARAMETERS[column.removeprefix(HP_PREFIX)]
+                out.append({"method": method, "technique": technique, "variant": variant,
+                            "hyperparameter": hp.symbol, "meaning": hp.meaning,
+                            "column": column, **{label: by_fraction[column].get(f, np.nan)
+                                                 for f, label in labels.items()}, **diverged})
+        columns = ["method", "technique", "variant", "hyperparameter", "meaning", "column",
+                   *labels.values(), *map(diverged_column, labels.values())]
+        return pd.DataFrame(out, columns=columns)
+
+    def comparison(self, postprocessed: bool, *, metric: str = "dsc",
+                   select_postprocessed: bool = True, select_on: str = TEST) -> pd.DataFrame:
+        """``comparison_table`` of this class."""
+        chosen = self.best_settings(metric=metric, postprocessed=select_postprocessed,
+                                    select_on=select_on)
+        fractions = self._test.fractions(postprocessed)
+        if not fractions:
+            raise ValueError(f"no {'post-processed' if postprocessed else 'raw'} results for "
+                             f"dataset {self.dataset!r}")
+        out = []
+        for fraction in fractions:
+            picked = chosen[np.isclose(chosen["fraction"].to_numpy(float), fraction)]
+            settings = self._test.settings(fraction, postprocessed)
+            at = pd.MultiIndex.from_frame(settings[SETTING]).isin(
+                pd.MultiIndex.from_frame(picked[SETTING]))
+            # A method whose several settings all diverged has no setting to look up.
+            unset = picked[picked["parameter"].isna()].drop(columns=["score", "fraction"])
+            unset = unset.assign(hd95_left_out=0)
+            table = pd.concat([settings[at], unset], ignore_index=True)
+            if table.empty:
+                continue
+            table = self._test.versus_baseline(_order(table), fraction, postprocessed)
+            for column in RANKED:
+                table[f"rank_{column}"] = _ranks(table[column], column in LOWER_IS_BETTER)
+            out.append(table.assign(fraction=fraction))
+        if not out:
+            raise ValueError(f"no results for dataset {self.dataset!r} at the chosen settings")
+        table = _order(pd.concat(out, ignore_index=True), "fraction")
+        columns = ["method", "technique", "variant", "fraction", "parameter", *METRICS,
+                   *COUNTS, "dsc_std", "hd95_left_out", "worse_than_baseline", "p_value",
+                   *[f"rank_{c}" for c in RANKED], *_hp_columns(table)]
+        return table[columns]

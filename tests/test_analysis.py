@@ -172,3 +172,53 @@ def test_results_restrict_keeps_only_the_named_trials(cases):
     kept = results.restrict({"vanilla—0"})
     assert set(kept.cases["trial_id"]) == {"vanilla—0"} == set(kept.trials["trial_id"])
     assert kept.incomplete == ["vanilla—0"]
+
+
+def test_wilcoxon_columns_equal_one_test_per_column():
+    """Testing every setting against the baseline in one scipy call gives, bit for bit, the
+    p-values of one call per setting: many cases (asymptotic) with ties, zeros and a setting
+    equal to the baseline, few cases (exact or permutation, decided per setting), and NaN
+    pairs (left out per setting)."""
+    from analysis.tables import _wilcoxon, _wilcoxon_columns
+
+    rng = np.random.default_rng(3)
+    for n in (60, 250, 12, 30):
+        base = np.round(rng.uniform(0.3, 0.8, n), 2)
+        values = np.column_stack([
+            base + rng.normal(0, 0.05, n), np.round(base + rng.normal(0.01, 0.03, n), 2),
+            base, np.where(rng.random(n) < 0.3, base, base + 0.01), base + 0.02])
+        values[::7, 4] = np.nan
+        expected = [_wilcoxon(values[:, j], base) for j in range(values.shape[1])]
+        got = _wilcoxon_columns(values, base)
+        np.testing.assert_array_equal(got, expected)
+        assert np.isnan(got[2]) and np.isfinite(got[[0, 1, 3, 4]]).all()
+
+
+def test_class_tables_share_one_choice_of_settings():
+    """The report's per-class tables equal the module's functions, and the settings chosen
+    once are reused (the comparison's rows are the chosen settings)."""
+    from analysis import best_hyperparameters, best_settings, comparison_table
+    from analysis.tables import ClassTables
+
+    rng = np.random.default_rng(1)
+    rows = []
+    for fraction in (0.05, 0.5):
+        for seed in (0, 1, 2):
+            for technique, label, hp, shift in (("vanilla", "—", None, 0.0),
+                                                ("asym_focal", "γ = 2", 2.0, 0.05),
+                                                ("asym_focal", "γ = 4", 4.0, -0.03)):
+                for pp in (True, False):
+                    part = _rows(technique, label, rng.uniform(0.4, 0.6, 8) + shift,
+                                 seed=seed, hp=hp, postprocessed=pp)
+                    rows += [{**r, "fraction": fraction} for r in part]
+    cases = pd.DataFrame(rows)
+    tables = ClassTables(cases, "d")
+    pd.testing.assert_frame_equal(tables.comparison(False), comparison_table(cases, "d", False),
+                                  check_exact=True)
+    pd.testing.assert_frame_equal(tables.best_hyperparameters(),
+                                  best_hyperparameters(cases, "d"), check_exact=True)
+    chosen = best_settings(cases, "d")
+    pd.testing.assert_frame_equal(tables.best_settings(), chosen, check_exact=True)
+    compared = tables.comparison(True)
+    assert list(compared["parameter"]) == list(chosen["parameter"])
+    assert tables.fractions() == [0.05, 0.5] and tables.has_block(0.5, False)
