@@ -5,10 +5,12 @@ evaluation of a predicted label map:
 
 * :func:`binary_metrics` — DSC, sensitivity, precision, IoU, ``hd95`` (pooled, medpy's and the
   seed papers' definition), ``hd95_max`` (max of the two directed 95th percentiles, MONAI's and
-  DeepMind surface-distance's convention) and the voxel counts of one pair of binary masks.
+  DeepMind surface-distance's convention), PROMISE12's ``arvd`` and ``abd`` (004 §4.3) and the
+  voxel counts of one pair of binary masks.
 * :func:`keep_largest_component` — the largest connected component of a binary mask (001 §V-B).
 * :func:`evaluate_segmentation` — one row per (foreground class, post-processed or not) of a
-  pair of integer label maps, largest-component post-processing applied to the declared classes.
+  pair of integer label maps, largest-component post-processing applied to the declared classes,
+  each row also carrying the case's voxel-accuracy counts (003's pixel accuracy).
 
 Border convention (medpy's, scipy's ``binary_erosion(border_value=0)``, and MONAI's): voxels
 outside the array count as background, so a mask touching the volume border has a boundary
@@ -42,6 +44,10 @@ def binary_metrics(
     * ``dsc`` = 2TP / (2TP + FP + FN); ``sensitivity`` = TP / (TP + FN);
       ``precision`` = TP / (TP + FP); ``iou`` = TP / (TP + FP + FN). Each is NaN when its
       denominator is 0.
+    * ``arvd``, the absolute relative volume difference (004 §4.3, PROMISE12's aRVD, there in
+      %): |V_pred - V_ref| / V_ref, a fraction (voxel counts: the spacing cancels). Equals
+      ``abs(medpy.metric.binary.ravd(pred, ref))``. NaN when the reference is empty (whether
+      or not the prediction is).
     * The *boundary* of a mask is the mask minus its erosion by the face-connected (6-connected
       in 3D, 4-connected in 2D) structuring element, voxels outside the array counting as
       background. Distances are Euclidean, in mm, between voxel centres, with ``spacing``.
@@ -52,8 +58,16 @@ def binary_metrics(
     * ``hd95_max``: the larger of the two *directed* 95th percentiles. Equals MONAI's
       ``compute_hausdorff_distance(..., percentile=95, spacing=spacing)``. It exceeds ``hd95``
       most when the prediction has small, distant false positives.
-    * Both distances are ``inf`` when exactly one mask is empty and NaN when both are.
-    * ``pred_voxels``, ``ref_voxels``: foreground voxel counts.
+    * ``abd``, the average boundary distance (004 §4.3, PROMISE12's ABD: "the average over the
+      shortest distance between the boundary points of the volumes"): the mean of the same
+      pooled distances as ``hd95``, i.e. over the union of both boundary point sets, so the
+      boundary with more voxels weighs more (not the mean of the two directed means). Equals
+      ``medpy.metric.binary.assd(pred, ref, voxelspacing=spacing, connectivity=1)`` (medpy
+      0.5).
+    * The three distances are ``inf`` when exactly one mask is empty and NaN when both are.
+    * ``pred_voxels``, ``ref_voxels``, ``tp_voxels``: the voxel counts of ``pred``, ``ref`` and
+      ``pred & ref`` (TP); summed over cases they give the dataset-level IoU of 003 (eq. 2
+      "computed globally over an image dataset"), sum(TP) / sum(pred + ref - TP).
 
     Args:
         pred: boolean array, 2D or 3D (any rank >= 1 works), the predicted mask.
@@ -62,8 +76,9 @@ def binary_metrics(
             read with SimpleITK, the reverse of ``GetSpacing()``).
 
     Returns:
-        A dict with keys ``dsc``, ``sensitivity``, ``precision``, ``iou``, ``hd95``,
-        ``hd95_max`` (floats) and ``pred_voxels``, ``ref_voxels`` (ints).
+        A dict with keys ``dsc``, ``sensitivity``, ``precision``, ``iou``, ``arvd``, ``hd95``,
+        ``hd95_max``, ``abd`` (floats) and ``pred_voxels``, ``ref_voxels``, ``tp_voxels``
+        (ints).
 
     Raises:
         ValueError: if the inputs are not boolean arrays of one shape, or ``spacing`` does not
@@ -83,31 +98,36 @@ def binary_metrics(
     both = _intersect_boxes(pred_box, ref_box)
     tp = int(np.count_nonzero(pred[both] & ref[both])) if both else 0
 
-    if n_pred and n_ref:
+    if pred_box is not None and ref_box is not None:  # (a box holds >= 1 voxel: n_pred, n_ref)
         pred_to_ref, ref_to_pred = _directed_surface_distances(
             _boundary_points(pred, pred_box, mm), _boundary_points(ref, ref_box, mm)
         )
-        hd95 = float(np.percentile(np.concatenate([pred_to_ref, ref_to_pred]), _HD_PERCENTILE))
+        pooled = np.concatenate([pred_to_ref, ref_to_pred])
+        hd95 = float(np.percentile(pooled, _HD_PERCENTILE))
         hd95_max = float(
             max(
                 np.percentile(pred_to_ref, _HD_PERCENTILE),
                 np.percentile(ref_to_pred, _HD_PERCENTILE),
             )
         )
+        abd = float(pooled.mean())
     elif n_pred or n_ref:
-        hd95 = hd95_max = float("inf")
+        hd95 = hd95_max = abd = float("inf")
     else:
-        hd95 = hd95_max = float("nan")
+        hd95 = hd95_max = abd = float("nan")
 
     return {
         "dsc": _ratio(2 * tp, n_pred + n_ref),
         "sensitivity": _ratio(tp, n_ref),
         "precision": _ratio(tp, n_pred),
         "iou": _ratio(tp, n_pred + n_ref - tp),
+        "arvd": _ratio(abs(n_pred - n_ref), n_ref),
         "hd95": hd95,
         "hd95_max": hd95_max,
+        "abd": abd,
         "pred_voxels": n_pred,
         "ref_voxels": n_ref,
+        "tp_voxels": tp,
     }
 
 
@@ -174,6 +194,13 @@ def evaluate_segmentation(
     components (2 for the two kidneys); for every other class the post-processed row repeats
     the raw one. The reference is never post-processed.
 
+    Every row also carries two counts of the whole case, for the pixel accuracy of 003
+    (Experiments: the fraction of voxels, of every class and the background, labelled right):
+    ``case_voxels``, the voxels of the label map, and ``case_correct_voxels``, those where the
+    prediction equals the reference — of the raw map on raw rows, of the post-processed map
+    (the removed components set to background) on post-processed rows. They repeat on each
+    class row of a case: take one row per (case, ``postprocessed``) to pool them.
+
     Args:
         pred: integer label map, values in ``0 .. C-1``.
         ref: integer label map of the same shape.
@@ -184,7 +211,8 @@ def evaluate_segmentation(
 
     Returns:
         2 (C - 1) dicts in class order, raw before post-processed, each with keys
-        ``class_name``, ``postprocessed`` and those of :func:`binary_metrics`.
+        ``class_name``, ``postprocessed``, those of :func:`binary_metrics`, ``case_voxels`` and
+        ``case_correct_voxels`` (ints).
 
     Raises:
         ValueError: if the maps are not integer arrays of one shape, ``spacing`` has not one
@@ -224,22 +252,28 @@ def evaluate_segmentation(
                 f"{len(names) - 1} (one per class name in {names!r})"
             )
 
-    # Cropping to the foreground of both maps changes no metric (module docstring).
+    # Cropping to the foreground of both maps changes no metric (module docstring); the voxels
+    # outside the box are background in both maps, so correct.
+    case_voxels = pred.size
     box = _bounding_box((pred != 0) | (ref != 0)) or (slice(0, 0),) * pred.ndim
     pred, ref = pred[box], ref[box]
-    rows: list[dict[str, str | bool | float | int]] = []
+    outside = case_voxels - pred.size
+    post_map = pred.copy() if kept else pred
+    scored = []
     for label, class_name in enumerate(names[1:], start=1):
         pred_k, ref_k = pred == label, ref == label
-        raw = binary_metrics(pred_k, ref_k, spacing)
-        post = (
-            binary_metrics(keep_largest_component(pred_k, components=kept[class_name]), ref_k,
-                           spacing)
-            if class_name in kept
-            else raw
-        )
-        rows.append({"class_name": class_name, "postprocessed": False, **raw})
-        rows.append({"class_name": class_name, "postprocessed": True, **post})
-    return rows
+        raw = post = binary_metrics(pred_k, ref_k, spacing)
+        if class_name in kept:
+            post_k = keep_largest_component(pred_k, components=kept[class_name])
+            post_map[pred_k & ~post_k] = 0
+            post = binary_metrics(post_k, ref_k, spacing)
+        scored.append((class_name, raw, post))
+    correct = {postprocessed: outside + int(np.count_nonzero(labels == ref))
+               for postprocessed, labels in ((False, pred), (True, post_map))}
+    return [{"class_name": class_name, "postprocessed": postprocessed, **metrics,
+             "case_voxels": case_voxels, "case_correct_voxels": correct[postprocessed]}
+            for class_name, raw, post in scored
+            for postprocessed, metrics in ((False, raw), (True, post))]
 
 
 def _check_mask(mask: object, name: str) -> None:
@@ -272,10 +306,10 @@ def _bounding_box(mask: np.ndarray) -> tuple[slice, ...] | None:
     if mask.ndim == 1:
         hits = np.flatnonzero(mask)
         return (slice(int(hits[0]), int(hits[-1]) + 1),) if hits.size else None
-    inner = _bounding_box(mask.any(axis=0))
+    inner = _bounding_box(np.asarray(mask.any(axis=0)))  # (ndim >= 2: an array)
     if inner is None:
         return None
-    hits = np.flatnonzero(mask[(slice(None), *inner)].any(axis=tuple(range(1, mask.ndim))))
+    hits = np.flatnonzero(mask[(slice(None),) + inner].any(axis=tuple(range(1, mask.ndim))))
     return (slice(int(hits[0]), int(hits[-1]) + 1), *inner)
 
 

@@ -40,15 +40,19 @@ compacted rows when they come from another (later) write; files of the same writ
 leftovers of an interrupted compaction and are ignored.
 
 ``cases`` rows carry the trial's ``status`` (``ok``, ``diverged``: metrics NaN, ``failed``) and
-the ``split`` the case belongs to: ``"test"`` (the test set, which the papers' tables report)
-or ``"validation"`` (cases held out of the training pool and evaluated the same way, for
-choosing settings on data the tables do not report). Both tables carry the trial's ``variant``:
+the ``split`` the case belongs to (``CASE_SPLITS``): ``"test"`` (the test set, which the
+papers' tables report), ``"validation"`` (cases held out of the training pool and evaluated
+the same way, for choosing settings on data the tables do not report) or ``"train"`` (a fixed
+subset of the trial's own training cases evaluated the same way, for the train-vs-test gap of
+001 Fig. 1; ``study.case_evaluation``). Both tables carry the trial's ``variant``:
 the label of a study experiment that reruns techniques of another under a changed regime
 (``w/o augmentation``, ``80 % tumour``), null otherwise; the analysis reports each
-(technique, variant) as its own method. ``split``, ``variant`` and ``case_rows`` joined the
-contract after the first studies were written: a file without them is read as all ``"test"``,
-no variant and an unrecorded row count (``LATER_COLUMNS``; such a trial needs at least one
-case row to count as finished), and the writer takes rows without ``split`` as test rows.
+(technique, variant) as its own method. ``split``, ``variant``, ``case_rows`` and the columns
+after them (``arvd``, ``abd``, ``tp_voxels``, ``case_voxels``, ``case_correct_voxels``,
+``final_val_loss``) joined the contract after the first studies were written: a file without
+them is read as all ``"test"``, no variant, an unrecorded row count (such a trial needs at
+least one case row to count as finished) and null (NaN) metrics and counts
+(``LATER_COLUMNS``); the writer takes rows without ``split`` as test rows.
 """
 
 from __future__ import annotations
@@ -63,7 +67,7 @@ from collections.abc import Collection, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, TypedDict, cast
 from urllib.parse import parse_qsl, urlsplit
 
 import pandas as pd
@@ -76,6 +80,8 @@ import pyarrow.parquet as pq
 from study.catalog import HYPERPARAMETERS, SPLITS, TEST, VALIDATION
 
 HP_COLUMNS = tuple(HYPERPARAMETERS)  # the hyperparameter names; columns hp_<name>
+TRAIN = "train"  # the split of the training cases a trial evaluates (001 Fig. 1)
+CASE_SPLITS = (TRAIN, *SPLITS)  # the values of the cases column ``split``
 
 _IDENTITY = [
     pa.field("study", pa.string()),
@@ -104,7 +110,12 @@ CASES_SCHEMA = pa.schema([
     pa.field("pred_voxels", pa.int64()),
     pa.field("ref_voxels", pa.int64()),
     pa.field("status", pa.string()),
-    pa.field("split", pa.string()),  # test | validation
+    pa.field("split", pa.string()),  # train | test | validation
+    pa.field("arvd", pa.float64()),  # |V_pred - V_ref| / V_ref (004 §4.3), NaN: ref empty
+    pa.field("abd", pa.float64()),  # average boundary distance in mm (004 §4.3)
+    pa.field("tp_voxels", pa.int64()),  # |pred & ref|: pooled IoU (003 eq. 2 over a dataset)
+    pa.field("case_voxels", pa.int64()),  # voxels of the case (repeated on its class rows)
+    pa.field("case_correct_voxels", pa.int64()),  # voxels with pred == ref, any class (003)
 ])
 
 TRIALS_SCHEMA = pa.schema([
@@ -118,6 +129,7 @@ TRIALS_SCHEMA = pa.schema([
     pa.field("eval_seconds", pa.float64()),
     pa.field("iterations_done", pa.int64()),
     pa.field("final_train_loss", pa.float64()),
+    pa.field("final_val_loss", pa.float64()),  # the last periodic validation loss; null: none
     pa.field("train_cases", pa.int64()),
     pa.field("test_cases", pa.int64()),
     pa.field("code_version", pa.string()),
@@ -133,15 +145,53 @@ STATUSES = ("ok", "diverged", "failed")
 FINISHED_STATUSES = ("ok", "diverged")  # a stored result that need not run again
 # Columns added to the contract after results were first written, with the value a file
 # written before them is read as holding in every row.
-LATER_COLUMNS = {"split": TEST, "variant": None, "case_rows": None}
-# The values a cases row may hold (001 eq. 1-4 and the 95th-percentile Hausdorff distance in
-# mm: ratios in [0, 1], distances and voxel counts >= 0; NaN (undefined) and inf allowed).
+LATER_COLUMNS = {"split": TEST, "variant": None, "case_rows": None, "arvd": None, "abd": None,
+                 "tp_voxels": None, "case_voxels": None, "case_correct_voxels": None,
+                 "final_val_loss": None}
+# The values a cases row may hold (001 eq. 1-4, the 95th-percentile Hausdorff distance and
+# 004's arvd and abd: ratios in [0, 1], arvd, distances and voxel counts >= 0; NaN (undefined)
+# and inf allowed).
 METRIC_RANGES = {"dsc": (0.0, 1.0), "sensitivity": (0.0, 1.0), "precision": (0.0, 1.0),
-                 "iou": (0.0, 1.0), "hd95": (0.0, math.inf), "hd95_max": (0.0, math.inf),
-                 "pred_voxels": (0, math.inf), "ref_voxels": (0, math.inf)}
+                 "iou": (0.0, 1.0), "arvd": (0.0, math.inf), "hd95": (0.0, math.inf),
+                 "hd95_max": (0.0, math.inf), "abd": (0.0, math.inf),
+                 "pred_voxels": (0, math.inf), "ref_voxels": (0, math.inf),
+                 "tp_voxels": (0, math.inf), "case_voxels": (0, math.inf),
+                 "case_correct_voxels": (0, math.inf)}
 TRIAL_ID = re.compile(r"[0-9a-f]{16}")  # study.trials.trial_id
 WRITE_KEY = b"study.write"  # footer key-value metadata: the token of the write
 MANIFEST = "manifest.json"  # compacted/manifest.json
+
+
+class PartFile(TypedDict):
+    """A compacted file as ``compacted/manifest.json`` records it (checked against the listing
+    and the footer)."""
+
+    size: int
+    rows: int
+
+
+class CompactedTrial(TypedDict):
+    """A compacted trial as ``compacted/manifest.json`` records it."""
+
+    part: str
+    status: str
+    case_rows: int
+    write: str | None
+
+
+class Manifest(TypedDict):
+    """``compacted/manifest.json``: per part its files by table (``cases``, ``trials``), per
+    trial its part, status, case rows and write token."""
+
+    format: int
+    parts: dict[str, dict[str, PartFile]]
+    trials: dict[str, CompactedTrial]
+
+
+def empty_manifest() -> Manifest:
+    """The manifest of a store without compacted parts."""
+    return {"format": 1, "parts": {}, "trials": {}}
+
 _PART_FILE = re.compile(r"(?P<part>part-[0-9a-f]{16})\.(?P<table>cases|trials)\.parquet")
 # Remote filesystems: fail within seconds when the endpoint does not answer.
 CONNECT_TIMEOUT_S, REQUEST_TIMEOUT_S, S3_ATTEMPTS = 5.0, 60.0, 3
@@ -252,7 +302,7 @@ def summarise(trial_row: dict[str, Any], case_rows: Sequence[dict[str, Any]]) ->
     """A trial's final metrics as reported to Tune: status, iterations, training time, the
     mean raw / post-processed DSC over its test case rows (``dsc_raw``, ``dsc_pp``) and over
     its validation case rows (``dsc_raw_validation``, ``dsc_pp_validation``); NaN where none
-    is defined. Rows without ``split`` are test rows."""
+    is defined. Rows without ``split`` are test rows; ``train`` rows are left out."""
     summary = {"status": trial_row["status"], "iterations_done": trial_row["iterations_done"],
                "train_seconds": trial_row["train_seconds"]}
     for split, tail in ((TEST, ""), (VALIDATION, "_validation")):
@@ -370,7 +420,7 @@ class Scan:
     trials: dict[str, StoredTrial]
     problems: dict[str, str]
     incomplete: list[str]
-    manifest: dict[str, Any]
+    manifest: Manifest
     garbage: list[str] = field(default_factory=list)
     fragments: dict[str, ds.ParquetFileFragment] = field(default_factory=dict, repr=False)
 
@@ -433,12 +483,13 @@ def _facts(fragment: ds.ParquetFileFragment, meta: pq.FileMetaData, names: Itera
     footer's statistics, or from the values for a column without statistics (files written
     by other tools)."""
     leaves = {meta.schema.column(i).path: i for i in range(meta.num_columns)}
-    facts = {name: _stats(meta, leaves[name]) for name in names if name in leaves}
-    missing = [name for name, value in facts.items() if value is None]
+    footer = {name: _stats(meta, leaves[name]) for name in names if name in leaves}
+    missing = [name for name, value in footer.items() if value is None]
+    computed: dict[str, tuple[Any, Any, int]] = {}
     if missing:
         table = fragment.to_table(columns=missing)
-        facts.update({name: _table_stats(table[name]) for name in missing})
-    return facts
+        computed = {name: _table_stats(table[name]) for name in missing}
+    return {name: computed[name] if value is None else value for name, value in footer.items()}
 
 
 def range_problems(facts: dict[str, tuple[Any, Any, int]]) -> list[str]:
@@ -516,9 +567,9 @@ class ResultStore:
         if any(row["trial_id"] != trial_id for row in case_rows):
             raise ValueError(f"case rows of another trial passed with trial {trial_id}")
         case_rows = [{**LATER_COLUMNS, **row} for row in case_rows]
-        bad = sorted({repr(r["split"]) for r in case_rows if r["split"] not in SPLITS})
+        bad = sorted({repr(r["split"]) for r in case_rows if r["split"] not in CASE_SPLITS})
         if bad:
-            raise ValueError(f"split: expected one of {SPLITS}, got {', '.join(bad)}")
+            raise ValueError(f"split: expected one of {CASE_SPLITS}, got {', '.join(bad)}")
         cases = pa.Table.from_pylist(case_rows, schema=CASES_SCHEMA)
         out_of_range = range_problems({name: _table_stats(cases[name])
                                        for name in METRIC_RANGES})
@@ -564,14 +615,14 @@ class ResultStore:
             return dict(zip((i.path for i in infos), pool.map(read, infos), strict=True))
 
     def _manifest(self, problems: dict[str, str], garbage: list[str],
-                  trial_ids: Collection[str] | None) -> tuple[dict[str, Any], set[str], dict]:
+                  trial_ids: Collection[str] | None) -> tuple[Manifest, set[str], dict]:
         """The compacted manifest, its parts that check out (both files listed with their
         recorded size, footers with their recorded row counts and the contract's columns)
         and the parts' footers. Files in ``compacted/`` the manifest does not name are
         problems (leftovers of an interrupted compaction)."""
         path = self.path("compacted", MANIFEST)
         entries = {i.base_name: i for i in self._list("compacted", None)}
-        manifest = {"format": 1, "parts": {}, "trials": {}}
+        manifest = empty_manifest()
         if MANIFEST in entries:
             try:
                 with self.fs.open_input_stream(path) as stream:
@@ -580,7 +631,7 @@ class ResultStore:
             except (OSError, ValueError, KeyError, TypeError) as error:
                 # nothing in compacted/ is garbage while the manifest cannot be read
                 problems[f"compacted/{MANIFEST}"] = f"unreadable ({_first_line(error)})"
-                return {"format": 1, "parts": {}, "trials": {}}, set(), {}
+                return empty_manifest(), set(), {}
         for name, info in entries.items():
             match = _PART_FILE.fullmatch(name)
             if name != MANIFEST and (not match or match["part"] not in manifest["parts"]):
@@ -596,6 +647,7 @@ class ResultStore:
         valid = set(wanted)
         for name, (part, table) in files.items():
             recorded = manifest["parts"][part][table]
+            reason: str | None
             footer = footers.get(self.path("compacted", name), "missing")
             if isinstance(footer, str):
                 reason = footer
@@ -665,7 +717,8 @@ class ResultStore:
         if found:
             problems[f"cases/{name}"] = "; ".join(found)
             return None
-        return StoredTrial(trial_id, status, rows, _token(meta))
+        # no problem found: the trials file holds one status of STATUSES
+        return StoredTrial(trial_id, cast(str, status), rows, _token(meta))
 
     def scan(self, trial_ids: Collection[str] | None = None) -> Scan:
         """The finished check: which trials are stored, from file listings, footers and the

@@ -5,8 +5,9 @@ same with Ray Tune (``study.tune`` passes a session that reports to Tune and che
 through it) and without (``LocalSession``, for tests and debugging). It loads the dataset's
 training, test and held-out validation cases (``study.data``), trains
 (``study.training``, resuming from the session's checkpoint), evaluates the test and
-validation cases (``study.case_evaluation``) and stores one ``trials`` row, with the logit
-statistics as JSON (``study.logit_stats``), and the ``cases`` rows (``study.results``).
+validation cases and a fixed subset of its training cases (``study.case_evaluation``) and
+stores one ``trials`` row, with the logit statistics as JSON (``study.logit_stats``) and the
+last periodic validation loss, and the ``cases`` rows (``study.results``).
 
 It never raises for a bad trial: a NaN/inf training loss ends it as ``diverged``; any other
 error is stored as a ``failed`` trial row naming the error (a CUDA out-of-memory error names
@@ -26,7 +27,7 @@ from typing import Any, Protocol
 import torch
 
 import study
-from study.case_evaluation import diverged_rows, evaluate_cases
+from study.case_evaluation import diverged_rows, evaluate_cases, evaluated_cases
 from study.data import loader, splits, synthetic
 from study.data.inline import dataset_info
 from study.data.registry import DatasetInfo
@@ -44,8 +45,9 @@ class RunOptions:
 
     ``validate_every``: iterations between validations (0 = none); each scores
     ``study.training.VALIDATION_PATCHES`` fixed patches of the held-out validation cases (of
-    the *test* cases where none are held out) and reports ``val_loss`` and ``val_dsc`` — for
-    watching training only, as the reference DeepMedic configs validate on their test list;
+    the *test* cases where none are held out) and reports ``val_loss`` and ``val_dsc`` (the
+    last ``val_loss`` is the trials row's ``final_val_loss``, 003 Table 1) — for watching
+    training only, as the reference DeepMedic configs validate on their test list;
     nothing is selected or stopped on it. ``compile``: a ``torch.compile``
     mode (``"default"``, ``"reduce-overhead"``, ...) used on CUDA, or None for eager.
     ``prefetch``: batches sampled ahead in a thread (None: 2 on CUDA, 0 on the CPU).
@@ -113,8 +115,9 @@ def dataset_root(config: dict[str, Any], options: RunOptions) -> Path:
 
 
 def _train(config, cases, info: DatasetInfo, device, session: Session, options: RunOptions,
-           test_cases=()) -> Training:
-    """Train (resuming from the session's checkpoint if any); raises ``Diverged``."""
+           test_cases=()) -> tuple[Training, Validation | None]:
+    """Train (resuming from the session's checkpoint if any), with the periodic validation
+    when ``options`` asks for one; raises ``Diverged``."""
     training = Training(config, cases, info, device, options)
     saved = session.restore()
     if saved is not None:
@@ -124,7 +127,7 @@ def _train(config, cases, info: DatasetInfo, device, session: Session, options: 
         validation = Validation(test_cases, training, config["training"]["fg_fraction"])
     training.run(session, options.checkpoint_every, validation, options.validate_every,
                  options.report_seconds)
-    return training
+    return training, validation
 
 
 def _out_of_memory_message(error: BaseException, config: dict[str, Any],
@@ -206,7 +209,7 @@ def run_trial(param: dict[str, Any], options: RunOptions, session: Session | Non
                    code_version=study.code_version(), host=socket.gethostname(),
                    device=torch.cuda.get_device_name(device) if device.type == "cuda"
                    else "cpu", train_seconds=None, eval_seconds=None, iterations_done=0,
-                   final_train_loss=None, logit_stats=None)
+                   final_train_loss=None, final_val_loss=None, logit_stats=None)
         store = ResultStore(options.results_uri)
         tracker = _tracker(options, param)
         if tracker is not None:
@@ -230,24 +233,24 @@ def run_trial(param: dict[str, Any], options: RunOptions, session: Session | Non
         train_cases = load(train_ids)
         loader.require_foreground(train_cases, info)
         test_cases = load(test_ids)
-        evaluated = {"test": test_cases}
-        if held_out:
-            evaluated["validation"] = load(splits.validation(case_ids, dataset["test_cases"],
-                                                             held_out, given_test))
+        validation_cases = load(splits.validation(case_ids, dataset["test_cases"], held_out,
+                                                  given_test)) if held_out else []
+        evaluated = evaluated_cases(train_cases, test_cases, validation_cases)
         row.update(train_cases=len(train_cases), test_cases=len(test_cases))
         clock = time.perf_counter()
         try:
-            training = _train(config, train_cases, info, device, session, options,
-                              evaluated.get("validation") or test_cases)
+            training, validation = _train(config, train_cases, info, device, session, options,
+                                          validation_cases or test_cases)
             row.update(status="ok", iterations_done=training.iteration,
-                       final_train_loss=training.last_loss)
+                       final_train_loss=training.last_loss,
+                       final_val_loss=None if validation is None else validation.last_loss)
         except Diverged as error:
             row.update(status="diverged", error=str(error), iterations_done=error.iteration - 1)
         row["train_seconds"] = time.perf_counter() - clock
         clock = time.perf_counter()
         if row["status"] == "ok":
             case_rows, logit_stats = evaluate_cases(training.model, config, info, evaluated,
-                                                    train_cases, device)
+                                                    device)
             row["logit_stats"] = to_json(logit_stats, info.class_names)
         else:
             case_rows = diverged_rows(evaluated, info)

@@ -1,8 +1,10 @@
 """Tests of ``study.evaluate`` against independent references (docs/ARCHITECTURE.md, "Metrics").
 
-medpy 0.5 (the seed papers' evaluation backend) defines the pooled ``hd95`` and the overlap
-ratios; MONAI's ``compute_hausdorff_distance(percentile=95)`` defines ``hd95_max``;
-``scipy.ndimage.label`` on the whole volume defines the largest connected component.
+medpy 0.5 (the seed papers' evaluation backend) defines the pooled ``hd95``, the overlap
+ratios, ``arvd`` (|ravd|) and ``abd`` (assd: the mean over both boundaries' pooled distances,
+PROMISE12's ABD of 004 §4.3); MONAI's ``compute_hausdorff_distance(percentile=95)`` defines
+``hd95_max``; ``scipy.ndimage.label`` on the whole volume defines the largest connected
+component.
 """
 
 from __future__ import annotations
@@ -19,7 +21,9 @@ from scipy import ndimage
 
 from study.evaluate import binary_metrics, evaluate_segmentation, keep_largest_component
 
-KEYS = {"dsc", "sensitivity", "precision", "iou", "hd95", "hd95_max", "pred_voxels", "ref_voxels"}
+KEYS = {"dsc", "sensitivity", "precision", "iou", "arvd", "hd95", "hd95_max", "abd",
+        "pred_voxels", "ref_voxels", "tp_voxels"}
+CASE_KEYS = {"case_voxels", "case_correct_voxels"}  # evaluate_segmentation's case-level counts
 
 
 def medpy_hd95(pred: np.ndarray, ref: np.ndarray, spacing) -> float:
@@ -124,6 +128,44 @@ def test_hd95_max_equals_monai_max_of_directed_percentiles(pred, ref, spacing):
     assert ours["hd95_max"] == pytest.approx(monai_hd95_max(pred, ref, spacing), rel=1e-5)
 
 
+@pytest.mark.parametrize(("pred", "ref", "spacing"), ALL_CASES)
+def test_abd_equals_medpy_assd(pred, ref, spacing):
+    """abd is medpy 0.5's assd: the mean of the pooled distances of both directions."""
+    ours = binary_metrics(pred, ref, spacing)
+    expected = medpy_binary.assd(pred, ref, voxelspacing=spacing, connectivity=1)
+    assert ours["abd"] == pytest.approx(expected, rel=1e-12, abs=1e-12)
+
+
+def boundary_voxels(mask: np.ndarray) -> int:
+    """Voxels of ``mask`` minus its face-connected erosion (outside the volume: background)."""
+    structure = ndimage.generate_binary_structure(mask.ndim, 1)
+    return int((mask & ~ndimage.binary_erosion(mask, structure, border_value=0)).sum())
+
+
+def test_abd_weighs_each_boundary_by_its_voxels():
+    """PROMISE12's ABD averages over the union of both boundary point sets: the directed
+    means (medpy's asd) weighted by boundary size, not their plain mean (which older medpy's
+    assd computed); they differ most for boundaries of very different sizes."""
+    (case,) = [c for c in edge_cases() if c.id == "single-voxel-vs-sphere"]
+    pred, ref, spacing = case.values
+    forward = medpy_binary.asd(pred, ref, voxelspacing=spacing, connectivity=1)
+    backward = medpy_binary.asd(ref, pred, voxelspacing=spacing, connectivity=1)
+    n_pred, n_ref = boundary_voxels(pred), boundary_voxels(ref)
+    pooled = (n_pred * forward + n_ref * backward) / (n_pred + n_ref)
+    abd = binary_metrics(pred, ref, spacing)["abd"]
+    assert abd == pytest.approx(pooled, rel=1e-12)
+    assert abd > backward - 0.1 and (forward + backward) / 2 < abd - 3.0  # 17.7 vs 13.8 mm
+
+
+@pytest.mark.parametrize(("pred", "ref", "spacing"), ALL_CASES)
+def test_arvd_equals_medpy_absolute_ravd_and_tp_is_the_overlap(pred, ref, spacing):
+    """arvd = |medpy ravd| = |V_pred - V_ref| / V_ref; tp_voxels = |pred & ref|."""
+    ours = binary_metrics(pred, ref, spacing)
+    assert ours["arvd"] == pytest.approx(abs(medpy_binary.ravd(pred, ref)), rel=1e-12, abs=1e-15)
+    assert ours["tp_voxels"] == np.count_nonzero(pred & ref)
+    assert isinstance(ours["tp_voxels"], int)
+
+
 def test_distant_false_positives_separate_the_two_conventions():
     """Small distant false positives barely move the pooled hd95 but dominate hd95_max."""
     (case,) = [c for c in edge_cases() if c.id == "distant-false-positives"]
@@ -171,30 +213,34 @@ def test_empty_prediction():
     ref = ball((12, 13, 14), (6, 6, 7), 4)
     pred = np.zeros_like(ref)
     ours = binary_metrics(pred, ref, (1.0, 2.0, 1.0))
-    assert ours["hd95"] == ours["hd95_max"] == math.inf
+    assert ours["hd95"] == ours["hd95_max"] == ours["abd"] == math.inf
     assert math.isnan(ours["precision"])
     assert ours["dsc"] == ours["sensitivity"] == ours["iou"] == 0.0
-    assert (ours["pred_voxels"], ours["ref_voxels"]) == (0, ref.sum())
+    assert ours["arvd"] == 1.0 == abs(medpy_binary.ravd(pred, ref))  # all volume missed
+    assert (ours["pred_voxels"], ours["ref_voxels"], ours["tp_voxels"]) == (0, ref.sum(), 0)
 
 
 def test_empty_reference():
-    """Empty reference: HD values inf (NaN in MONAI), sensitivity NaN (0/0), DSC/PRC/IoU 0."""
+    """Empty reference: distances inf (NaN in MONAI), sensitivity NaN (0/0), arvd NaN (no
+    reference volume: medpy's ravd refuses it), DSC/PRC/IoU 0."""
     pred = ball((12, 13, 14), (6, 6, 7), 4)
     ref = np.zeros_like(pred)
     ours = binary_metrics(pred, ref, (1.0, 1.0, 1.0))
-    assert ours["hd95"] == ours["hd95_max"] == math.inf
-    assert math.isnan(ours["sensitivity"])
+    assert ours["hd95"] == ours["hd95_max"] == ours["abd"] == math.inf
+    assert math.isnan(ours["sensitivity"]) and math.isnan(ours["arvd"])
+    with pytest.raises(RuntimeError):
+        medpy_binary.ravd(pred, ref)
     assert ours["dsc"] == ours["precision"] == ours["iou"] == 0.0
 
 
 def test_both_empty():
-    """Both empty: every ratio and both HD values NaN (MONAI's HD is NaN too), counts 0."""
+    """Both empty: every ratio and distance NaN (MONAI's HD is NaN too), counts 0."""
     empty = np.zeros((9, 10, 11), bool)
     ours = binary_metrics(empty, empty, (1.0, 1.0, 1.0))
-    for key in ("dsc", "sensitivity", "precision", "iou", "hd95", "hd95_max"):
+    for key in ("dsc", "sensitivity", "precision", "iou", "arvd", "hd95", "hd95_max", "abd"):
         assert math.isnan(ours[key]), key
     assert math.isnan(monai_hd95_max(empty, empty, (1.0, 1.0, 1.0)))
-    assert ours["pred_voxels"] == ours["ref_voxels"] == 0
+    assert ours["pred_voxels"] == ours["ref_voxels"] == ours["tp_voxels"] == 0
 
 
 def test_zero_padding_changes_nothing():
@@ -297,25 +343,61 @@ def test_evaluate_segmentation_rows_and_lcc_only_on_declared_classes():
         ("kidney", False),
         ("kidney", True),
     ]
-    assert all(set(r) == KEYS | {"class_name", "postprocessed"} for r in rows)
-    tumour_raw, tumour_post, kidney_raw, kidney_post = rows
-    assert tumour_raw == {
-        "class_name": "tumour",
-        "postprocessed": False,
-        **binary_metrics(pred == 1, ref == 1, spacing),
-    }
-    expected_post = binary_metrics(keep_largest_component(pred == 1), ref == 1, spacing)
-    assert tumour_post == {"class_name": "tumour", "postprocessed": True, **expected_post}
+    assert all(set(r) == KEYS | CASE_KEYS | {"class_name", "postprocessed"} for r in rows)
+    tumour_raw, tumour_post, kidney_raw, kidney_post = (metrics_of(r) for r in rows)
+    assert tumour_raw == binary_metrics(pred == 1, ref == 1, spacing)
+    assert tumour_post == binary_metrics(keep_largest_component(pred == 1), ref == 1, spacing)
     assert tumour_post["pred_voxels"] == tumour_raw["pred_voxels"] - 8
     assert tumour_post["hd95_max"] < tumour_raw["hd95_max"]
     # the two kidneys are two objects: not post-processed, so the second one is kept
-    assert kidney_raw == {
-        "class_name": "kidney",
-        "postprocessed": False,
-        **binary_metrics(pred == 2, ref == 2, spacing),
-    }
-    assert kidney_post == {**kidney_raw, "postprocessed": True}
+    assert kidney_raw == kidney_post == binary_metrics(pred == 2, ref == 2, spacing)
     assert keep_largest_component(pred == 2).sum() < kidney_raw["pred_voxels"]
+
+
+def metrics_of(row: dict) -> dict:
+    """The binary_metrics part of an evaluate_segmentation row."""
+    return {key: row[key] for key in KEYS}
+
+
+def test_case_counts_give_pixel_accuracy_with_and_without_post_processing():
+    """Every row of a case carries its voxel count and the voxels labelled right (any class,
+    background included): of the raw map on raw rows, of the map with the removed components
+    set to background on post-processed rows."""
+    pred, ref, spacing = label_maps()
+    padded = [np.pad(m, ((3, 0), (0, 2), (4, 1))) for m in (pred, ref)]  # more background
+    rows = evaluate_segmentation(*padded, spacing, ["background", "tumour", "kidney"],
+                                 lcc_classes=["tumour"])
+    post_map = padded[0].copy()
+    post_map[np.pad((pred == 1) & ~keep_largest_component(pred == 1),
+                    ((3, 0), (0, 2), (4, 1)))] = 0
+    for row in rows:
+        labels = post_map if row["postprocessed"] else padded[0]
+        assert row["case_voxels"] == padded[1].size
+        assert row["case_correct_voxels"] == np.count_nonzero(labels == padded[1])
+    raw, post = rows[0]["case_correct_voxels"], rows[1]["case_correct_voxels"]
+    assert post == raw + 8  # the 8 distant false-positive voxels are background in ref
+
+
+def test_pooled_counts_equal_the_metrics_of_the_whole_dataset():
+    """003's dataset-level IoU (TP and unions summed over the cases) and pixel accuracy
+    (correct voxels over all voxels) equal medpy's IoU and the accuracy of all cases' voxels
+    together."""
+    pred, ref, spacing = label_maps()
+    rng = np.random.default_rng(11)
+    other_ref = blobs(rng, pred.shape, fill=0.1).astype(np.int16)
+    other_pred = perturbed(rng, other_ref > 0).astype(np.int16)
+    cases = [(pred, ref), (np.minimum(other_pred, 1), np.minimum(other_ref, 1))]
+    rows = [r for p, q in cases for r in evaluate_segmentation(
+        p, q, spacing, ["background", "tumour", "kidney"]) if not r["postprocessed"]]
+    tumour = [r for r in rows if r["class_name"] == "tumour"]
+    tp = sum(r["tp_voxels"] for r in tumour)
+    union = sum(r["pred_voxels"] + r["ref_voxels"] - r["tp_voxels"] for r in tumour)
+    whole_pred, whole_ref = (np.concatenate(maps) for maps in zip(*cases, strict=True))
+    assert tp / union == pytest.approx(medpy_binary.jc(whole_pred == 1, whole_ref == 1))
+    one_per_case = rows[::2]  # each case's counts repeat on its class rows
+    assert sum(r["case_correct_voxels"] for r in one_per_case) / sum(
+        r["case_voxels"] for r in one_per_case) == pytest.approx(
+        np.mean(whole_pred == whole_ref))
 
 
 def test_evaluate_segmentation_with_absent_class_and_no_foreground():
@@ -328,6 +410,7 @@ def test_evaluate_segmentation_with_absent_class_and_no_foreground():
     background = np.zeros((5, 6, 7), np.uint8)
     rows = evaluate_segmentation(background, background, (1.0, 1.0, 1.0), names)
     assert len(rows) == 6 and all(r["pred_voxels"] == r["ref_voxels"] == 0 for r in rows)
+    assert all(r["case_voxels"] == r["case_correct_voxels"] == background.size for r in rows)
 
 
 @pytest.mark.parametrize(

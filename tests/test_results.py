@@ -253,25 +253,26 @@ def _case_rows(trial_id, splits):
 
 
 def test_split_defaults_to_test_and_is_checked(tmp_path):
-    """Case rows without ``split`` are test rows; validation rows keep theirs; an unknown
-    split is refused before anything is written."""
+    """Case rows without ``split`` are test rows; validation and train rows keep theirs; an
+    unknown split is refused before anything is written."""
     store = ResultStore(str(tmp_path))
-    identity, rows = _case_rows(tid(1), [(0.5, {}), (0.7, {"split": "validation"})])
+    identity, rows = _case_rows(tid(1), [(0.5, {}), (0.7, {"split": "validation"}),
+                                         (0.9, {"split": "train"})])
     store.write_trial({**identity, "status": "ok", "config": "{}"}, rows)
-    assert store.cases().set_index("case_id")["split"].to_dict() == {"c0": "test",
-                                                                     "c1": "validation"}
-    identity, rows = _case_rows(tid(2), [(0.5, {"split": "train"})])
-    with pytest.raises(ValueError, match=r"split: expected one of \('test', 'validation'\), "
-                                         "got 'train'"):
+    assert store.cases().set_index("case_id")["split"].to_dict() == {
+        "c0": "test", "c1": "validation", "c2": "train"}
+    identity, rows = _case_rows(tid(2), [(0.5, {"split": "training"})])
+    with pytest.raises(ValueError, match=r"split: expected one of \('train', 'test', "
+                                         r"'validation'\), got 'training'"):
         store.write_trial({**identity, "status": "ok", "config": "{}"}, rows)
     assert set(store.trials()["trial_id"]) == {tid(1)}
 
 
 def test_summary_means_are_per_split():
     """What Tune sees: ``dsc_pp`` over the test rows only, ``dsc_pp_validation`` over the
-    validation rows; rows without ``split`` count as test rows."""
+    validation rows; rows without ``split`` count as test rows, train rows nowhere."""
     _, rows = _case_rows(tid(1), [(0.2, {}), (0.4, {"split": "test"}),
-                                  (0.9, {"split": "validation"})])
+                                  (0.9, {"split": "validation"}), (1.0, {"split": "train"})])
     summary = summarise({"status": "ok", "iterations_done": 1, "train_seconds": 1.0}, rows)
     assert summary["dsc_pp"] == pytest.approx(0.3)
     assert summary["dsc_pp_validation"] == pytest.approx(0.9)
@@ -302,6 +303,45 @@ def test_files_without_later_columns_are_read_as_before(tmp_path):
     _rewrite(tmp_path / "cases" / f"{tid(1)}.parquet", lambda t: t.slice(0, 0))
     problems = _left_out(tmp_path, tid(1))
     assert "holds no rows for a trial stored 'ok'" in problems[f"cases/{tid(1)}.parquet"]
+
+
+NEW_CASES = {"arvd": 0.25, "abd": 1.5, "tp_voxels": 3, "case_voxels": 1000,
+             "case_correct_voxels": 990}  # cases columns later than split
+
+
+def test_later_metric_columns_round_trip_and_old_files_read_them_as_null(tmp_path):
+    """arvd, abd, tp_voxels, case_voxels, case_correct_voxels and final_val_loss are stored
+    with their types; files written before them read as null (NaN in pandas) beside newer
+    files, and their trials stay finished."""
+    store = ResultStore(str(tmp_path))
+    for n in (1, 2):
+        identity, rows = _case_rows(tid(n), [(0.5, {"split": "train"}), (0.6, {})])
+        store.write_trial({**identity, "status": "ok", "config": "{}", "final_val_loss": 0.3},
+                          [{**row, **NEW_CASES} for row in rows])
+    cases = pq.read_table(tmp_path / "cases" / f"{tid(1)}.parquet").schema
+    assert [str(cases.field(c).type) for c in NEW_CASES] == ["double", "double", "int64",
+                                                             "int64", "int64"]
+    _as_old_file(tmp_path / "cases" / f"{tid(1)}.parquet", list(NEW_CASES))
+    _as_old_file(tmp_path / "trials" / f"{tid(1)}.parquet", ["final_val_loss"])
+    for results in (ResultStore(str(tmp_path)).read(), load_results(str(tmp_path))):
+        by_trial = results.cases.set_index(["trial_id", "case_id"])
+        for column, value in NEW_CASES.items():
+            assert by_trial.loc[tid(1), column].isna().all()
+            assert (by_trial.loc[tid(2), column] == value).all()
+        losses = results.trials.set_index("trial_id")["final_val_loss"]
+        assert pd.isna(losses[tid(1)]) and losses[tid(2)] == 0.3
+    assert ResultStore(str(tmp_path)).finished_ids() == {tid(1), tid(2)}
+
+
+@pytest.mark.parametrize("column", ["arvd", "abd", "tp_voxels", "case_correct_voxels"])
+def test_later_metric_columns_are_range_checked(tmp_path, column):
+    """A negative relative volume difference, boundary distance or voxel count is refused
+    by the writer."""
+    store = ResultStore(str(tmp_path))
+    identity, rows = _case_rows(tid(1), [(0.5, {})])
+    with pytest.raises(ValueError, match=rf"column '{column}' holds values in \[-1, -1\]"):
+        store.write_trial({**identity, "status": "ok", "config": "{}"},
+                          [{**row, **NEW_CASES, column: -1} for row in rows])
 
 
 def test_files_without_statistics_are_checked_on_their_values(two):

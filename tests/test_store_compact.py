@@ -24,16 +24,24 @@ def write(store, n, dsc=0.5, rows=3, status="ok"):
         "config": {"dataset": {"name": "d"}, "model": {"name": "unet", "preset": "tiny"},
                    "technique": "vanilla", "fraction": 0.5, "seed": n, "hp": {}}})
     cases = [{**identity, "case_id": f"c{i}", "class_name": "tumour", "postprocessed": False,
-              "dsc": dsc, "hd95": math.inf, "status": status}
+              "dsc": dsc, "hd95": math.inf, "status": status,
+              "split": "train" if i == 0 else "test", "arvd": i / 4, "abd": 1.5 + i,
+              "tp_voxels": i, "case_voxels": 100, "case_correct_voxels": 90 + i}
              for i in range(rows if status != "failed" else 0)]
-    store.write_trial({**identity, "status": status, "config": "{}"}, cases)
+    store.write_trial({**identity, "status": status, "config": "{}", "final_val_loss": n / 8},
+                      cases)
+
+
+# the columns compared before and after compaction, the later ones included
+CASE_COLUMNS = ["trial_id", "case_id", "split", "dsc", "arvd", "abd", "tp_voxels", "case_voxels",
+                "case_correct_voxels"]
 
 
 def rows(root):
     stored = ResultStore(str(root)).read()
     cases = stored.cases.sort_values(["trial_id", "case_id"]).reset_index(drop=True)
-    return stored.finished, cases[["trial_id", "case_id", "dsc"]].to_dict("records"), sorted(
-        stored.trials["trial_id"])
+    return stored.finished, cases[CASE_COLUMNS].to_dict("records"), sorted(
+        zip(stored.trials["trial_id"], stored.trials["final_val_loss"], strict=True))
 
 
 def names(root, table):
