@@ -448,7 +448,7 @@ def rule_no_world_ingress(config: dict[str, Any], config_dir: Path) -> list[str]
                 else:
                     ports = "all traffic" if protocol == _ALL_PROTOCOLS else f"all {protocol}"
                 exposed.setdefault(reach.sources, (reach, [ports]))
-    for reach, ports in exposed.values():
+    for reach, openings in exposed.values():
         indices = dict.fromkeys(i for i, _ in reach.sources)
         where = " + ".join(f"IpPermissions[{i}]" for i in indices)
         cidrs = ", ".join(dict.fromkeys(cidr for _, cidr in reach.sources))
@@ -458,7 +458,7 @@ def rule_no_world_ingress(config: dict[str, Any], config_dir: Path) -> list[str]
             most = MAX_SENSITIVE_SOURCES[reach.version]
             size = f"{reach.addresses:,} addresses; a sensitive port allows at most {most:,}"
         problems.append(
-            f"provider.security_group.{where}: open {', '.join(ports)} to {cidrs} ({size}); "
+            f"provider.security_group.{where}: open {', '.join(openings)} to {cidrs} ({size}); "
             "anyone reaching Ray's ports can run code on the cluster (use `ray dashboard "
             "cluster.yaml` and SSH from your address only)"
         )
@@ -495,7 +495,8 @@ def _reaches(rules: list[_Ingress], limit: dict[int, int]) -> list[_Reach]:
     found = []
     for version, most in limit.items():
         sources = [(r.index, c, n) for r in rules for c, n in r.sources if n.version == version]
-        union = ipaddress.collapse_addresses(n for _, _, n in sources)
+        # one IP version (filtered above), which typeshed's constrained TypeVar cannot see
+        union = ipaddress.collapse_addresses(n for _, _, n in sources)  # type: ignore[type-var]
         addresses = sum(n.num_addresses for n in union)
         if addresses > most or addresses == _WHOLE_SPACE[version]:
             found.append(_Reach(tuple((i, c) for i, c, _ in sources), version, addresses))
@@ -949,7 +950,10 @@ def _expansion_end(line: str, i: int) -> int:
         if end < 0:
             raise ValueError("unclosed ${")
         return end + 1
-    return _PARAMETER.match(line, i).end()
+    match = _PARAMETER.match(line, i)
+    if match is None:
+        raise ValueError(f"no expansion at {line[i:]!r}")
+    return match.end()
 
 
 def _closing(line: str, i: int) -> int:

@@ -32,7 +32,7 @@ from datetime import datetime, timezone
 import pyarrow.fs as pafs
 
 from study.progress import read_beats
-from study.results import MANIFEST, ResultStore, Scan
+from study.results import MANIFEST, Manifest, PartFile, ResultStore, Scan
 from study.status import running
 
 
@@ -47,13 +47,13 @@ class Compaction:
 
 
 def _write_part(store: ResultStore, scan: Scan, ids: list[str]
-                ) -> tuple[str, dict, list[str]]:
+                ) -> tuple[str, dict[str, PartFile], list[str]]:
     """Write the rows of ``ids`` as a new part; return its name, its manifest entry and the
     trials in it (those whose data turned out unreadable stay where they are)."""
     trials, cases, dropped = store.tables(scan.only(ids))
     ids = [t for t in ids if t not in dropped]
     part = f"part-{uuid.uuid4().hex[:16]}"
-    entry = {}
+    entry: dict[str, PartFile] = {}
     for table, rows in (("cases", cases), ("trials", trials)):
         rows = rows.sort_by([("trial_id", "ascending")])
         path = store.path("compacted", f"{part}.{table}.parquet")
@@ -80,24 +80,24 @@ def compact(results: str | ResultStore) -> Compaction:
     part = None
     if moving:
         part, files, moving = _write_part(store, scan, moving)
-    if moving:
-        manifest = {"format": 1, "parts": dict(scan.manifest["parts"]),
-                    "trials": dict(scan.manifest["trials"])}
-        manifest["parts"][part] = files
-        for trial_id in moving:
-            stored = scan.trials[trial_id]
-            manifest["trials"][trial_id] = {"part": part, "status": stored.status,
-                                            "case_rows": stored.case_rows,
-                                            "write": stored.write}
-        live = {entry["part"] for entry in manifest["trials"].values()}
-        manifest["parts"] = {p: f for p, f in manifest["parts"].items() if p in live}
-        text = json.dumps(manifest, sort_keys=True).encode()
+        if moving:  # (none when every moving trial turned out unreadable)
+            manifest: Manifest = {"format": 1, "parts": dict(scan.manifest["parts"]),
+                                  "trials": dict(scan.manifest["trials"])}
+            manifest["parts"][part] = files
+            for trial_id in moving:
+                stored = scan.trials[trial_id]
+                manifest["trials"][trial_id] = {"part": part, "status": stored.status,
+                                                "case_rows": stored.case_rows,
+                                                "write": stored.write}
+            live = {entry["part"] for entry in manifest["trials"].values()}
+            manifest["parts"] = {p: f for p, f in manifest["parts"].items() if p in live}
+            text = json.dumps(manifest, sort_keys=True).encode()
 
-        def write(path: str) -> None:
-            with store.fs.open_output_stream(path) as stream:
-                stream.write(text)
+            def write(path: str) -> None:
+                with store.fs.open_output_stream(path) as stream:
+                    stream.write(text)
 
-        store.put(store.path("compacted", MANIFEST), write)
+            store.put(store.path("compacted", MANIFEST), write)
     deleted = []
     for path in store.scan().garbage:
         if store.fs.get_file_info(path).type == pafs.FileType.File:

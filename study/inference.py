@@ -59,16 +59,19 @@ def _forward(model: torch.nn.Module, batch: torch.Tensor,
              mirror_axes: Sequence[int]) -> torch.Tensor:
     """Logits of ``batch``, averaged over every combination of flips of ``mirror_axes``
     (spatial axes 0-2; none: one plain forward pass)."""
-    flips = [()]
+    flips: list[tuple[int, ...]] = [()]
     for k in range(1, len(mirror_axes) + 1):
         flips += list(itertools.combinations(mirror_axes, k))
-    total = None
-    for axes in flips:
+
+    def flipped(axes: tuple[int, ...]) -> torch.Tensor:
         dims = [a + 2 for a in axes]
         x = batch.flip(dims) if dims else batch
         out = model(x).float()
-        out = out.flip(dims) if dims else out
-        total = out if total is None else total + out
+        return out.flip(dims) if dims else out
+
+    total = flipped(flips[0])
+    for axes in flips[1:]:
+        total = total + flipped(axes)
     return total / len(flips)
 
 
@@ -116,6 +119,8 @@ def sliding_window_logits(
             for window, logits in zip(windows, out, strict=True):
                 logits_sum[(slice(None),) + window] += logits * weight
                 weight_sum[window] += weight
+    if logits_sum is None:
+        raise ValueError(f"sliding window: no window of {list(patch)} in {list(spatial)}")
     logits = logits_sum / weight_sum
     return logits[(slice(None),) + tuple(slice(0, s) for s in spatial)].cpu()
 
@@ -141,7 +146,8 @@ def dense_tiling_logits(
     """
     device = torch.device(device)
     tile = tuple(int(t) for t in tile)
-    need = tuple(model.input_size(tile))
+    # torch's stubs type a module attribute as Tensor | Module; the model defines input_size
+    need = tuple(model.input_size(tile))  # type: ignore[operator]
     spatial = image.shape[1:]
     counts = [math.ceil(s / t) for s, t in zip(spatial, tile, strict=True)]
     before = [(i - t) // 2 for i, t in zip(need, tile, strict=True)]
@@ -172,6 +178,8 @@ def dense_tiling_logits(
             for corner, tile_logits in zip(chunk, out, strict=True):
                 logits[(slice(None),) + tuple(slice(c, c + t) for c, t in
                                               zip(corner, tile, strict=True))] = tile_logits
+    if logits is None:
+        raise ValueError(f"dense tiling: no tile of {list(tile)} in {list(spatial)}")
     return logits[(slice(None),) + tuple(slice(0, s) for s in spatial)].cpu()
 
 

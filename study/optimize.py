@@ -53,6 +53,7 @@ from study.tune import (
     fit,
     gpus_per_trial,
     pending_trials,
+    result_config,
     run_tune_trial,
     say_resume_points,
     storage_of,
@@ -187,14 +188,15 @@ def resume(plan: Plan, uri: str, runner: Runner) -> list[dict[str, Any]]:
     still without a best setting. Says where each unfinished trial continues."""
     say_resume_points(uri, pending_trials(plan, uri), runner.printer)
     best = run_search(plan, uri, runner)
-    return [g for g in plan.search["groups"] if group_name(g, plan.search) not in best]
+    search = plan.search_settings()
+    return [g for g in search["groups"] if group_name(g, search) not in best]
 
 
 def run_search(plan: Plan, uri: str, runner: Runner) -> dict[str, dict[str, Any]]:
     """Run (or continue) the search of an optimize-mode ``plan``; return the best record of
     every group finished. Finished groups (their marker exists) are skipped; an interrupted
     group's experiment is restored (Optuna's state is part of Tune's searcher checkpoint)."""
-    search = plan.search
+    search = plan.search_settings()
     ensure_ray(runner.address, runner.num_cpus)
     check_resources(plan.cpus_per_trial, plan.gpus_per_trial, runner.address, runner.printer)
     fs, root = filesystem(uri)
@@ -222,7 +224,7 @@ def run_search(plan: Plan, uri: str, runner: Runner) -> dict[str, dict[str, Any]
 def _search_group(plan: Plan, uri: str, group: dict[str, Any], name: str,
                   runner: Runner) -> dict[str, Any] | None:
     """One group's Tune experiment; its best record, or None while it is unfinished."""
-    search, options = plan.search, plan.run_options(uri)
+    search, options = plan.search_settings(), plan.run_options(uri)
     budget, metric = search["budget"], search["metric"]
     fs, root = filesystem(uri)
     defaults = {metric: math.nan, **({PRUNE_METRIC: math.nan} if search["prune"] else {})}
@@ -271,20 +273,21 @@ def _search_group(plan: Plan, uri: str, group: dict[str, Any], name: str,
         total = budget * len(search["groups"])
         done_all = sum(p["trial_id"] in finished for p in plan.trials)
         raise Interrupted(plan.study, storage_of(uri), done_all, max(0, total - done_all))
-    complete = [r for r in results if r.error is None and r.metrics
-                and r.metrics.get("status") in FINISHED_STATUSES]
-    pruned = [r for r in results if r.error is None and r.metrics and "status" not in r.metrics]
-    _forget_pruned(plan, uri, [param_of(r.config) for r in pruned], options.results_uri)
+    # (config, last metrics) of the trials that ended without an error
+    ended = [(result_config(r), r.metrics or {}) for r in results if r.error is None]
+    complete = [(c, m) for c, m in ended if m.get("status") in FINISHED_STATUSES]
+    pruned = [c for c, m in ended if m and "status" not in m]
+    _forget_pruned(plan, uri, [param_of(c) for c in pruned], options.results_uri)
     if len(complete) + len(pruned) < budget or not complete:
         runner.printer(f"{name}: {len(complete)} of {budget} trials finished "
                        f"({len(pruned)} pruned); `study resume {plan.study}` continues")
         return None
-    top = max(complete, key=lambda r: (r.metrics[metric] == r.metrics[metric],
-                                       r.metrics[metric]))
-    hp = param_of(top.config)["config"]["hp"]
-    runner.printer(f"{name}: best {metric} {top.metrics[metric]:.3f} at {param_label(hp)}")
+    top_config, top = max(complete, key=lambda cm: (cm[1][metric] == cm[1][metric],
+                                                    cm[1][metric]))
+    hp = param_of(top_config)["config"]["hp"]
+    runner.printer(f"{name}: best {metric} {top[metric]:.3f} at {param_label(hp)}")
     return {"technique": group["technique"], "fraction": group["fraction"], "metric": metric,
-            "value": top.metrics[metric], "hp": hp, "trials": len(complete),
+            "value": top[metric], "hp": hp, "trials": len(complete),
             "pruned": len(pruned)}
 
 

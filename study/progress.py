@@ -341,9 +341,10 @@ class Monitor:
                 eta = max(0.0, typical - trial.now_elapsed(now))
             left.append(eta)
         pending = self.counts()["pending"]
-        if None in left or (pending and typical is None):
+        known = [eta for eta in left if eta is not None]
+        if len(known) < len(left) or (pending and typical is None):
             return None
-        return (sum(left) + pending * (typical or 0.0)) / max(1, len(self.running))
+        return (sum(known) + pending * (typical or 0.0)) / max(1, len(self.running))
 
     def summary(self, now: float) -> str:
         counts = self.counts()

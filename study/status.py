@@ -17,18 +17,20 @@ RUNNING_TIMEOUT = timedelta(minutes=15)  # a heartbeat older than this is a lost
 
 class Status(NamedTuple):
     """``table``: counts per (dataset, fraction, technique) and state; ``failures``: (trial
-    id, error) per failed trial; ``left_out``: (file, reason) per result file not used (its
-    trial, if any, counts as pending and runs again)."""
+    id, error; None when none was stored) per failed trial; ``left_out``: (file, reason) per
+    result file not used (its trial, if any, counts as pending and runs again)."""
 
     table: pd.DataFrame
-    failures: list[tuple[str, str]]
+    failures: list[tuple[str, str | None]]
     left_out: list[tuple[str, str]]
 
 
 def running(beat: dict | None, now: datetime) -> bool:
     """Whether a heartbeat says its trial is running: fresh (within ``RUNNING_TIMEOUT``) and
     not stamped interrupted."""
-    return bool(beat) and not beat.get("interrupted_at") and (
+    if not beat:
+        return False
+    return not beat.get("interrupted_at") and (
         now - datetime.fromisoformat(beat["updated_at"]) < RUNNING_TIMEOUT)
 
 

@@ -34,12 +34,13 @@ from typing import Any
 
 import pyarrow.fs as pafs
 from ray import tune
+from ray.tune.logger import JsonLoggerCallback
 
 from study import progress
 from study.profiles import gpu_share
 from study.progress import Interrupted
 from study.results import ResultStore, check_storage, filesystem
-from study.trial import RunOptions, record_failure, run_trial
+from study.trial import RunOptions, Session, record_failure, run_trial
 from study.trials import Trial
 
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
@@ -48,10 +49,16 @@ os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
 # A failed trial is one line of the Monitor and a `failed` row, not Ray's traceback.
 os.environ.setdefault("TUNE_PRINT_ALL_TRIAL_ERRORS", "0")
+# Tune's automatic CSV and TensorBoard loggers off (nothing reads progress.csv or the event
+# files; they cost every result a write); its result.json, each trial's record of every report
+# (iteration, pid, ...), is kept by passing JsonLoggerCallback explicitly (_run_experiment).
+os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
 
 CHECKPOINT_FILE = "state.pt"
 CHECKPOINT_META = "progress.json"  # {"iteration": N} beside the state
 PLAN_FILE = "study.json"
+# How a Tune trial runs one trial and stores its rows: ``study.trial.run_trial``'s signature.
+TrialFunction = Callable[[dict[str, Any], RunOptions, Session], dict[str, Any]]
 
 
 def gpus_per_trial(models: set[tuple[str, str]], requested: float | None) -> float:
@@ -127,11 +134,12 @@ class TuneSession:
 
 
 def run_tune_trial(param: dict[str, Any], options: RunOptions,
-                   defaults: dict[str, Any] | None = None) -> None:
+                   defaults: dict[str, Any] | None = None, trial: TrialFunction = run_trial
+                   ) -> None:
     """The body of every Tune trial: report the stored result of a trial that already
-    finished (a driver restart rolled Tune back), else run it with a heartbeat and report
-    its summary (with ``defaults`` in every report). A failure before the trial starts (its
-    heartbeat cannot be written) is stored as a ``failed`` row too."""
+    finished (a driver restart rolled Tune back), else run it (``trial``) with a heartbeat and
+    report its summary (with ``defaults`` in every report). A failure before the trial starts
+    (its heartbeat cannot be written) is stored as a ``failed`` row too."""
     defaults = defaults or {}
     stored = ResultStore(options.results_uri).stored_summary(param["trial_id"])
     if stored is not None:
@@ -143,7 +151,7 @@ def run_tune_trial(param: dict[str, Any], options: RunOptions,
         record_failure(param, options, error)
         raise
     with heartbeat:
-        summary = run_trial(param, options, TuneSession(heartbeat, defaults))
+        summary = trial(param, options, TuneSession(heartbeat, defaults))
     tune.report({**defaults, **summary})
 
 
@@ -152,9 +160,9 @@ def grid_param(config: dict[str, Any]) -> dict[str, Any]:
     return config["trial"]
 
 
-def _trainable(options: RunOptions) -> Callable[[dict], None]:
+def _trainable(options: RunOptions, trial: TrialFunction) -> Callable[[dict], None]:
     def trainable(config: dict) -> None:
-        run_tune_trial(grid_param(config), options)
+        run_tune_trial(grid_param(config), options, trial=trial)
 
     return trainable
 
@@ -198,6 +206,13 @@ class Plan:
         for key in PATH_OPTIONS:
             stored[key] = _relative(stored[key], storage)
         return cls(study, trials, stored, **settings)
+
+    def search_settings(self) -> dict[str, Any]:
+        """``search`` of an optimize-mode plan; ``ValueError`` for a grid-mode one."""
+        if self.search is None:
+            raise ValueError(f"study {self.study!r} is a {self.mode}-mode plan: it has no "
+                             "search settings (optimize mode only)")
+        return self.search
 
     def run_options(self, uri: str) -> RunOptions:
         """The trials' run options with folders resolved against the study's storage."""
@@ -401,17 +416,27 @@ def tune_log(printer: Callable[[str], None]) -> Iterator[_TuneLog]:
         logger.removeFilter(log)
 
 
+def result_config(result: tune.Result) -> dict[str, Any]:
+    """The Tune config of a trial's ``result`` (``ValueError`` naming the trial's folder if it
+    has none)."""
+    if result.config is None:
+        raise ValueError(f"Tune result {result.path}: no config")
+    return result.config
+
+
 def fit(tuner: tune.Tuner, options: RunOptions, to_param: Callable[[dict], dict],
-        printer: Callable[[str], None]) -> tuple[tune.ResultGrid, bool]:
+        printer: Callable[[str], None]) -> tuple[list[tune.Result], bool]:
     """Run ``tuner``; return its results and whether Ctrl-C interrupted it. A trial whose
     worker process died wrote no result of its own: a ``failed`` row is stored for it."""
     from ray.exceptions import RayActorError
 
     with tune_log(printer) as log:
-        results = tuner.fit()
+        grid = tuner.fit()
+    # ResultGrid iterates through __getitem__ and __len__ only, which mypy does not follow
+    results = [grid[i] for i in range(len(grid))]
     for result in results:
         if isinstance(result.error, RayActorError):
-            record_failure(to_param(result.config), options, error_message(result.error))
+            record_failure(to_param(result_config(result)), options, error_message(result.error))
     return results, log.interrupted
 
 
@@ -419,7 +444,9 @@ def fit(tuner: tune.Tuner, options: RunOptions, to_param: Callable[[dict], dict]
 @dataclass(frozen=True)
 class Runner:
     """How the driver runs trials: Ray cluster (None: a local Ray with ``num_cpus``), retries
-    of a failed trial, and progress display (:class:`study.progress.Monitor`)."""
+    of a failed trial, progress display (:class:`study.progress.Monitor`), and ``trial``, the
+    function each Tune trial calls to run one trial and store its rows (``run_trial``; the
+    scheduling benchmark passes one that only writes a row, to time the orchestration)."""
 
     address: str | None = None
     num_cpus: int | None = None
@@ -427,6 +454,7 @@ class Runner:
     printer: Callable[[str], None] = print
     live: bool = False
     every: float = progress.PLAIN_SECONDS
+    trial: TrialFunction = run_trial
 
     def monitor(self, key: str, total: int, done: int, **hooks: Any) -> progress.Monitor:
         return progress.Monitor(key, total, done, printer=self.printer, live=self.live,
@@ -438,7 +466,7 @@ def _run_experiment(plan: Plan, uri: str, pending: list[dict], restore_path: str
     """Run (or restore) one Tune experiment of ``pending`` trials; True if interrupted."""
     options = plan.run_options(uri)
     trainable = tune.with_resources(
-        _trainable(options), {"cpu": plan.cpus_per_trial, "gpu": plan.gpus_per_trial}
+        _trainable(options, runner.trial), {"cpu": plan.cpus_per_trial, "gpu": plan.gpus_per_trial}
     )
     if restore_path is not None:  # Tune re-applies the first run's RunConfig and callbacks
         tuner = tune.Tuner.restore(restore_path, trainable, resume_unfinished=True,
@@ -449,7 +477,11 @@ def _run_experiment(plan: Plan, uri: str, pending: list[dict], restore_path: str
         tuner = tune.Tuner(
             trainable,
             param_space={"trial": tune.grid_search(pending)},
+            # reuse_actors: a trial actor (its worker process, imports and all) runs trial
+            # after trial; each trial still starts from its config alone (run_trial seeds
+            # torch and builds its data, model and samplers anew; threads come from options)
             tune_config=tune.TuneConfig(
+                reuse_actors=True,
                 trial_dirname_creator=lambda t: t.config["trial"]["trial_id"],
                 trial_name_creator=lambda t: t.config["trial"]["trial_id"],
             ),
@@ -459,7 +491,7 @@ def _run_experiment(plan: Plan, uri: str, pending: list[dict], restore_path: str
                 storage_filesystem=fs,
                 failure_config=tune.FailureConfig(max_failures=runner.max_failures),
                 checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
-                callbacks=[ProgressCallback(plan.study, grid_param)],
+                callbacks=[ProgressCallback(plan.study, grid_param), JsonLoggerCallback()],
                 verbose=0,
             ),
         )
@@ -495,7 +527,7 @@ def launch(trials: list[Trial], storage: str, options: RunOptions, *,
 
     ``gpus`` is the GPU share per trial; None picks it from the model
     (:func:`study.profiles.gpu_share`). ``runner``: the fields of :class:`Runner`
-    (``address``, ``num_cpus``, ``max_failures``, ``printer``, ``live``, ``every``).
+    (``address``, ``num_cpus``, ``max_failures``, ``printer``, ``live``, ``every``, ``trial``).
     Raises :class:`Interrupted` after Ctrl-C.
     """
     if not trials:

@@ -49,3 +49,21 @@ def run_options(tmp_path, data_dir):
     from study.trial import RunOptions
 
     return RunOptions(data_dir=str(data_dir), results_uri=str(tmp_path / "results"), threads=1)
+
+
+@pytest.fixture(scope="session")
+def tiny_data(tiny_spec, data_dir):
+    """The tiny study's dataset: (info, train cases, test cases)."""
+    from study.data import loader, splits
+    from study.data.inline import dataset_info
+    from study.trial import RunOptions, dataset_root
+    from study.trials import expand
+
+    options = RunOptions(data_dir=str(data_dir), results_uri="")
+    config = expand(tiny_spec)[0].config
+    root = dataset_root(config, options)
+    info = dataset_info(config["dataset"], root)
+    train, test = splits.split(loader.list_cases(info, root), config["dataset"]["test_cases"],
+                               config["fraction"])
+    return (info, [loader.load_case(info, root, c) for c in train],
+            [loader.load_case(info, root, c) for c in test])

@@ -3,40 +3,15 @@ points, resume, and compare the final result set with the study's trial set."""
 
 from __future__ import annotations
 
-import os
 import random
-import re
-import subprocess
-import sys
 import time
-from pathlib import Path
 
 import pytest
-from helpers import kill_session
+from helpers import FAULT_STUDY, kill_session, start_driver, wait_for_training
 
 from study.results import ResultStore
 from study.spec import load_study
 from study.trials import expand
-
-FAULT_STUDY = Path(__file__).resolve().parent / "data" / "fault-study.yaml"
-
-
-def _driver(args: list[str], log) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "study.cli", *args], stdout=log,
-                            stderr=subprocess.STDOUT, start_new_session=True,
-                            env={**os.environ, "PYTHONUNBUFFERED": "1"})
-
-
-def _wait_for_training(log_path: Path, offset: int, driver: subprocess.Popen,
-                       timeout: float) -> bool:
-    """Wait until the driver's output after ``offset`` shows a trial training (a progress
-    line at iteration 1-7 of 8); False if the driver exited first."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline and driver.poll() is None:
-        if re.search(r"iteration [1-7]/8", log_path.read_text()[offset:]):
-            return True
-        time.sleep(0.5)
-    return False
 
 
 @pytest.mark.slow
@@ -55,8 +30,8 @@ def test_driver_sigkill_loses_and_duplicates_nothing(tmp_path):
         for _ in range(3):
             log.flush()
             offset = len(log_path.read_text())
-            driver = _driver(args, log)
-            if not _wait_for_training(log_path, offset, driver, 300):
+            driver = start_driver(args, log)
+            if not wait_for_training(log_path, offset, driver, 300):
                 driver.wait()
                 break  # finished every trial before its kill
             time.sleep(rng.uniform(0, 3))
@@ -65,7 +40,7 @@ def test_driver_sigkill_loses_and_duplicates_nothing(tmp_path):
             kills += 1
             args = ["resume", "fault", *common]
         assert kills >= 1, log_path.read_text()[-3000:]
-        final = _driver(["resume", "fault", *common], log)
+        final = start_driver(["resume", "fault", *common], log)
         assert final.wait(timeout=600) == 0, log_path.read_text()[-3000:]
     elapsed = time.monotonic() - started
     store = ResultStore(f"{storage}/fault/results")

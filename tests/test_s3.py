@@ -148,8 +148,7 @@ def test_launch_kill_resume_status_report_on_s3(s3, tmp_path):
     import subprocess
     import sys
 
-    from helpers import kill_session
-    from test_faults import FAULT_STUDY, _driver, _wait_for_training
+    from helpers import FAULT_STUDY, kill_session, start_driver, wait_for_training
 
     from study.spec import load_study
     from study.trials import expand
@@ -158,13 +157,13 @@ def test_launch_kill_resume_status_report_on_s3(s3, tmp_path):
     common = ["--storage", storage, "--num-cpus", "2", "--progress-every", "1"]
     log_path = tmp_path / "drivers.log"
     with log_path.open("w") as log:
-        driver = _driver(["launch", str(FAULT_STUDY), *common,
+        driver = start_driver(["launch", str(FAULT_STUDY), *common,
                           "--data-dir", str(tmp_path / "data")], log)
-        assert _wait_for_training(log_path, 0, driver, 300), log_path.read_text()[-3000:]
+        assert wait_for_training(log_path, 0, driver, 300), log_path.read_text()[-3000:]
         assert kill_session(driver.pid) > 1
         driver.wait()
         log.flush()
-        final = _driver(["resume", "fault", *common], log)
+        final = start_driver(["resume", "fault", *common], log)
         assert final.wait(timeout=600) == 0, log_path.read_text()[-3000:]
 
     def cli(*args):

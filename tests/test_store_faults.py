@@ -10,133 +10,14 @@ import tempfile
 from collections import Counter
 from pathlib import Path
 
-import pyarrow as pa
-import pyarrow.fs as pafs
 import pytest
+from helpers import Killed, observed_store
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from analysis.load import load_results
 from study.compact import compact
 from study.results import ResultStore, identity_columns
-
-MUTATIONS = ("create_dir", "delete_dir", "delete_file", "move", "open_output_stream")
-
-
-class Killed(Exception):
-    """The process died here (injected)."""
-
-
-class _CountedReads:
-    """A file object counting the reads and bytes read through it."""
-
-    def __init__(self, file: pa.NativeFile, counts: Counter):
-        self.file, self.counts, self.closed = file, counts, False
-
-    def read(self, nbytes: int = -1) -> bytes:
-        data = self.file.read(nbytes if nbytes >= 0 else None)
-        self.counts["reads"] += 1
-        self.counts["bytes"] += len(data)
-        return data
-
-    def seek(self, position: int, whence: int = 0) -> int:
-        return self.file.seek(position, whence)
-
-    def tell(self) -> int:
-        return self.file.tell()
-
-    def size(self) -> int:
-        return self.file.size()
-
-    def close(self) -> None:
-        self.closed = True
-        self.file.close()
-
-
-class Observed(pafs.FileSystemHandler):
-    """A local filesystem that counts every call (``counts``: listings, stats, opens, reads
-    and bytes read) and, with ``kill_at=k``, dies at its k-th mutation (``MUTATIONS``): an
-    output stream opened then leaves a torn file behind, and every later call raises
-    ``Killed``, so no clean-up runs."""
-
-    def __init__(self, kill_at: int | None = None):
-        self.inner, self.kill_at = pafs.LocalFileSystem(), kill_at
-        self.counts: Counter = Counter()
-        self.mutations, self.dead = 0, False
-
-    def _call(self, name: str, *args, **options):
-        if self.dead:
-            raise Killed(name)
-        if name in MUTATIONS:
-            if self.mutations == self.kill_at:
-                self.dead = True
-                if name == "open_output_stream":
-                    with self.inner.open_output_stream(args[0]) as torn:
-                        torn.write(b"PAR1 torn")
-                raise Killed(name)
-            self.mutations += 1
-        self.counts[name] += 1
-        return getattr(self.inner, name)(*args, **options)
-
-    def get_type_name(self):
-        return "observed"
-
-    def normalize_path(self, path):
-        return path
-
-    def __eq__(self, other):
-        return self is other
-
-    def __ne__(self, other):
-        return self is not other
-
-    def get_file_info(self, paths):
-        self.counts["stat"] += len(paths) - 1  # one call counted below
-        return self._call("get_file_info", paths)
-
-    def get_file_info_selector(self, selector):
-        self.counts["list"] += 1
-        return self._call("get_file_info", selector)
-
-    def create_dir(self, path, recursive):
-        return self._call("create_dir", path, recursive=recursive)
-
-    def delete_dir(self, path):
-        return self._call("delete_dir", path)
-
-    def delete_dir_contents(self, path, missing_dir_ok=False):
-        return self._call("delete_dir_contents", path, missing_dir_ok=missing_dir_ok)
-
-    def delete_root_dir_contents(self):
-        raise NotImplementedError
-
-    def delete_file(self, path):
-        return self._call("delete_file", path)
-
-    def move(self, src, dest):
-        return self._call("move", src, dest)
-
-    def copy_file(self, src, dest):
-        return self._call("copy_file", src, dest)
-
-    def open_input_stream(self, path):
-        return pa.PythonFile(_CountedReads(self._call("open_input_stream", path), self.counts),
-                             mode="r")
-
-    def open_input_file(self, path):
-        return pa.PythonFile(_CountedReads(self._call("open_input_file", path), self.counts),
-                             mode="r")
-
-    def open_output_stream(self, path, metadata):
-        return self._call("open_output_stream", path)
-
-    def open_append_stream(self, path, metadata):
-        raise NotImplementedError
-
-
-def observed_store(root: Path, kill_at: int | None = None) -> tuple[ResultStore, Observed]:
-    handler = Observed(kill_at)
-    return ResultStore(str(root.resolve()), fs=pafs.PyFileSystem(handler)), handler
 
 
 def tid(n: int) -> str:

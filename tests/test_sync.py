@@ -22,7 +22,7 @@ from collections.abc import Callable
 
 import pytest
 import torch
-from test_trial import _training, _variant, tiny_data  # noqa: F401 (tiny_data: a fixture)
+from helpers import spec_variant, tiny_training
 from torch.overrides import TorchFunctionMode
 from torch.utils import _pytree as pytree
 
@@ -166,7 +166,7 @@ def test_the_probe_sees_a_read_inside_a_training_step(tiny_spec, tiny_data,  # n
                                                       run_options):
     """The probe follows the batch and the parameters through the model into the loss: a loss
     that reads its value is reported, with the line that reads."""
-    training = _training(tiny_spec, tiny_data, run_options, "vanilla", {}, prefetch=2)
+    training = tiny_training(tiny_spec, tiny_data, run_options, "vanilla", {}, prefetch=2)
     loss = training.loss
 
     def reading_loss(logits, target):
@@ -194,7 +194,7 @@ def test_training_steps_do_not_read_device_tensors(tiny_spec, tiny_data, run_opt
     """A technique's step (its loss, regularizer batches, update rule, optimizer and LR
     schedule), with batches sampled ahead in a thread as on CUDA: no host read of a device
     tensor in the first step (optimizer state created) nor the second."""
-    training = _training(tiny_spec, tiny_data, run_options, technique,
+    training = tiny_training(tiny_spec, tiny_data, run_options, technique,
                          SPACES[technique].settings()[0], model=model, prefetch=2)
     _steps_read_nothing(training, 2)
 
@@ -203,7 +203,7 @@ def test_unet_schedule_epoch_end_does_not_read_the_loss(tiny_spec, tiny_data,  #
                                                         run_options):
     """The U-Net's plateau schedule at an epoch end (epochs shortened to 2 iterations): the
     epoch's loss waits for ``Training.check``, which applies it."""
-    training = _training(tiny_spec, tiny_data, run_options, "vanilla", {}, prefetch=2)
+    training = tiny_training(tiny_spec, tiny_data, run_options, "vanilla", {}, prefetch=2)
     training.schedule.epoch = 2
     _steps_read_nothing(training, 3)
 
@@ -217,7 +217,7 @@ def test_cuda_steps_do_not_synchronise(tiny_spec, tiny_data, run_options, model,
     """bf16 steps of the tiny models with adversarial and mixup batches and prefetching
     (after two warm-up steps: cuDNN autotuning, optimizer state): no synchronisation; the
     losses read afterwards by ``check`` are finite."""
-    config = trial_config(_variant(tiny_spec, model), tiny_spec.fractions[0], technique, hp, 0)
+    config = trial_config(spec_variant(tiny_spec, model), tiny_spec.fractions[0], technique, hp, 0)
     info, train, _ = tiny_data
     training = Training(config, train, info, torch.device("cuda"),
                         dataclasses.replace(run_options, device="cuda", prefetch=2))

@@ -10,6 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from helpers import spec_variant, tiny_training
 
 import study.objectives as obj
 from study import case_evaluation, techniques
@@ -18,50 +19,12 @@ from study.data import loader, splits
 from study.data.registry import DATASETS
 from study.inference import predict_logits
 from study.logit_stats import LOGIT_BINS, LogitStats, MalformedLogitStats, from_json, to_json
-from study.models import output_patch
 from study.results import ResultStore
 from study.spec import load_search_spaces
 from study.techniques import IGNORE
 from study.training import Training
 from study.trial import LocalSession, dataset_root, run_trial
 from study.trials import expand, trial_config
-
-DEEPMEDIC_SEGMENT = (17, 17, 17)  # tiny DeepMedic: 17^3 normal segments, 9^3 outputs
-
-
-def _variant(spec, model="unet", iterations=None, patch=None, technique=None, **training):
-    """``spec`` with another model, budget, input patch or single technique run."""
-    changes = {"iterations": iterations} if iterations else {}
-    segment = patch or (DEEPMEDIC_SEGMENT if model == "deepmedic" else spec.training.input_patch)
-    changes.update(input_patch=tuple(segment),
-                   output_patch=output_patch(model, spec.model_preset, segment))
-    spec = dataclasses.replace(spec, model=model, training=dataclasses.replace(
-        spec.training, **changes, **training))
-    if technique is not None:
-        spec = dataclasses.replace(spec, techniques=(technique,))
-    return spec
-
-
-@pytest.fixture(scope="module")
-def tiny_data(tiny_spec, tmp_path_factory):
-    """The tiny study's dataset: (info, train cases, test cases)."""
-    from study.trial import RunOptions
-
-    options = RunOptions(data_dir=str(tmp_path_factory.mktemp("tiny-data")), results_uri="")
-    config = expand(tiny_spec)[0].config
-    info = DATASETS[config["dataset"]["name"]]
-    root = dataset_root(config, options)
-    train, test = splits.split(loader.list_cases(info, root), config["dataset"]["test_cases"],
-                               config["fraction"])
-    return (info, [loader.load_case(info, root, c) for c in train],
-            [loader.load_case(info, root, c) for c in test])
-
-
-def _training(tiny_spec, tiny_data, run_options, technique, hp, model="unet", **options):
-    config = trial_config(_variant(tiny_spec, model), tiny_spec.fractions[0], technique, hp, 0)
-    info, train, _ = tiny_data
-    return Training(config, train, info, torch.device("cpu"),
-                    dataclasses.replace(run_options, **options))
 
 
 def test_trial_writes_one_trial_row_and_all_case_rows(tiny_spec, run_options, monkeypatch):
@@ -130,7 +93,7 @@ def test_validation_cases_are_held_out_and_evaluated(tiny_spec, run_options):
 def test_tiny_deepmedic_trial_trains_and_evaluates(tiny_spec, run_options):
     """DeepMedic end to end on the synthetic preset: 53^3 inputs for 9^3 outputs, RMSProp with
     the halving schedule (reported LR), dense-tiling evaluation of whole volumes."""
-    spec = _variant(tiny_spec, "deepmedic", iterations=8, lr=None)
+    spec = spec_variant(tiny_spec, "deepmedic", iterations=8, lr=None)
     session = LocalSession()
     summary = run_trial(expand(spec)[0].as_param(), run_options, session)
     assert summary["status"] == "ok" and summary["iterations_done"] == 8
@@ -144,7 +107,7 @@ def test_tiny_deepmedic_trial_trains_and_evaluates(tiny_spec, run_options):
 
 def test_deepmedic_labels_outside_the_output_are_ignored(tiny_spec, tiny_data, run_options):
     """Labels travel at the input size; only the central output part is not IGNORE."""
-    training = _training(tiny_spec, tiny_data, run_options, "vanilla", {}, model="deepmedic")
+    training = tiny_training(tiny_spec, tiny_data, run_options, "vanilla", {}, model="deepmedic")
     assert training.input_size == (53, 53, 53) and training.output_patch == (9, 9, 9)
     labels = torch.randint(0, 2, (2, 53, 53, 53))
     marked = training.labels_at_input(labels)
@@ -164,7 +127,7 @@ def test_every_technique_trains_with_its_batches(tiny_spec, tiny_data, run_optio
     per extra batch (adversarial, mixup), the gated augmentation where ``bg_aug_prob`` is set
     (the tiny study has no regime of its own), finite losses."""
     for technique, space in load_search_spaces().items():
-        training = _training(tiny_spec, tiny_data, run_options, technique, space.settings()[0],
+        training = tiny_training(tiny_spec, tiny_data, run_options, technique, space.settings()[0],
                              model=model)
         for _ in range(2):
             result = training.step()
@@ -188,7 +151,7 @@ def test_asymmetric_adversarial_step_trains_on_a_perturbation_of_norm_l(
         return x_adv, t_adv
 
     monkeypatch.setattr(techniques.AlignedAdversarialPerturbation, "__call__", spy)
-    training = _training(tiny_spec, tiny_data, run_options, "asym_adversarial",
+    training = tiny_training(tiny_spec, tiny_data, run_options, "asym_adversarial",
                          {"eps": 1e-5, "l": 10.0}, model="deepmedic")
     assert training.regularizers[0].rare == (0.0, 1.0)
     training.sampler.fg_fraction = 1.0  # a rare voxel at the centre (without: no direction)
@@ -207,7 +170,7 @@ def test_update_rule_and_mixup_lambda_reach_the_step(tiny_spec, tiny_data, run_o
     hp = {"eps": 1e-5, "l": 10.0, "mixup_m": 0.2, "mixup_alpha": 1.0}
     steps = {}
     for update in ("summed", "sequential"):
-        spec = _variant(tiny_spec, model, update=update, mixup_lambda="code")
+        spec = spec_variant(tiny_spec, model, update=update, mixup_lambda="code")
         config = trial_config(spec, spec.fractions[0], "asym_combination", hp, 0)
         assert config["training"]["update"] == update
         assert config["training"]["mixup_lambda"] == "code"
@@ -231,13 +194,13 @@ def test_mixup_steps_train_on_mixed_targets(tiny_spec, tiny_data, run_options, m
         return original(self, logits, target)
 
     monkeypatch.setattr(obj.SumLoss, "forward", record)
-    training = _training(tiny_spec, tiny_data, run_options, "mixup", {"mixup_alpha": 0.2})
+    training = tiny_training(tiny_spec, tiny_data, run_options, "mixup", {"mixup_alpha": 0.2})
     training.step()
     clean, mixed = targets
     assert mixed.is_floating_point() and mixed.shape[1] == 2
     torch.testing.assert_close(mixed.sum(1), torch.ones_like(mixed[:, 0]))
     targets.clear()
-    training = _training(tiny_spec, tiny_data, run_options, "asym_mixup",
+    training = tiny_training(tiny_spec, tiny_data, run_options, "asym_mixup",
                          {"mixup_m": 0.2, "mixup_alpha": 1.0})
     training.config["training"]["batch_size"] = 2
     training.batches.batch_size = 2
@@ -253,7 +216,7 @@ def test_asymmetric_augmentation_gate_reaches_the_sampler(tiny_spec, tiny_data, 
                                                           model):
     """asym_augmentation with bg_aug_prob = 0 (eq. 21): a patch is augmented exactly when its
     output region holds a rare voxel; labels arrive at the output size and are padded."""
-    training = _training(tiny_spec, tiny_data, run_options, "asym_augmentation",
+    training = tiny_training(tiny_spec, tiny_data, run_options, "asym_augmentation",
                          {"bg_aug_prob": 0.0}, model=model)
     assert training.sampler.bg_aug_prob == 0.0
     training.batches.batch_size = 8
@@ -368,7 +331,7 @@ def test_resume_from_checkpoint_equals_uninterrupted_run(tiny_spec, run_options,
         technique = TechniqueRun(technique["technique"], technique["settings"])
     else:
         technique = tiny_spec.techniques[0]
-    spec = _variant(tiny_spec, model, iterations=6, technique=technique)
+    spec = spec_variant(tiny_spec, model, iterations=6, technique=technique)
     param = expand(spec)[0].as_param()
     options = dataclasses.replace(run_options, checkpoint_every=3, **options)
     straight = LocalSession()
@@ -492,7 +455,7 @@ def test_pretraining_is_plain_ce_then_the_technique(tiny_spec, tiny_data, run_op
     technique's loss, regularizers and gate."""
     from study.spec import TechniqueRun
 
-    spec = _variant(tiny_spec, "deepmedic", iterations=4, pretrain=2,
+    spec = spec_variant(tiny_spec, "deepmedic", iterations=4, pretrain=2,
                     technique=TechniqueRun(PRETRAINED["technique"], PRETRAINED["settings"]))
     spec = dataclasses.replace(spec, augmentation="deepmedic")
     config = expand(spec)[0].config
@@ -520,7 +483,7 @@ def test_resume_across_the_pretraining_switch_equals_uninterrupted_run(
     bit-exactly as an uninterrupted one (CPU)."""
     from study.spec import TechniqueRun
 
-    spec = _variant(tiny_spec, "deepmedic", iterations=6, pretrain=3,
+    spec = spec_variant(tiny_spec, "deepmedic", iterations=6, pretrain=3,
                     technique=TechniqueRun(PRETRAINED["technique"], PRETRAINED["settings"]))
     spec = dataclasses.replace(spec, augmentation="deepmedic")
     param = expand(spec)[0].as_param()

@@ -160,6 +160,7 @@ class _Layer(nn.Module):
         super().__init__()
         self.pad = (kernel - 1) // 2 if mirror_pad else 0
         self.norm = _Bias(cin) if first else nn.BatchNorm3d(cin, momentum=BN_MOMENTUM)
+        self.act: nn.Module
         if first:
             self.act = nn.Identity()
         else:
@@ -178,7 +179,7 @@ def _add_residual(earlier: torch.Tensor, deeper: torch.Tensor) -> torch.Tensor:
     spatial centre crop, missing channels of ``earlier`` taken as 0, surplus ones dropped)."""
     index = tuple(slice((e - 1) // 2 - (d - 1) // 2, (e - 1) // 2 - (d - 1) // 2 + d)
                   for e, d in zip(earlier.shape[2:], deeper.shape[2:], strict=True))
-    earlier = earlier[(slice(None), slice(None), *index)]
+    earlier = earlier[(slice(None), slice(None)) + index]
     shared = min(earlier.shape[1], deeper.shape[1])
     if shared == deeper.shape[1]:
         return deeper + earlier[:, :shared]
@@ -246,7 +247,7 @@ class DeepMedic(nn.Module):
             if isinstance(module, nn.Conv3d):  # DeepMedic's "fanIn" init: std sqrt(2 / fan-in)
                 nn.init.kaiming_normal_(module.weight, nonlinearity="relu")
 
-    def regularised_parameters(self) -> list[nn.Parameter]:
+    def regularised_parameters(self) -> list[torch.Tensor]:
         """The parameters DeepMedic's L1/L2 terms cover: the convolution kernels (FC layers and
         classifier included), not biases, BatchNorm or PReLU parameters."""
         return [m.weight for m in self.modules() if isinstance(m, nn.Conv3d)]

@@ -27,7 +27,7 @@ def centre_crop(target: torch.Tensor, spatial: Sequence[int]) -> torch.Tensor:
                          "(each side must be at least as large, with an even difference)")
     index = tuple(slice((h - s) // 2, (h - s) // 2 + s)
                   for h, s in zip(have, spatial, strict=True))
-    return target[(Ellipsis, *index)]
+    return target[(Ellipsis,) + index]
 
 
 def deep_supervision_weights(scales: int) -> list[float]:
@@ -49,7 +49,7 @@ def _downsample(target: torch.Tensor, spatial: Sequence[int]) -> torch.Tensor:
             raise ValueError(f"deep supervision: output {tuple(spatial)} does not divide the "
                              f"target {have}")
         steps.append(h // s)
-    return target[(Ellipsis, *(slice(None, None, k) for k in steps))]
+    return target[(Ellipsis,) + tuple(slice(None, None, k) for k in steps)]
 
 
 class OutputLoss(nn.Module):
@@ -76,13 +76,12 @@ class OutputLoss(nn.Module):
         if isinstance(logits, torch.Tensor):
             return self.loss(logits, centre_crop(target, logits.shape[2:]))
         target = centre_crop(target, logits[0].shape[2:])
-        total = None
-        for weight, scale in zip(deep_supervision_weights(len(logits)), logits, strict=True):
-            if weight == 0.0:
-                continue
-            term = weight * self.loss(scale, _downsample(target, scale.shape[2:]))
-            total = term if total is None else total + term
-        return total
+        # the full-resolution weight is never 0 (deep_supervision_weights)
+        terms = [weight * self.loss(scale, _downsample(target, scale.shape[2:]))
+                 for weight, scale in zip(deep_supervision_weights(len(logits)), logits,
+                                          strict=True)
+                 if weight != 0.0]
+        return sum(terms[1:], terms[0])
 
 
 class _MainOutput(nn.Module):

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypedDict
 
 ACTIVATIONS = ("relu", "prelu")
 
@@ -79,8 +79,17 @@ class DeepMedicConfig:
         return len(self.features)
 
 
-_PAPER = {"features": (30, 30, 40, 40, 40, 40, 50, 50), "factors": (3, 5), "fc": (250, 250),
-          "segments": (37, 17, 45)}
+class _Architecture(TypedDict):
+    """The :class:`DeepMedicConfig` fields the paper's presets share."""
+
+    features: tuple[int, ...]
+    factors: tuple[int, ...]
+    fc: tuple[int, ...]
+    segments: tuple[int, int, int]
+
+
+_PAPER: _Architecture = {"features": (30, 30, 40, 40, 40, 40, 50, 50), "factors": (3, 5),
+                         "fc": (250, 250), "segments": (37, 17, 45)}
 DEEPMEDIC_PRESETS: dict[str, DeepMedicConfig] = {
     "basic": DeepMedicConfig(**_PAPER, activation="relu"),
     "default": DeepMedicConfig(**_PAPER, activation="prelu", residual=(4, 6, 8),
@@ -164,7 +173,8 @@ def output_patch(name: str, preset: str, input_patch: Sequence[int]) -> tuple[in
                              f"(2^(stages - 1)); nearest that fit: {lower} or {upper}")
         return patch
     layers = DEEPMEDIC_PRESETS[preset].layers
-    output = tuple(segment_output(p, layers) for p in patch)
+    x, y, z = patch
+    output = (segment_output(x, layers), segment_output(y, layers), segment_output(z, layers))
     if min(output) < 1:
         raise ValueError(f"{name}/{preset}: input segment {list(patch)} gives output "
                          f"{list(output)}: every side needs > {2 * layers} voxels (the "

@@ -28,6 +28,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from study.models.deepmedic import DeepMedic
+
 DEEPMEDIC_EPOCHS = 35
 DEEPMEDIC_HALVING_EPOCHS = (17, 22, 27, 30, 33)
 UNET_EPOCH_ITERATIONS = 250
@@ -67,7 +69,7 @@ class DeepMedicRMSprop(torch.optim.Optimizer):
             params = [p for p in group["params"] if p.grad is not None]
             if not params:
                 continue
-            grads = [p.grad for p in params]
+            grads: tuple[torch.Tensor, ...] | list[torch.Tensor] = [p.grad for p in params]
             if group["l1"]:
                 grads = torch._foreach_add(grads, torch._foreach_sign(params), alpha=group["l1"])
             if group["l2"]:
@@ -187,6 +189,9 @@ class Recipe:
         ``model.regularised_parameters()`` (the convolution kernels) and none on the rest."""
         lr = self.lr if lr is None else lr
         if self.model == "deepmedic":
+            if not isinstance(model, DeepMedic):
+                raise TypeError(f"the deepmedic recipe needs a DeepMedic model, got "
+                                f"{type(model).__name__}")
             kernels = {id(p) for p in model.regularised_parameters()}
             config = model.config
             return DeepMedicRMSprop(

@@ -68,6 +68,8 @@ class UNet3D(nn.Module):
         for module in self.modules():
             if isinstance(module, (nn.Conv3d, nn.ConvTranspose3d)):
                 nn.init.kaiming_normal_(module.weight, a=0.01)
+                if module.bias is None:
+                    raise ValueError(f"U-Net convolution {module} has no bias to initialise")
                 nn.init.zeros_(module.bias)
 
     def _check(self, size: Sequence[int]) -> tuple[int, ...]:

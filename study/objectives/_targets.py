@@ -20,25 +20,39 @@ _INT_DTYPES = (torch.int64, torch.int32, torch.int16, torch.int8, torch.uint8)
 
 @dataclass(frozen=True)
 class Target:
-    """A validated target.
+    """A validated target: exactly one of ``hard_labels`` and ``soft_probs`` is set.
 
-    ``labels``: ``[N, 1, *spatial]`` int64 with ignored voxels set to 0 (hard targets only).
-    ``probs``: ``[N, C, *spatial]`` float (soft targets only; zero rows at ignored voxels).
+    ``hard_labels``: ``[N, 1, *spatial]`` int64 with ignored voxels set to 0 (hard targets).
+    ``soft_probs``: ``[N, C, *spatial]`` float (soft targets; zero rows at ignored voxels).
     ``valid``: ``[N, 1, *spatial]`` float 1/0 mask of the voxels that enter the loss.
     ``n_valid``: number of valid voxels, as a 0-d float tensor.
     ``all_valid``: True when no voxel is ignored, as far as is known without reading a GPU
     tensor (lets losses skip the masking).
     """
 
-    labels: torch.Tensor | None
-    probs: torch.Tensor | None
+    hard_labels: torch.Tensor | None
+    soft_probs: torch.Tensor | None
     valid: torch.Tensor
     n_valid: torch.Tensor
     all_valid: bool
 
     @property
     def hard(self) -> bool:
-        return self.labels is not None
+        return self.hard_labels is not None
+
+    @property
+    def labels(self) -> torch.Tensor:
+        """``hard_labels``; a soft target has none."""
+        if self.hard_labels is None:
+            raise ValueError("labels asked of a soft target, which has probs [N, C, *spatial]")
+        return self.hard_labels
+
+    @property
+    def probs(self) -> torch.Tensor:
+        """``soft_probs``; a hard target has none."""
+        if self.soft_probs is None:
+            raise ValueError("probs asked of a hard target, which has labels [N, 1, *spatial]")
+        return self.soft_probs
 
 
 def upcast(logits: torch.Tensor) -> torch.Tensor:

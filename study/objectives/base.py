@@ -68,16 +68,15 @@ class SumLoss(Objective):
             else:
                 flat_terms.append(term)
                 flat_weights.append(w)
-        self.terms = nn.ModuleList(flat_terms)
-        self.weights = tuple(flat_weights)
+        self.terms: nn.ModuleList = nn.ModuleList(flat_terms)
+        self.weights: tuple[float, ...] = tuple(flat_weights)
 
     def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        total = None
+        values: list[torch.Tensor] = []
         for term, w in zip(self.terms, self.weights, strict=True):
             value = term(logits, target)
-            value = value if w == 1.0 else w * value
-            total = value if total is None else total + value
-        return total
+            values.append(value if w == 1.0 else w * value)
+        return sum(values[1:], values[0])  # ``terms`` is never empty (``__init__``)
 
     def extra_repr(self) -> str:
         return f"weights={self.weights}"

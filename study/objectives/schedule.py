@@ -58,7 +58,10 @@ class StepResult:
     @property
     def total(self) -> torch.Tensor:
         """Sum of the terms (the paper's summed loss)."""
-        return sum(self.losses.values())
+        values = list(self.losses.values())
+        if not values:
+            raise ValueError("StepResult.losses is empty: no term to sum")
+        return sum(values[1:], values[0])
 
 
 def _names(regularizers: Sequence[Regularizer]) -> list[str]:
