@@ -9,6 +9,7 @@
 ``python -m analysis RESULTS --out DIR`` writes the whole report from the command line.
 """
 
+from analysis.dataset_tables import distance_table, iou_table, per_class_table, rare_classes
 from analysis.importance import Importance, hyperparameter_importance
 from analysis.load import Results, ResultsError, load, load_results, load_trials
 from analysis.logits import logit_histograms, logit_shift_table, logit_statistics
@@ -42,9 +43,10 @@ from analysis.tables import (
 __all__ = [
     "Grid", "Importance", "Results", "ResultsError", "best_hyperparameters",
     "best_hyperparameters_grid", "best_settings", "comparison_grid", "comparison_table",
-    "html", "html_page", "hyperparameter_importance", "importance_grid", "latex",
-    "latex_document", "load", "load_results", "load_trials", "logit_histograms",
-    "logit_shift_grid", "logit_shift_table", "logit_statistics", "markdown", "method_name",
-    "selection_description", "sensitivity_grid", "sensitivity_table", "to_csv", "to_html",
-    "to_latex", "to_markdown", "write_report",
+    "distance_table", "html", "html_page", "hyperparameter_importance", "importance_grid",
+    "iou_table", "latex", "latex_document", "load", "load_results", "load_trials",
+    "logit_histograms", "logit_shift_grid", "logit_shift_table", "logit_statistics", "markdown",
+    "method_name", "per_class_table", "rare_classes", "selection_description",
+    "sensitivity_grid", "sensitivity_table", "to_csv", "to_html", "to_latex", "to_markdown",
+    "write_report",
 ]

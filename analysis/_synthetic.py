@@ -27,7 +27,7 @@ import numpy as np
 from scipy import stats
 
 from study.catalog import param_label
-from study.results import TEST, VALIDATION, ResultStore, identity_columns
+from study.results import TEST, TRAIN, VALIDATION, ResultStore, identity_columns
 
 # The papers' grids (000 Tables I-IV).
 GRIDS: dict[str, list[dict]] = {
@@ -123,28 +123,56 @@ def _logit_stats(classes: list[str], fraction: float, rng: np.random.Generator) 
     return json.dumps(out)
 
 
+CASE_VOXELS = 32_768  # voxels of a synthetic case (a 32^3 crop)
+
+
+def _later_columns(columns: dict[str, np.ndarray], every: int, classes: int) -> dict:
+    """The later contract columns of ``write_study``'s rows (class-major, then case, then
+    post-processing), consistent with their sensitivity and precision: ``tp = sensitivity x
+    ref``, ``pred = tp / precision``; aRVD ``|pred - ref| / ref``; ABD a third of HD95; the
+    case's correct voxels its voxels less every class's disagreeing ones."""
+    ref = columns["ref_voxels"]
+    sensitivity = np.nan_to_num(columns["sensitivity"])
+    precision = columns["precision"]
+    tp = np.round(sensitivity * ref).astype(np.int64)
+    usable = np.isfinite(precision) & (precision > 0)
+    pred = np.where(usable, np.round(tp / np.where(usable, precision, 1.0)), 0).astype(np.int64)
+    wrong = (pred + ref - 2 * tp).reshape(classes, every * 2).sum(axis=0)
+    correct = np.tile(np.maximum(CASE_VOXELS - wrong, 0), classes)
+    return {"tp_voxels": tp, "pred_voxels": pred, "arvd": np.abs(pred - ref) / ref,
+            "abd": columns["hd95"] / 3.0, "case_voxels": np.full(len(ref), CASE_VOXELS),
+            "case_correct_voxels": correct}
+
+
 def write_study(root: str | Path, *, dataset: str = "synthetic-kits",
                 model: str = "unet-tiny", classes=("background", "kidney", "tumour"),
                 techniques=None, fractions=(0.1, 0.5), seeds=(0, 1), cases: int = 6,
                 max_trials: int | None = None, diverged_every: int = 0, seed: int = 0,
-                logits: bool = True, validation_cases: int = 0,
+                logits: bool = True, validation_cases: int = 0, train_cases: int = 0,
+                later: bool = False,
                 variants: Mapping[str, Sequence[str]] | None = None) -> list[str]:
     """Write a synthetic study under ``root``; return the trial ids written.
 
-    ``cases`` test cases and ``validation_cases`` validation cases (``split`` column) per
-    trial; every class but the first (background) gets rows, with and without
-    post-processing, so a trial has ``(cases + validation_cases) x (len(classes) - 1) x 2``
-    rows. ``variants`` reruns techniques under variants (``{"vanilla": ["w/o
-    augmentation"]}``). ``max_trials`` keeps the first trials of the grid only (a partial
-    study); ``diverged_every=k`` marks every k-th trial diverged (NaN metrics)."""
+    ``cases`` test cases, ``validation_cases`` validation cases and ``train_cases`` of the
+    trial's training cases (``split`` column; these fit better, the more so the less training
+    data: 001 Fig. 1) per trial; every class but the first (background) gets rows, with and
+    without post-processing, so a trial has ``(cases + validation_cases + train_cases) x
+    (len(classes) - 1) x 2`` rows. ``later=True`` also fills the columns that joined the
+    results contract later (voxel counts consistent with sensitivity and precision, aRVD,
+    ABD, the case's voxel and correct-voxel counts, the final validation loss); without it
+    they are null, as in results written before them. ``variants`` reruns techniques under
+    variants (``{"vanilla": ["w/o augmentation"]}``). ``max_trials`` keeps the first trials of
+    the grid only (a partial study); ``diverged_every=k`` marks every k-th trial
+    diverged (NaN metrics)."""
     store = ResultStore(str(root))
     rng = np.random.default_rng(seed)
     grid = trials_grid(techniques, fractions, seeds, variants)[:max_trials]
     foreground = list(classes[1:])
-    every = cases + validation_cases
+    every = cases + validation_cases + train_cases
     case_ids = np.array([f"case_{i:05d}" for i in range(cases)]
-                        + [f"validation_{i:05d}" for i in range(validation_cases)])
-    splits = np.array([TEST] * cases + [VALIDATION] * validation_cases)
+                        + [f"validation_{i:05d}" for i in range(validation_cases)]
+                        + [f"train_{i:05d}" for i in range(train_cases)])
+    splits = np.array([TEST] * cases + [VALIDATION] * validation_cases + [TRAIN] * train_cases)
     case_effect = rng.normal(0, 0.08, every)
     n = every * len(foreground) * 2
     case_column = np.tile(np.repeat(case_ids, 2), len(foreground))
@@ -160,6 +188,8 @@ def write_study(root: str | Path, *, dataset: str = "synthetic-kits",
         class_level = np.repeat([0.35 * (k == 0) for k in range(len(foreground))], every * 2)
         dsc = (level + class_level + np.tile(np.repeat(case_effect, 2), len(foreground))
                + 0.02 * pp_column + rng.normal(0, 0.03, n))
+        if train_cases:  # the training cases fit better, the more so with less data
+            dsc += (split_column == TRAIN) * 0.3 * (1 - trial["fraction"])
         dsc = np.clip(dsc, 0.0, 0.99)
         sensitivity = np.clip(dsc - 0.05 + rng.normal(0, 0.03, n), 0.0, 1.0)
         precision = np.clip(dsc + 0.08 + rng.normal(0, 0.03, n), 0.0, 1.0)
@@ -176,12 +206,16 @@ def write_study(root: str | Path, *, dataset: str = "synthetic-kits",
                    "precision": precision, "iou": dsc / (2 - dsc), "hd95": hd95,
                    "hd95_max": hd95 * 1.5, "pred_voxels": np.where(empty, 0, 500),
                    "ref_voxels": np.full(n, 500), "split": split_column}
+        if later:
+            columns.update(_later_columns(columns, every, len(foreground)))
         rows = [{**identity, "status": status, **dict(zip(columns, values, strict=True))}
                 for values in zip(*(c.tolist() for c in columns.values()), strict=True)]
         store.write_trial({
             **identity, "config": json.dumps(param["config"]), "status": status,
             "error": "loss is NaN" if diverged else None, "train_seconds": 1.0,
             "eval_seconds": 0.5, "iterations_done": 100, "final_train_loss": 0.1,
+            "final_val_loss": 0.1 + 0.2 * (1 - trial["fraction"]) if later and not diverged
+            else None,
             "train_cases": 10, "test_cases": cases, "code_version": "synthetic",
             "host": "localhost", "device": "cpu",
             "logit_stats": (_logit_stats(list(classes), trial["fraction"], rng)
@@ -191,15 +225,21 @@ def write_study(root: str | Path, *, dataset: str = "synthetic-kits",
 
 
 def store_trial(store: ResultStore, technique: str, hp: dict, seed: int, dsc: Sequence[float],
-                *, validation: Sequence[float] = (), status: str = "ok", fraction: float = 0.5,
-                dataset: str = "d", study: str = "s", class_name: str = "tumour",
-                variant: str | None = None) -> str:
+                *, validation: Sequence[float] = (), train: Sequence[float] = (),
+                status: str = "ok", fraction: float = 0.5, dataset: str = "d", study: str = "s",
+                class_name: str = "tumour", variant: str | None = None,
+                later: Mapping[str, Sequence] | None = None,
+                final_val_loss: float | None = None) -> str:
     """Store one trial through the results writer (``ResultStore.write_trial``), as a trial
     runner does; return its trial id. Test case ``case_i`` has DSC ``dsc[i]`` and validation
     case ``validation_i`` DSC ``validation[i]``, with and without post-processing alike;
     sensitivity = DSC, precision 0.8, HD95 = 10 (1 - DSC) + 1. A ``diverged`` trial's metrics
-    are NaN whatever ``dsc`` says. The setting is labelled with every hyperparameter of
-    ``hp`` (``study.catalog.param_label``)."""
+    are NaN whatever ``dsc`` says. Training case ``train_i`` (split ``train``) has DSC
+    ``train[i]``. ``later`` gives test case ``case_i`` the value ``later[column][i]`` of
+    columns that joined the results contract later (``arvd``, ``abd``, ``tp_voxels``,
+    ``pred_voxels``, ``case_voxels``...; null otherwise), and ``final_val_loss`` goes to the
+    trials row. The setting is labelled with every hyperparameter of ``hp``
+    (``study.catalog.param_label``)."""
     trial_id = _trial_id({"study": study, "technique": technique, "variant": variant, "hp": hp,
                           "fraction": fraction, "seed": seed, "class_name": class_name},
                          dataset)
@@ -211,16 +251,20 @@ def store_trial(store: ResultStore, technique: str, hp: dict, seed: int, dsc: Se
     identity = identity_columns(param)
     values = [(TEST, f"case_{i}", v) for i, v in enumerate(dsc)]
     values += [(VALIDATION, f"validation_{i}", v) for i, v in enumerate(validation)]
+    values += [(TRAIN, f"train_{i}", v) for i, v in enumerate(train)]
     rows = []
-    for split, case_id, value in values:
+    for index, (split, case_id, value) in enumerate(values):
         value = np.nan if status == "diverged" else float(value)
+        extra = {column: given[index] for column, given in (later or {}).items()
+                 if split == TEST}
         for postprocessed in (False, True):
             rows.append({**identity, "case_id": case_id, "class_name": class_name,
                          "postprocessed": postprocessed, "dsc": value, "sensitivity": value,
                          "precision": np.nan if np.isnan(value) else 0.8,
                          "iou": value / (2 - value), "hd95": 10 * (1 - value) + 1,
                          "hd95_max": 20.0, "pred_voxels": 10, "ref_voxels": 10,
-                         "status": status, "split": split})
+                         "status": status, "split": split, **extra})
     store.write_trial({**identity, "config": json.dumps(param["config"]), "status": status,
-                       "error": "loss is NaN" if status == "diverged" else None}, rows)
+                       "error": "loss is NaN" if status == "diverged" else None,
+                       "final_val_loss": final_val_loss}, rows)
     return trial_id

@@ -6,6 +6,8 @@
   heatmaps of the mean metric, coloured around the baseline (blue better, red worse).
 * ``fraction_figure``: sensitivity, precision and DSC vs training fraction at the chosen
   settings (001 Fig. 1), one column per method beside the baseline.
+* ``train_test_figure``: sensitivity and precision on training vs test cases by training
+  fraction at the chosen settings (001 Fig. 1's train-test gap), one column per method.
 * ``logit_figure`` and ``logit_shift_figure``: logit distributions of each class's voxels on
   training vs test cases, and the shift of the mean logit (001 Figs. 3-5, 7-8).
 
@@ -54,6 +56,7 @@ from analysis.tables import (
     variants,
 )
 from study.catalog import HP_PREFIX, HYPERPARAMETERS
+from study.results import TEST, TRAIN
 
 LABELS = {"dsc": "DSC (%)", "sensitivity": "Sensitivity (%)", "precision": "Precision (%)",
           "hd95": "HD95 (mm)", "hd95_max": "HD95, max of directed (mm)", "iou": "IoU (%)"}
@@ -77,7 +80,7 @@ LOGITS_DRAWN = ("one colour per logit channel; solid: training cases, dashed: te
 
 __all__ = ["DRAWN", "LOGITS_DRAWN", "bootstrap_interval", "case_values", "fraction_figure",
            "heatmap_figure", "logit_figure", "logit_shift_figure", "save", "sensitivity_figure",
-           "varying_hyperparameters"]
+           "train_test_figure", "varying_hyperparameters"]
 
 
 @contextmanager
@@ -189,13 +192,14 @@ def _gap(x: np.ndarray, log: bool) -> float:
     return float(np.diff(drawn).min()) if len(drawn) > 1 else 1.0
 
 
-def _means(ax, x, summary: np.ndarray, colour) -> None:
+def _means(ax, x, summary: np.ndarray, colour, linestyle: str = "-") -> None:
     """Means (line and markers) with their confidence intervals as error bars."""
     mean, low, high = summary.T
     shown = np.isfinite(mean)
     ax.errorbar(np.asarray(x, float)[shown], mean[shown],
                 yerr=[mean[shown] - low[shown], high[shown] - mean[shown]], color=colour,
-                marker="o", markersize=4.5, linewidth=1.5, capsize=3, zorder=3)
+                marker="o", markersize=4.5, linewidth=1.5, capsize=3, zorder=3,
+                linestyle=linestyle)
 
 
 def _log_axis(values: np.ndarray) -> bool:
@@ -464,6 +468,70 @@ def fraction_figure(cases: pd.DataFrame, chosen: pd.DataFrame, dataset: str,
     return figure
 
 
+SPLIT_NAMES = {TRAIN: "training cases", TEST: "test cases"}
+TRAIN_TEST_DRAWN = (f"Solid: test cases, dashed: training cases (a fixed subset of each "
+                    f"trial's own), each the mean over cases (each averaged over the seeds) "
+                    f"with its {CONFIDENCE:.0%} percentile-bootstrap confidence interval "
+                    f"({BOOTSTRAP_RESAMPLES:,} resamples of the cases).")
+
+
+def train_test_figure(cases: pd.DataFrame, chosen: pd.DataFrame, dataset: str,
+                      model: str | None = None, class_name: str | None = None,
+                      postprocessed: bool = True,
+                      metrics: Sequence[str] = ("sensitivity", "precision")) -> Figure:
+    """001 Fig. 1: each metric (one row of panels) of the class on the training cases a trial
+    evaluated (``split == "train"``) and on the test cases, vs training fraction, one column
+    per method (the baseline included) at the setting ``chosen`` (``best_settings``) picked
+    at each fraction: the gap between the curves is the overfitting the paper shows for the
+    rare class. Means over cases (each averaged over the seeds) with bootstrap intervals
+    (``bootstrap_interval``). Raises ``ValueError`` when there are no training rows at the
+    chosen settings."""
+    test, model, class_name = _select(cases, dataset, model, class_name)
+    train = _select(cases, dataset, model, class_name, TRAIN)[0]
+    rows = pd.concat([test.assign(_split=TEST), train.assign(_split=TRAIN)])
+    rows = rows[rows["postprocessed"] == postprocessed]
+    rows = rows.assign(method=methods(rows))
+    picked = pd.MultiIndex.from_arrays([chosen["method"], chosen["fraction"],
+                                        chosen["parameter"]])
+    index = pd.MultiIndex.from_arrays([rows["method"], rows["fraction"], rows["param_label"]])
+    rows = rows[index.isin(picked)]
+    if not (rows["_split"] == TRAIN).any():
+        raise ValueError(f"no training-case results at the chosen settings for dataset "
+                         f"{dataset!r}, class {class_name!r}")
+    shown = method_list(rows)
+    fractions = np.array(sorted(rows["fraction"].unique()), float) * 100.0
+    log = _log_axis(fractions)
+    palette = sns.color_palette("colorblind")
+    styles = {TEST: (palette[0], "-"), TRAIN: (palette[1], "--")}
+    with _context():
+        figure = Figure(figsize=(max(2.7 * len(shown), 6.4), 2.3 * len(metrics) + 1.2),
+                        layout="constrained")
+        axes = figure.subplots(len(metrics), len(shown), squeeze=False, sharex=True,
+                               sharey="row")
+        for i, metric in enumerate(metrics):
+            data = case_values(rows, ["method", "_split", "fraction"], metric)
+            for j, (method, _, _) in enumerate(shown):
+                ax = axes[i, j]
+                for split, (colour, line) in styles.items():
+                    own = data[(data["method"] == method) & (data["_split"] == split)]
+                    summary = np.array([_summary(own.loc[np.isclose(own["fraction"], f / 100),
+                                                         "value"], metric)
+                                        for f in fractions], float)
+                    _means(ax, fractions, summary, colour, line)
+                _ticks(ax, list(fractions), log)
+                if j == 0:
+                    ax.set_ylabel(LABELS[metric])
+                if i == len(metrics) - 1:
+                    ax.set_xlabel(f"{_wrap(method, 28)}\ntraining data (%"
+                                  + (", log scale)" if log else ")"))
+        handles = [Line2D([], [], color=colour, linestyle=line, marker="o", markersize=4.5,
+                          label=f"{SPLIT_NAMES[split]}: mean and {CONFIDENCE:.0%} bootstrap "
+                                "CI over cases")
+                   for split, (colour, line) in styles.items()]
+        figure.legend(handles=handles, loc="outside lower center", ncols=2, frameon=False)
+    return figure
+
+
 def _x_range(curves: Sequence[tuple[np.ndarray, np.ndarray]]) -> tuple[float, float]:
     """The logit range holding all but 0.2% of each curve's mass (plus one bin)."""
     lows, highs = [], []
@@ -479,8 +547,6 @@ def _x_range(curves: Sequence[tuple[np.ndarray, np.ndarray]]) -> tuple[float, fl
     step = abs(centres[1] - centres[0]) if len(centres) > 1 else 1.0
     return min(lows) - step, max(highs) + step
 
-
-SPLIT_NAMES = {"train": "training cases", "test": "test cases"}
 
 
 def _matches(rows: pd.DataFrame, chosen: dict) -> np.ndarray:

@@ -16,7 +16,7 @@ import pandas as pd
 from analysis.load import ResultsError
 from analysis.tables import method_name, method_order, variant_labels, variants
 from study.catalog import HP_PREFIX
-from study.logit_stats import SPLITS, MalformedLogitStats, from_json
+from study.logit_stats import SPLITS, LogitSummary, MalformedLogitStats, from_json
 
 KEYS = ["dataset", "model", "technique", "variant", "param_label", "fraction"]
 
@@ -33,37 +33,53 @@ def logit_statistics(trials: pd.DataFrame) -> pd.DataFrame:
                if c not in trials.columns and c != "variant"]  # variant: later column
     if missing:
         raise ResultsError(f"trials table: missing column(s) {', '.join(map(repr, missing))}")
-    rows = []
     with_stats = trials[trials["logit_stats"].notna() & (trials["status"] == "ok")]
     with_stats = with_stats.assign(variant=variants(with_stats))
-    for trial in with_stats.itertuples(index=False):
-        try:
-            edges, summaries = from_json(trial.logit_stats, trial.trial_id)
-        except MalformedLogitStats as error:
-            raise ResultsError(f"trials/{trial.trial_id}.parquet: column 'logit_stats' is not "
-                               f"the documented JSON ({error})") from None
-        identity = {**{k: getattr(trial, k) for k in KEYS}, "trial_id": trial.trial_id,
-                    "seed": trial.seed}
-        rows.extend({**identity, **summary._asdict(), "bin_edges": edges}
-                    for summary in summaries)
     columns = [*KEYS, "trial_id", "seed", "split", "true_class", "logit_class", "voxels",
                "mean", "std", "hist", "bin_edges"]
-    return pd.DataFrame(rows, columns=columns)
+    parsed, counts = [], []
+    for trial_id, text in zip(with_stats["trial_id"], with_stats["logit_stats"], strict=True):
+        try:
+            edges, summaries = from_json(text, trial_id)
+        except MalformedLogitStats as error:
+            raise ResultsError(f"trials/{trial_id}.parquet: column 'logit_stats' is not "
+                               f"the documented JSON ({error})") from None
+        parsed.append((edges, summaries))
+        counts.append(len(summaries))
+    # Each trial's identity repeated over its entries, column by column.
+    at = np.repeat(np.arange(len(with_stats)), counts)
+    out = {c: with_stats[c].to_numpy()[at] for c in [*KEYS, "trial_id", "seed"]}
+    entries = [entry for _, summaries in parsed for entry in summaries]
+    for i, name in enumerate(LogitSummary._fields):
+        out[name] = [entry[i] for entry in entries]
+    out["bin_edges"] = [edges for edges, summaries in parsed for _ in summaries]
+    return pd.DataFrame(out, columns=columns)
 
 
-def _pool(group: pd.DataFrame) -> pd.Series:
-    n = group["voxels"].to_numpy(float)
-    total = n.sum()
-    mean = group["mean"].to_numpy(float)
-    std = group["std"].to_numpy(float)
-    if total == 0:
-        return pd.Series({"voxels": 0, "mean": np.nan, "std": np.nan, "n_trials": len(group)})
+def _pooled(stats: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
+    """Per group of ``keys`` (in order of first appearance): the statistics of its rows
+    pooled as one larger sample (voxel-weighted mean; std from the pooled second moment;
+    NaN without voxels) and ``n_trials``, the rows pooled."""
+    grouped = stats.groupby(keys, sort=False)
+    ids = grouped.ngroup().to_numpy()
+    size = grouped.size()
+    n = stats["voxels"].to_numpy(float)
+    mean = stats["mean"].to_numpy(float)
+    std = stats["std"].to_numpy(float)
     weights = np.where(n > 0, n, 0.0)
-    pooled = np.nansum(weights * mean) / total
-    second = np.nansum(weights * (std ** 2 + mean ** 2)) / total
-    return pd.Series({"voxels": int(total), "mean": pooled,
-                      "std": float(np.sqrt(max(second - pooled ** 2, 0.0))),
-                      "n_trials": len(group)})
+
+    def total(values: np.ndarray) -> np.ndarray:  # NaN terms count as 0, as nansum does
+        return np.bincount(ids, np.where(np.isnan(values), 0.0, values), len(size))
+
+    voxels = np.bincount(ids, n, len(size))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        pooled = total(weights * mean) / voxels
+        second = total(weights * (std ** 2 + mean ** 2)) / voxels
+    empty = voxels == 0
+    spread = np.sqrt(np.maximum(second - pooled ** 2, 0.0))
+    return pd.DataFrame({"mean": np.where(empty, np.nan, pooled),
+                         "std": np.where(empty, np.nan, spread),
+                         "n_trials": size.to_numpy()}, index=size.index)
 
 
 def logit_shift_table(trials: pd.DataFrame) -> pd.DataFrame:
@@ -81,8 +97,7 @@ def logit_shift_table(trials: pd.DataFrame) -> pd.DataFrame:
     if stats.empty:
         return pd.DataFrame(columns=columns)
     keys = [*KEYS, "true_class", "logit_class", "split"]
-    pooled = stats.groupby(keys, sort=False)[["voxels", "mean", "std"]].apply(_pool)
-    wide = pooled.unstack("split")
+    wide = _pooled(stats, keys).unstack("split")
     out = pd.DataFrame(index=wide.index)
     for split in SPLITS:
         for value in ("mean", "std"):
@@ -115,14 +130,22 @@ def logit_histograms(trials: pd.DataFrame) -> pd.DataFrame:
     if stats.empty:
         return stats.assign(density=[])
     keys = [*KEYS, "split", "true_class", "logit_class"]
-    rows = []
-    for key, group in stats.groupby(keys, sort=False):
-        hist = np.sum(np.stack(group["hist"].to_list()), axis=0)
-        edges = group["bin_edges"].iloc[0]
-        total = hist.sum()
-        density = hist / (total * np.diff(edges)) if total else hist
-        rows.append({**dict(zip(keys, key, strict=True)), "voxels": int(total), "hist": hist,
-                     "bin_edges": edges, "density": density})
-    out = pd.DataFrame(rows)
+    ids = stats.groupby(keys, sort=False).ngroup().to_numpy()
+    starts = np.unique(ids, return_index=True)[1]  # each group's first row
+    hists = stats["hist"].to_list()
+    if len({len(h) for h in hists}) == 1:  # one bin layout: add every group's at once
+        summed = np.zeros((len(starts), len(hists[0])))
+        np.add.at(summed, ids, np.stack(hists))
+    else:
+        summed = [np.sum(np.stack([hists[i] for i in np.flatnonzero(ids == g)]), axis=0)
+                  for g in range(len(starts))]
+    out = stats.iloc[starts][keys].reset_index(drop=True)
+    totals = [hist.sum() for hist in summed]
+    edges = stats["bin_edges"].to_numpy()[starts]
+    out["voxels"] = np.array(totals, float).astype(np.int64)
+    out["hist"] = list(summed)
+    out["bin_edges"] = list(edges)
+    out["density"] = [hist / (total * np.diff(e)) if total else hist
+                      for hist, total, e in zip(summed, totals, edges, strict=True)]
     out["variant"] = variant_labels(out["variant"])
     return out

@@ -15,6 +15,11 @@ grid. Numbers have one decimal, as in the papers; ``—`` marks a value that doe
 * CSV: every column of the table at full precision (floats round-trip; rounding is for the
   printed formats only), the flags as columns.
 
+Besides the papers' tables of one class (``sensitivity_grid``: 000 Table IV,
+``comparison_grid``: 001 Tables II-IV, ``best_hyperparameters_grid``: 000 Tables I-III), the
+tables of ``analysis.dataset_tables``: ``per_class_grid`` (000 Table V), ``iou_grid`` (003
+Table 1's columns) and ``distance_grid`` (004's DSC, Jaccard, aRVD, ABD, 95HD).
+
 Settings print as the trial expansion labelled them (``study.catalog.param_label``: ``γ = 2``,
 ``ε = 1e-5 l = 10``); labels are never parsed back, and values print with the catalog's
 ``format_number``.
@@ -35,6 +40,8 @@ from typing import Literal
 
 import pandas as pd
 
+from analysis.dataset_tables import AVERAGE, RARE_AVERAGE
+from analysis.names import class_label
 from analysis.tables import diverged_column, fraction_label
 from study.catalog import format_number
 
@@ -354,6 +361,130 @@ def logit_shift_grid(table: pd.DataFrame, caption: str, label: str = "") -> Grid
     notes = ["Δ|ẑ| = |ẑ_test| − |ẑ_train| (001 Fig. 3): negative when the test logits lie "
              "closer to the decision boundary than the training logits. Seeds pooled."]
     return Grid(caption, header, rows, ["l", "l", "r", "l", "l", "r", "r", "r"], notes, None,
+                label)
+
+
+def _blocks(table: pd.DataFrame):
+    """``(title, rows)`` per block (training fraction, post-processing) of a table of
+    ``analysis.dataset_tables``, in its order: ``5% training data, w/ post-processing``."""
+    for (fraction, postprocessed), rows in table.groupby(["fraction", "postprocessed"],
+                                                         sort=False):
+        pp = "w/" if postprocessed else "w/o"
+        yield f"{fraction_label(fraction)} training data, {pp} post-processing", rows
+
+
+def _setting_rows(rows: pd.DataFrame, values) -> list[list[Cell]]:
+    """One body row per setting of ``rows`` (one block; a setting's rows consecutive): the
+    method named once per group, the setting, then ``values(setting_rows)``'s cells."""
+    out, previous = [], None
+    for (method, parameter), own in rows.groupby(["method", "parameter"], sort=False,
+                                                 dropna=False):
+        out.append([Cell(method if method != previous else ""), setting_cell(parameter),
+                    *values(own)])
+        previous = method
+    return out
+
+
+def _bold_best(body: list[list[Cell]], first: int, higher: Sequence[bool]) -> None:
+    """Bold the best value of each column from ``first`` on among ``body`` (one block),
+    highest where ``higher`` says so, else lowest; equal printed values all bold."""
+    for k, high in enumerate(higher, start=first):
+        shown = [float(row[k].text) if row[k].text not in ("", MISSING) else math.nan
+                 for row in body]
+        finite = [v for v in shown if math.isfinite(v)]
+        if not finite:
+            continue
+        best = max(finite) if high else min(finite)
+        for row, value in zip(body, shown, strict=True):
+            row[k].bold = value == best
+
+
+def per_class_grid(table: pd.DataFrame, caption: str, label: str = "") -> Grid:
+    """000 Table V: one row per setting of each method, per foreground class (``r`` marks a
+    rare class) its DSC and SEN, then ``AVG`` and ``AVG_r``; one block per training fraction
+    and post-processing; the best of each column in a block in bold (``table`` is
+    ``dataset_tables.per_class_table``)."""
+    classes = list(dict.fromkeys(table["class_name"]))
+    rare = set(table.loc[table["rare"], "class_name"])
+    names = [c if c in (AVERAGE, RARE_AVERAGE) else class_label(c) + (" (r)" if c in rare
+                                                                       else "")
+             for c in classes]
+    header = [[("", 2)] + [(name, 2) for name in names],
+              [("Method", 1), ("Parameter", 1)] + [(m, 1) for _ in classes
+                                                  for m in ("DSC", "SEN")]]
+
+    def values(own: pd.DataFrame) -> list[Cell]:
+        by_class = own.set_index("class_name")
+        return [Cell(number(by_class[m].get(c, math.nan))) for c in classes
+                for m in ("dsc", "sensitivity")]
+
+    rows: list[list[Cell] | str] = []
+    for title, block in _blocks(table):
+        body = _setting_rows(block, values)
+        _bold_best(body, 2, [True] * 2 * len(classes))
+        rows += [title, *body]
+    notes = ["DSC and SEN in %, means over cases, then over seeds. (r): a rare class; AVG: "
+             "mean over every foreground class, AVG_r: over the rare classes. Best of each "
+             "column within a block in bold."]
+    return Grid(caption, header, rows, ["l", "l"] + ["r"] * 2 * len(classes), notes, None,
+                label)
+
+
+def iou_grid(table: pd.DataFrame, caption: str, label: str = "") -> Grid:
+    """003 Table 1's columns: one row per setting of each method, the pooled IoU of each
+    class, mIoU, pixel accuracy and the mean final validation loss; one block per training
+    fraction and post-processing (``table`` is ``dataset_tables.iou_table``)."""
+    classes = list(dict.fromkeys(table["class_name"]))
+    header = [[("Method", 1), ("Parameter", 1), *[(f"IoU {class_label(c)}", 1)
+                                                  for c in classes],
+               ("mIoU", 1), ("PA", 1), ("Loss", 1)]]
+
+    def values(own: pd.DataFrame) -> list[Cell]:
+        iou = own.set_index("class_name")["iou"]
+        first = own.iloc[0]
+        return [*[Cell(number(iou.get(c, math.nan))) for c in classes],
+                Cell(number(first["miou"])), Cell(number(first["pixel_accuracy"], 2)),
+                Cell(number(first["val_loss"], 3))]
+
+    rows: list[list[Cell] | str] = []
+    for title, block in _blocks(table):
+        body = _setting_rows(block, values)
+        _bold_best(body, 2, [True] * (len(classes) + 2) + [False])
+        rows += [title, *body]
+    notes = ["IoU: of the voxels pooled over the test cases (ΣTP / Σ(pred + ref − TP)); mIoU: "
+             "its mean over the foreground classes; PA: pixel accuracy over the test cases; "
+             "all in %, averaged over seeds. Loss: mean final validation loss of the trials. "
+             "Best of each column within a block in bold."]
+    return Grid(caption, header, rows, ["l", "l"] + ["r"] * (len(classes) + 3), notes, None,
+                label)
+
+
+DISTANCE_COLUMNS = (("dsc", "DSC"), ("iou", "Jaccard"), ("arvd", "aRVD"), ("abd", "ABD"),
+                    ("hd95", "95HD"))
+
+
+def distance_grid(table: pd.DataFrame, caption: str, label: str = "") -> Grid:
+    """004's evaluation (§4.3): one row per setting of each method, DSC, Jaccard, aRVD, ABD
+    and 95HD as mean ± std over the test cases; one block per training fraction and
+    post-processing (``table`` is ``dataset_tables.distance_table``)."""
+    header = [[("Method", 1), ("Parameter", 1), *[(name, 1) for _, name in DISTANCE_COLUMNS]]]
+
+    def values(own: pd.DataFrame) -> list[Cell]:
+        row = own.iloc[0]
+        cells = []
+        for column, _ in DISTANCE_COLUMNS:
+            text = f"{number(row[column])} ± {number(row[f'{column}_std'])}"
+            cells.append(Cell(MISSING if pd.isna(row[column]) else text))
+        return cells
+
+    rows: list[list[Cell] | str] = []
+    for title, block in _blocks(table):
+        rows += [title, *_setting_rows(block, values)]
+    notes = ["Mean ± standard deviation over the test cases (means over cases, then over "
+             "seeds). DSC, Jaccard and aRVD (|V_pred − V_ref| / V_ref) in %, ABD (average "
+             "boundary distance) and 95HD in mm; a case where a metric is undefined (aRVD "
+             "without reference voxels, 95HD of an empty prediction) is left out of it."]
+    return Grid(caption, header, rows, ["l", "l"] + ["r"] * len(DISTANCE_COLUMNS), notes, None,
                 label)
 
 

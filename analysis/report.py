@@ -5,8 +5,12 @@ Per (dataset, model, class): the comparison of methods across training fractions
 chosen settings, with and without post-processing (001 Tables II-IV), the chosen
 hyperparameters (000 Tables I-III), hyperparameter importance (fANOVA), one sensitivity table
 per fraction with both blocks (000 Table IV), and the figures. Per (dataset, model): the logit
-shift table and figures. Works on partial results: what cannot be built yet (no baseline, one
-trial, ...) is listed under "What is missing" instead of stopping the report. Figures carry
+shift table and figures. Per (dataset, model), when the results allow: every class side by
+side (000 Table V), pooled IoU, mIoU, pixel accuracy and validation loss (003 Table 1) and
+DSC, Jaccard, aRVD, ABD, 95HD (004 §4.3); per class, when training cases were evaluated, their
+sensitivity and precision against the test cases' (001 Fig. 1). Works on partial results:
+what cannot be built yet (no baseline, one trial, ...) is listed under "What is missing"
+instead of stopping the report. Figures carry
 no titles: each one's caption in the index says what it shows (dataset, class, model, amount
 of training data, post-processing, what the marks and bands are). Datasets, models and
 classes are named as ``analysis.names`` prints them, methods and hyperparameters as
@@ -28,6 +32,7 @@ from pathlib import Path
 import pandas as pd
 
 from analysis import figures as fig
+from analysis.dataset_tables import distance_table, has_values, iou_table, per_class_table
 from analysis.importance import hyperparameter_importance
 from analysis.load import Results, check_cases
 from analysis.logits import logit_histograms, logit_shift_table
@@ -37,10 +42,13 @@ from analysis.render import (
     Grid,
     best_hyperparameters_grid,
     comparison_grid,
+    distance_grid,
     html_page,
     importance_grid,
+    iou_grid,
     latex_document,
     logit_shift_grid,
+    per_class_grid,
     sensitivity_grid,
     to_csv,
     to_html,
@@ -57,7 +65,7 @@ from analysis.tables import (
     split_rows,
 )
 from study.catalog import HP_PREFIX
-from study.results import TEST, TRIALS_SCHEMA, VALIDATION
+from study.results import TEST, TRAIN, TRIALS_SCHEMA, VALIDATION
 
 BLOCKS = (("w/ post-processing", True), ("w/o post-processing", False))
 MAX_LOGIT_PANELS = 5
@@ -328,6 +336,19 @@ def write_report(cases: pd.DataFrame | Results, out_dir: str | Path,
                           fig.fraction_figure, rows, chosen, dataset, model, class_name,
                           select_postprocessed)
 
+        # Train vs test sensitivity and precision (001 Fig. 1), when training cases were
+        # evaluated.
+        if (chosen is not None and writer.figures
+                and (split_rows(rows, TRAIN)["status"] == "ok").any()):
+            section = writer.section("Training vs test cases", 3)
+            writer.figure(section, _slug("train-test", dataset, model, class_name),
+                          f"{name}: sensitivity and precision on training vs test cases by "
+                          "amount of training data (001 Fig. 1), each method (one column) at "
+                          f"the setting with the {selection}, evaluated "
+                          f"{fig.PP_NAMES[select_postprocessed]}. {fig.TRAIN_TEST_DRAWN}",
+                          fig.train_test_figure, rows, chosen, dataset, model, class_name,
+                          select_postprocessed)
+
         # Sensitivity analysis per fraction (000 Table IV) and its figures.
         try:
             fractions = tables("fractions")
@@ -381,6 +402,7 @@ def write_report(cases: pd.DataFrame | Results, out_dir: str | Path,
                                   "bar).", fig.heatmap_figure, rows, dataset, fraction,
                                   technique, model, class_name, variant=variant or None)
 
+    _dataset_sections(writer, results)
     _logit_sections(writer, results, by_class, choose, select_postprocessed)
 
     say(f"tables and figures done in {time.perf_counter() - start:.1f} s; writing the index")
@@ -388,6 +410,47 @@ def write_report(cases: pd.DataFrame | Results, out_dir: str | Path,
     paths = _write_index(writer, title, results, cases, status, pending_summary, selection,
                          emphasis)
     return [*writer.written, *paths]
+
+
+def _dataset_sections(writer: _Writer, results: Results) -> None:
+    """Per (dataset, model): every class side by side (000 Table V) when there are several,
+    and, when the results hold their columns, 003 Table 1's pooled IoU, mIoU, pixel accuracy
+    and validation loss and, per class, 004's DSC, Jaccard, aRVD, ABD and 95HD."""
+    cases = results.cases
+    test = split_rows(cases, TEST) if len(cases) else cases
+    for (dataset, model), rows in (test.groupby(["dataset", "model"], sort=True, observed=True)
+                                   if len(test) else ()):
+        name = f"{dataset_name(dataset)}, {model_name(model)}"
+        classes = sorted(map(str, rows["class_name"].unique()))
+        if len(classes) > 1:
+            section = writer.section(f"Every class — {name}")
+            table = writer.attempt(f"Per-class table of {name}", per_class_table, rows,
+                                   dataset, model)
+            if table is not None:
+                caption = (f"{name}: DSC and sensitivity of every class and their averages "
+                           "over all and over the rare classes (000 Table V), every setting.")
+                writer.table(section, per_class_grid(table, caption), table,
+                             _slug("classes", dataset, model))
+        if has_values(rows, "tp_voxels"):
+            section = writer.section(f"IoU, pixel accuracy and validation loss — {name}")
+            table = writer.attempt(f"IoU table of {name}", iou_table, rows, results.trials,
+                                   dataset, model)
+            if table is not None:
+                caption = (f"{name}: IoU pooled over the test cases per class, mIoU, pixel "
+                           "accuracy and final validation loss (003 Table 1), every setting.")
+                writer.table(section, iou_grid(table, caption), table,
+                             _slug("iou", dataset, model))
+        if has_values(rows, "arvd", "abd"):
+            section = writer.section(f"Overlap, volume and distance — {name}")
+            for class_name in classes:
+                table = writer.attempt(f"Distance table of {name}, {class_label(class_name)}",
+                                       distance_table, rows, dataset, model, class_name)
+                if table is not None:
+                    caption = (f"{name}, {class_label(class_name)}: DSC, Jaccard, aRVD, ABD "
+                               "and 95HD, mean ± std over the test cases (004 §4.3), every "
+                               "setting.")
+                    writer.table(section, distance_grid(table, caption), table,
+                                 _slug("distances", dataset, model, class_name))
 
 
 def _logit_sections(writer: _Writer, results: Results, by_class: dict[tuple, Callable],

@@ -14,7 +14,8 @@ method names, their order and the hyperparameters' symbols are defined there onl
 right after its technique's plain row. The baseline is vanilla without a variant.
 
 Every table reports the test split (``split == "test"``: the papers' tables; a frame without
-a ``split`` column holds test rows only). ``best_settings`` may instead choose each method's
+a ``split`` column holds test rows only; ``train`` rows, evaluated training cases, enter only
+001 Fig. 1's train-vs-test figure). ``best_settings`` may instead choose each method's
 setting on the validation split (``select_on="validation"``: cases held out of the training
 pool) and still reports the chosen setting's test metrics.
 
@@ -42,7 +43,7 @@ from scipy import stats
 
 from analysis.load import check_cases
 from study.catalog import HP_PREFIX, HYPERPARAMETERS, TECHNIQUES
-from study.results import SPLITS, TEST, VALIDATION
+from study.results import CASE_SPLITS, SPLITS, TEST, VALIDATION
 
 BASELINE = "vanilla"  # the baseline is this technique without a variant
 METRICS = ("dsc", "sensitivity", "precision", "hd95", "hd95_max")
@@ -164,10 +165,11 @@ def _choose(values: list, what: str, given, context: str):
 
 
 def _split_mask(cases: pd.DataFrame, split: str) -> np.ndarray:
-    """Which rows of ``cases`` are on ``split``; without a ``split`` column every row is a
-    test row (results written before the column existed)."""
-    if split not in SPLITS:
-        raise ValueError(f"split: expected one of {SPLITS}, got {split!r}")
+    """Which rows of ``cases`` are on ``split`` (``CASE_SPLITS``: the ``train`` rows are
+    evaluated training cases, for 001 Fig. 1 only); without a ``split`` column every row is
+    a test row (results written before the column existed)."""
+    if split not in CASE_SPLITS:
+        raise ValueError(f"split: expected one of {CASE_SPLITS}, got {split!r}")
     if "split" not in cases.columns:
         return np.full(len(cases), split == TEST)
     return (cases["split"] == split).to_numpy(bool)
@@ -182,10 +184,10 @@ def _no_validation(cases: pd.DataFrame, datasets) -> str:
 
 
 def split_rows(cases: pd.DataFrame, split: str) -> pd.DataFrame:
-    """The rows of ``cases`` on ``split`` (``"test"`` or ``"validation"``; a frame without a
-    ``split`` column holds test rows only). Raises ``ValueError`` for ``"validation"`` when a
-    dataset of ``cases`` has no validation rows, naming the study and the dataset and saying
-    how to get them (``dataset.validation_cases``)."""
+    """The rows of ``cases`` on ``split`` (``"test"``, ``"validation"`` or ``"train"``; a
+    frame without a ``split`` column holds test rows only). Raises ``ValueError`` for
+    ``"validation"`` when a dataset of ``cases`` has no validation rows, naming the study and
+    the dataset and saying how to get them (``dataset.validation_cases``)."""
     rows = cases[_split_mask(cases, split)]
     if split == VALIDATION:
         lacking = set(cases["dataset"].unique()) - set(rows["dataset"].unique())

@@ -107,3 +107,32 @@ def test_a_technique_without_validation_rows_is_named(tmp_path):
     with pytest.raises(ValueError, match=r"\['Asymmetric focal loss'\] at fraction 0.5 of "
                                          "dataset 'd' have test but no validation results"):
         best_settings(load_results(str(tmp_path)).cases, "d", select_on="validation")
+
+
+def _with_training_cases(root, train: bool):
+    store = ResultStore(str(root))
+    for seed in (0, 1):
+        for technique, hp, offset in (("vanilla", {}, 0.0), ("asym_focal", {"gamma": 1.0}, 0.02),
+                                      ("asym_focal", {"gamma": 2.0}, 0.06)):
+            store_trial(store, technique, hp, seed, TEST_CASES + offset,
+                        train=(0.9, 0.95, 0.99) if train else ())
+    return load_results(str(root)).cases
+
+
+def test_training_case_rows_change_no_table(tmp_path):
+    """Rows of evaluated training cases (``split == "train"``, 001 Fig. 1) enter no table:
+    every table and every report file is the same with and without them."""
+    with_train = _with_training_cases(tmp_path / "a", True)
+    without = _with_training_cases(tmp_path / "b", False)
+    assert set(with_train["split"]) == {"test", "train"}
+    for build in (lambda c: sensitivity_table(c, "d", 0.5, True), lambda c: best_settings(c, "d"),
+                  lambda c: comparison_table(c, "d", False),
+                  lambda c: best_hyperparameters(c, "d")):
+        assert build(with_train).equals(build(without))
+    assert comparison_table(with_train, "d", True).loc[0, "n_cases"] == len(TEST_CASES)
+    written = [write_report(cases, tmp_path / name, figures=False)
+               for name, cases in (("ra", with_train), ("rb", without))]
+    names = [[p.name for p in paths] for paths in written]
+    assert names[0] == names[1]
+    for a, b in zip(*written, strict=True):
+        assert a.read_text() == b.read_text(), a.name

@@ -22,7 +22,7 @@ ROOT = Path(__file__).resolve().parent.parent
 PACKAGES = ("study", "analysis")
 TRAINING_STACK = ("torch", "ray")
 ANALYSIS_MAY_IMPORT = {"study.results", "study.catalog", "study.report_options",
-                       "study.logit_stats"}
+                       "study.logit_stats", "study.data.registry"}
 
 
 @cache
