@@ -14,9 +14,13 @@ nnunet), the batches per second the patch sampler cuts from the volumes of
 ``bench/trial_throughput.py`` (one thread, and one per core), beside the steps per second the
 model needs: its plain-step ceiling on ``--device`` (measured here, or read from
 ``--throughput-json``, the rows of ``trial_throughput.py --json``) and the GPU reference of
-``study.profiles``. Each model samples by its paper scheme (DeepMedic balanced 50 %
-foreground, U-Net nnU-Net's 33 % oversampling), at the model's input size with labels of its
-output size, as a trial does.
+``study.profiles``. The nnunet regime is measured three ways: whole on the CPU
+(``PatchSampler.sample``: cubic resampling, 0.1-0.3 batches/s for the paper U-Net), and
+deferred (``PatchSampler.sample_deferred``): the CPU crop alone — what the sampler must
+deliver when ``study.data.device_augmentation.BatchAugmenter`` runs on the GPU — and the crop
+plus the augmenter on CPU torch (its cost on a CPU-only machine). Each model samples by its
+paper scheme (DeepMedic balanced 50 % foreground, U-Net nnU-Net's 33 % oversampling), at the
+model's input size with labels of its output size, as a trial does.
 
 Real-size cases are synthetic cases generated at the real datasets' grid: BraTS 4 x 155 x
 240 x 240 at 1 mm (no resampling needed) and KiTS19 1 x 100 x 512 x 512 at 3 x 0.78 x 0.78 mm
@@ -37,16 +41,21 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+import torch  # noqa: E402
 import trial_throughput  # noqa: E402 (bench/ is the script's folder)
 
 from study.data import loader, sampling, synthetic  # noqa: E402
 from study.data.augmentation import REGIMES  # noqa: E402
+from study.data.device_augmentation import BatchAugmenter  # noqa: E402
 from study.data.registry import DATASETS  # noqa: E402
 from study.models import build_model, output_patch  # noqa: E402
 from study.profiles import REFERENCE_SPEED  # noqa: E402
 
 PRESETS = ("synthetic-brats", "synthetic-atlas", "synthetic-kits")
 PAPER_SAMPLING = {"deepmedic": "balanced", "unet": "nnunet"}  # each model's paper scheme
+DEFERRED = {"crop": "deferred: CPU crop only, augmenter on the device",
+            "augment": "deferred: CPU crop + batch augmenter on CPU torch"}
+VARIANTS = [(regime, None) for regime in REGIMES] + [("nnunet", d) for d in DEFERRED]
 
 
 def bench_generation(work: Path, cases: int) -> dict:
@@ -110,21 +119,37 @@ def bench_preprocessing(work: Path, large: bool) -> dict:
 
 
 def _patches_per_second(cases, patch, label_patch, batch, augmentation, workers=1,
-                        seconds=3.0, oversampling=None) -> float:
+                        seconds=3.0, oversampling=None, deferred=None) -> float:
     """Patches per second of a sampler over ``seconds``; ``oversampling`` None: nnU-Net's
-    with the nnunet regime, else balanced."""
+    with the nnunet regime, else balanced. ``deferred`` (nnunet regime only): ``"crop"``,
+    the sampler's part of the deferred pipeline (:meth:`PatchSampler.sample_deferred`);
+    ``"augment"``, that plus the :class:`BatchAugmenter` on the CPU with ``workers`` torch
+    threads; None: :meth:`PatchSampler.sample`."""
     oversampling = oversampling or ("nnunet" if augmentation == "nnunet" else "balanced")
     sampler = sampling.PatchSampler(cases, patch, 0.33 if oversampling == "nnunet" else 0.5,
                                     seed=0, label_patch=label_patch, augmentation=augmentation,
                                     bg_aug_prob=0.5, oversampling=oversampling,
                                     workers=workers)
-    sampler.sample(batch)  # warm-up (page cache, index arrays)
+    augmenter = (BatchAugmenter(max(int(c.label.max()) for c in cases) + 1, augmentation)
+                 if deferred else None)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(workers)
+
+    def draw():
+        if deferred is None:
+            return sampler.sample(batch)
+        images, labels, draws = sampler.sample_deferred(batch)
+        if deferred == "augment":
+            augmenter.apply(torch.from_numpy(images), torch.from_numpy(labels), draws)
+
+    draw()  # warm-up (page cache, index arrays)
     done, clock = 0, time.perf_counter()
     while time.perf_counter() - clock < seconds:
-        sampler.sample(batch)
+        draw()
         done += batch
     rate = done / (time.perf_counter() - clock)
     sampler.close()
+    torch.set_num_threads(threads)
     return rate
 
 
@@ -204,10 +229,14 @@ def bench_compare(device: str, size: str, seconds: float, throughput_json: list[
         needed = (reference.steps_per_second * reference.voxels / (batch * math.prod(segment))
                   if size == "paper" else None)
         cases = trial_throughput._cases(channels, classes, shape, count)
-        for regime in REGIMES:
+        for regime, deferred in VARIANTS:
+            if deferred and PAPER_SAMPLING[model] != "nnunet":
+                continue  # the deferred pipeline is the nnU-Net model's
             rates = {workers: _patches_per_second(cases, patch, label, batch, regime, workers,
-                                                  seconds, PAPER_SAMPLING[model]) / batch
+                                                  seconds, PAPER_SAMPLING[model],
+                                                  deferred) / batch
                      for workers in sorted({1, os.cpu_count() or 1})}
+            regime = regime + (f" ({DEFERRED[deferred]})" if deferred else "")
             best = rates[max(rates)]
             row = {"model": f"{model}-{preset}", "regime": regime, "batch": batch,
                    "input": "x".join(map(str, patch)), "output": "x".join(map(str, label)),

@@ -164,7 +164,7 @@ def measure(model: str, size: str, technique: str, args) -> dict:
         if training.iteration % training.check_every == 0:
             training.check()
 
-    images, labels, _ = training.batches.next()
+    images, labels, _, _ = training.batches.next()
     x = images.to(device)
     y = training.labels_at_input(labels.to(device))
 

@@ -32,15 +32,18 @@ import io
 import json
 import math
 import time
+from collections.abc import Sequence
 from contextlib import nullcontext
-from typing import Any, Protocol
+from typing import Any, Protocol, TypedDict, cast
 
 import numpy as np
 import torch
+from torch import nn
 
 import study.objectives as obj
 from study.batches import BatchStream
 from study.data import sampling
+from study.data.device_augmentation import BatchAugmenter
 from study.data.registry import DatasetInfo
 from study.models import OutputLoss, build_model, centre_crop
 from study.models.recipes import RECIPES
@@ -70,6 +73,14 @@ class Reporter(Protocol):
     """Where a training reports progress and checkpoints (``study.trial.Session`` is one)."""
 
     def report(self, metrics: dict[str, Any], checkpoint: bytes | None = None) -> None: ...
+
+
+class _GateOptions(TypedDict, total=False):
+    """The keywords of ``sampling.PatchSampler`` that eq. 21's gate sets (none without one,
+    the sampler's defaults)."""
+
+    bg_aug_prob: float
+    rare: Sequence[float]
 
 
 class Diverged(Exception):
@@ -126,17 +137,24 @@ class Training:
         self.sampler = self._sampler(cases, config["seed"], built.augmentation)
         cuda = device.type == "cuda"
         prefetch = options.prefetch if options.prefetch is not None else (2 if cuda else 0)
+        # on CUDA the nnunet regime's resampling runs on the GPU (the CPU only cuts regions)
+        deferred = cuda and config["augmentation"] == "nnunet"
+        self.augmenter = (BatchAugmenter(self.num_classes, self.sampler.augmentation)
+                          if deferred else None)
         self.batches = BatchStream(self.sampler, training["batch_size"], prefetch, pin=cuda,
                                    label_dtype=np.uint8 if self.num_classes <= 255
-                                   else np.int64)
+                                   else np.int64, deferred=deferred)
         self.check_every = options.check_every or (25 if cuda else 1)
         self.autocast = (torch.autocast("cuda", dtype=torch.bfloat16) if cuda
                          else nullcontext())
-        self.forward_model = self.model
+        self.forward_model: nn.Module = self.model
         if cuda:
             torch.backends.cudnn.benchmark = True
             if options.compile:
-                self.forward_model = torch.compile(self.model, mode=options.compile)
+                # torch.compile of a module returns an OptimizedModule (an nn.Module); its
+                # stubs type every result as the callable it was given
+                self.forward_model = cast(nn.Module,
+                                          torch.compile(self.model, mode=options.compile))
         self.iteration, self.last_loss = 0, math.nan
         self.sampler_state = self.sampler.state()
         self._window: list[tuple[int, torch.Tensor, torch.Tensor]] = []
@@ -148,8 +166,8 @@ class Training:
         (``augmentation``), which eq. 21's gate restricts to rare samples plus a share
         ``bg_aug_prob`` of the others (on the CPU, in the prefetch thread on CUDA)."""
         training = self.config["training"]
-        gate_options = ({"bg_aug_prob": gate.bg_aug_prob, "rare": gate.rare}
-                        if gate is not None else {})
+        gate_options: _GateOptions = ({"bg_aug_prob": gate.bg_aug_prob, "rare": gate.rare}
+                                      if gate is not None else {})
         return sampling.PatchSampler(
             cases, self.input_size, training["fg_fraction"], seed=seed,
             label_patch=self.output_patch, augmentation=self.config["augmentation"],
@@ -215,9 +233,12 @@ class Training:
 
     def step(self) -> obj.StepResult:
         """Sample a batch and take one training step (no host-device synchronisation)."""
-        images, labels, self.sampler_state = self.batches.next()
+        images, labels, self.sampler_state, draws = self.batches.next()
         x = images.to(self.device, non_blocking=True)
-        y = self.labels_at_input(labels.to(self.device, non_blocking=True))
+        y = labels.to(self.device, non_blocking=True)
+        if draws is not None and self.augmenter is not None:  # fp32, before autocast
+            x, y = self.augmenter.apply(x, y, draws)
+        y = self.labels_at_input(y)
         self.model.train()
         with self.autocast:
             result = obj.regularized_step(
@@ -265,17 +286,17 @@ class Training:
                 it = self.iteration
                 due_checkpoint = bool(checkpoint_every) and it % checkpoint_every == 0 \
                     and it < self.iterations
-                due_validation = bool(validate_every) and validation is not None \
-                    and it % validate_every == 0
-                due_report = (it % report_every == 0 or due_checkpoint or due_validation
+                scored = (validation if validate_every and it % validate_every == 0
+                          else None)
+                due_report = (it % report_every == 0 or due_checkpoint or scored is not None
                               or time.monotonic() - reported >= report_seconds)
                 if due_report or it % self.check_every == 0 or it == self.iterations:
                     self.check()
                 if due_report:
                     metrics = {"iteration": it, "train_loss": self.last_loss,
                                "lr": self.optimizer.param_groups[0]["lr"]}
-                    if due_validation:
-                        metrics.update(validation.score(self))
+                    if scored is not None:
+                        metrics.update(scored.score(self))
                     session.report(metrics, self.state_bytes() if due_checkpoint else None)
                     reported = time.monotonic()
         except Diverged:

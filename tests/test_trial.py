@@ -224,7 +224,7 @@ def test_asymmetric_augmentation_gate_reaches_the_sampler(tiny_spec, tiny_data, 
         training.step()
         last = training.sampler.last
         np.testing.assert_array_equal(last["augmented"], last["rare"])
-    images, labels, _ = training.batches.next()
+    images, labels, _, _ = training.batches.next()
     assert tuple(labels.shape[1:]) == training.output_patch
     assert tuple(images.shape[2:]) == training.input_size
 

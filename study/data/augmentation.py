@@ -41,6 +41,11 @@ even difference) share the centre voxel, ``start = centre - size // 2``; voxels 
 case are 0 (image 0 = the ROI mean after z-scoring, label 0). Flips of the image and of the
 label patch about their own centres therefore keep them aligned.
 
+Batches: :meth:`NnUNetAugmentation.defer` packs a batch's draws (:class:`Deferred`) for
+:class:`study.data.device_augmentation.BatchAugmenter`, which applies them to the whole batch
+as torch ops on the training device (trilinear instead of cubic image interpolation, the
+elastic field from a coarse grid, :func:`coarse_displacement`).
+
 Randomness: :meth:`Regime.draw` makes the same generator calls for every patch, whatever is
 then applied, so runs that differ only in which patches are augmented (eq. 21's
 ``bg_aug_prob``) get the same draws for the same patch. Randomness of voxel fields (the
@@ -51,8 +56,9 @@ so it is generated only when used.
 from __future__ import annotations
 
 import itertools
+import math
 from abc import ABC, abstractmethod
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -352,6 +358,32 @@ class NnUNetAugmentation(Regime):
                 image[c] = _gamma(image[c], gamma, inverted)
         return _flip(image, label, draws.mirror_axes)
 
+    def defer(self, draws: Sequence[_NnUNetDraws | None], patch: Sequence[int],
+              label_patch: Sequence[int]) -> Deferred:
+        """The batch's draws (``None``: a sample eq. 21 leaves alone) with what applying them
+        to the whole batch later needs (:class:`Deferred`): each sample's coarse elastic
+        displacement and the region to cut around each centre so that the spatial transform
+        finds every voxel it reads."""
+        patch, label_patch = np.asarray(patch, np.int64), np.asarray(label_patch, np.int64)
+        fields, region = [], patch.copy()
+        for d in draws:
+            field = None
+            if d is not None and d.elastic is not None:
+                field = coarse_displacement(*d.elastic, d.seed, patch)
+            fields.append(field)
+            if d is not None and d.spatial:
+                reach = float(np.abs(field).max()) if field is not None else 0.0
+                corners = _corners(-(patch // 2) - reach, patch - 1 - patch // 2 + reach)
+                extent = np.abs(corners @ self.matrix(d).T).max(axis=0)
+                region = np.maximum(region, 2 * np.ceil(extent).astype(np.int64) + 3)
+        return Deferred(tuple(draws), tuple(fields), patch, label_patch, region)
+
+    @staticmethod
+    def matrix(draws: _NnUNetDraws) -> np.ndarray:
+        """The spatial transform's matrix ``M``: rotation, then scaling (module docstring)."""
+        matrix = rotation(draws.angles if draws.angles is not None else np.zeros(3))
+        return matrix * (draws.scale if draws.scale is not None else 1.0)
+
     def _spatial(self, draws: _NnUNetDraws, site: Site) -> tuple[np.ndarray, np.ndarray]:
         """batchgenerators' order: elastic displacement of the output grid, then rotation,
         then scaling (> 1 samples a wider region: the content shrinks)."""
@@ -363,9 +395,49 @@ class NnUNetAugmentation(Regime):
                 ndimage.gaussian_filter(rng.random(tuple(site.patch), np.float32) * 2 - 1,
                                         sigma, mode="constant", cval=0.0) * np.float32(alpha)
                 for _ in range(3)])
-        matrix = rotation(draws.angles if draws.angles is not None else np.zeros(3))
-        matrix = matrix * (draws.scale if draws.scale is not None else 1.0)
-        return site.resample(matrix, displacement, self.image_order, self.label_order)
+        return site.resample(self.matrix(draws), displacement, self.image_order,
+                             self.label_order)
+
+
+@dataclass(frozen=True)
+class Deferred:
+    """The nnunet regime's draws for a batch, to be applied to the whole batch at once by
+    :class:`study.data.device_augmentation.BatchAugmenter` (on the training device): per
+    sample its draws (``None``: not augmented, eq. 21) and its coarse elastic displacement
+    (:func:`coarse_displacement`, or ``None``); the image ``patch`` and ``label_patch`` the
+    augmenter returns, and the ``region`` (>= ``patch``, every axis) that the sampler cuts
+    around each centre (``start = centre - region // 2``) so that rotation, scaling and
+    displacement read no voxel outside it that lies inside the case."""
+
+    draws: tuple[_NnUNetDraws | None, ...]
+    displacement: tuple[np.ndarray | None, ...]
+    patch: np.ndarray
+    label_patch: np.ndarray
+    region: np.ndarray
+
+
+def coarse_displacement(alpha: float, sigma: float, seed: int, patch: np.ndarray
+                        ) -> np.ndarray:
+    """nnU-Net's elastic displacement (per axis ``alpha * G_sigma * U[-1, 1]`` noise, zero
+    outside the patch) on a grid about ``sigma / 3`` voxels coarse, [3, *grid], in output
+    voxels; trilinear upsampling (``align_corners``) to ``patch`` gives the field.
+
+    Conversion: white noise of variance ``v`` per voxel smoothed by a Gaussian of width
+    ``sigma`` has the standard deviation ``sqrt(v) (4 pi)^(-3/4) sigma^(-3/2)``; on a grid of
+    spacing ``h`` (voxels per cell, per axis) the same field is white noise of variance
+    ``v / (h_0 h_1 h_2)`` smoothed by ``sigma / h``, so the coarse field has nnU-Net's
+    amplitude and correlation length at ``1 / h^3`` of the cost. Its extreme values bound the
+    upsampled field's (interpolation is a convex combination).
+    """
+    step = max(1, int(sigma // 3))
+    grid = np.maximum(-(-(patch - 1) // step) + 1, 2)
+    spacing = np.maximum(patch - 1, 1) / (grid - 1)
+    rng = np.random.default_rng([seed, 0])
+    scale = np.float32(alpha / math.sqrt(float(np.prod(spacing))))
+    return np.stack([
+        ndimage.gaussian_filter(rng.random(tuple(grid), np.float32) * 2 - 1,
+                                tuple(sigma / spacing), mode="constant", cval=0.0) * scale
+        for _ in range(3)])
 
 
 def _below_or_above_one(side, value, span: tuple[float, float]):
@@ -418,9 +490,11 @@ def rotation(angles: np.ndarray) -> np.ndarray:
     return out
 
 
-def crop(volume: np.ndarray, start: np.ndarray, size: np.ndarray) -> np.ndarray:
-    """``volume[:, start:start+size]`` with zero padding where it leaves the volume."""
-    out = np.zeros((volume.shape[0], *size), volume.dtype)
+def crop(volume: np.ndarray, start: np.ndarray, size: np.ndarray,
+         out: np.ndarray | None = None) -> np.ndarray:
+    """``volume[:, start:start+size]`` with zero padding where it leaves the volume; written
+    into ``out`` (zeros, [C, *size]) if given."""
+    out = np.zeros((volume.shape[0], *size), volume.dtype) if out is None else out
     shape = np.asarray(volume.shape[1:])
     lo, hi = np.maximum(start, 0), np.minimum(start + size, shape)
     if (hi <= lo).any():

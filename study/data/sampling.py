@@ -41,6 +41,13 @@ same values for every patch, augmented or not; so runs that differ only in ``bg_
 see the very same patches and augment a patch they both augment alike, and :meth:`state` /
 :meth:`set_state` (JSON-serialisable) make a resumed trial bit-exact.
 
+Deferred augmentation (the nnunet regime): :meth:`PatchSampler.sample_deferred` makes the
+same draws and gates as :meth:`PatchSampler.sample` but only cuts, around each centre, the
+region the sample's spatial transform reads (as nnU-Net cuts an enlarged patch before its
+spatial transform); :class:`study.data.device_augmentation.BatchAugmenter` then augments the
+batch on the training device. The cubic resampling of the CPU path costs seconds per paper
+U-Net batch; cutting costs milliseconds.
+
 Wiring for the trial runner (``hp["bg_aug_prob"]`` is the ``asym_augmentation`` sweep axis)::
 
     sampler = PatchSampler(train_cases, training["patch"], training["fg_fraction"],
@@ -56,7 +63,7 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 
 from study.catalog import SAMPLING_SCHEMES
-from study.data.augmentation import Regime, Site, regime
+from study.data.augmentation import Deferred, NnUNetAugmentation, Regime, Site, crop, regime
 from study.data.case import Case, DataError
 
 _CANDIDATES = 32  # background centre candidates drawn at once (rejection sampling)
@@ -216,17 +223,35 @@ class PatchSampler:
         draws = self.augmentation.draw(self.aug_rng, self.cases[index].image.shape[0])
         return index, centre, fg, gate, draws
 
+    def _gate(self, label: np.ndarray, gate: float) -> tuple[bool, bool]:
+        """Eq. 21 on a plain label patch: (rare, augmented)."""
+        rare = self._is_rare(label)
+        return rare, self.augmentation.name != "none" and (rare or gate < self.bg_aug_prob)
+
     def _make(self, plan) -> tuple[np.ndarray, np.ndarray, bool, bool]:
         """Cut (and augment, eq. 21) one planned patch: (image, label, rare, augmented)."""
         index, centre, _fg, gate, draws = plan
         case = self.cases[index]
         site = Site(case.image, case.label, centre, self.patch, self.label_patch)
         image, label = site.crop()
-        rare = self._is_rare(label)
-        augmented = self.augmentation.name != "none" and (rare or gate < self.bg_aug_prob)
+        rare, augmented = self._gate(label, gate)
         if augmented:
             image, label = self.augmentation.apply(draws, site, image, label)
         return image, label, rare, augmented
+
+    def _map(self, work, items: list) -> list:
+        """``work`` over ``items``, in the worker threads if there are several."""
+        if self.workers > 1 and len(items) > 1:
+            if self._pool is None:
+                self._pool = ThreadPoolExecutor(self.workers, thread_name_prefix="patches")
+            return list(self._pool.map(work, items))
+        return [work(item) for item in items]
+
+    def _record(self, plans: list, rare: list[bool], augmented: list[bool]) -> None:
+        self.last = {"case": np.array([p[0] for p in plans], np.int64),
+                     "centre": np.array([p[1] for p in plans], np.int64).reshape(-1, 3),
+                     "fg_centred": np.array([p[2] for p in plans], bool),
+                     "rare": np.array(rare, bool), "augmented": np.array(augmented, bool)}
 
     def sample(self, batch_size: int) -> tuple[np.ndarray, np.ndarray]:
         """A batch: images float32 [B, C, *patch], labels int64 [B, *label_patch].
@@ -235,22 +260,49 @@ class PatchSampler:
         ``fg_centred`` (a foreground voxel chose the centre), ``rare`` and ``augmented``.
         """
         plans = [self._plan(i, batch_size) for i in range(batch_size)]
-        if self.workers > 1 and batch_size > 1:
-            if self._pool is None:
-                self._pool = ThreadPoolExecutor(self.workers, thread_name_prefix="patches")
-            made = list(self._pool.map(self._make, plans))
-        else:
-            made = [self._make(plan) for plan in plans]
-        self.last = {"case": np.array([p[0] for p in plans], np.int64),
-                     "centre": np.array([p[1] for p in plans], np.int64).reshape(-1, 3),
-                     "fg_centred": np.array([p[2] for p in plans], bool),
-                     "rare": np.array([m[2] for m in made], bool),
-                     "augmented": np.array([m[3] for m in made], bool)}
+        made = self._map(self._make, plans)
+        self._record(plans, [m[2] for m in made], [m[3] for m in made])
         images = np.empty((batch_size, *made[0][0].shape), np.float32)
         labels = np.empty((batch_size, *self.label_patch), np.int64)
         for b, (image, label, _, _) in enumerate(made):
             images[b], labels[b] = image, label
         return images, labels
+
+    def sample_deferred(self, batch_size: int) -> tuple[np.ndarray, np.ndarray, Deferred]:
+        """A batch whose nnunet augmentation is left to
+        :class:`study.data.device_augmentation.BatchAugmenter` (on the training device):
+        images float32 [B, C, *region], labels (the cases' dtype) [B, *region], cut around
+        the same centres as :meth:`sample` (``start = centre - region // 2``, slicing only),
+        and the :class:`~study.data.augmentation.Deferred` draws, gated by eq. 21 on the
+        plain label patch. Same generator calls as :meth:`sample`: the same centres, gates
+        and draws, and :meth:`state` resumes either. ``self.last`` as for :meth:`sample`.
+
+        Raises:
+            ValueError: the regime is not the nnunet one.
+        """
+        if not isinstance(self.augmentation, NnUNetAugmentation):
+            raise ValueError(f"sample_deferred: expected the nnunet regime, got "
+                             f"{self.augmentation.name!r} (use sample)")
+        plans = [self._plan(i, batch_size) for i in range(batch_size)]
+        gated = [self._gate(crop(self.cases[index].label[None],
+                                 centre - self.label_patch // 2, self.label_patch)[0], gate)
+                 for index, centre, _, gate, _ in plans]
+        self._record(plans, [g[0] for g in gated], [g[1] for g in gated])
+        deferred = self.augmentation.defer(
+            [plan[4] if augmented else None for plan, (_, augmented) in zip(plans, gated,
+                                                                             strict=True)],
+            self.patch, self.label_patch)
+        region = deferred.region
+        images = np.zeros((batch_size, self.cases[0].image.shape[0], *region), np.float32)
+        labels = np.zeros((batch_size, *region), self.cases[0].label.dtype)
+
+        def cut(b: int) -> None:  # straight into the batch (np.zeros: pages zeroed lazily)
+            case, start = self.cases[plans[b][0]], plans[b][1] - region // 2
+            crop(case.image, start, region, out=images[b])
+            crop(case.label[None], start, region, out=labels[b, None])
+
+        self._map(cut, list(range(batch_size)))
+        return images, labels, deferred
 
     def close(self) -> None:
         """Stop the worker threads (a later :meth:`sample` starts them again)."""
