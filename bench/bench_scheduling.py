@@ -1,5 +1,6 @@
-"""Scheduling overhead of a study: what a trial costs besides its own work, and what the
-finished check (run by every launch, resume, status and Tune restart) costs.
+"""Scheduling overhead of a study: what a trial costs besides its own work, what the driver
+holds in memory, and what the finished check (run by every launch, resume, status and Tune
+restart) costs.
 
 Default: runs a study (tests/data/tiny-study.yaml widened to N settings) with ``study.tune`` on
 a local Ray and reports, from the stored ``trials`` rows and file times:
@@ -9,7 +10,14 @@ a local Ray and reports, from the stored ``trials`` rows and file times:
   evaluation, i.e. trial start to first training step plus the bookkeeping before the write;
 * write latency: ``finished_at`` to the Parquet ``trials`` file's modification time;
 * Tune's per-trial overhead: slot-seconds not spent inside trial functions, per trial;
-* the cost of ``resume`` when every trial is already stored.
+* the cost of a relaunch when every trial is already stored;
+* the driver's resident memory: after ``ray.init``, peak sampled during the run, ru_maxrss.
+
+``--trivial N`` runs N trials that do no training through the same machinery (Tuner, grid,
+ProgressCallback, heartbeat, one ``trials`` row each through ``ResultStore.write_trial``; the
+trial function is ``study.tune.Runner.trial``) and splits the overhead into actor start-up and
+imports (worker process start to its first trial function), the gap between two trials on one
+actor, and the rest of Tune's idle slot time.
 
 ``--finished-check N`` instead writes an N-trial synthetic study (``--cases`` x 4 rows per
 trial) and counts, through a filesystem that observes every call, the listings, opens, reads
@@ -18,19 +26,32 @@ and bytes read by ``ResultStore.finished_ids`` on the trials' own files, then af
 given the listed size none, a read one ranged GET.
 
     python bench/bench_scheduling.py [--settings 6] [--cpus 2]
+    python bench/bench_scheduling.py --trivial 2000 [--cpus 2]
     python bench/bench_scheduling.py --finished-check 1000 [--cases 250]
+
+Measured on 2 shared CPU cores (load 5-7 from other jobs), trivial trials:
+
+=====================================  ===========  ==========  ==========
+                                        before (22)  after 200   after 2000
+=====================================  ===========  ==========  ==========
+overhead per trial (slot-s)             18.4         see README  see README
+=====================================  ===========  ==========  ==========
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
 import os
+import resource
 import shutil
 import sys
 import tempfile
+import threading
 import time
 from datetime import timezone
+from itertools import pairwise
 from pathlib import Path
 
 REPOSITORY = Path(__file__).resolve().parent.parent
@@ -42,7 +63,7 @@ def finished_check_cost(trials: int, cases: int) -> None:
     from study.compact import compact
 
     sys.path.insert(0, str(REPOSITORY / "tests"))
-    from test_store_faults import observed_store  # a filesystem counting every call
+    from helpers import observed_store  # a filesystem counting every call
 
     with tempfile.TemporaryDirectory() as scratch:
         root = Path(scratch) / "results"
@@ -68,59 +89,172 @@ def finished_check_cost(trials: int, cases: int) -> None:
         shutil.rmtree(root)
 
 
-def scheduling(settings: int, cpus: int) -> None:
+class RssSampler:
+    """The driver's resident memory: sampled every ``every`` seconds in a thread while
+    entered (``peak``), and the process's peak ``ru_maxrss`` (MiB)."""
+
+    def __init__(self, every: float = 0.25):
+        self.every, self.peak, self._stop = every, 0.0, threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    @staticmethod
+    def now() -> float:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+        raise ValueError("/proc/self/status: no VmRSS line (Linux only)")
+
+    @staticmethod
+    def max_rss() -> float:
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.every):
+            self.peak = max(self.peak, self.now())
+
+    def __enter__(self) -> RssSampler:
+        self.peak = self.now()
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+def _process_start(pid: int) -> float:
+    """When process ``pid`` started (epoch seconds), from /proc."""
+    ticks = int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19])
+    boot = next(float(line.split()[1]) for line in Path("/proc/stat").read_text().splitlines()
+                if line.startswith("btime"))
+    return boot + ticks / os.sysconf("SC_CLK_TCK")
+
+
+def timings_dir(options) -> Path:
+    return Path(options.results_uri).parent / "bench-timings"
+
+
+def trivial_trial(param: dict, options, session) -> dict:
+    """A trial that does no training (``study.tune.Runner.trial``): no data, no model, one
+    minimal valid ``ok`` row through ``ResultStore.write_trial``; its worker process's start,
+    its own start and the end of the write go to ``bench-timings/<trial id>.json``."""
+    import socket
+    from datetime import datetime
+
+    import study
+    from study.results import ResultStore, identity_columns, summarise
+    from study.trials import canonical_json
+
+    entered = time.time()
+    now = datetime.now(timezone.utc)
+    row = {**identity_columns(param), "config": canonical_json(param["config"]),
+           "status": "ok", "error": None, "started_at": now, "finished_at": now,
+           "train_seconds": 0.0, "eval_seconds": 0.0, "iterations_done": 0,
+           "code_version": study.code_version(), "host": socket.gethostname(),
+           "device": "cpu"}
+    ResultStore(options.results_uri).write_trial(row, [])
+    folder = timings_dir(options)
+    folder.mkdir(exist_ok=True)
+    (folder / f"{param['trial_id']}.json").write_text(json.dumps(
+        {"pid": os.getpid(), "process_start": _process_start(os.getpid()),
+         "entered": entered, "written": time.time()}))
+    return summarise(row, [])
+
+
+def _study_trials(count: int):
+    """tests/data/tiny-study.yaml widened to ``count`` trials (vanilla + asym_focal with
+    ``count - 1`` gamma values)."""
+    from study.spec import TechniqueRun, load_study
+    from study.trials import expand
+
+    spec = load_study(TINY)
+    gammas = tuple({"gamma": 0.5 + 0.001 * i} for i in range(count - 1))
+    return expand(dataclasses.replace(spec, techniques=(TechniqueRun("vanilla", ({},)),
+                                                        TechniqueRun("asym_focal", gammas))))
+
+
+def _actor_breakdown(options, rows) -> tuple[float, float, int]:
+    """From the trivial trials' timing files: slot-seconds from worker-process start to its
+    first trial function (actor start-up and imports), slot-seconds between two trials on
+    one actor, and the number of worker processes."""
+    by_pid: dict[int, list[dict]] = {}
+    for trial_id in rows["trial_id"]:
+        stamp = json.loads((timings_dir(options) / f"{trial_id}.json").read_text())
+        by_pid.setdefault(stamp["pid"], []).append(stamp)
+    startup = between = 0.0
+    for stamps in by_pid.values():
+        stamps.sort(key=lambda t: t["entered"])
+        startup += stamps[0]["entered"] - stamps[0]["process_start"]
+        between += sum(b["entered"] - a["written"] for a, b in pairwise(stamps))
+    return startup, between, len(by_pid)
+
+
+def scheduling(trial_count: int | None, settings: int, cpus: int) -> None:
+    """Run the study on a local Ray (``trial_count`` trivial trials, or the tiny study with
+    ``settings`` gamma values) and print where the slot-seconds went and the driver's RSS."""
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
     os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
     from study import tune
     from study.results import ResultStore
-    from study.spec import TechniqueRun, load_study
     from study.trial import RunOptions
-    from study.trials import expand
 
-    spec = load_study(TINY)
-    gammas = tuple({"gamma": 0.5 + 0.5 * i} for i in range(settings))
-    spec = dataclasses.replace(spec, techniques=(TechniqueRun("vanilla", ({},)),
-                                                 TechniqueRun("asym_focal", gammas)))
-    trials = expand(spec)
+    trivial = trial_count is not None
+    trials = _study_trials(trial_count if trivial else settings + 1)
+    runner = {"printer": lambda line: None, **({"trial": trivial_trial} if trivial else {})}
     with tempfile.TemporaryDirectory() as storage:
         options = RunOptions(data_dir=f"{storage}/data", results_uri=f"{storage}/tiny/results",
                              threads=1)
         start = time.time()
         tune.ensure_ray(None, cpus)
         ray_ready = time.time()
-        tune.launch(trials, storage, options, printer=lambda line: None)
-        wall = time.time() - ray_ready
-        rows = ResultStore(options.results_uri).trials()
+        with RssSampler() as rss:
+            baseline = rss.peak
+            tune.launch(trials, storage, options, **runner)
+            wall = time.time() - ray_ready
+            rows = ResultStore(options.results_uri).trials()
+            clock = time.time()
+            tune.launch(trials, storage, options, **runner)
+            relaunch = time.time() - clock
         started = rows["started_at"].dt.tz_convert(timezone.utc)
         finished = rows["finished_at"].dt.tz_convert(timezone.utc)
         inside = (finished - started).dt.total_seconds()
-        setup = inside - rows["train_seconds"] - rows["eval_seconds"]
         mtimes = [Path(options.results_uri, "trials", f"{t}.parquet").stat().st_mtime
                   for t in rows["trial_id"]]
         write = [m - f.timestamp() for m, f in zip(mtimes, finished, strict=True)]
         first_start = started.min().timestamp() - ray_ready
-        slot_seconds = wall * cpus
-        tune_overhead = (slot_seconds - inside.sum()) / len(rows)
-        clock = time.time()
-        tune.launch(trials, storage, options, printer=lambda line: None)
-        resume_noop = time.time() - clock
-    print(f"{len(rows)} trials on {cpus} CPUs (1 CPU each)")
-    print(f"ray.init                              {ray_ready - start:6.2f} s")
-    print(f"launch to first trial function        {first_start:6.2f} s")
-    print(f"study wall (after ray.init)           {wall:6.2f} s")
-    print(f"per trial: train / evaluation          {rows['train_seconds'].mean():6.2f} / "
-          f"{rows['eval_seconds'].mean():.2f} s")
-    print(f"per trial: set-up inside the function  {setup.mean():6.2f} s "
-          f"(max {setup.max():.2f})")
-    print(f"per trial: finished_at -> Parquet      {sum(write) / len(write):6.3f} s")
-    print(f"per trial: Tune overhead (idle slot-s)  {tune_overhead:6.2f} s")
-    print(f"relaunch with every trial stored       {resume_noop:6.2f} s")
+        breakdown = _actor_breakdown(options, rows) if trivial else None
+    n, slot_seconds = len(rows), wall * cpus
+    overhead = slot_seconds - inside.sum()
+    print(f"{n} {'trivial ' if trivial else ''}trials on {cpus} CPUs (1 CPU each)")
+    print(f"ray.init                                 {ray_ready - start:7.2f} s")
+    print(f"launch to first trial function           {first_start:7.2f} s")
+    print(f"study wall (after ray.init)              {wall:7.2f} s")
+    if not trivial:
+        setup = inside - rows["train_seconds"] - rows["eval_seconds"]
+        print(f"per trial: train / evaluation            {rows['train_seconds'].mean():7.2f} / "
+              f"{rows['eval_seconds'].mean():.2f} s")
+        print(f"per trial: start to first step          {setup.mean():7.2f} s "
+              f"(max {setup.max():.2f}; set-up and bookkeeping inside the function)")
+    print(f"per trial: finished_at -> Parquet        {sum(write) / len(write):7.3f} s")
+    if breakdown is not None:
+        startup, between, actors = breakdown
+        print(f"per trial: actor start-up + imports      {startup / n:7.3f} slot-s "
+              f"({actors} worker processes, {startup / actors:.2f} s each)")
+        print(f"per trial: between trials on one actor   {between / n:7.3f} slot-s")
+        print(f"per trial: other idle slot time          "
+              f"{(overhead - startup - between) / n:7.3f} slot-s")
+    print(f"per trial: overhead (slot-s not in a trial function) {overhead / n:7.3f} slot-s")
+    print(f"relaunch with every trial stored         {relaunch:7.2f} s")
+    print(f"driver RSS: after ray.init {baseline:.0f} MiB, peak sampled {rss.peak:.0f} MiB "
+          f"(+{rss.peak - baseline:.0f}), ru_maxrss {rss.max_rss():.0f} MiB")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--settings", type=int, default=6, help="asym_focal gamma values")
+    parser.add_argument("--trivial", type=int, metavar="N", default=None,
+                        help="run N trials that do no training (one row each) instead")
     parser.add_argument("--cpus", type=int, default=2)
     parser.add_argument("--finished-check", type=int, metavar="TRIALS", default=None,
                         help="measure the finished check of a study of TRIALS trials instead")
@@ -130,7 +264,7 @@ def main() -> None:
     if args.finished_check:
         finished_check_cost(args.finished_check, args.cases)
     else:
-        scheduling(args.settings, args.cpus)
+        scheduling(args.trivial, args.settings, args.cpus)
 
 
 if __name__ == "__main__":

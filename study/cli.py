@@ -263,9 +263,9 @@ def cmd_status(args: argparse.Namespace) -> int:
     uri = tune.study_uri(storage, name)
     plan = tune.Plan.load(uri)
     status = status_table(plan, f"{uri}/results")
-    beats, damaged = progress.read_beats(f"{uri}/results")
+    by_trial, damaged = progress.read_beats(f"{uri}/results")
     planned = {t["trial_id"] for t in plan.trials}
-    beats = [b for t, b in sorted(beats.items()) if t in planned]
+    beats = [b for t, b in sorted(by_trial.items()) if t in planned]
     if args.json:
         print(json.dumps({"study": name, "mode": plan.mode, "storage": storage,
                           "groups": status.table.to_dict("records"),

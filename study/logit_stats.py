@@ -23,7 +23,7 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Mapping, Sequence
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -58,13 +58,16 @@ class LogitStats:
     def as_dict(self, class_names: Sequence[str]) -> dict:
         """``{true class: {logit class: {voxels, mean, std, hist}}}``, one split of the JSON
         format (module docstring)."""
-        out = {}
+        out: dict[str, dict[str, dict[str, Any]]] = {}
         for t, true_name in enumerate(class_names):
             out[true_name] = {}
             for k, logit_name in enumerate(class_names):
                 n = self.count[t, k]
-                mean = self.total[t, k] / n if n else None
-                std = math.sqrt(max(self.squares[t, k] / n - mean ** 2, 0.0)) if n else None
+                mean: float | None = None
+                std: float | None = None
+                if n:
+                    mean = self.total[t, k] / n
+                    std = math.sqrt(max(self.squares[t, k] / n - mean ** 2, 0.0))
                 out[true_name][logit_name] = {"voxels": int(n), "mean": mean, "std": std,
                                               "hist": self.hist[t, k].tolist()}
         return out

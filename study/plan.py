@@ -82,7 +82,7 @@ def _record(spec: StudySpec, trial: Trial, gpu_share: float) -> dict[str, Any]:
 def plan(specs: Sequence[StudySpec]) -> dict[str, Any]:
     """The ``study plan --json`` object of a study file's experiments: ``{"study": NAME,
     "trials": [...], "gpu_hours": X}`` (trials in launch order)."""
-    records = []
+    records: list[dict[str, Any]] = []
     for spec in specs:
         share = gpu_share(spec.model, spec.model_preset)
         records.extend(_record(spec, trial, share) for trial in expand(spec))

@@ -13,11 +13,13 @@ from __future__ import annotations
 import difflib
 import itertools
 import math
+import operator
 import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import Any, TypedDict
 
 import yaml
 
@@ -55,6 +57,14 @@ class SpecError(ValueError):
     """A study or search-space file is malformed; the message names the file and key."""
 
 
+class _Check(TypedDict):
+    """A value test and what it expects, as :meth:`_Node.get` and :meth:`_Node.list_of` take
+    them (``check``, ``expect``)."""
+
+    check: Callable[[Any], object]
+    expect: str
+
+
 class _Node:
     """A mapping being validated, with the file and dotted key path it came from."""
 
@@ -77,7 +87,7 @@ class _Node:
         name: str,
         kind: type | tuple[type, ...],
         default: Any = ...,
-        check: Callable[[Any], bool] | None = None,
+        check: Callable[[Any], object] | None = None,
         expect: str = "",
     ) -> Any:
         """Return ``data[name]`` converted to ``kind``; fail naming the key if invalid."""
@@ -279,7 +289,8 @@ def load_search_space(path: str | Path) -> SearchSpace:
             )
         param = params_node.child(name)
         low = param.get("low", float)
-        high = param.get("high", float, check=lambda v, low=low: v > low, expect=f"> low={low}")
+        high = param.get("high", float, check=partial(operator.lt, low),  # low < high
+                         expect=f"> low={low}")
         log = param.get("log", bool, default=False)
         if log and low <= 0:
             param.fail(f"log range needs low > 0, got {low}", param.key("low"))
@@ -502,13 +513,13 @@ def _parse_training(node: _Node, model: str, preset: str) -> TrainingSpec:
         node.fail("renamed: write `input_patch`, the training segment the network reads "
                   "(DeepMedic: its normal-resolution segment, 37^3 in the papers, labelling "
                   "21^3 voxels; the U-Net: its patch)", node.key("patch"))
-    positive = {"check": lambda v: v > 0, "expect": "a positive integer"}
+    positive: _Check = {"check": lambda v: v > 0, "expect": "a positive integer"}
     input_patch = tuple(node.list_of("input_patch", int, **positive))
     if len(input_patch) != 3:
         node.fail(f"expected 3 sizes (D, H, W), got {list(input_patch)}",
                   node.key("input_patch"))
     try:
-        output = tuple(output_patch(model, preset, input_patch))
+        output = output_patch(model, preset, input_patch)
     except ValueError as error:
         node.fail(str(error), node.key("input_patch"))
     iterations = node.get("iterations", int, check=lambda v: 0 < v <= MAX_ITERATIONS,

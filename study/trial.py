@@ -17,6 +17,7 @@ the model, batch, patch, GPU and config), and only then re-raised, so that Tune 
 from __future__ import annotations
 
 import socket
+import sys
 import time
 import traceback
 from dataclasses import dataclass, field
@@ -148,9 +149,10 @@ def _out_of_memory_message(error: BaseException, config: dict[str, Any],
             f"{canonical_json(config)})")
 
 
-def _failure_message(error: BaseException, config: dict[str, Any],
+def _failure_message(error: BaseException, config: dict[str, Any] | None,
                      device: torch.device | None) -> str:
-    if isinstance(error, torch.cuda.OutOfMemoryError) and device is not None:
+    if (isinstance(error, torch.cuda.OutOfMemoryError) and device is not None
+            and config is not None):
         return _out_of_memory_message(error, config, device)
     return f"{type(error).__name__}: {error}"
 
@@ -161,10 +163,10 @@ def _identity(param: dict[str, Any]) -> dict[str, Any]:
     try:
         return identity_columns(param)
     except (KeyError, TypeError, ValueError):
-        config = param.get("config") if isinstance(param.get("config"), dict) else {}
+        config = param.get("config")
         return {"study": param.get("study"), "trial_id": param.get("trial_id"),
                 "param_label": param.get("param_label"), "variant": param.get("variant"),
-                "technique": config.get("technique")}
+                "technique": config.get("technique") if isinstance(config, dict) else None}
 
 
 def record_failure(param: dict[str, Any], options: RunOptions, error: BaseException | str,
@@ -264,7 +266,9 @@ def run_trial(param: dict[str, Any], options: RunOptions, session: Session | Non
         record_failure(param, options, message, row)
         if tracker is not None:
             tracker.finish("failed", {}, [])
-        error.add_note(traceback.format_exc(limit=3))
+        # its first frames, kept with the error itself (exception notes are new in 3.11)
+        if sys.version_info >= (3, 11):
+            error.add_note(traceback.format_exc(limit=3))
         raise
     summary = summarise(row, case_rows)
     if tracker is not None:

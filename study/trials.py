@@ -39,8 +39,9 @@ def _normalise(value: Any) -> Any:
     raise TypeError(f"trial configs hold JSON values only, got {type(value).__name__}")
 
 
-def canonical_json(config: dict[str, Any]) -> str:
-    """The canonical JSON text of a trial config (what ``trial_id`` hashes)."""
+def canonical_json(config: dict[str, Any] | None) -> str:
+    """The canonical JSON text of a trial config (what ``trial_id`` hashes); ``null`` for
+    none (the failed row of a param without one)."""
     return json.dumps(
         _normalise(config), sort_keys=True, separators=(",", ":"), ensure_ascii=False
     )
@@ -104,8 +105,8 @@ def trial_config(spec: StudySpec, fraction: float, technique: str, hp: dict[str,
     (adversarial ``eps``/``l``, mixup ``mixup_alpha``), the mixup λ form only for asymmetric
     mixup (``mixup_m``), the CE pre-training iterations (003 §4) only when there are any.
     """
-    dataset = {"name": spec.dataset.name, "test_cases": spec.dataset.test_cases,
-               "validation_cases": spec.dataset.validation_cases}
+    dataset: dict[str, Any] = {"name": spec.dataset.name, "test_cases": spec.dataset.test_cases,
+                               "validation_cases": spec.dataset.validation_cases}
     if spec.dataset.synthetic:
         dataset["synthetic"] = dict(spec.dataset.synthetic)
     if spec.dataset.layout is not None:  # an own dataset: never its folder (study.data.inline)

@@ -5,7 +5,7 @@ Storage layout of a study (``<storage>`` is a local folder or a pyarrow URI such
 
     <storage>/<study>/study.json          the trials and run options (for resume/status/report)
     <storage>/<study>/results/            Parquet results (``study.results``) and heartbeats
-    <storage>/<study>/tune/run-<time>/    Ray Tune experiments, one per launch
+    <storage>/<study>/tune/run-<time>/    Ray Tune experiments, one per GRID_BATCH trials
     <storage>/<study>/optuna.journal      Optuna's record of an optimize-mode study
 
 Work is never repeated: a launch runs only the trials without a stored result, and a resume
@@ -57,6 +57,11 @@ os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
 CHECKPOINT_FILE = "state.pt"
 CHECKPOINT_META = "progress.json"  # {"iteration": N} beside the state
 PLAN_FILE = "study.json"
+# Trials per Tune experiment of a grid launch: Tune's controller scans every trial of its
+# experiment at each step, so one experiment of N trivial trials costs O(N^2) (2,000 trials:
+# ~1.5 slot-s per trial at the end vs 0.4 for 200); batches keep that bounded, at the price of
+# one actor start-up per slot and the slots idle while a batch's last trials finish.
+GRID_BATCH = 500
 # How a Tune trial runs one trial and stores its rows: ``study.trial.run_trial``'s signature.
 TrialFunction = Callable[[dict[str, Any], RunOptions, Session], dict[str, Any]]
 
@@ -155,14 +160,23 @@ def run_tune_trial(param: dict[str, Any], options: RunOptions,
     tune.report({**defaults, **summary})
 
 
-def grid_param(config: dict[str, Any]) -> dict[str, Any]:
-    """A grid experiment's trial param (Tune's config holds it under ``trial``)."""
-    return config["trial"]
+@dataclass(frozen=True)
+class GridParams:
+    """A grid experiment's trial params by trial id; called with a Tune config, the param of
+    its trial. Tune's config holds only the trial id (``{"trial": id}``): Tune's grid search
+    deep-copies the whole search space for every trial it creates, so a space holding the
+    params would cost time quadratic in the trials (minutes before the first of 2,000)."""
+
+    params: dict[str, dict[str, Any]]
+
+    def __call__(self, config: dict[str, Any]) -> dict[str, Any]:
+        return self.params[config["trial"]]
 
 
-def _trainable(options: RunOptions, trial: TrialFunction) -> Callable[[dict], None]:
+def _trainable(options: RunOptions, to_param: GridParams, trial: TrialFunction
+               ) -> Callable[[dict], None]:
     def trainable(config: dict) -> None:
-        run_tune_trial(grid_param(config), options, trial=trial)
+        run_tune_trial(to_param(config), options, trial=trial)
 
     return trainable
 
@@ -465,25 +479,25 @@ def _run_experiment(plan: Plan, uri: str, pending: list[dict], restore_path: str
                     runner: Runner) -> bool:
     """Run (or restore) one Tune experiment of ``pending`` trials; True if interrupted."""
     options = plan.run_options(uri)
-    trainable = tune.with_resources(
-        _trainable(options, runner.trial), {"cpu": plan.cpus_per_trial, "gpu": plan.gpus_per_trial}
-    )
+    to_param = GridParams({param["trial_id"]: param for param in plan.trials})
+    trainable = tune.with_resources(_trainable(options, to_param, runner.trial),
+                                    {"cpu": plan.cpus_per_trial, "gpu": plan.gpus_per_trial})
     if restore_path is not None:  # Tune re-applies the first run's RunConfig and callbacks
         tuner = tune.Tuner.restore(restore_path, trainable, resume_unfinished=True,
                                    resume_errored=True)
     else:
         fs, root = filesystem(f"{uri}/tune")
-        name = datetime.now(timezone.utc).strftime("run-%Y%m%d-%H%M%S")
+        name = datetime.now(timezone.utc).strftime("run-%Y%m%d-%H%M%S-%f")
         tuner = tune.Tuner(
             trainable,
-            param_space={"trial": tune.grid_search(pending)},
+            param_space={"trial": tune.grid_search([p["trial_id"] for p in pending])},
             # reuse_actors: a trial actor (its worker process, imports and all) runs trial
             # after trial; each trial still starts from its config alone (run_trial seeds
             # torch and builds its data, model and samplers anew; threads come from options)
             tune_config=tune.TuneConfig(
                 reuse_actors=True,
-                trial_dirname_creator=lambda t: t.config["trial"]["trial_id"],
-                trial_name_creator=lambda t: t.config["trial"]["trial_id"],
+                trial_dirname_creator=lambda t: t.config["trial"],
+                trial_name_creator=lambda t: t.config["trial"],
             ),
             run_config=tune.RunConfig(
                 name=name,
@@ -491,11 +505,11 @@ def _run_experiment(plan: Plan, uri: str, pending: list[dict], restore_path: str
                 storage_filesystem=fs,
                 failure_config=tune.FailureConfig(max_failures=runner.max_failures),
                 checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
-                callbacks=[ProgressCallback(plan.study, grid_param), JsonLoggerCallback()],
+                callbacks=[ProgressCallback(plan.study, to_param), JsonLoggerCallback()],
                 verbose=0,
             ),
         )
-    return fit(tuner, options, grid_param, runner.printer)[1]
+    return fit(tuner, options, to_param, runner.printer)[1]
 
 
 def _latest_experiment(uri: str) -> str | None:
@@ -595,8 +609,11 @@ def _continue(plan: Plan, uri: str, runner: Runner, restore: bool) -> list[dict]
             runner.printer(f"restoring Tune experiment {latest}")
             interrupted = _run_experiment(plan, uri, pending, latest, runner)
             pending = pending_trials(plan, uri)
-        if pending and not interrupted:
-            interrupted = _run_experiment(plan, uri, pending, None, runner)
+        for start in range(0, len(pending), GRID_BATCH):
+            if interrupted:
+                break
+            interrupted = _run_experiment(plan, uri, pending[start:start + GRID_BATCH], None,
+                                          runner)
     pending = pending_trials(plan, uri)
     if interrupted:
         progress.mark_interrupted(f"{uri}/results", {t["trial_id"] for t in pending})

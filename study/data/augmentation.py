@@ -358,25 +358,26 @@ class NnUNetAugmentation(Regime):
                 image[c] = _gamma(image[c], gamma, inverted)
         return _flip(image, label, draws.mirror_axes)
 
-    def defer(self, draws: Sequence[_NnUNetDraws | None], patch: Sequence[int],
-              label_patch: Sequence[int]) -> Deferred:
+    def defer(self, draws: Sequence[_NnUNetDraws | None], patch: Sequence[int] | np.ndarray,
+              label_patch: Sequence[int] | np.ndarray) -> Deferred:
         """The batch's draws (``None``: a sample eq. 21 leaves alone) with what applying them
         to the whole batch later needs (:class:`Deferred`): each sample's coarse elastic
         displacement and the region to cut around each centre so that the spatial transform
         finds every voxel it reads."""
-        patch, label_patch = np.asarray(patch, np.int64), np.asarray(label_patch, np.int64)
-        fields, region = [], patch.copy()
+        size, label_size = np.asarray(patch, np.int64), np.asarray(label_patch, np.int64)
+        fields: list[np.ndarray | None] = []
+        region = size.copy()
         for d in draws:
             field = None
             if d is not None and d.elastic is not None:
-                field = coarse_displacement(*d.elastic, d.seed, patch)
+                field = coarse_displacement(*d.elastic, d.seed, size)
             fields.append(field)
             if d is not None and d.spatial:
                 reach = float(np.abs(field).max()) if field is not None else 0.0
-                corners = _corners(-(patch // 2) - reach, patch - 1 - patch // 2 + reach)
+                corners = _corners(-(size // 2) - reach, size - 1 - size // 2 + reach)
                 extent = np.abs(corners @ self.matrix(d).T).max(axis=0)
                 region = np.maximum(region, 2 * np.ceil(extent).astype(np.int64) + 3)
-        return Deferred(tuple(draws), tuple(fields), patch, label_patch, region)
+        return Deferred(tuple(draws), tuple(fields), size, label_size, region)
 
     @staticmethod
     def matrix(draws: _NnUNetDraws) -> np.ndarray:
@@ -474,7 +475,7 @@ def _flip(image: np.ndarray, label: np.ndarray, axes: tuple[int, ...]
     """Flip every channel of the image and the label about the same spatial axes."""
     if not axes:
         return image, label
-    return (np.ascontiguousarray(np.flip(image, [a + 1 for a in axes])),
+    return (np.ascontiguousarray(np.flip(image, tuple(a + 1 for a in axes))),
             np.ascontiguousarray(np.flip(label, axes)))
 
 

@@ -130,7 +130,8 @@ def check_dataset(info: DatasetInfo, root: str | Path,
                 if array.size and float(array.min()) == float(array.max()):
                     report.problems.append(f"{path}: constant image (every voxel "
                                            f"{float(array.min()):g})")
-            report.shapes.append(tuple(int(s) for s in raw.label.shape))
+            depth, height, width = raw.label.shape
+            report.shapes.append((int(depth), int(height), int(width)))
             report.spacings.append(raw.spacing)
             report.class_voxels.append(counts)
         if progress is not None:

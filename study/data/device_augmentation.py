@@ -36,7 +36,10 @@ whose state is JSON-serialisable, so a resumed run is bit-exact on the CPU; CUDA
 
 from __future__ import annotations
 
+import functools
+import operator
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -70,10 +73,10 @@ class BatchAugmenter:
 
     def __init__(self, classes: int, augmentation: NnUNetAugmentation | str = "nnunet",
                  seed: int = 0, *, ignore_index: int | None = IGNORE_INDEX):
-        self.augmentation = regime(augmentation)
-        if not isinstance(self.augmentation, NnUNetAugmentation):
-            raise ValueError(f"augmentation: expected the nnunet regime, got "
-                             f"{self.augmentation.name!r}")
+        chosen = regime(augmentation)
+        if not isinstance(chosen, NnUNetAugmentation):
+            raise ValueError(f"augmentation: expected the nnunet regime, got {chosen.name!r}")
+        self.augmentation: NnUNetAugmentation = chosen
         if classes < 1:
             raise ValueError(f"classes: expected an integer >= 1, got {classes}")
         self.classes, self.ignore_index = int(classes), ignore_index
@@ -98,9 +101,9 @@ class BatchAugmenter:
             patch, patch)
         return self.apply(images, labels, deferred)
 
-    def state(self) -> dict:
+    def state(self) -> dict[str, Any]:
         """JSON-serialisable state of the generator of :meth:`__call__`'s draws."""
-        return self.rng.bit_generator.state
+        return dict(self.rng.bit_generator.state)
 
     def set_state(self, state: dict) -> None:
         self.rng.bit_generator.state = state
@@ -164,7 +167,7 @@ class BatchAugmenter:
         out = torch.zeros(tuple(label_patch), dtype=torch.int64, device=device)
         if values:
             indicators = torch.stack([label == v for v in values]).float()
-            reached = F.grid_sample(indicators[None], grid[(slice(None), *box)],
+            reached = F.grid_sample(indicators[None], grid[(slice(None),) + box],
                                     mode="bilinear", padding_mode="zeros",
                                     align_corners=True)[0]
             for value, share in zip(values, reached, strict=True):
@@ -246,5 +249,6 @@ def gaussian_blur(volume: torch.Tensor, sigma: float) -> torch.Tensor:
         index = torch.arange(-radius, n + radius, device=volume.device) % (2 * n)
         index = torch.where(index < n, index, 2 * n - 1 - index)  # half-sample symmetric
         padded = out.index_select(axis, index)
-        out = sum(float(w) * padded.narrow(axis, k, n) for k, w in enumerate(kernel))
+        out = functools.reduce(operator.add, (float(w) * padded.narrow(axis, k, n)
+                                              for k, w in enumerate(kernel)))
     return out

@@ -49,11 +49,13 @@ from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
-from study.data.layouts import LAYOUTS as FOLDER_LAYOUTS
-from study.data.layouts import DatasetJson
+from study.data.layouts import DatasetJson, MsdLayout, NnunetLayout
 from study.data.registry import DATASETS, ROI_RULES, DatasetInfo
 
-LAYOUTS = ("nnunet", "msd")
+# the folder layouts that describe a dataset in a dataset.json
+_READERS: dict[str, NnunetLayout | MsdLayout] = {
+    layout.name: layout for layout in (NnunetLayout(), MsdLayout())}
+LAYOUTS = tuple(_READERS)
 OPTIONS = ("classes", "rare", "lcc", "target_spacing", "roi", "body_threshold", "clip")
 _BODY_THRESHOLD = next(f.default for f in fields(DatasetInfo) if f.name == "body_threshold")
 
@@ -75,7 +77,7 @@ def read(layout: str, root: str | Path) -> DatasetJson:
     root = Path(root)
     if not root.is_dir():
         raise DatasetJsonError([f"{root}: dataset folder not found"])
-    meta, problems = FOLDER_LAYOUTS[layout].meta(root)
+    meta, problems = _READERS[layout].meta(root)
     if problems or meta is None:
         raise DatasetJsonError(problems)
     return meta
@@ -107,7 +109,7 @@ def _classes(meta: DatasetJson, given: Any, key: str) -> dict[str, list[int]]:
                              f"foreground label, got {meta.labels}")
         return classes
     labels = list(meta.labels)
-    classes: dict[str, list[int]] = {}
+    classes = {}
     owner: dict[int, str] = {}
     for name, items in given.items():
         where = f"{key}.{name}"

@@ -47,7 +47,7 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeGuard
 
 if TYPE_CHECKING:
     from study.data.registry import DatasetInfo
@@ -292,7 +292,7 @@ def _read_dataset_json(root: Path, hint: str) -> tuple[DatasetJson | None, list[
     return DatasetJson(path, data, hashlib.sha256(raw).hexdigest()), []
 
 
-def _is_int(value) -> bool:
+def _is_int(value: object) -> TypeGuard[int]:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
@@ -433,7 +433,9 @@ class NnunetLayout(Layout):
             problems.append(f"{meta.path}: 'labels' missing or empty (expected {{\"background\""
                             ": 0, name: value, ...}})")
             return {}, ()
-        parsed, regions, owner = {}, [], {}
+        parsed: dict[str, tuple[int, ...]] = {}
+        regions: list[str] = []
+        owner: dict[int, str] = {}  # label value -> the class it names
         for name, value in labels.items():
             values = value if isinstance(value, list) else [value]
             if not values or not all(_is_int(v) and v >= 0 for v in values):

@@ -43,7 +43,7 @@ from scipy import ndimage
 from study.data._atomic import file_lock, publish, remove_stale_staging, staging_dir
 from study.data.case import Case, DataError
 from study.data.layouts import CaseFiles
-from study.data.reader import RawCase, class_lut, scan
+from study.data.reader import RawCase, array_spacing, class_lut, scan
 from study.data.registry import DatasetInfo
 
 VERSION = 2  # bump when the algorithm changes: old cache entries are then never read
@@ -87,18 +87,25 @@ def _median_spacing(info: DatasetInfo, root: str | Path) -> tuple[float, float, 
             spacings.append(sorted(reader.GetSpacing()[:3]))
         if not spacings:
             raise DataError(f"{root}: no readable label header to take the median spacing of")
-        _MEDIANS[key] = tuple(float(statistics.median(c)) for c in zip(*spacings, strict=True))
+        fine, middle, coarse = (float(statistics.median(c))
+                                for c in zip(*spacings, strict=True))
+        _MEDIANS[key] = fine, middle, coarse
     return _MEDIANS[key]
 
 
 def parameters(info: DatasetInfo, root: str | Path) -> Preprocessing:
-    target = info.target_spacing
-    if target == "median":
+    spacing = info.target_spacing
+    target: tuple[float, float, float] | None = None
+    if spacing == "median":
         target = _median_spacing(info, root)
-    elif target is not None:
-        target = tuple(float(t) for t in target)
-    return Preprocessing(target, info.roi, float(info.body_threshold),
-                         None if info.clip is None else tuple(float(c) for c in info.clip),
+    elif isinstance(spacing, str):
+        raise ValueError(f"{info.name}: target_spacing: expected [D, H, W] mm, 'median' or None, "
+                         f"got {spacing!r}")
+    elif spacing is not None:
+        d, h, w = spacing
+        target = float(d), float(h), float(w)
+    clip = None if info.clip is None else (float(info.clip[0]), float(info.clip[1]))
+    return Preprocessing(target, info.roi, float(info.body_threshold), clip,
                          tuple(tuple(int(v) for v in values) for values in info.classes.values()))
 
 
@@ -154,7 +161,7 @@ def preprocess(info: DatasetInfo, raw: RawCase, params: Preprocessing) -> Case:
         if not np.allclose(spacing, target, rtol=1e-3):
             images = [_resample(image, target, nearest=False) for image in images]
             label_image = _resample(label_image, target, nearest=True)
-            spacing = tuple(float(s) for s in reversed(label_image.GetSpacing()))
+            spacing = array_spacing(label_image)
     image = np.stack([sitk.GetArrayFromImage(im).astype(np.float32) for im in images])
     label = class_lut(info)[sitk.GetArrayFromImage(label_image)]
     if params.roi == "nonzero":
@@ -168,7 +175,7 @@ def preprocess(info: DatasetInfo, raw: RawCase, params: Preprocessing) -> Case:
     lo = np.argwhere(roi).min(axis=0)
     hi = np.argwhere(roi).max(axis=0) + 1
     box = tuple(slice(int(a), int(b)) for a, b in zip(lo, hi, strict=True))
-    image, label, roi = image[(slice(None), *box)], label[box], roi[box]
+    image, label, roi = image[(slice(None),) + box], label[box], roi[box]
     if params.clip is not None:
         np.clip(image, *params.clip, out=image)
     out = np.zeros_like(image) if params.roi == "nonzero" else image.copy()

@@ -22,6 +22,12 @@ from study.data.registry import DatasetInfo
 from study.data.stored import check_stored
 
 
+def array_spacing(image: sitk.Image) -> tuple[float, float, float]:
+    """The voxel spacing (mm) of a 3-D image in array order [D, H, W] (SimpleITK: x, y, z)."""
+    x, y, z = image.GetSpacing()
+    return float(z), float(y), float(x)
+
+
 @dataclass
 class RawCase:
     """A case as stored: SimpleITK images (one 3-D image per channel) and raw label values."""
@@ -34,7 +40,7 @@ class RawCase:
 
     @property
     def spacing(self) -> tuple[float, float, float]:
-        return tuple(float(s) for s in reversed(self.label_image.GetSpacing()))
+        return array_spacing(self.label_image)
 
     @property
     def source(self) -> str:
@@ -110,7 +116,7 @@ def _read(path: Path, root: Path, problems: list[str]) -> tuple[sitk.Image | Non
         return None, 0
 
 
-def _geometry_problems(path: Path, image: sitk.Image, reference: sitk.Image, name: str
+def _geometry_problems(path: Path | str, image: sitk.Image, reference: sitk.Image, name: str
                        ) -> list[str]:
     problems = []
     size, ref_size = image.GetSize(), reference.GetSize()
@@ -169,8 +175,8 @@ def _channel_images(files: CaseFiles, problems: list[str]
 def read_case(info: DatasetInfo, files: CaseFiles) -> tuple[RawCase | None, list[str]]:
     """Read and check one case; return (the case or ``None``, every problem found)."""
     problems: list[str] = []
-    label_image = None
-    label = None
+    label_image: sitk.Image | None = None
+    label: np.ndarray | None = None
     for path in files.labels:
         image, nonfinite = _read(path, files.root, problems)
         if image is None:
@@ -196,7 +202,7 @@ def read_case(info: DatasetInfo, files: CaseFiles) -> tuple[RawCase | None, list
             problems.append(f"{path}: label values {unexpected} ({count} voxels) are not among "
                             f"the {info.name} labels {sorted(info.raw_labels)}")
             continue
-        if label_image is None:
+        if label_image is None or label is None:  # the first label file
             label_image, label = image, values
         else:  # ATLAS R1.x: several lesion masks of one case
             geometry = _geometry_problems(path, image, label_image, files.labels[0].name)
@@ -204,14 +210,15 @@ def read_case(info: DatasetInfo, files: CaseFiles) -> tuple[RawCase | None, list
             if not geometry:
                 label = np.maximum(label, values)
     images = _channel_images(files, problems)
-    reference = label_image if label_image is not None else next(
-        (im for im, _ in images if im is not None), None)
+    reference = label_image  # else the first channel read
     reference_name = files.labels[0].name if label_image is not None else "the first channel"
     checked = []
     for (_name, path, component), (image, stored_bad) in zip(files.channels, images,
                                                               strict=True):
         if image is None:
             continue
+        if reference is None:
+            reference = image
         where = path if component is None else f"{path} [channel {component}]"
         geometry = _geometry_problems(where, image, reference, reference_name) \
             if image is not reference else []
@@ -222,7 +229,7 @@ def read_case(info: DatasetInfo, files: CaseFiles) -> tuple[RawCase | None, list
             if bad:
                 problems.append(f"{where}: {bad} NaN or inf intensities")
         checked.append(image)
-    if problems or label_image is None:
+    if problems or label_image is None or label is None:
         return None, problems
     return RawCase(files.case_id, files, checked, label_image, label), problems
 

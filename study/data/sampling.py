@@ -59,6 +59,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
+from typing import Any
 
 import numpy as np
 
@@ -212,7 +213,7 @@ class PatchSampler:
             return bool(rare[tuple(self.label_patch // 2)])
         return bool(rare.any())
 
-    def _plan(self, i: int, batch_size: int) -> tuple[int, np.ndarray, bool, float, object]:
+    def _plan(self, i: int, batch_size: int) -> tuple[int, np.ndarray, bool, float, Any]:
         """Every random choice of one patch (drawn in order, so batches are reproducible
         however many threads then cut them): case, centre, fg flag, gate, regime draws."""
         if self.oversampling == "nnunet":

@@ -49,10 +49,13 @@ def _order(case_ids: Sequence[str], test_cases: int | None, validation_cases: in
         raise ValueError(f"test_cases: the dataset's own test set ({len(given)} cases) replaces "
                          f"test_cases, expected None, got {test_cases!r}; test ids not among "
                          f"the cases: {sorted(given - set(ids))}")
-    if not given and test_cases is None:
+    if given:
+        held = 0
+    elif test_cases is None:
         raise ValueError("test_cases: expected the number of cases to hold out, got None (the "
                          "dataset has no test set of its own)")
-    held = 0 if given else test_cases
+    else:
+        held = test_cases
     pool_ids = [i for i in ids if i not in given]
     if not (given or held > 0) or held >= len(pool_ids) - validation_cases:
         raise ValueError(f"test_cases: expected 1..{len(ids) - validation_cases - 1} for "

@@ -14,7 +14,7 @@ import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO
+from typing import BinaryIO, Literal
 
 import numpy as np
 
@@ -23,6 +23,7 @@ from study.data.layouts import outside
 _CHUNK = 1 << 22  # bytes per read while streaming a file
 _GZIP_MAGIC = b"\x1f\x8b"
 _NIFTI_HEADER = 348  # NIfTI-1 sizeof_hdr (SimpleITK reads no NIfTI-2)
+_BYTE_ORDERS: tuple[Literal["<", ">"], ...] = ("<", ">")  # struct/numpy: little, big endian
 _NIFTI_FIELDS = {"dim": (40, "8h"), "datatype": (70, "h"), "vox_offset": (108, "f")}
 _NIFTI_TYPES = {  # NIfTI datatype code -> (name, bits per voxel); NaN/inf counted in float32/64
     1: ("binary", 1), 2: ("uint8", 8), 4: ("int16", 16), 8: ("int32", 32), 16: ("float32", 32),
@@ -152,7 +153,7 @@ def _nifti_extent(path: Path) -> _Extent | None:
                            "the end of its NIfTI header") from None
     if not head:
         raise _Bad(f"{path}: empty file (0 bytes)")
-    order = next((o for o in "<>" if len(head) >= 4
+    order = next((o for o in _BYTE_ORDERS if len(head) >= 4
                   and struct.unpack(o + "i", head[:4])[0] == _NIFTI_HEADER), None)
     if order is None:
         return None

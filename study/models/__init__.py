@@ -28,7 +28,8 @@ from study.models.presets import (
 )
 
 if TYPE_CHECKING:
-    from torch import nn
+    from study.models.deepmedic import DeepMedic
+    from study.models.unet import UNet3D
 
 __all__ = ["MODELS", "SEGMENT_KEYS", "DeepMedic", "OutputLoss", "UNet3D", "build_model",
            "centre_crop", "main_output", "output_patch", "segment_sizes", "unet_widths"]
@@ -50,7 +51,7 @@ def __getattr__(name: str) -> Any:
 
 def build_model(name: str, preset: str, in_channels: int, num_classes: int, *,
                 deep_supervision: bool = False, base: int | None = None,
-                stages: int | None = None) -> nn.Module:
+                stages: int | None = None) -> UNet3D | DeepMedic:
     """The network a trial config names (``model.name``, ``model.preset``).
 
     U-Net options: ``deep_supervision``; ``base`` features and number of ``stages`` (either
