@@ -39,6 +39,7 @@ import seaborn as sns
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
+from matplotlib.typing import LineStyleType
 
 from analysis.names import class_label
 from analysis.render import value_text
@@ -192,7 +193,7 @@ def _gap(x: np.ndarray, log: bool) -> float:
     return float(np.diff(drawn).min()) if len(drawn) > 1 else 1.0
 
 
-def _means(ax, x, summary: np.ndarray, colour, linestyle: str = "-") -> None:
+def _means(ax, x, summary: np.ndarray, colour, linestyle: LineStyleType = "-") -> None:
     """Means (line and markers) with their confidence intervals as error bars."""
     mean, low, high = summary.T
     shown = np.isfinite(mean)
@@ -502,7 +503,8 @@ def train_test_figure(cases: pd.DataFrame, chosen: pd.DataFrame, dataset: str,
     fractions = np.array(sorted(rows["fraction"].unique()), float) * 100.0
     log = _log_axis(fractions)
     palette = sns.color_palette("colorblind")
-    styles = {TEST: (palette[0], "-"), TRAIN: (palette[1], "--")}
+    styles: dict[str, tuple[tuple[float, float, float], LineStyleType]] = {
+        TEST: (palette[0], "-"), TRAIN: (palette[1], "--")}
     with _context():
         figure = Figure(figsize=(max(2.7 * len(shown), 6.4), 2.3 * len(metrics) + 1.2),
                         layout="constrained")
@@ -541,7 +543,7 @@ def _x_range(curves: Sequence[tuple[np.ndarray, np.ndarray]]) -> tuple[float, fl
             continue
         mass = mass / mass[-1]
         lows.append(centres[np.searchsorted(mass, 0.001)])
-        highs.append(centres[min(np.searchsorted(mass, 0.999), len(centres) - 1)])
+        highs.append(centres[min(int(np.searchsorted(mass, 0.999)), len(centres) - 1)])
     if not lows:
         return -10.0, 10.0
     step = abs(centres[1] - centres[0]) if len(centres) > 1 else 1.0
@@ -639,6 +641,10 @@ def logit_shift_figure(shift: pd.DataFrame, dataset: str, model: str,
         ax.set_xlabel("training data (% of the training cases)")
         ax.set_ylabel(r"$\Delta|\hat{z}| = |\hat{z}_{test}| - |\hat{z}_{train}|$ (logit units)")
         handles, labels = ax.get_legend_handles_labels()
-        ax.get_legend().remove()
+        legend = ax.get_legend()
+        if legend is None:
+            raise ValueError(f"expected seaborn's barplot to draw a legend of the series "
+                             f"{sorted(rows['series'].unique())}, got none")
+        legend.remove()
         figure.legend(handles, labels, loc="outside lower center", ncols=2, frameon=False)
     return figure

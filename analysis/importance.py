@@ -96,41 +96,46 @@ def hyperparameter_importance(cases: pd.DataFrame, dataset: str, model: str | No
     never a parameter. Methods without hyperparameters (vanilla and its variants) have no
     rows. Deterministic for a given ``seed``."""
     import optuna
-    from optuna.distributions import FloatDistribution
+    from optuna.distributions import BaseDistribution, FloatDistribution
     from optuna.importance import FanovaImportanceEvaluator, get_param_importances
 
     optuna.logging.set_verbosity(logging.WARNING)
     try:
         FanovaImportanceEvaluator(n_trees=n_trees, seed=seed)
     except ImportError as error:  # optuna's fANOVA fits scikit-learn's random forests
-        reason = ("optuna's fANOVA evaluator needs scikit-learn, which is not installed "
-                  "(pip install scikit-learn)" if "sklearn" in str(error) else
-                  f"optuna's fANOVA evaluator is unavailable ({str(error).splitlines()[0]})")
-        return Importance(pd.DataFrame(columns=COLUMNS), {}, reason)
+        unavailable = ("optuna's fANOVA evaluator needs scikit-learn, which is not installed "
+                       "(pip install scikit-learn)" if "sklearn" in str(error) else
+                       "optuna's fANOVA evaluator is unavailable "
+                       f"({str(error).splitlines()[0]})")
+        return Importance(pd.DataFrame(columns=COLUMNS), {}, unavailable)
     rows, _, _ = _select(cases, dataset, model, class_name)
     rows = rows[rows["postprocessed"] == postprocessed]
     scores = _trial_scores(rows, metric)
-    out, skipped = [], {}
+    out: list[dict] = []
+    skipped: dict[str, str] = {}
     for method, trials in scores.groupby("method", sort=False):
         hp = [c for c in trials.columns if c.startswith(HP_PREFIX) and trials[c].notna().any()]
         if not hp:
             continue  # no hyperparameters (vanilla): nothing to rank
-        reasons = {}
+        reasons: dict[float, str] = {}
         for fraction, group in trials.groupby("fraction", sort=True):
             varying = [c for c in hp if group[c].notna().all() and group[c].nunique() > 1]
             reason = _skip_reason(group, varying, min_trials)
             if reason:
-                reasons[fraction] = reason
+                # pandas-stubs types groupby keys as any scalar; "fraction" holds floats
+                reasons[fraction] = reason  # type: ignore[index]
                 continue
-            distributions = {}
+            distributions: dict[str, BaseDistribution] = {}
             for c in varying:
                 low, high = float(group[c].min()), float(group[c].max())
                 distributions[c] = FloatDistribution(low, high, log=low > 0 and high / low >= 100)
             study = optuna.create_study(direction="maximize")
             study.add_trials([
-                optuna.trial.create_trial(params={c: float(getattr(t, c)) for c in varying},
-                                          distributions=distributions, value=float(t.score))
-                for t in group.itertuples(index=False)])
+                optuna.trial.create_trial(params={c: float(v) for c, v in zip(varying, values,
+                                                                              strict=True)},
+                                          distributions=distributions, value=float(score))
+                for values, score in zip(group[varying].to_numpy(float),
+                                         group["score"].to_numpy(float), strict=True)])
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
                 importances = get_param_importances(
@@ -142,5 +147,7 @@ def hyperparameter_importance(cases: pd.DataFrame, dataset: str, model: str | No
                             "parameter": hp_symbol(column), "column": column,
                             "importance": importance, "n_trials": len(group)})
         if reasons:
-            skipped[method] = _reasons(reasons, trials["fraction"].nunique())
+            # pandas-stubs types groupby keys as any scalar; "method" holds str
+            why = _reasons(reasons, trials["fraction"].nunique())
+            skipped[method] = why  # type: ignore[index]
     return Importance(pd.DataFrame(out, columns=COLUMNS), skipped)

@@ -133,6 +133,7 @@ def logit_histograms(trials: pd.DataFrame) -> pd.DataFrame:
     ids = stats.groupby(keys, sort=False).ngroup().to_numpy()
     starts = np.unique(ids, return_index=True)[1]  # each group's first row
     hists = stats["hist"].to_list()
+    summed: np.ndarray | list[np.ndarray]
     if len({len(h) for h in hists}) == 1:  # one bin layout: add every group's at once
         summed = np.zeros((len(starts), len(hists[0])))
         np.add.at(summed, ids, np.stack(hists))

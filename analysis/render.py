@@ -330,12 +330,13 @@ def importance_grid(table: pd.DataFrame, caption: str, skipped: dict[str, str] |
                ("Trials", 1)]]
     rows: list[list[Cell] | str] = []
     previous = None
-    for row in table.itertuples(index=False):
-        method = row.method if row.method != previous else ""
-        previous = row.method
-        rows.append([Cell(method), Cell(fraction_label(row.fraction)),
-                     Cell(row.parameter, latex=latex_escape(row.parameter)),
-                     Cell(number(row.importance, 2)), Cell(str(row.n_trials))])
+    for name, fraction, parameter, importance, n_trials in zip(
+            table["method"], table["fraction"], table["parameter"], table["importance"],
+            table["n_trials"], strict=True):
+        rows.append([Cell(name if name != previous else ""), Cell(fraction_label(fraction)),
+                     Cell(parameter, latex=latex_escape(parameter)),
+                     Cell(number(importance, 2)), Cell(str(n_trials))])
+        previous = name
     notes = ["Importance: share of the variance of the trials' mean test DSC that optuna's "
              "fANOVA evaluator attributes to the hyperparameter, among the trials of one "
              "method at one training fraction (its shares sum to 1)."]
@@ -351,13 +352,15 @@ def logit_shift_grid(table: pd.DataFrame, caption: str, label: str = "") -> Grid
                ("Logit", 1), ("Train mean", 1), ("Test mean", 1), ("Δ|ẑ|", 1)]]
     rows: list[list[Cell] | str] = []
     previous = None
-    for row in table.itertuples(index=False):
-        method = row.method if row.method != previous else ""
-        previous = row.method
-        rows.append([Cell(method), setting_cell(row.parameter),
-                     Cell(fraction_label(row.fraction)), Cell(row.true_class),
-                     Cell(row.logit_class), Cell(number(row.train_mean, 2)),
-                     Cell(number(row.test_mean, 2)), Cell(number(row.shift, 2))])
+    for name, parameter, fraction, true_class, logit_class, train_mean, test_mean, shift in zip(
+            table["method"], table["parameter"], table["fraction"], table["true_class"],
+            table["logit_class"], table["train_mean"], table["test_mean"], table["shift"],
+            strict=True):
+        rows.append([Cell(name if name != previous else ""), setting_cell(parameter),
+                     Cell(fraction_label(fraction)), Cell(true_class), Cell(logit_class),
+                     Cell(number(train_mean, 2)), Cell(number(test_mean, 2)),
+                     Cell(number(shift, 2))])
+        previous = name
     notes = ["Δ|ẑ| = |ẑ_test| − |ẑ_train| (001 Fig. 3): negative when the test logits lie "
              "closer to the decision boundary than the training logits. Seeds pooled."]
     return Grid(caption, header, rows, ["l", "l", "r", "l", "l", "r", "r", "r"], notes, None,
@@ -370,7 +373,9 @@ def _blocks(table: pd.DataFrame):
     for (fraction, postprocessed), rows in table.groupby(["fraction", "postprocessed"],
                                                          sort=False):
         pp = "w/" if postprocessed else "w/o"
-        yield f"{fraction_label(fraction)} training data, {pp} post-processing", rows
+        # pandas-stubs types groupby keys as Hashable; "fraction" holds floats
+        label = fraction_label(fraction)  # type: ignore[arg-type]
+        yield f"{label} training data, {pp} post-processing", rows
 
 
 def _setting_rows(rows: pd.DataFrame, values) -> list[list[Cell]]:
@@ -379,8 +384,9 @@ def _setting_rows(rows: pd.DataFrame, values) -> list[list[Cell]]:
     out, previous = [], None
     for (method, parameter), own in rows.groupby(["method", "parameter"], sort=False,
                                                  dropna=False):
-        out.append([Cell(method if method != previous else ""), setting_cell(parameter),
-                    *values(own)])
+        # pandas-stubs types groupby keys as Hashable; "method" holds str
+        out.append([Cell(method if method != previous else ""),  # type: ignore[arg-type]
+                     setting_cell(parameter), *values(own)])
         previous = method
     return out
 
@@ -528,7 +534,7 @@ def to_markdown(grid: Grid) -> str:
         if isinstance(row, str):
             cells = ([""] if marks else []) + [f"**{_md_escape(row)}**"] + [""] * (grid.width - 1)
         else:
-            mark = WORSE_MARK if marks and grid.row_marks[i] else ""
+            mark = WORSE_MARK if grid.row_marks is not None and grid.row_marks[i] else ""
             cells = ([mark] if marks else []) + [_md_cell(c) for c in row]
         lines.append("| " + " | ".join(cells) + " |")
     if grid.notes:

@@ -28,6 +28,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 
@@ -211,7 +212,7 @@ def _seed_gaps(table: pd.DataFrame) -> list[str]:
 
 
 def _class_tables(rows: pd.DataFrame, dataset: str, model: str, class_name: str
-                  ) -> Callable[..., pd.DataFrame]:
+                  ) -> Callable[..., Any]:
     """``call(method, *args, **kwargs)``: ``method`` of the ``ClassTables`` of one class,
     built once (every table of the class shares its aggregates); a class without tables
     raises its ``ValueError`` on every call, so each table is listed as missing with it."""
@@ -271,7 +272,12 @@ def write_report(cases: pd.DataFrame | Results, out_dir: str | Path,
     keys = ["dataset", "model", "class_name"]
     groups = list(cases.groupby(keys, sort=True, observed=True)) if len(cases) else []
     by_class = {}
-    for n, ((dataset, model, class_name), rows) in enumerate(groups, start=1):
+    dataset: str
+    model: str
+    class_name: str
+    # pandas-stubs types the keys of a groupby on a list as Hashable: the columns hold str
+    for n, ((dataset, model, class_name), rows) in enumerate(  # type: ignore[assignment]
+            groups, start=1):
         name = f"{dataset_name(dataset)}, {class_label(class_name)}, {model_name(model)}"
         tables = by_class[(dataset, model, class_name)] = _class_tables(rows, dataset, model,
                                                                         class_name)
@@ -358,7 +364,7 @@ def write_report(cases: pd.DataFrame | Results, out_dir: str | Path,
         for fraction in fractions:
             section = writer.section(f"Sensitivity analysis, {fraction_label(fraction)} "
                                      "training data", 3)
-            blocks = {}
+            blocks: dict[str, pd.DataFrame] = {}
             for block, postprocessed in BLOCKS:
                 if not tables("has_block", fraction, postprocessed):
                     writer.missing.append(f"Sensitivity of {name} at {fraction:g}: no "
@@ -418,8 +424,11 @@ def _dataset_sections(writer: _Writer, results: Results) -> None:
     and validation loss and, per class, 004's DSC, Jaccard, aRVD, ABD and 95HD."""
     cases = results.cases
     test = split_rows(cases, TEST) if len(cases) else cases
-    for (dataset, model), rows in (test.groupby(["dataset", "model"], sort=True, observed=True)
-                                   if len(test) else ()):
+    dataset: str
+    model: str
+    # pandas-stubs types the keys of a groupby on a list as Hashable: the columns hold str
+    for (dataset, model), rows in (  # type: ignore[assignment]
+            test.groupby(["dataset", "model"], sort=True, observed=True) if len(test) else ()):
         name = f"{dataset_name(dataset)}, {model_name(model)}"
         classes = sorted(map(str, rows["class_name"].unique()))
         if len(classes) > 1:

@@ -98,14 +98,14 @@ def variants(rows: pd.DataFrame) -> pd.Series:
     """Each row's variant as a categorical with ``""`` for none (grouping keys cannot be
     null); a frame without a ``variant`` column (written before it existed) has none."""
     if "variant" not in rows.columns:
-        return pd.Series(pd.Categorical.from_codes(np.zeros(len(rows), np.int64), [""]),
+        return pd.Series(pd.Categorical.from_codes(np.zeros(len(rows), np.int64), pd.Index([""])),
                          index=rows.index)
     given = pd.Categorical(rows["variant"])  # a categorical column is not copied
     labels = [str(label) for label in given.categories if str(label) != ""]
     # old category -> new code; the last entry serves the null code -1
     lookup = np.array([labels.index(str(c)) + 1 if str(c) != "" else 0
                        for c in given.categories] + [0], np.int64)
-    return pd.Series(pd.Categorical.from_codes(lookup[given.codes], ["", *labels]),
+    return pd.Series(pd.Categorical.from_codes(lookup[given.codes], pd.Index(["", *labels])),
                      index=rows.index)
 
 
@@ -126,7 +126,8 @@ def methods(rows: pd.DataFrame) -> pd.Series:
              for u in unique]
     if len(set(names)) < len(names):  # two pairs printed alike: no categorical
         return pd.Series(np.array(names, dtype=object)[inverse], index=rows.index)
-    return pd.Series(pd.Categorical.from_codes(inverse.reshape(-1), names), index=rows.index)
+    return pd.Series(pd.Categorical.from_codes(inverse.reshape(-1), pd.Index(names)),
+                     index=rows.index)
 
 
 def method_order(frame: pd.DataFrame) -> pd.DataFrame:
@@ -312,14 +313,18 @@ class _Blocks:
 
     def __init__(self, rows: pd.DataFrame):
         table, self._per_case = _aggregate(rows)
-        self._tables = dict(iter(table.groupby(BLOCK, sort=True))) if len(rows) else {}
+        # pandas-stubs types the keys of a groupby on a list as Hashable: (fraction, pp) here
+        self._tables: dict[tuple[float, bool], pd.DataFrame] = (
+            dict(iter(table.groupby(BLOCK, sort=True))) if len(rows)  # type: ignore[arg-type]
+            else {})
 
     def fractions(self, postprocessed: bool | None = None) -> list[float]:
         """The fractions with rows (with ``postprocessed`` rows, unless None), ascending."""
         return sorted({f for f, pp in self._tables if postprocessed in (None, pp)})
 
-    def near(self, fraction: float, postprocessed: bool) -> float | None:
-        """The fraction of a ``postprocessed`` block equal to ``fraction`` up to rounding."""
+    def near(self, fraction: float, postprocessed: bool | None) -> float | None:
+        """The fraction of a ``postprocessed`` block (any block if None) equal to ``fraction``
+        up to rounding."""
         return next((f for f in self.fractions(postprocessed) if np.isclose(f, fraction)),
                     None)
 
@@ -358,11 +363,11 @@ class _Blocks:
         base_column = columns.get(tuple(table.loc[is_base, SETTING].astype(str).iloc[0]))
         raw = np.full(len(table), np.nan)
         if base_column is not None:
-            tested = {row: columns.get((str(method), str(label)))
-                      for row, (baseline, method, label) in enumerate(zip(
-                          is_base, table["method"], table["parameter"], strict=True))
-                      if not baseline and not pd.isna(label)}
-            tested = {row: column for row, column in tested.items() if column is not None}
+            found = {row: columns.get((str(method), str(label)))
+                     for row, (baseline, method, label) in enumerate(zip(
+                         is_base, table["method"], table["parameter"], strict=True))
+                     if not baseline and not pd.isna(label)}
+            tested = {row: column for row, column in found.items() if column is not None}
             raw[list(tested)] = _wilcoxon_columns(values[:, list(tested.values())],
                                                   values[:, base_column])
         table["p_value"] = _holm(pd.Series(raw, index=table.index)).to_numpy()
