@@ -128,7 +128,7 @@ TECHNIQUES: dict[str, Technique] = {t.id: t for t in (
 
 # Training regimes a study may name (what each means: the modules that implement them).
 AUGMENTATION_REGIMES = ("none", "deepmedic", "nnunet")  # study.data.augmentation
-SAMPLING_SCHEMES = ("balanced", "nnunet")  # study.data.sampling
+SAMPLING_SCHEMES = ("balanced", "nnunet", "per_class")  # study.data.sampling
 UPDATE_RULES = ("summed", "sequential")  # study.objectives.schedule
 MIXUP_LAMBDAS = ("paper", "code")  # study.objectives.mixup
 # The case sets a trial evaluates (the ``split`` column of the results): the test set the

@@ -385,3 +385,25 @@ def test_every_regime_a_study_may_name_exists():
     assert [regime(name).name for name in AUGMENTATION_REGIMES] == list(AUGMENTATION_REGIMES)
     with pytest.raises(ValueError, match="expected one of none, deepmedic, nnunet"):
         regime("elastic")
+
+
+def test_per_class_sampling_draws_every_class_alike():
+    """``oversampling="per_class"`` (DeepMedic's per-class scheme): background and each
+    foreground class present are patch centres equally often, however few voxels a class
+    has, and a class is drawn only from cases that hold it."""
+    label = np.zeros((20, 20, 20), np.uint8)
+    label[2:12, 2:12, 2:12] = 1  # a large class
+    label[15, 15, 15] = 2  # a one-voxel class
+    other = np.zeros_like(label)
+    other[5:8, 5:8, 5:8] = 3  # a class only the second case has
+    cases = [Case(f"c{i}", np.zeros((1, 20, 20, 20), np.float32), lab, np.ones_like(lab, bool),
+                  (1.0, 1.0, 1.0)) for i, lab in enumerate((label, other))]
+    sampler = sampling.PatchSampler(cases, (5, 5, 5), 0.5, seed=0, oversampling="per_class")
+    counts = np.zeros(4)
+    for _ in range(500):
+        sampler.sample(4)
+        for index, centre in zip(sampler.last["case"], sampler.last["centre"], strict=True):
+            k = int(cases[index].label[tuple(centre)])
+            counts[k] += 1
+            assert k != 3 or index == 1
+    assert np.all(np.abs(counts / counts.sum() - 0.25) < 0.03), counts

@@ -258,7 +258,7 @@ def test_experiment_errors_name_the_entry(tmp_path):
 def test_paper_abdomen_is_000_table_v(capsys):
     """paper-abdomen: 000 §F / Table V - BTCV, 25 % (5 of 20 training cases, 10 test),
     DeepMedic basic without augmentation, CE vs symmetric vs asymmetric focal loss at γ = 4,
-    DeepMedic's balanced sampling, 3 seeds; r marks the organs 4, 5, 8-13 (000 §F)."""
+    DeepMedic's per-class sampling, 3 seeds; r marks the organs 4, 5, 8-13 (000 §F)."""
     from study.data.registry import DATASETS
 
     planned = _plan("paper-abdomen", capsys)
@@ -270,7 +270,7 @@ def test_paper_abdomen_is_000_table_v(capsys):
             "btcv", "deepmedic", "basic", None)
         assert (t["input_patch"], t["output_patch"]) == DEEPMEDIC
         assert (t["iterations"], t["pretrain"], t["batch_size"], t["sampling"],
-                t["fg_fraction"]) == (70000, 0, 10, "balanced", 0.5)
+                t["fg_fraction"]) == (70000, 0, 10, "per_class", 0.5)
     info = DATASETS["btcv"]
     assert info.test_cases == 10 and len(info.classes) == 14
     assert [k for k, r in enumerate(info.rare_vector()) if r] == [4, 5, 8, 9, 10, 11, 12, 13]

@@ -17,7 +17,14 @@ uniformly random crop: the image patch starts uniformly in ``0 .. shape - patch`
 the case), or, where the case is smaller than the patch, the case sits in the middle. A forced
 sample of a case without foreground is a random crop.
 
-Foreground voxels (both schemes): uniform among the case's foreground voxels
+Centres, ``oversampling="per_class"`` (DeepMedic's per-class sampling, the multi-organ
+abdomen of 000 §F: "patches separately sampled from different classes with the same
+probability", 001 §II-1): each patch first draws a class uniformly among background and the
+foreground classes present in the training cases, then is centred on a background voxel as
+above (class 0) or on a uniformly chosen voxel of that class in a uniformly chosen case that
+has it; ``fg_fraction`` is not used.
+
+Foreground voxels (``balanced`` and ``nnunet``): uniform among the case's foreground voxels
 (``fg_mode="voxel"``, DeepMedic's default) or first a uniformly chosen foreground class present
 in the case, then a voxel of it (``fg_mode="class"``, nnU-Net's and the default for
 ``oversampling="nnunet"``).
@@ -146,10 +153,15 @@ class PatchSampler:
                 raise ValueError(f"rare has {len(self._rare)} entries but the cases have "
                                  f"class {n_classes - 1}")
         self._fg: list[list[np.ndarray]] = []  # per case, per present foreground class
-        for case in self.cases:
+        # per foreground class present: (case, its voxels) of every case that has it
+        self._class_sites: dict[int, list[tuple[int, np.ndarray]]] = {}
+        for index, case in enumerate(self.cases):
             flat = case.label.reshape(-1)
             by_class = [np.flatnonzero(flat == k) for k in range(1, n_classes)]
             self._fg.append([ix for ix in by_class if len(ix)])
+            for k, ix in enumerate(by_class, 1):
+                if len(ix):
+                    self._class_sites.setdefault(k, []).append((index, ix))
         self._fg_all = [np.sort(np.concatenate(c)) if c else np.empty(0, np.int64)
                         for c in self._fg]
         self._with_fg = [i for i, c in enumerate(self._fg) if c]
@@ -193,6 +205,17 @@ class PatchSampler:
             return index, self._fg_voxel(index), True
         return *self._bg_centre(), False
 
+    def _per_class(self) -> tuple[int, np.ndarray, bool]:
+        """DeepMedic's per-class placement (module docstring): a class, then a centre."""
+        classes = [0, *sorted(self._class_sites)]
+        k = classes[int(self.rng.integers(len(classes)))]
+        if k == 0:
+            return *self._bg_centre(), False
+        sites = self._class_sites[k]
+        index, voxels = sites[int(self.rng.integers(len(sites)))]
+        flat = voxels[int(self.rng.integers(len(voxels)))]
+        return index, np.array(np.unravel_index(flat, self.cases[index].label.shape)), True
+
     def _nnunet(self, i: int, batch_size: int) -> tuple[int, np.ndarray, bool]:
         """nnU-Net v1's ``DataLoader3D`` placement (module docstring), as a patch centre."""
         index = int(self.rng.integers(len(self.cases)))
@@ -218,6 +241,8 @@ class PatchSampler:
         however many threads then cut them): case, centre, fg flag, gate, regime draws."""
         if self.oversampling == "nnunet":
             index, centre, fg = self._nnunet(i, batch_size)
+        elif self.oversampling == "per_class":
+            index, centre, fg = self._per_class()
         else:
             index, centre, fg = self._balanced()
         gate = float(self.aug_rng.random())
