@@ -450,7 +450,10 @@ def fit(tuner: tune.Tuner, options: RunOptions, to_param: Callable[[dict], dict]
     results = [grid[i] for i in range(len(grid))]
     for result in results:
         if isinstance(result.error, RayActorError):
-            record_failure(to_param(result_config(result)), options, error_message(result.error))
+            # a trial whose actor died before its first report has no config: its folder is
+            # named by its trial id (trial_dirname_creator)
+            config = result.config or {"trial": result.path.rstrip("/").rsplit("/", 1)[-1]}
+            record_failure(to_param(config), options, error_message(result.error))
     return results, log.interrupted
 
 
@@ -552,7 +555,7 @@ def launch(trials: list[Trial], storage: str, options: RunOptions, *,
     params = [t.as_param() for t in trials]
     check_before_ray(options, uri, datasets_of(params), run.address)
     ensure_ray(run.address, run.num_cpus)
-    models = {(t.config["model"]["name"], t.config["model"]["preset"]) for t in trials}
+    models = {(t.config.model.name, t.config.model.preset) for t in trials}
     plan = Plan.create(study, params, options, storage, cpus_per_trial=cpus_per_trial,
                        gpus_per_trial=gpus_per_trial(models, gpus))
     plan.save(uri)

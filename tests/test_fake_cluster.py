@@ -181,9 +181,10 @@ def test_study_runs_on_workers_the_autoscaler_adds(fake_cluster, tmp_path):
 
     workers = _worker_ids(probe)
     assert 1 <= len(workers) <= 2, probe["nodes"]  # max_workers: 2
-    # Tune's trial actors (one per trial attempt) ran on the workers, never on the CPU-less head.
+    # Tune's trial actors (reused from trial to trial) ran on the workers, never on the
+    # CPU-less head.
     trial_nodes = [a["node"] for a in probe["actors"] if a["class"] == "ImplicitFunc"]
-    assert len(trial_nodes) >= len(expected), probe["actors"]
+    assert trial_nodes, probe["actors"]
     assert set(trial_nodes) <= set(workers), (trial_nodes, workers)
     print(f"\nhead up in {cluster.head_up:.0f} s; study {study_s:.0f} s; "
           f"{len(workers)} worker node(s) appeared: {workers}; trial actors on "
@@ -226,7 +227,7 @@ def test_trial_resumes_from_checkpoint_after_its_worker_node_dies(fake_cluster, 
     storage = tmp_path / "storage"
     [trial] = expand(load_study(WORKER_KILL_STUDY))
     every = yaml.safe_load(WORKER_KILL_STUDY.read_text())["training"]["checkpoint_every"]
-    iterations = trial.config["training"]["iterations"]
+    iterations = trial.config.training.iterations
     launched = time.monotonic()
     driver = _start(cluster.launch(WORKER_KILL_STUDY, storage, "--max-failures", "1"),
                     cluster.log, cluster.env)
