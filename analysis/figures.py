@@ -10,6 +10,11 @@
   fraction at the chosen settings (001 Fig. 1's train-test gap), one column per method.
 * ``logit_figure`` and ``logit_shift_figure``: logit distributions of each class's voxels on
   training vs test cases, and the shift of the mean logit (001 Figs. 3-5, 7-8).
+* ``loss_curve_figure``: each loss and its gradient vs the true-class logit (000 Fig. 1,
+  001 Fig. 9), from ``study.loss_curves``.
+* ``intensity_figure`` and ``class_distribution_figure``: a dataset's intensity histograms per
+  class and channel (001 Fig. 10) and its voxels per class (001 Fig. 11), from
+  ``study data check --figures``.
 
 What the metric figures draw: each case as a grey dot (its metric averaged over the seeds),
 jittered beside the mean over those cases; the mean with its 95% percentile-bootstrap
@@ -79,9 +84,10 @@ DRAWN = (f"Grey dots: test cases (each averaged over the seeds), jittered beside
 LOGITS_DRAWN = ("one colour per logit channel; solid: training cases, dashed: test cases; "
                 "histograms of the voxels of all seeds, as densities.")
 
-__all__ = ["DRAWN", "LOGITS_DRAWN", "bootstrap_interval", "case_values", "fraction_figure",
-           "heatmap_figure", "logit_figure", "logit_shift_figure", "save", "sensitivity_figure",
-           "train_test_figure", "varying_hyperparameters"]
+__all__ = ["DRAWN", "LOGITS_DRAWN", "bootstrap_interval", "case_values",
+           "class_distribution_figure", "fraction_figure", "heatmap_figure", "intensity_figure",
+           "logit_figure", "logit_shift_figure", "loss_curve_figure", "save",
+           "sensitivity_figure", "train_test_figure", "varying_hyperparameters"]
 
 
 @contextmanager
@@ -647,4 +653,120 @@ def logit_shift_figure(shift: pd.DataFrame, dataset: str, model: str,
                              f"{sorted(rows['series'].unique())}, got none")
         legend.remove()
         figure.legend(handles, labels, loc="outside lower center", ncols=2, frameon=False)
+    return figure
+
+
+# ---------------------------------------------------------------------------- supplement
+
+def loss_curve_figure(curves: pd.DataFrame) -> Figure:
+    """000 Fig. 1 / 001 Fig. 9 with the gradients of 000 eq. 5-8: each loss (top row) and its
+    derivative by the true-class logit (bottom row) vs that logit, one column per setting
+    (form and true class), one colour per technique, dashed for the asymmetric variants.
+    ``curves`` is ``study.loss_curves.loss_curves()``: columns ``technique``, ``loss`` (the
+    legend name), ``asymmetric``, ``setting``, ``logit``, ``value``, ``gradient``."""
+    missing = {"technique", "loss", "asymmetric", "setting", "logit", "value", "gradient"} \
+        - set(curves.columns)
+    if missing or curves.empty:
+        raise ValueError(f"loss curves: expected rows with the columns of "
+                         f"study.loss_curves.COLUMNS, got {len(curves)} rows missing "
+                         f"{sorted(missing)}")
+    settings = list(dict.fromkeys(curves["setting"]))
+    families = list(dict.fromkeys(t.removeprefix("asym_") for t in curves["technique"]))
+    colours = dict(zip(families, sns.color_palette("colorblind", len(families)), strict=True))
+    rows = (("value", "loss"), ("gradient", r"$\partial L / \partial z_t$"))
+    with _context():
+        figure = Figure(figsize=(3.4 * len(settings) + 0.6, 6.4), layout="constrained")
+        axes = figure.subplots(2, len(settings), squeeze=False, sharex=True)
+        for j, setting in enumerate(settings):
+            selected = curves[curves["setting"] == setting]
+            for (technique, loss, asymmetric), line in selected.groupby(
+                    ["technique", "loss", "asymmetric"], sort=False):
+                for i, (column, _) in enumerate(rows):
+                    axes[i, j].plot(line["logit"], line[column], label=loss, linewidth=1.4,
+                                    color=colours[technique.removeprefix("asym_")],
+                                    linestyle="--" if asymmetric else "-")
+            for i, (_, name) in enumerate(rows):
+                axes[i, j].axhline(0, color="black", linewidth=0.6)
+                if j == 0:
+                    axes[i, j].set_ylabel(name)
+            axes[1, j].set_xlabel(f"true-class logit $z_t$ (other logit 0)\n{setting}")
+        handles, labels = [], []
+        for ax in axes.flat:
+            for handle, label in zip(*ax.get_legend_handles_labels(), strict=True):
+                if label not in labels:
+                    handles.append(handle)
+                    labels.append(label)
+        figure.legend(handles, labels, loc="outside lower center", ncols=3, frameon=False)
+    return figure
+
+
+def intensity_figure(histograms: pd.DataFrame, intensity: str = "intensity") -> Figure:
+    """001 Fig. 10: the intensity histogram of each class's voxels, one panel per image
+    channel, as densities (each class's counts divided by its voxels and the bin width, so the
+    rare foreground is visible beside the background). ``histograms`` has one row per
+    (``channel``, ``class``, bin): ``bin_low``, ``bin_high``, ``voxels``
+    (``study.data.check``); ``intensity`` names the x axis."""
+    missing = {"channel", "class", "bin_low", "bin_high", "voxels"} - set(histograms.columns)
+    if missing or histograms.empty:
+        raise ValueError(f"intensity histograms: expected rows with channel, class, bin_low, "
+                         f"bin_high and voxels, got {len(histograms)} rows missing "
+                         f"{sorted(missing)}")
+    channels = list(dict.fromkeys(histograms["channel"]))
+    classes = list(dict.fromkeys(histograms["class"]))
+    colours = dict(zip(classes, sns.color_palette("colorblind", len(classes)), strict=True))
+    with _context():
+        figure, axes = _grid(len(channels), 4, 3.2, 2.8)
+        for ax, channel in zip(axes.flat, channels, strict=False):
+            for name in classes:
+                rows = histograms[(histograms["channel"] == channel)
+                                  & (histograms["class"] == name)]
+                total = rows["voxels"].sum()
+                if not total:
+                    continue
+                edges = np.append(rows["bin_low"].to_numpy(float), rows["bin_high"].iloc[-1])
+                density = rows["voxels"].to_numpy(float) / (total * np.diff(edges))
+                ax.stairs(density, edges, color=colours[name], linewidth=1.3,
+                          label=f"{class_label(name)} ({int(total):,} voxels)")
+            ax.set_xlabel(f"{intensity}\n{channel}")
+            ax.set_ylabel("density")
+        handles, labels = [], []
+        for ax in axes.flat:
+            for handle, label in zip(*ax.get_legend_handles_labels(), strict=True):
+                if label not in labels:
+                    handles.append(handle)
+                    labels.append(label)
+        figure.legend(handles, labels, loc="outside lower center", ncols=min(len(labels), 4),
+                      frameon=False)
+    return figure
+
+
+def class_distribution_figure(classes: pd.DataFrame) -> Figure:
+    """001 Fig. 11: the total number of voxels of each class over the dataset's cases (log
+    scale), rare classes (``rare``, 001 §IV's r = 1) in their own colour. ``classes`` has one
+    row per class: ``class_index``, ``class``, ``rare``, ``voxels``, ``cases_present``,
+    ``cases`` (``study.data.check``)."""
+    missing = {"class_index", "class", "rare", "voxels", "cases_present", "cases"} \
+        - set(classes.columns)
+    if missing or classes.empty:
+        raise ValueError(f"class distribution: expected one row per class with class_index, "
+                         f"class, rare, voxels, cases_present and cases, got {len(classes)} "
+                         f"rows missing {sorted(missing)}")
+    palette = sns.color_palette("colorblind", 2)
+    colour = {False: palette[0], True: palette[1]}
+    with _context():
+        figure = Figure(figsize=(max(4.8, 0.55 * len(classes) + 2.0), 3.6), layout="constrained")
+        ax = figure.subplots()
+        x = np.arange(len(classes))
+        ax.bar(x, classes["voxels"].to_numpy(float),
+               color=[colour[bool(r)] for r in classes["rare"]])
+        ax.set_yscale("log")
+        ax.set_xticks(x, [f"{k} {class_label(n)}" for k, n in
+                          zip(classes["class_index"], classes["class"], strict=True)],
+                      rotation=45 if len(classes) > 4 else 0, ha="right" if len(classes) > 4
+                      else "center")
+        ax.set_xlabel(f"class (voxels of {int(classes['cases'].iloc[0])} cases)")
+        ax.set_ylabel("voxels (log scale)")
+        figure.legend(handles=[Patch(color=colour[False], label="common class"),
+                               Patch(color=colour[True], label="rare class (r = 1)")],
+                      loc="outside lower center", ncols=2, frameon=False)
     return figure

@@ -6,8 +6,11 @@
     study resume STUDY [--storage URI]      continue after Ctrl-C, a crash or failed trials
     study status STUDY [--storage URI] [--json]
     study report STUDY [--storage URI] [--out DIR]
-    study data check ROOT --layout NAME     validate a dataset folder (every problem listed;
-                                            NAME nnunet or msd: a folder with dataset.json)
+    study data check ROOT --layout NAME [--figures DIR]
+                                            validate a dataset folder (every problem listed;
+                                            NAME nnunet or msd: a folder with dataset.json);
+                                            DIR: its intensity histograms and class voxels
+    study figures losses DIR                every loss and its gradient vs the true-class logit
 
 STUDY is a study file, or the name of a shipped study (search_spaces/studies/NAME.yaml) or
 of a launched one. Studies live in STORAGE/NAME (default storage: ./study-results, a folder
@@ -310,7 +313,15 @@ def cmd_compact(args: argparse.Namespace) -> int:
 def cmd_data_check(args: argparse.Namespace) -> int:
     from study.data import check
 
-    return check.run(args.root, args.layout, printer=_say)
+    return check.run(args.root, args.layout, printer=_say, figures=args.figures)
+
+
+def cmd_figures_losses(args: argparse.Namespace) -> int:
+    from study import loss_curves
+
+    for path in loss_curves.write(args.folder):
+        _say(str(path))
+    return 0
 
 
 def cmd_version(args: argparse.Namespace) -> int:
@@ -491,7 +502,19 @@ def _parser() -> argparse.ArgumentParser:
                             "msd-prostate, msd-pancreas, msd-spleen, a synthetic-* preset; or "
                             "nnunet / msd: an nnU-Net v2 raw or Decathlon task folder read as "
                             "its dataset.json declares it")
+    data_check.add_argument("--figures", default=None, metavar="DIR",
+                            help="also write the intensity histogram of each class per channel "
+                            "(001 Fig. 10) and the voxels per class (001 Fig. 11) of the cases "
+                            "read without a problem into DIR, as CSV, PNG and SVG")
     data_check.set_defaults(func=cmd_data_check)
+
+    figures = command("figures", "figures of the papers that need no study")
+    figure_commands = figures.add_subparsers(dest="figures_command", required=True)
+    losses = figure_commands.add_parser(
+        "losses", help="every technique's loss and its gradient vs the true-class logit "
+        "(000 Fig. 1, 001 Fig. 9) as CSV, PNG and SVG; prints the files", parents=[common])
+    losses.add_argument("folder", help="where to write the files")
+    losses.set_defaults(func=cmd_figures_losses)
     return parser
 
 
