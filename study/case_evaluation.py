@@ -23,6 +23,7 @@ import numpy as np
 
 from study.data.registry import DatasetInfo
 from study.evaluate import evaluate_segmentation
+from study.identity import TrialConfig
 from study.inference import predict_logits
 from study.logit_stats import SPLITS as LOGIT_SPLITS
 from study.logit_stats import LogitStats
@@ -49,7 +50,7 @@ def evaluated_cases(train_cases: Sequence, test_cases: Sequence,
     return evaluated
 
 
-def evaluate_cases(model, config, info: DatasetInfo, evaluated: dict[str, list], device
+def evaluate_cases(model, config: TrialConfig, info: DatasetInfo, evaluated: dict[str, list], device
                    ) -> tuple[list[dict], dict[str, LogitStats]]:
     """Per-case metric rows of the evaluated cases (:func:`evaluated_cases`; each row tagged
     with its ``split``) and the logit statistics of the ``"train"`` and ``"test"`` cases (for
@@ -60,8 +61,8 @@ def evaluate_cases(model, config, info: DatasetInfo, evaluated: dict[str, list],
     DeepMedic: dense tiling with its inference segments), argmax, metrics with and without
     largest-component post-processing.
     """
-    patch = config["training"]["output_patch"]
-    mirror = (0, 1, 2) if config.get("inference", {}).get("mirroring") else ()
+    patch = config.training.output_patch
+    mirror = (0, 1, 2) if config.inference.mirroring else ()
     rows = []
     stats = {split: LogitStats(len(info.classes)) for split in LOGIT_SPLITS}
     for split, cases in evaluated.items():

@@ -38,11 +38,13 @@ from ray.tune.schedulers import ASHAScheduler
 from ray.tune.search.optuna import OptunaSearch
 
 from study import progress
+from study.catalog import param_label
+from study.identity import TrialConfig, trial_id
 from study.progress import Interrupted
 from study.results import FINISHED_STATUSES, ResultStore, filesystem
 from study.spec import StudySpec, load_search_spaces
 from study.trial import RunOptions
-from study.trials import Trial, param_label, trial_config, trial_id
+from study.trials import Trial, trial_config
 from study.tune import (
     Plan,
     ProgressCallback,
@@ -84,7 +86,7 @@ def search_groups(spec: StudySpec) -> list[dict[str, Any]]:
             groups.append({
                 "study": spec.name, "variant": spec.variant,
                 "technique": run.technique, "fraction": fraction,
-                "base": trial_config(spec, fraction, run.technique, {}, spec.seeds[0]),
+                "base": trial_config(spec, fraction, run.technique, {}, spec.seeds[0]).to_dict(),
                 "space": {h.name: [h.low, h.high, h.log] for h in space.hyperparameters},
             })
     return groups
@@ -102,8 +104,8 @@ def param_of(config: dict[str, Any]) -> dict[str, Any]:
     """The trial param of an optimize experiment's Tune config (the group's base config and
     the sampled hyperparameters, rounded)."""
     hp = {name: _round(value) for name, value in config["hp"].items()}
-    trial_cfg = {**config["base"], "hp": hp}
-    return Trial(config["study"], trial_id(trial_cfg), trial_cfg, param_label(hp),
+    trial_cfg = TrialConfig.from_dict({**config["base"], "hp": hp})
+    return Trial(config["study"], trial_cfg.trial_id, trial_cfg, param_label(hp),
                  config["variant"]).as_param()
 
 
@@ -294,7 +296,7 @@ def _search_group(plan: Plan, uri: str, group: dict[str, Any], name: str,
 def _scheduler(group: dict[str, Any], options: RunOptions) -> ASHAScheduler:
     """ASHA on validation DSC at the validation iterations (``val_iteration``): rungs at
     ``validate_every`` x 3^k iterations, so that each rung is a validation point."""
-    iterations = group["base"]["training"]["iterations"]
+    iterations = TrialConfig.from_dict(group["base"]).training.iterations
     return ASHAScheduler(time_attr="val_iteration", metric=PRUNE_METRIC, mode="max",
                          max_t=iterations, grace_period=min(options.validate_every, iterations),
                          reduction_factor=PRUNE_REDUCTION)

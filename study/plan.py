@@ -21,59 +21,60 @@ pre-training iterations); evaluation is not counted.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from study.identity import TrialConfig
 from study.profiles import REFERENCE_SPEED, gpu_share
 from study.spec import StudySpec
 from study.trials import Trial, expand
 
 
-def passes_per_iteration(hp: dict[str, float]) -> int:
+def passes_per_iteration(hp: Mapping[str, float]) -> int:
     """Forward/backward passes of one training iteration: the clean batch, plus two for
     adversarial training (the direction w.r.t. the input, then the perturbed batch; 001
     eq. 14-16) and one for mixup (eq. 17-19). Summed and sequential updates cost the same."""
     return 1 + 2 * ("eps" in hp) + ("mixup_alpha" in hp)
 
 
-def gpu_hours(config: dict[str, Any]) -> float:
+def gpu_hours(config: TrialConfig) -> float:
     """Estimated GPU-hours of one trial's training on one whole GPU (see the module
     docstring)."""
-    training = config["training"]
-    speed = REFERENCE_SPEED[config["model"]["name"]]
-    voxels = training["batch_size"] * math.prod(training["input_patch"])
-    pretrain = training.get("pretrain", 0)  # one pass each: plain CE, no regularizer
-    passes = pretrain + (training["iterations"] - pretrain) * passes_per_iteration(config["hp"])
+    training = config.training
+    speed = REFERENCE_SPEED[config.model.name]
+    voxels = training.batch_size * math.prod(training.input_patch)
+    pretrain = training.pretrain  # one pass each: plain CE, no regularizer
+    passes = pretrain + (training.iterations - pretrain) * passes_per_iteration(config.hp)
     seconds = passes / (speed.steps_per_second * speed.voxels / voxels)
     return seconds / 3600.0
 
 
 def _record(spec: StudySpec, trial: Trial, gpu_share: float) -> dict[str, Any]:
     config = trial.config
-    training = config["training"]
+    training = config.training
     return {
         "trial_id": trial.trial_id,
-        "dataset": config["dataset"]["name"],
-        "fraction": config["fraction"],
-        "seed": config["seed"],
-        "technique": config["technique"],
-        "model": config["model"]["name"],
-        "preset": config["model"]["preset"],
-        "hyperparameters": dict(config["hp"]),
+        "dataset": config.dataset.name,
+        "fraction": config.fraction,
+        "seed": config.seed,
+        "technique": config.technique,
+        "model": config.model.name,
+        "preset": config.model.preset,
+        "hyperparameters": dict(config.hp),
         "param_label": trial.param_label,
         "variant": trial.variant,
-        "input_patch": list(training["input_patch"]),
-        "output_patch": list(training["output_patch"]),
-        "augmentation": None if config["augmentation"] == "none" else config["augmentation"],
+        "input_patch": list(training.input_patch),
+        "output_patch": list(training.output_patch),
+        "augmentation": None if config.augmentation == "none" else config.augmentation,
         "update": spec.training.update,
         "mixup_lambda": spec.training.mixup_lambda,
-        "iterations": training["iterations"],
-        "pretrain": training.get("pretrain", 0),
-        "batch_size": training["batch_size"],
-        "sampling": training["sampling"],
-        "fg_fraction": training["fg_fraction"],
-        "mirroring": config["inference"]["mirroring"],
+        "iterations": training.iterations,
+        "pretrain": training.pretrain,
+        "batch_size": training.batch_size,
+        "sampling": training.sampling,
+        "fg_fraction": training.fg_fraction,
+        "mirroring": config.inference.mirroring,
         "gpu_share": gpu_share,
         "gpu_hours": gpu_hours(config),
     }

@@ -30,7 +30,7 @@ marks the labels outside a model's output with it.
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TypedDict
 
@@ -134,7 +134,7 @@ class _Forms(_Common):
     batch_dice: bool
 
 
-def _regularized(technique: Technique, hp: dict[str, float], context: Context
+def _regularized(technique: Technique, hp: Mapping[str, float], context: Context
                  ) -> TrainingObjective:
     rare = list(context.rare) if technique.asymmetric else None
     common: _Common = {"rare": rare, "ignore_index": IGNORE}
@@ -172,7 +172,7 @@ _REGION_LOSSES: dict[str, Callable[..., nn.Module]] = {
     "jaccard": obj.JaccardLoss, "f_beta": obj.FBetaLoss}
 
 
-def _region(technique: Technique, hp: dict[str, float], context: Context) -> TrainingObjective:
+def _region(technique: Technique, hp: Mapping[str, float], context: Context) -> TrainingObjective:
     loss = _REGION_LOSSES[technique.id]
     return TrainingObjective(loss(*(hp[k] for k in technique.required),
                                   batch_dice=context.batch_dice, ignore_index=IGNORE))
@@ -184,14 +184,14 @@ def _class_counts(technique: Technique, context: Context) -> np.ndarray:
     return context.class_counts()
 
 
-def _calibration(technique: Technique, hp: dict[str, float], context: Context
+def _calibration(technique: Technique, hp: Mapping[str, float], context: Context
                  ) -> TrainingObjective:
     counts = _class_counts(technique, context)
     return TrainingObjective(obj.MarginCalibrationLoss(hp["tau"], hp["nu"], counts,
                                                        ignore_index=IGNORE))
 
 
-def _reweighted(technique: Technique, hp: dict[str, float], context: Context
+def _reweighted(technique: Technique, hp: Mapping[str, float], context: Context
                 ) -> TrainingObjective:
     weights = obj.inverse_frequency_weights(_class_counts(technique, context))
     return TrainingObjective(obj.CrossEntropyLoss(weights, ignore_index=IGNORE))
@@ -203,7 +203,7 @@ BUILDERS: dict[str, Builder] = {"regularized": _regularized, "region": _region,
 """A technique family (:attr:`study.catalog.Technique.family`) -> its builder."""
 
 
-def build_training(technique: str, hp: dict[str, float], context: Context
+def build_training(technique: str, hp: Mapping[str, float], context: Context
                    ) -> TrainingObjective:
     """The loss, regularizers and augmentation for ``technique`` with hyperparameters ``hp``.
 

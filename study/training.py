@@ -6,11 +6,12 @@ regularizers and augmentation gate (``study.techniques``), and takes one
 (``training.update``: one summed-loss step as the papers' equations, or one step per term in
 the reference code's order), the model's paper optimiser and LR schedule
 (``study.models.recipes``). Patches are sampled at the model's *input* size with labels of its
-output patch ``training.output_patch`` (for DeepMedic the input is the context of its pathways
-around the 37^3 ``input_patch`` segment); on the device the labels are padded to the input
-size with the ignore label, so that flips, mixup and adversarial perturbations treat input and
-labels alike. The experiment's augmentation regime (``augmentation``), gated by eq. 21 where
-the technique has ``bg_aug_prob``, is applied by the sampler.
+output patch ``training.output_patch`` (for DeepMedic the input packs its pathways' inputs:
+the 37^3 ``input_patch`` segment and the x3 / x5 grids around it, zero-padded to 37^3 in their
+own channels); on the device the labels are padded to the input size with the ignore label,
+so that flips, mixup and adversarial perturbations treat input and labels alike. The
+experiment's augmentation regime (``augmentation``), gated by eq. 21 where the technique has
+``bg_aug_prob``, is applied by the sampler.
 
 On CUDA: bf16 autocast, optional ``torch.compile``, batches sampled ahead in a thread into
 pinned memory (``study.batches``), and the loss read by the host only every ``check_every``
@@ -45,14 +46,14 @@ from study.batches import BatchStream
 from study.data import sampling
 from study.data.device_augmentation import BatchAugmenter
 from study.data.registry import DatasetInfo
-from study.models import OutputLoss, build_model, centre_crop
+from study.identity import TrialConfig
+from study.models import DeepMedic, OutputLoss, build_model, centre_crop
 from study.models.recipes import RECIPES
 from study.progress import REPORT_SECONDS
 from study.techniques import IGNORE, AugmentationGate, Context, build_training
 
 VALIDATION_PATCHES = 8  # fixed patches of the test cases scored by periodic validation
 VALIDATION_SEED = 0
-MODEL_OPTIONS = ("deep_supervision", "base", "stages")  # optional config["model"] keys
 
 
 class MachineOptions(Protocol):
@@ -91,57 +92,50 @@ class Diverged(Exception):
         self.iteration = iteration
 
 
-def _model_options(model_config: dict[str, Any]) -> dict[str, Any]:
-    unknown = sorted(set(model_config) - {"name", "preset", *MODEL_OPTIONS})
-    if unknown:
-        raise ValueError(f"model: unknown option(s) {unknown} (known: {', '.join(MODEL_OPTIONS)})")
-    return {k: model_config[k] for k in MODEL_OPTIONS if k in model_config}
-
-
 class Training:
     """One trial's training: model, objective, optimizer, schedule, batches; :meth:`run`.
 
     ``training.output_patch`` is the patch the loss sees (DeepMedic: the 21^3 labelled by its
     37^3 ``input_patch`` segment); the model says which input tensor it needs for it
-    (``model.input_size``: for DeepMedic the context of all its pathways) and the sampler cuts
-    patches of that size.
+    (``model.input_size``: for DeepMedic the normal-pathway segment, which packs the inputs of
+    all its pathways, ``model.pathways``) and the sampler cuts patches of that size.
     """
 
-    def __init__(self, config: dict[str, Any], cases, info: DatasetInfo, device: torch.device,
+    def __init__(self, config: TrialConfig, cases, info: DatasetInfo, device: torch.device,
                  options: MachineOptions):
-        training = config["training"]
-        name = config["model"]["name"]
-        self.config, self.device, self.iterations = config, device, training["iterations"]
-        torch.manual_seed(config["seed"])
+        training = config.training
+        name = config.model.name
+        self.config, self.device, self.iterations = config, device, training.iterations
+        torch.manual_seed(config.seed)
         self.recipe = RECIPES[name]
         self.num_classes = len(info.classes)
-        self.model = build_model(name, config["model"]["preset"], len(info.channels),
-                                 self.num_classes, **_model_options(config["model"])).to(device)
-        self.output_patch = tuple(int(p) for p in training["output_patch"])
+        self.model = build_model(name, config.model.preset, len(info.channels),
+                                 self.num_classes).to(device)
+        self.output_patch = training.output_patch
         self.input_size = tuple(self.model.input_size(self.output_patch))
         context = Context(tuple(info.rare_vector()), self.recipe.dsc_term,
                           class_counts=lambda: obj.class_counts((c.label for c in cases),
                                                                 self.num_classes),
                           batch_dice=self.recipe.batch_dice,
-                          mixup_lambda=training.get("mixup_lambda", "paper"))
-        self.update = training.get("update", "summed")
-        built = build_training(config["technique"], config["hp"], context)
-        self.pretrain = int(training.get("pretrain", 0))
+                          mixup_lambda=training.mixup_lambda or "paper")
+        self.update = training.update or "summed"
+        built = build_training(config.technique, config.hp, context)
+        self.pretrain = training.pretrain
         # (loss, batch regularizers, eq. 21's bg_aug_prob) of 003 §4's CE pre-training and of
         # the technique; :meth:`_enter_phase` picks one by the iteration
         self._pretraining = (OutputLoss(obj.CrossEntropyLoss(ignore_index=IGNORE)), (), 1.0)
         self._technique = (OutputLoss(built.loss), built.regularizers,
                            built.augmentation.bg_aug_prob if built.augmentation else 1.0)
-        self.optimizer = self.recipe.optimizer(self.model, training.get("lr"))
+        self.optimizer = self.recipe.optimizer(self.model, training.lr)
         self.schedule = self.recipe.schedule(self.optimizer, self.iterations)
-        self.sampler = self._sampler(cases, config["seed"], built.augmentation)
+        self.sampler = self._sampler(cases, config.seed, built.augmentation)
         cuda = device.type == "cuda"
         prefetch = options.prefetch if options.prefetch is not None else (2 if cuda else 0)
         # on CUDA the nnunet regime's resampling runs on the GPU (the CPU only cuts regions)
-        deferred = cuda and config["augmentation"] == "nnunet"
+        deferred = cuda and config.augmentation == "nnunet"
         self.augmenter = (BatchAugmenter(self.num_classes, self.sampler.augmentation)
                           if deferred else None)
-        self.batches = BatchStream(self.sampler, training["batch_size"], prefetch, pin=cuda,
+        self.batches = BatchStream(self.sampler, training.batch_size, prefetch, pin=cuda,
                                    label_dtype=np.uint8 if self.num_classes <= 255
                                    else np.int64, deferred=deferred)
         self.check_every = options.check_every or (25 if cuda else 1)
@@ -165,13 +159,22 @@ class Training:
         experiment's scheme (``training.sampling``) and augmented by its regime
         (``augmentation``), which eq. 21's gate restricts to rare samples plus a share
         ``bg_aug_prob`` of the others (on the CPU, in the prefetch thread on CUDA)."""
-        training = self.config["training"]
+        training = self.config.training
         gate_options: _GateOptions = ({"bg_aug_prob": gate.bg_aug_prob, "rare": gate.rare}
                                       if gate is not None else {})
-        return sampling.PatchSampler(
-            cases, self.input_size, training["fg_fraction"], seed=seed,
-            label_patch=self.output_patch, augmentation=self.config["augmentation"],
-            oversampling=training["sampling"], **gate_options)
+        return self.patch_sampler(cases, training.fg_fraction, seed,
+                                  augmentation=self.config.augmentation,
+                                  oversampling=training.sampling, **gate_options)
+
+    def patch_sampler(self, cases, fg_fraction: float, seed: int, **options
+                      ) -> sampling.PatchSampler:
+        """A sampler of the model's inputs for ``training.output_patch`` with labels of that
+        output (DeepMedic: its packed pathway grids, ``model.pathways``); ``options``: further
+        ``PatchSampler`` keywords."""
+        pathways = (self.model.pathways(self.output_patch) if isinstance(self.model, DeepMedic)
+                    else None)
+        return sampling.PatchSampler(cases, self.input_size, fg_fraction, seed=seed,
+                                     label_patch=self.output_patch, pathways=pathways, **options)
 
     # -- state ------------------------------------------------------------------------------
     def state_bytes(self) -> bytes:
@@ -315,8 +318,7 @@ class Validation:
     the first; not restored on resume), the trial's ``final_val_loss``."""
 
     def __init__(self, cases, training: Training, fg_fraction: float):
-        sampler = sampling.PatchSampler(cases, training.input_size, fg_fraction,
-                                        seed=VALIDATION_SEED)
+        sampler = training.patch_sampler(cases, fg_fraction, VALIDATION_SEED)
         images, labels = sampler.sample(VALIDATION_PATCHES)
         self.images = torch.from_numpy(images)
         self.labels = torch.from_numpy(labels)
@@ -328,7 +330,7 @@ class Validation:
         model.eval()
         losses, tp, total = [], torch.zeros(training.num_classes), torch.zeros(
             training.num_classes)
-        batch = training.config["training"]["batch_size"]
+        batch = training.config.training.batch_size
         with training.autocast:
             for i in range(0, len(self.images), batch):
                 x = self.images[i:i + batch].to(device)

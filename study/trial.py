@@ -32,11 +32,12 @@ from study.case_evaluation import diverged_rows, evaluate_cases, evaluated_cases
 from study.data import loader, splits, synthetic
 from study.data.inline import dataset_info
 from study.data.registry import DatasetInfo
+from study.identity import TrialConfig, canonical_json, trial_id
 from study.logit_stats import to_json
 from study.progress import REPORT_SECONDS
 from study.results import ResultStore, identity_columns, summarise
 from study.training import Diverged, Reporter, Training, Validation
-from study.trials import Trial, canonical_json, trial_id
+from study.trials import Trial
 
 
 @dataclass(frozen=True)
@@ -101,22 +102,22 @@ def resolve_device(requested: str) -> torch.device:
     return torch.device(requested)
 
 
-def dataset_root(config: dict[str, Any], options: RunOptions) -> Path:
+def dataset_root(config: TrialConfig, options: RunOptions) -> Path:
     """The dataset's folder; synthetic data is generated there first if missing."""
-    dataset = config["dataset"]
-    if "synthetic" in dataset:
-        key = trial_id({"synthetic": dataset["synthetic"]})[:8]
-        folder = Path(options.data_dir) / f"{dataset['name']}-{key}"
-        return synthetic.ensure_generated(dataset["synthetic"], folder, preset=dataset["name"])
-    root = options.dataset_roots.get(dataset["name"])
+    dataset = config.dataset
+    if dataset.synthetic is not None:
+        params = dataset.to_dict()["synthetic"]
+        folder = Path(options.data_dir) / f"{dataset.name}-{trial_id({'synthetic': params})[:8]}"
+        return synthetic.ensure_generated(params, folder, preset=dataset.name)
+    root = options.dataset_roots.get(dataset.name)
     if root is None:
-        raise ValueError(f"dataset {dataset['name']}: no folder given (set `root` in the study "
-                         f"or pass --dataset-root {dataset['name']}=PATH)")
+        raise ValueError(f"dataset {dataset.name}: no folder given (set `root` in the study "
+                         f"or pass --dataset-root {dataset.name}=PATH)")
     return Path(root)
 
 
-def _train(config, cases, info: DatasetInfo, device, session: Session, options: RunOptions,
-           test_cases=()) -> tuple[Training, Validation | None]:
+def _train(config: TrialConfig, cases, info: DatasetInfo, device, session: Session,
+           options: RunOptions, test_cases=()) -> tuple[Training, Validation | None]:
     """Train (resuming from the session's checkpoint if any), with the periodic validation
     when ``options`` asks for one; raises ``Diverged``."""
     training = Training(config, cases, info, device, options)
@@ -125,31 +126,30 @@ def _train(config, cases, info: DatasetInfo, device, session: Session, options: 
         training.load_state(saved)
     validation = None
     if options.validate_every and test_cases:
-        validation = Validation(test_cases, training, config["training"]["fg_fraction"])
+        validation = Validation(test_cases, training, config.training.fg_fraction)
     training.run(session, options.checkpoint_every, validation, options.validate_every,
                  options.report_seconds)
     return training, validation
 
 
-def _out_of_memory_message(error: BaseException, config: dict[str, Any],
+def _out_of_memory_message(error: BaseException, config: TrialConfig,
                            device: torch.device) -> str:
     """What ran out of memory: model, batch, patch, technique, GPU and its memory use."""
-    training = config["training"]
-    model = config["model"]
+    training, model = config.training, config.model
     gpu = ""
     if device.type == "cuda" and torch.cuda.is_available():
         total = torch.cuda.get_device_properties(device).total_memory / 2**30
         peak = torch.cuda.max_memory_allocated(device) / 2**30
         gpu = f" on {torch.cuda.get_device_name(device)} ({total:.0f} GiB, peak {peak:.1f} GiB)"
         torch.cuda.empty_cache()
-    return (f"CUDA out of memory training {model['name']}/{model['preset']} with batch "
-            f"{training['batch_size']} x input segment {list(training['input_patch'])} "
-            f"(output {list(training['output_patch'])}), technique "
-            f"{config['technique']} {config['hp']}{gpu}: {error} (config: "
-            f"{canonical_json(config)})")
+    return (f"CUDA out of memory training {model.name}/{model.preset} with batch "
+            f"{training.batch_size} x input segment {list(training.input_patch)} "
+            f"(output {list(training.output_patch)}), technique "
+            f"{config.technique} {dict(config.hp)}{gpu}: {error} (config: "
+            f"{canonical_json(config.to_dict())})")
 
 
-def _failure_message(error: BaseException, config: dict[str, Any] | None,
+def _failure_message(error: BaseException, config: TrialConfig | None,
                      device: torch.device | None) -> str:
     if (isinstance(error, torch.cuda.OutOfMemoryError) and device is not None
             and config is not None):
@@ -199,7 +199,8 @@ def run_trial(param: dict[str, Any], options: RunOptions, session: Session | Non
     (:func:`record_failure`) and re-raised."""
     session = session or LocalSession()
     row: dict[str, Any] = {"started_at": datetime.now(timezone.utc)}
-    config, device, tracker = param.get("config"), None, None
+    config: TrialConfig | None = None
+    device, tracker = None, None
     case_rows: list[dict] = []
     try:
         trial = Trial.from_param(param)
@@ -207,7 +208,7 @@ def run_trial(param: dict[str, Any], options: RunOptions, session: Session | Non
         if options.threads:
             torch.set_num_threads(options.threads)
         device = resolve_device(options.device)
-        row.update(identity_columns(param), config=canonical_json(config), error=None,
+        row.update(identity_columns(param), config=canonical_json(config.to_dict()), error=None,
                    code_version=study.code_version(), host=socket.gethostname(),
                    device=torch.cuda.get_device_name(device) if device.type == "cuda"
                    else "cpu", train_seconds=None, eval_seconds=None, iterations_done=0,
@@ -219,12 +220,12 @@ def run_trial(param: dict[str, Any], options: RunOptions, session: Session | Non
 
             session = TrackedSession(session, tracker)
         root = dataset_root(config, options)
-        dataset = config["dataset"]
-        info = dataset_info(dataset, root)
+        dataset = config.dataset
+        info = dataset_info(dataset.to_dict(), root)
         case_ids = loader.list_cases(info, root)
         given_test = loader.given_test_cases(info, root)  # a labelled imagesTs/ of its own
-        held_out = dataset.get("validation_cases", 0)
-        train_ids, test_ids = splits.split(case_ids, dataset["test_cases"], config["fraction"],
+        held_out = dataset.validation_cases
+        train_ids, test_ids = splits.split(case_ids, dataset.test_cases, config.fraction,
                                            counts=info.train_counts, validation_cases=held_out,
                                            given_test=given_test)
         cache = Path(options.data_dir) / "preprocessed"  # shared by the trials of a node
@@ -235,7 +236,7 @@ def run_trial(param: dict[str, Any], options: RunOptions, session: Session | Non
         train_cases = load(train_ids)
         loader.require_foreground(train_cases, info)
         test_cases = load(test_ids)
-        validation_cases = load(splits.validation(case_ids, dataset["test_cases"], held_out,
+        validation_cases = load(splits.validation(case_ids, dataset.test_cases, held_out,
                                                   given_test)) if held_out else []
         evaluated = evaluated_cases(train_cases, test_cases, validation_cases)
         row.update(train_cases=len(train_cases), test_cases=len(test_cases))

@@ -1,55 +1,25 @@
-"""Deterministic expansion of a study into trials, and the ``trial_id`` contract.
+"""Deterministic expansion of a study into trials.
 
-A trial is a canonical config: dataset (name, test and validation set sizes and, for synthetic
-data, its generator parameters; for an own dataset its layout, the sha256 of its
-``dataset.json`` and its resolved options), training fraction, model, technique,
-hyperparameters, seed, training budget (with its CE pre-training, when any) and segment sizes,
-augmentation regime and test-time mirroring.
-``trial_id`` is the first 16 hex digits of the SHA-256 of its canonical JSON (sorted keys,
-compact separators, floats normalised to 12 significant digits, ``-0.0`` -> ``0.0``), so the
-same study file expands to the same ids in any process on any machine. Paths (data roots,
-storage) and the study name are not part of the identity: the same trial in two studies is
-the same experiment.
+A trial is a canonical config (:class:`study.identity.TrialConfig`): dataset (name, test and
+validation set sizes and, for synthetic data, its generator parameters; for an own dataset its
+layout, the sha256 of its ``dataset.json`` and its resolved options), training fraction,
+model, technique, hyperparameters, seed, training budget (with its CE pre-training, when any)
+and segment sizes, augmentation regime and test-time mirroring; its ``trial_id`` hashes its
+canonical JSON (:func:`study.identity.trial_id`), so the same study file expands to the same
+ids in any process on any machine. Paths (data roots, storage) and the study name are not part
+of the identity: the same trial in two studies is the same experiment.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
-import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from study.catalog import param_label
+from study.identity import TrialConfig, canonical_json
 from study.spec import SpecError, StudySpec
-
-
-def _normalise(value: Any) -> Any:
-    if isinstance(value, bool) or value is None or isinstance(value, (int, str)):
-        return value
-    if isinstance(value, float):
-        if not math.isfinite(value):
-            raise ValueError(f"trial configs hold finite numbers only, got {value!r}")
-        return float(f"{value:.12g}") + 0.0  # + 0.0 turns -0.0 into 0.0
-    if isinstance(value, dict):
-        return {str(k): _normalise(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_normalise(v) for v in value]
-    raise TypeError(f"trial configs hold JSON values only, got {type(value).__name__}")
-
-
-def canonical_json(config: dict[str, Any] | None) -> str:
-    """The canonical JSON text of a trial config (what ``trial_id`` hashes); ``null`` for
-    none (the failed row of a param without one)."""
-    return json.dumps(
-        _normalise(config), sort_keys=True, separators=(",", ":"), ensure_ascii=False
-    )
-
-
-def trial_id(config: dict[str, Any]) -> str:
-    """Stable 16-hex-digit id of a trial config."""
-    return hashlib.sha256(canonical_json(config).encode("utf-8")).hexdigest()[:16]
 
 
 def _varying(settings: Sequence[dict[str, float]]) -> list[str]:
@@ -64,25 +34,28 @@ class Trial:
 
     study: str
     trial_id: str
-    config: dict[str, Any]
+    config: TrialConfig
     param_label: str
     variant: str | None = None
 
     def as_param(self) -> dict[str, Any]:
-        """The JSON-safe dict Ray Tune carries as this trial's config."""
+        """The JSON-safe dict Ray Tune carries as this trial's config (``config`` as
+        :meth:`TrialConfig.to_dict`)."""
         return {
             "study": self.study,
             "trial_id": self.trial_id,
             "param_label": self.param_label,
             "variant": self.variant,
-            "config": self.config,
+            "config": self.config.to_dict(),
         }
 
     @classmethod
     def from_param(cls, param: dict[str, Any]) -> Trial:
-        trial = cls(param["study"], param["trial_id"], param["config"], param["param_label"],
-                    param.get("variant"))
-        if trial_id(trial.config) != trial.trial_id:
+        """The trial of a param (:meth:`as_param`, read back from Ray Tune or ``study.json``);
+        ``ValueError`` for a config that is malformed or does not hash to the param's id."""
+        trial = cls(param["study"], param["trial_id"], TrialConfig.from_dict(param["config"]),
+                    param["param_label"], param.get("variant"))
+        if trial.config.trial_id != trial.trial_id:
             raise ValueError(f"trial {trial.trial_id}: config does not hash to its id")
         return trial
 
@@ -97,7 +70,7 @@ def trial_augmentation(spec: StudySpec, hp: dict[str, float]) -> str:
 
 
 def trial_config(spec: StudySpec, fraction: float, technique: str, hp: dict[str, float],
-                 seed: int) -> dict[str, Any]:
+                 seed: int) -> TrialConfig:
     """The canonical identity config of one trial of ``spec``.
 
     Options that cannot change a trial's result are left out, so that the same experiment is
@@ -138,7 +111,7 @@ def trial_config(spec: StudySpec, fraction: float, technique: str, hp: dict[str,
         "augmentation": trial_augmentation(spec, hp),
         "inference": {"mirroring": spec.mirroring},
     }
-    return json.loads(canonical_json(config))
+    return TrialConfig.from_dict(json.loads(canonical_json(config)))
 
 
 MAX_TRIALS = 20_000  # per experiment, unless the caller allows more (a typo guard: 10^6 grids)
@@ -166,7 +139,7 @@ def expand(spec: StudySpec, max_trials: int = MAX_TRIALS) -> list[Trial]:
                 label = param_label(hp, shown)
                 for seed in spec.seeds:
                     config = trial_config(spec, fraction, run.technique, hp, seed)
-                    tid = trial_id(config)
+                    tid = config.trial_id
                     if tid in trials:
                         raise ValueError(
                             f"{spec.source}: {run.technique} {param_label(hp)} seed {seed} "

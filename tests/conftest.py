@@ -62,8 +62,8 @@ def tiny_data(tiny_spec, data_dir):
     options = RunOptions(data_dir=str(data_dir), results_uri="")
     config = expand(tiny_spec)[0].config
     root = dataset_root(config, options)
-    info = dataset_info(config["dataset"], root)
-    train, test = splits.split(loader.list_cases(info, root), config["dataset"]["test_cases"],
-                               config["fraction"])
+    info = dataset_info(config.dataset.to_dict(), root)
+    train, test = splits.split(loader.list_cases(info, root), config.dataset.test_cases,
+                               config.fraction)
     return (info, [loader.load_case(info, root, c) for c in train],
             [loader.load_case(info, root, c) for c in test])

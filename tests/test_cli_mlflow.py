@@ -18,7 +18,7 @@ def test_a_trial_is_tracked_in_a_local_file_store(tiny_spec, run_options, tmp_pa
     case table as cases.csv; running it again continues the same MLflow run."""
     pytest.importorskip("mlflow")
     uri = f"file:{tmp_path / 'mlruns'}"
-    param = next(t for t in expand(tiny_spec) if t.config["technique"] == "asym_focal")
+    param = next(t for t in expand(tiny_spec) if t.config.technique == "asym_focal")
     options = dataclasses.replace(run_options, validate_every=2, mlflow_uri=uri)
     summary = run_trial(param.as_param(), options)
     client = tracking.client(uri)

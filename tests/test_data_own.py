@@ -305,9 +305,9 @@ def test_identity_hashes_dataset_json_not_the_folder(tmp_path):
     dataset = f"{{layout: nnunet, root: {root}, rare: [lesion], test_cases: 1}}"
     spec = load_study(_study(tmp_path, dataset))
     trial = expand(spec)[0]
-    config = trial.config["dataset"]
+    config = trial.config.to_dict()["dataset"]
     assert config["layout"] == "nnunet" and config["name"] == "Dataset508_Id"
-    assert str(tmp_path) not in json.dumps(trial.config)
+    assert str(tmp_path) not in json.dumps(trial.config.to_dict())
     assert config["options"]["roi"] == "nonzero" and config["options"]["lcc"] == ["lesion"]
     assert spec.dataset.root == str(root)
 
@@ -346,7 +346,7 @@ def test_plan_of_an_inline_study_reads_only_dataset_json(tmp_path, capsys):
     records = [t for e in plan.get("experiments", [plan]) for t in e.get("trials", [])] \
         or plan["trials"]
     assert len(records) == 1 and records[0]["dataset"] == "Dataset509_Plan"
-    options = expand(load_study(path))[0].config["dataset"]["options"]
+    options = expand(load_study(path))[0].config.to_dict()["dataset"]["options"]
     assert options["roi"] == "body" and options["lcc"] == {"liver": 1, "tumour": 2}
 
 

@@ -117,8 +117,8 @@ def _probed(training: Training) -> HostReads:
     draw = training.batches.next
 
     def next_batch():
-        images, labels, state = draw()
-        return probe.device(images), probe.device(labels), state
+        images, labels, state, deferred = draw()
+        return probe.device(images), probe.device(labels), state, deferred
 
     training.batches.next = next_batch
     return probe

@@ -46,9 +46,9 @@ def test_trial_writes_one_trial_row_and_all_case_rows(tiny_spec, run_options, mo
     assert len(trials) == 1 and trials.loc[0, "status"] == "ok" == summary["status"]
     assert trials.loc[0, "hp_gamma"] == 2.0 and pd.isna(trials.loc[0, "hp_m"])
     assert pd.isna(trials.loc[0, "final_val_loss"])
-    dataset = trial.config["dataset"]
-    ids = loader.list_cases(DATASETS[dataset["name"]], dataset_root(trial.config, run_options))
-    train_ids, test_ids = splits.split(ids, dataset["test_cases"], trial.config["fraction"])
+    dataset = trial.config.dataset
+    ids = loader.list_cases(DATASETS[dataset.name], dataset_root(trial.config, run_options))
+    train_ids, test_ids = splits.split(ids, dataset.test_cases, trial.config.fraction)
     by_split = cases.groupby("split")["case_id"].unique()
     assert sorted(by_split["test"]) == test_ids
     assert sorted(by_split["train"]) == train_ids[:LOGIT_STAT_TRAIN_CASES]
@@ -73,7 +73,7 @@ def test_validation_cases_are_held_out_and_evaluated(tiny_spec, run_options):
     spec = dataclasses.replace(tiny_spec, variant="held out", dataset=dataclasses.replace(
         tiny_spec.dataset, validation_cases=1))
     trial = expand(spec)[0]
-    assert trial.config["dataset"]["validation_cases"] == 1
+    assert trial.config.dataset.validation_cases == 1
     run_trial(trial.as_param(), run_options)
     store = ResultStore(run_options.results_uri)
     trials, cases = store.trials(), store.cases()
@@ -172,8 +172,8 @@ def test_update_rule_and_mixup_lambda_reach_the_step(tiny_spec, tiny_data, run_o
     for update in ("summed", "sequential"):
         spec = spec_variant(tiny_spec, model, update=update, mixup_lambda="code")
         config = trial_config(spec, spec.fractions[0], "asym_combination", hp, 0)
-        assert config["training"]["update"] == update
-        assert config["training"]["mixup_lambda"] == "code"
+        assert config.training.update == update
+        assert config.training.mixup_lambda == "code"
         info, train, _ = tiny_data
         training = Training(config, train, info, torch.device("cpu"), run_options)
         assert training.recipe.generate_before_clean == (model == "deepmedic")
@@ -202,7 +202,8 @@ def test_mixup_steps_train_on_mixed_targets(tiny_spec, tiny_data, run_options, m
     targets.clear()
     training = tiny_training(tiny_spec, tiny_data, run_options, "asym_mixup",
                          {"mixup_m": 0.2, "mixup_alpha": 1.0})
-    training.config["training"]["batch_size"] = 2
+    training.config = dataclasses.replace(training.config, training=dataclasses.replace(
+        training.config.training, batch_size=2))
     training.batches.batch_size = 2
     training.sampler.fg_fraction = 1.0
     training.step()
@@ -459,7 +460,7 @@ def test_pretraining_is_plain_ce_then_the_technique(tiny_spec, tiny_data, run_op
                     technique=TechniqueRun(PRETRAINED["technique"], PRETRAINED["settings"]))
     spec = dataclasses.replace(spec, augmentation="deepmedic")
     config = expand(spec)[0].config
-    assert config["training"]["pretrain"] == 2
+    assert config.training.pretrain == 2
     info, train, _ = tiny_data
     training = Training(config, train, info, torch.device("cpu"), run_options)
     for _ in range(2):

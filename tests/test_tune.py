@@ -194,3 +194,31 @@ def test_a_request_no_node_can_satisfy_is_refused(ray_session):
     assert lines and lines[0].startswith("warning: a trial asks for")
     tune.check_resources(1, 0, None, lines.append)  # fits: nothing said
     assert len(lines) == 1
+
+
+def test_grid_params_map_tune_configs_to_trial_params():
+    """Tune's grid holds trial ids only; the param of each comes from the plan."""
+    params = {"a" * 16: {"trial_id": "a" * 16, "x": 1}, "b" * 16: {"trial_id": "b" * 16}}
+    to_param = tune.GridParams(params)
+    assert to_param({"trial": "a" * 16}) is params["a" * 16]
+    with pytest.raises(KeyError):
+        to_param({"trial": "c" * 16})
+
+
+def test_launch_runs_large_studies_in_batches(ray_session, tiny_study_path, data_dir, tmp_path,
+                                              monkeypatch):
+    """With experiments of at most one trial, the 2-trial study runs as 2 Tune experiments,
+    each trial stored once."""
+    monkeypatch.setattr(tune, "GRID_BATCH", 1)
+    storage = str(tmp_path / "storage")
+    with contextlib.redirect_stdout(io.StringIO()):
+        status = main(["launch", str(tiny_study_path), "--storage", storage, "--data-dir",
+                       str(data_dir)])
+    assert status == 0
+    experiments = sorted(p.name for p in (Path(storage) / "tiny" / "tune").iterdir()
+                         if p.name.startswith("run-"))
+    assert len(experiments) == 2, experiments
+    trials = ResultStore(f"{storage}/tiny/results").trials()
+    planned = tune.Plan.load(tune.study_uri(storage, "tiny")).trials
+    assert sorted(trials["trial_id"]) == sorted(t["trial_id"] for t in planned)
+    assert (trials["status"] == "ok").all() and not trials["trial_id"].duplicated().any()
