@@ -12,7 +12,8 @@ printing the hyperparameters that vary in the technique's grid). Deterministic f
 ``seed``.
 
 ``store_trial(store, ...)`` writes one trial with given per-case DSC values, for small
-fixtures with known answers.
+fixtures with known answers; ``full_config(...)`` is a complete trial config (what
+``study.results.identity_columns`` reads), for fixtures that build trial params.
 """
 
 from __future__ import annotations
@@ -91,14 +92,30 @@ def _setting_effect(trial: dict) -> float:
     return EFFECTS.get(trial["technique"], 0.0) + bump + variant
 
 
+def full_config(*, dataset: str = "d", model: str = "unet-tiny", technique: str = "vanilla",
+                hp: Mapping[str, float] | None = None, fraction: float = 0.5, seed: int = 0
+                ) -> dict[str, Any]:
+    """A complete canonical trial config (as ``study.identity.TrialConfig.to_dict`` writes
+    it) of a synthetic trial: ``dataset`` by name (10 test and 2 validation cases), ``model``
+    as ``name-preset``, ``technique`` with ``hp`` (none by default), ``fraction``, ``seed``,
+    100 training iterations of 2 segments of 16³ voxels, no augmentation, no mirroring."""
+    name, _, preset = model.partition("-")
+    return {"dataset": {"name": dataset, "test_cases": 10, "validation_cases": 2},
+            "fraction": float(fraction), "model": {"name": name, "preset": preset},
+            "technique": technique, "hp": dict(hp or {}), "seed": int(seed),
+            "training": {"iterations": 100, "batch_size": 2, "input_patch": [16, 16, 16],
+                         "output_patch": [16, 16, 16], "lr": None, "fg_fraction": 0.5,
+                         "sampling": "balanced"},
+            "augmentation": "none", "inference": {"mirroring": False}}
+
+
 def _trial_param(study: str, trial_id: str, dataset: str, model: str, trial: Mapping) -> dict:
     """A trial's Tune param, as the trial expansion makes it (for ``identity_columns``)."""
-    name, _, preset = model.partition("-")
     return {"study": study, "trial_id": trial_id, "variant": trial.get("variant"),
             "param_label": label(trial["technique"], trial["hp"]),
-            "config": {"dataset": {"name": dataset}, "model": {"name": name, "preset": preset},
-                       "technique": trial["technique"], "fraction": float(trial["fraction"]),
-                       "seed": int(trial["seed"]), "hp": dict(trial["hp"])}}
+            "config": full_config(dataset=dataset, model=model, technique=trial["technique"],
+                                  hp=trial["hp"], fraction=trial["fraction"],
+                                  seed=trial["seed"])}
 
 
 def _logit_stats(classes: list[str], fraction: float, rng: np.random.Generator) -> str:
@@ -246,8 +263,8 @@ def store_trial(store: ResultStore, technique: str, hp: dict, seed: int, dsc: Se
     param: dict[str, Any] = {
         "study": study, "trial_id": trial_id, "param_label": param_label(hp),
         "variant": variant,
-        "config": {"dataset": {"name": dataset}, "model": {"name": "unet", "preset": "tiny"},
-                   "technique": technique, "fraction": fraction, "seed": seed, "hp": hp}}
+        "config": full_config(dataset=dataset, technique=technique, hp=hp, fraction=fraction,
+                              seed=seed)}
     identity = identity_columns(param)
     values = [(TEST, f"case_{i}", v) for i, v in enumerate(dsc)]
     values += [(VALIDATION, f"validation_{i}", v) for i, v in enumerate(validation)]

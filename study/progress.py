@@ -35,6 +35,7 @@ from typing import Any
 
 import pyarrow.fs as pafs
 
+from study.identity import TrialConfig
 from study.results import ResultStore
 
 RUNNING = "running"  # the heartbeat folder under a study's results
@@ -55,13 +56,14 @@ def write_json(store: ResultStore, path: str, record: Any) -> None:
     store.put(path, write)
 
 
-def trial_label(param: dict[str, Any]) -> str:
+def trial_label(param: dict[str, Any], config: TrialConfig | None = None) -> str:
     """How a trial is named in progress lines: dataset, technique, setting, fraction, seed and
-    the experiment's variant, e.g. ``synthetic-brats asym_focal γ = 2 fraction 0.5 seed 0``."""
-    config = param["config"]
+    the experiment's variant, e.g. ``synthetic-brats asym_focal γ = 2 fraction 0.5 seed 0``.
+    ``config``: the param's config, where already read (else read here)."""
+    config = config or TrialConfig.from_dict(param["config"])
     variant = f" ({param['variant']})" if param.get("variant") else ""
-    return (f"{config['dataset']['name']} {config['technique']} {param['param_label']} "
-            f"fraction {config['fraction']:g} seed {config['seed']}{variant}")
+    return (f"{config.dataset.name} {config.technique} {param['param_label']} "
+            f"fraction {config.fraction:g} seed {config.seed}{variant}")
 
 
 class Interrupted(Exception):
@@ -84,11 +86,12 @@ class Heartbeat:
     was interrupted (``KeyboardInterrupt``, ``SystemExit``: not an ``Exception``)."""
 
     def __init__(self, results_uri: str, param: dict[str, Any]):
+        config = TrialConfig.from_dict(param["config"])
         self.store = ResultStore(results_uri)
         self.path = self.store.path(RUNNING, f"{param['trial_id']}.json")
-        self.record = {"trial_id": param["trial_id"], "label": trial_label(param),
+        self.record = {"trial_id": param["trial_id"], "label": trial_label(param, config),
                        "host": socket.gethostname(), "started_at": _now(), "updated_at": None,
-                       "iteration": 0, "total": param["config"]["training"]["iterations"],
+                       "iteration": 0, "total": config.training.iterations,
                        "loss": None, "checkpoint": None}
         self._lock = threading.Lock()
         self._stop = threading.Event()
@@ -261,8 +264,9 @@ class Monitor:
 
     # -- events -----------------------------------------------------------------------------
     def started(self, param: dict[str, Any]) -> None:
+        config = TrialConfig.from_dict(param["config"])
         self.running[param["trial_id"]] = _Running(
-            trial_label(param), param["config"]["training"]["iterations"], time.monotonic())
+            trial_label(param, config), config.training.iterations, time.monotonic())
         if self.on_start is not None:
             self.on_start(param)
 

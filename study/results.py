@@ -78,6 +78,7 @@ import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
 from study.catalog import HYPERPARAMETERS, SPLITS, TEST, VALIDATION
+from study.identity import TrialConfig
 
 HP_COLUMNS = tuple(HYPERPARAMETERS)  # the hyperparameter names; columns hp_<name>
 TRAIN = "train"  # the split of the training cases a trial evaluates (001 Fig. 1)
@@ -278,23 +279,25 @@ def _file_schema_problems(found: pa.Schema, table: str) -> tuple[str, ...]:
 
 
 def identity_columns(trial_param: dict[str, Any]) -> dict[str, Any]:
-    """The identity columns shared by both tables, from a trial's Tune param dict."""
-    config = trial_param["config"]
+    """The identity columns shared by both tables, from a trial's Tune param dict (its
+    ``config`` read with :meth:`study.identity.TrialConfig.from_dict`: ``ValueError`` naming
+    any missing, unknown or mistyped key)."""
+    config = TrialConfig.from_dict(trial_param["config"])
     row = {
         "study": trial_param["study"],
         "trial_id": trial_param["trial_id"],
-        "dataset": config["dataset"]["name"],
-        "model": f"{config['model']['name']}-{config['model']['preset']}",
-        "technique": config["technique"],
-        "fraction": float(config["fraction"]),
-        "seed": int(config["seed"]),
+        "dataset": config.dataset.name,
+        "model": f"{config.model.name}-{config.model.preset}",
+        "technique": config.technique,
+        "fraction": float(config.fraction),
+        "seed": config.seed,
         "param_label": trial_param["param_label"],
         "variant": trial_param.get("variant"),
     }
-    unknown = set(config["hp"]) - set(HP_COLUMNS)
+    unknown = set(config.hp) - set(HP_COLUMNS)
     if unknown:
         raise ValueError(f"hyperparameters {sorted(unknown)} have no results column")
-    row.update({HYPERPARAMETERS[name].column: config["hp"].get(name) for name in HP_COLUMNS})
+    row.update({HYPERPARAMETERS[name].column: config.hp.get(name) for name in HP_COLUMNS})
     return row
 
 
@@ -841,7 +844,10 @@ class ResultStore:
         ``problems``."""
         scan = scan or self.scan()
         trials, rows, dropped = self.tables(scan, cases, as_categorical)
-        return StoredResults(trials.to_pandas(), rows.to_pandas(), scan.finished - set(dropped),
+        # self_destruct frees each column's Arrow buffers once converted (one pandas block per
+        # column): a table and its frame are never both held whole
+        return StoredResults(*(table.to_pandas(self_destruct=True, split_blocks=True)
+                               for table in (trials, rows)), scan.finished - set(dropped),
                              list(scan.incomplete), self.problems)
 
     def trials(self) -> pd.DataFrame:

@@ -8,6 +8,7 @@ from typing import NamedTuple
 
 import pandas as pd
 
+from study.identity import TrialConfig
 from study.progress import read_beats
 from study.results import FINISHED_STATUSES, ResultStore
 
@@ -42,6 +43,18 @@ def _state(status: str | None, beat: dict | None, now: datetime) -> str:
     return "failed" if status == "failed" else "pending"
 
 
+def _config(plan, param: dict) -> TrialConfig:
+    """The typed config of one of ``plan``'s trials; ``ValueError`` naming ``study.json``, the
+    trial and the key when it cannot be read."""
+    where = f"study.json of study {plan.study!r}, trial {param.get('trial_id')}"
+    if "config" not in param:
+        raise ValueError(f"{where}: missing key 'config'")
+    try:
+        return TrialConfig.from_dict(param["config"])
+    except ValueError as error:
+        raise ValueError(f"{where}: {error} (edited? launch the study again)") from error
+
+
 def status_table(plan, results_uri: str, now: datetime | None = None) -> Status:
     """Counts per (dataset, fraction, technique) of trials done / running (heartbeat within
     ``RUNNING_TIMEOUT``) / pending / failed / diverged, (trial id, error) per failure and
@@ -52,13 +65,13 @@ def status_table(plan, results_uri: str, now: datetime | None = None) -> Status:
     now = now or datetime.now(timezone.utc)
     rows, failed = [], []
     for param in plan.trials:
-        config, tid = param["config"], param["trial_id"]
+        config, tid = _config(plan, param), param["trial_id"]
         stored = scan.trials.get(tid)
         state = _state(stored.status if stored else None, beats.get(tid), now)
         if state == "failed":
             failed.append(tid)
-        rows.append({"dataset": config["dataset"]["name"], "fraction": config["fraction"],
-                     "technique": config["technique"], "state": state})
+        rows.append({"dataset": config.dataset.name, "fraction": config.fraction,
+                     "technique": config.technique, "state": state})
     errors = {}
     if failed:
         trials = store.read(scan.only(failed), cases=False).trials

@@ -22,6 +22,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from study.identity import TrialConfig
+
 CURVES = ("train_loss", "val_loss", "val_dsc")  # reported during training, by iteration
 FINAL = ("dsc_raw", "dsc_pp", "dsc_raw_validation", "dsc_pp_validation")
 
@@ -66,7 +68,7 @@ class Tracker:
         from mlflow.entities import Param
 
         self.mlflow = client(uri)
-        config = param["config"]
+        config = TrialConfig.from_dict(param["config"])
         experiment = experiment_id(self.mlflow, param["study"])
         runs = self.mlflow.search_runs(
             [experiment], filter_string=f"tags.trial_id = '{param['trial_id']}'", max_results=1)
@@ -74,15 +76,15 @@ class Tracker:
             self.run_id = runs[0].info.run_id
             return
         self.run_id = self.mlflow.create_run(
-            experiment, run_name=f"{config['technique']} {param['param_label']} "
-            f"fraction {config['fraction']:g} seed {config['seed']}",
+            experiment, run_name=f"{config.technique} {param['param_label']} "
+            f"fraction {config.fraction:g} seed {config.seed}",
             tags={"trial_id": param["trial_id"], "study": param["study"]}).info.run_id
-        params = {"dataset": config["dataset"]["name"],
-                  "model": f"{config['model']['name']}-{config['model']['preset']}",
-                  "technique": config["technique"], "fraction": config["fraction"],
-                  "seed": config["seed"], "iterations": config["training"]["iterations"],
+        params = {"dataset": config.dataset.name,
+                  "model": f"{config.model.name}-{config.model.preset}",
+                  "technique": config.technique, "fraction": config.fraction,
+                  "seed": config.seed, "iterations": config.training.iterations,
                   "variant": param.get("variant"),
-                  **{f"hp_{name}": value for name, value in config["hp"].items()}}
+                  **{f"hp_{name}": value for name, value in config.hp.items()}}
         self._call(self.mlflow.log_batch, self.run_id,
                    params=[Param(k, str(v)) for k, v in params.items()])
 

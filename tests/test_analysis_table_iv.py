@@ -19,6 +19,7 @@ import pandas as pd
 import pytest
 
 from analysis import latex, load, markdown, sensitivity_table
+from analysis._synthetic import full_config
 from study.catalog import param_label
 from study.results import ResultStore, identity_columns
 
@@ -108,9 +109,8 @@ def store_table_iv(root) -> None:
     for index, ((technique, label), (hp, blocks)) in enumerate(by_setting.items()):
         for seed, (seed_offset, hd_seed) in enumerate(zip(SEED_OFFSETS, HD_SEED_OFFSETS,
                                                           strict=True)):
-            config = {"dataset": {"name": "brats"}, "model": {"name": "deepmedic",
-                                                              "preset": "basic"},
-                      "technique": technique, "fraction": 0.05, "seed": seed, "hp": hp}
+            config = full_config(dataset="brats", model="deepmedic-basic",
+                                 technique=technique, hp=hp, fraction=0.05, seed=seed)
             identity = identity_columns({"study": "table-iv", "param_label": label,
                                          "trial_id": f"{index:08x}{seed:08x}",
                                          "config": config})

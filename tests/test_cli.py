@@ -148,6 +148,24 @@ def test_status_exits_1_with_the_reason_of_a_failed_trial(tmp_path, tiny_spec, c
                                  "error": "ValueError: dataset brats: no folder given"}]
 
 
+
+def test_a_param_whose_config_cannot_be_read_still_stores_a_failed_row(tmp_path):
+    """``record_failure`` of a param whose config lacks a key (which ``identity_columns``
+    refuses by name) stores a ``failed`` row with the identity it can read and the error."""
+    from analysis._synthetic import full_config
+    from study.results import ResultStore, identity_columns
+
+    config = full_config()
+    del config["training"]
+    param = {"study": "s", "trial_id": f"{0:016x}", "param_label": "—", "config": config}
+    with pytest.raises(ValueError, match=r"missing key\(s\) \['training'\]"):
+        identity_columns(param)
+    record_failure(param, RunOptions(data_dir=str(tmp_path), results_uri=str(tmp_path)),
+                   "ValueError: boom")
+    trials = ResultStore(str(tmp_path)).read(cases=False).trials
+    assert trials[["trial_id", "technique", "status", "error"]].values.tolist() == [
+        [f"{0:016x}", "vanilla", "failed", "ValueError: boom"]]
+
 def test_study_json_is_relative_atomic_and_damage_is_named(tmp_path, tiny_spec, capsys):
     """study.json names the results and data folders relative to the storage, so a storage
     moved elsewhere resumes in place; it is written without temporary leftovers; a cut-short
@@ -232,6 +250,7 @@ def test_a_study_larger_than_the_limit_is_refused_before_ray(tmp_path, capsys):
 def test_compact_command_merges_a_studys_files(tmp_path, capsys):
     """`study compact NAME`: the finished trials' files become one file per table, and the
     same trials read back."""
+    from analysis._synthetic import full_config
     from study.results import ResultStore, identity_columns
 
     results = tmp_path / "tiny" / "results"
@@ -239,8 +258,7 @@ def test_compact_command_merges_a_studys_files(tmp_path, capsys):
     for n in range(3):
         identity = identity_columns({
             "study": "tiny", "trial_id": f"{n:016x}", "param_label": "—",
-            "config": {"dataset": {"name": "d"}, "model": {"name": "unet", "preset": "tiny"},
-                       "technique": "vanilla", "fraction": 0.5, "seed": n, "hp": {}}})
+            "config": full_config(seed=n)})
         store.write_trial({**identity, "status": "ok", "config": "{}"},
                           [{**identity, "case_id": "c0", "class_name": "tumour",
                             "postprocessed": False, "dsc": 0.5, "status": "ok"}])

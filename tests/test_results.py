@@ -12,6 +12,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from analysis._synthetic import full_config
 from analysis.load import load_results
 from study.results import ResultStore, identity_columns, summarise
 
@@ -25,9 +26,8 @@ T1 = tid(1)
 
 def _param(trial_id, technique="asym_focal", hp=None):
     return {"study": "s", "trial_id": trial_id, "param_label": "γ = 2",
-            "config": {"dataset": {"name": "d"}, "model": {"name": "unet", "preset": "tiny"},
-                       "technique": technique, "fraction": 0.5, "seed": 0,
-                       "hp": hp if hp is not None else {"gamma": 2.0}}}
+            "config": full_config(technique=technique,
+                                  hp=hp if hp is not None else {"gamma": 2.0})}
 
 
 def _store_trial(store, trial_id=T1, status="ok", dsc=0.5, cases=3):

@@ -65,12 +65,12 @@ def tid(n: int) -> str:
 
 
 def _write(store, n, rows=3):
+    from analysis._synthetic import full_config
     from study.results import identity_columns
 
     identity = identity_columns({
         "study": "s", "trial_id": tid(n), "param_label": "—",
-        "config": {"dataset": {"name": "d"}, "model": {"name": "unet", "preset": "tiny"},
-                   "technique": "vanilla", "fraction": 0.5, "seed": n, "hp": {}}})
+        "config": full_config(seed=n)})
     cases = [{**identity, "case_id": f"c{i}", "class_name": "tumour", "postprocessed": False,
               "dsc": n / 10, "hd95": 1.0, "status": "ok"} for i in range(rows)]
     store.write_trial({**identity, "status": "ok", "config": "{}"}, cases)

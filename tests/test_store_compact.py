@@ -9,6 +9,7 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
+from analysis._synthetic import full_config
 from analysis.load import load_results
 from study.compact import compact
 from study.results import ResultStore, identity_columns
@@ -21,8 +22,7 @@ def tid(n: int) -> str:
 def write(store, n, dsc=0.5, rows=3, status="ok"):
     identity = identity_columns({
         "study": "s", "trial_id": tid(n), "param_label": "—",
-        "config": {"dataset": {"name": "d"}, "model": {"name": "unet", "preset": "tiny"},
-                   "technique": "vanilla", "fraction": 0.5, "seed": n, "hp": {}}})
+        "config": full_config(seed=n)})
     cases = [{**identity, "case_id": f"c{i}", "class_name": "tumour", "postprocessed": False,
               "dsc": dsc, "hd95": math.inf, "status": status,
               "split": "train" if i == 0 else "test", "arvd": i / 4, "abd": 1.5 + i,

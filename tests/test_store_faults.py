@@ -15,6 +15,7 @@ from helpers import Killed, observed_store
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
+from analysis._synthetic import full_config
 from analysis.load import load_results
 from study.compact import compact
 from study.results import ResultStore, identity_columns
@@ -29,8 +30,7 @@ def write(store: ResultStore, trial_id: str, mark: int, rows: int = 2, status: s
     ``m<mark>-<i>``, DSC ``mark / 1000``)."""
     identity = identity_columns({
         "study": "s", "trial_id": trial_id, "param_label": "—",
-        "config": {"dataset": {"name": "d"}, "model": {"name": "unet", "preset": "tiny"},
-                   "technique": "vanilla", "fraction": 0.5, "seed": 0, "hp": {}}})
+        "config": full_config()})
     cases = [{**identity, "case_id": f"m{mark}-{i}", "class_name": "tumour",
               "postprocessed": False, "dsc": mark / 1000, "hd95": math.inf, "status": status}
              for i in range(rows if status != "failed" else 0)]

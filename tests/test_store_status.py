@@ -9,6 +9,9 @@ import shutil
 from datetime import datetime, timedelta, timezone
 from types import SimpleNamespace
 
+import pytest
+
+from analysis._synthetic import full_config
 from study.compact import compact
 from study.results import ResultStore, identity_columns
 from study.status import status_table
@@ -16,8 +19,7 @@ from study.status import status_table
 
 def _param(n):
     return {"study": "s", "trial_id": f"{n:016x}", "param_label": "—",
-            "config": {"dataset": {"name": "d"}, "model": {"name": "unet", "preset": "tiny"},
-                       "technique": "vanilla", "fraction": 0.5, "seed": n, "hp": {}}}
+            "config": full_config(seed=n)}
 
 
 def _write(store, n, status="ok"):
@@ -44,7 +46,7 @@ def test_copies_damage_and_compaction_in_status(tmp_path):
                 tmp_path / "trials" / f"{4:016x} (1).parquet")
     damaged = tmp_path / "cases" / f"{5:016x}.parquet"
     damaged.write_bytes(damaged.read_bytes()[:90])
-    plan = SimpleNamespace(trials=[_param(n) for n in range(7)])
+    plan = SimpleNamespace(study="s", trials=[_param(n) for n in range(7)])
     table, failures, left_out = status_table(plan, str(tmp_path), now=datetime.now(timezone.utc))
     row = table.iloc[0]
     assert (row["done"], row["pending"], row["failed"]) == (4, 2, 1)
@@ -68,9 +70,20 @@ def test_states_from_results_and_heartbeats(tmp_path):
         if interrupted:
             beat["interrupted_at"] = now.isoformat()
         (tmp_path / "running" / f"{n:016x}.json").write_text(json.dumps(beat))
-    plan = SimpleNamespace(trials=[_param(n) for n in range(8)])
+    plan = SimpleNamespace(study="s", trials=[_param(n) for n in range(8)])
     table, failures, left_out = status_table(plan, str(tmp_path), now=now)
     row = table.iloc[0]
     assert (row["done"], row["running"], row["pending"], row["failed"], row["diverged"]) == (
         1, 2, 3, 1, 1)
     assert failures == [(f"{2:016x}", "OSError: disk")] and left_out == []
+
+
+def test_status_names_study_json_the_trial_and_the_key_of_a_malformed_config(tmp_path):
+    """``status`` over a study.json whose trial config lacks a key (``training``) stops with
+    one error naming study.json, the trial and the key."""
+    param = _param(0)
+    del param["config"]["training"]
+    plan = SimpleNamespace(study="s", trials=[_param(1), param])
+    with pytest.raises(ValueError, match=(r"study.json of study 's', trial 0{16}: trial config: "
+                                          r"missing key\(s\) \['training'\]")):
+        status_table(plan, str(tmp_path))
