@@ -194,6 +194,11 @@ class ModelConfig:
     name: str
     preset: str
 
+    @property
+    def label(self) -> str:
+        """``name-preset``: the ``model`` column of the results tables."""
+        return f"{self.name}-{self.preset}"
+
     def to_dict(self) -> dict[str, Any]:
         return {"name": self.name, "preset": self.preset}
 

@@ -80,7 +80,7 @@ class Tracker:
             f"fraction {config.fraction:g} seed {config.seed}",
             tags={"trial_id": param["trial_id"], "study": param["study"]}).info.run_id
         params = {"dataset": config.dataset.name,
-                  "model": f"{config.model.name}-{config.model.preset}",
+                  "model": config.model.label,
                   "technique": config.technique, "fraction": config.fraction,
                   "seed": config.seed, "iterations": config.training.iterations,
                   "variant": param.get("variant"),
