@@ -594,6 +594,25 @@ def say_resume_points(uri: str, pending: list[dict], printer: Callable[[str], No
                     f"{progress.resume_point(beats[param['trial_id']])}")
 
 
+def run_grid(plan: Plan, uri: str, pending: list[dict], runner: Runner, restore: bool) -> bool:
+    """Run ``pending`` (trials of ``plan`` without a stored result) as grid experiments of at
+    most ``GRID_BATCH`` trials, after restoring the newest experiment first if ``restore``;
+    True if Ctrl-C interrupted them. Optimize mode runs its fixed trials this way too."""
+    latest = _latest_experiment(uri) if restore else None
+    interrupted = False
+    if latest is not None:
+        runner.printer(f"restoring Tune experiment {latest}")
+        interrupted = _run_experiment(plan, uri, pending, latest, runner)
+        left = {t["trial_id"] for t in pending_trials(plan, uri)}
+        pending = [t for t in pending if t["trial_id"] in left]
+    for start in range(0, len(pending), GRID_BATCH):
+        if interrupted:
+            break
+        interrupted = _run_experiment(plan, uri, pending[start:start + GRID_BATCH], None,
+                                      runner)
+    return interrupted
+
+
 def _continue(plan: Plan, uri: str, runner: Runner, restore: bool) -> list[dict]:
     pending = pending_trials(plan, uri)
     done = len(plan.trials) - len(pending)
@@ -606,17 +625,7 @@ def _continue(plan: Plan, uri: str, runner: Runner, restore: bool) -> list[dict]
     ensure_ray(runner.address, runner.num_cpus)
     check_resources(plan.cpus_per_trial, plan.gpus_per_trial, runner.address, runner.printer)
     with runner.monitor(plan.study, len(plan.trials), done):
-        latest = _latest_experiment(uri) if restore else None
-        interrupted = False
-        if latest is not None:
-            runner.printer(f"restoring Tune experiment {latest}")
-            interrupted = _run_experiment(plan, uri, pending, latest, runner)
-            pending = pending_trials(plan, uri)
-        for start in range(0, len(pending), GRID_BATCH):
-            if interrupted:
-                break
-            interrupted = _run_experiment(plan, uri, pending[start:start + GRID_BATCH], None,
-                                          runner)
+        interrupted = run_grid(plan, uri, pending, runner, restore)
     pending = pending_trials(plan, uri)
     if interrupted:
         progress.mark_interrupted(f"{uri}/results", {t["trial_id"] for t in pending})
