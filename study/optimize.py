@@ -55,6 +55,7 @@ from study.identity import TrialConfig, trial_id
 from study.progress import Interrupted
 from study.results import FINISHED_STATUSES, ResultStore, filesystem
 from study.spec import StudySpec, load_search_spaces
+from study.status import PRUNED
 from study.trial import RunOptions, record_failure
 from study.trials import Trial, expand, trial_config
 from study.tune import (
@@ -81,7 +82,6 @@ DEFAULT_METRIC = "dsc_pp"  # the report's default selection: post-processed test
 JOURNAL = "optuna.journal"
 PRUNE_METRIC = "val_dsc"
 PRUNE_REDUCTION = 3  # ASHA keeps the best third at each rung
-PRUNED = "pruned"  # the status of a pruned trial's entry in study.json
 
 
 def _round(value: float) -> float:

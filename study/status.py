@@ -12,7 +12,8 @@ from study.identity import TrialConfig
 from study.progress import read_beats
 from study.results import FINISHED_STATUSES, ResultStore
 
-STATES = ("done", "running", "pending", "failed", "diverged")
+STATES = ("done", "running", "pending", "failed", "diverged", "pruned")
+PRUNED = "pruned"  # the study.json status of a trial the search pruned (study.optimize)
 RUNNING_TIMEOUT = timedelta(minutes=15)  # a heartbeat older than this is a lost trial
 
 
@@ -57,7 +58,8 @@ def _config(plan, param: dict) -> TrialConfig:
 
 def status_table(plan, results_uri: str, now: datetime | None = None) -> Status:
     """Counts per (dataset, fraction, technique) of trials done / running (heartbeat within
-    ``RUNNING_TIMEOUT``) / pending / failed / diverged, (trial id, error) per failure and
+    ``RUNNING_TIMEOUT``) / pending / failed / diverged / pruned (optimize mode: stopped by the
+    search, its ``failed`` row says why), (trial id, error) per failure and
     (file, reason) per result file left out. Reads footers, and the data of failed trials'
     ``trials`` rows only (for their errors)."""
     store = ResultStore(results_uri)
@@ -68,6 +70,8 @@ def status_table(plan, results_uri: str, now: datetime | None = None) -> Status:
         config, tid = _config(plan, param), param["trial_id"]
         stored = scan.trials.get(tid)
         state = _state(stored.status if stored else None, beats.get(tid), now)
+        if state == "failed" and param.get("status") == PRUNED:
+            state = PRUNED  # stopped by the search on purpose: not a failure, never rerun
         if state == "failed":
             failed.append(tid)
         rows.append({"dataset": config.dataset.name, "fraction": config.fraction,

@@ -224,12 +224,11 @@ def test_prune_records_pruned_trials_and_never_reruns_them(ray_session, quick, c
     assert (rows.drop(sorted(pruned))["status"] == "ok").all()
     assert not list((storage / "tiny" / "results" / "running").glob("*.json"))
     capsys.readouterr()
-    assert main(["status", "tiny", "--storage", str(storage)]) == 1
+    assert main(["status", "tiny", "--storage", str(storage)]) == 0  # pruned is no failure
     out = capsys.readouterr().out
-    assert re.search(r"asym_focal\s+1\s+0\s+0\s+2\s+0", out), out
-    assert re.search(r"vanilla\s+1\s+0\s+0\s+0\s+0", out), out
-    failed = [line for line in out.splitlines() if line.startswith("failed ")]
-    assert len(failed) == 2 and all(": pruned: ASHA" in line for line in failed), out
+    assert re.search(r"asym_focal\s+1\s+0\s+0\s+0\s+0\s+2", out), out
+    assert re.search(r"vanilla\s+1\s+0\s+0\s+0\s+0\s+0", out), out
+    assert not [line for line in out.splitlines() if line.startswith("failed ")], out
     starts = Path(trial().starts).read_text().split()
     assert len(starts) == 3
     optimize.launch([spec], str(storage), options, budget=3, prune=True, max_concurrent=1,
