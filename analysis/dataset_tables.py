@@ -74,16 +74,17 @@ def _rows(cases: pd.DataFrame, dataset: str, model: str | None) -> tuple[pd.Data
     names what has none."""
     check_cases(cases)
     rows = split_rows(cases, TEST)
-    rows = rows[(rows["dataset"] == dataset).to_numpy(bool)]
-    if rows.empty:
+    of_dataset = (rows["dataset"] == dataset).to_numpy(bool)
+    if not of_dataset.any():
         raise ValueError(f"no test results for dataset {dataset!r}")
-    models = sorted(map(str, rows["model"].unique()))
+    models = sorted(map(str, rows["model"][of_dataset].unique()))
     if model is None:
         if len(models) > 1:
             raise ValueError(f"results of several models {models} for dataset {dataset!r}: "
                              "pass model=")
         model = models[0]
-    rows = rows[(rows["model"] == model).to_numpy(bool)]
+    chosen = of_dataset & (rows["model"] == model).to_numpy(bool)
+    rows = rows if chosen.all() else rows[chosen]  # one copy at most (a million rows)
     if rows.empty:
         raise ValueError(f"no results for model {model!r} of dataset {dataset!r} "
                          f"(have {models})")

@@ -337,9 +337,10 @@ def importance_grid(table: pd.DataFrame, caption: str, skipped: dict[str, str] |
                      Cell(parameter, latex=latex_escape(parameter)),
                      Cell(number(importance, 2)), Cell(str(n_trials))])
         previous = name
-    notes = ["Importance: share of the variance of the trials' mean test DSC that optuna's "
-             "fANOVA evaluator attributes to the hyperparameter, among the trials of one "
-             "method at one training fraction (its shares sum to 1)."]
+    notes = ["Importance: share of the variance of the trials' mean test DSC explained by the "
+             "hyperparameter or interaction (functional ANOVA: exact on full grids, optuna's "
+             "fANOVA estimate elsewhere), among the trials of one method at one training "
+             "fraction (its shares sum to 1)."]
     for method, reason in (skipped or {}).items():
         notes.append(f"{method}: skipped, {reason}.")
     return Grid(caption, header, rows, ["l", "r", "l", "r", "r"], notes, None, label)

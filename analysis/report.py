@@ -3,18 +3,17 @@ SVG), with ``index.md`` and ``index.html`` linking all of them.
 
 Per (dataset, model, class): the comparison of methods across training fractions at their
 chosen settings, with and without post-processing (001 Tables II-IV), the chosen
-hyperparameters (000 Tables I-III), hyperparameter importance (fANOVA), one sensitivity table
-per fraction with both blocks (000 Table IV), and the figures. Per (dataset, model): the logit
-shift table and figures. Per (dataset, model), when the results allow: every class side by
-side (000 Table V), pooled IoU, mIoU, pixel accuracy and validation loss (003 Table 1) and
-DSC, Jaccard, aRVD, ABD, 95HD (004 §4.3); per class, when training cases were evaluated, their
-sensitivity and precision against the test cases' (001 Fig. 1). Works on partial results:
-what cannot be built yet (no baseline, one trial, ...) is listed under "What is missing"
-instead of stopping the report. Figures carry
-no titles: each one's caption in the index says what it shows (dataset, class, model, amount
-of training data, post-processing, what the marks and bands are). Datasets, models and
-classes are named as ``analysis.names`` prints them, methods and hyperparameters as
-``study.catalog`` does.
+hyperparameters (000 Tables I-III), hyperparameter importance (functional ANOVA), one
+sensitivity table per fraction with both blocks (000 Table IV), and the figures. Per
+(dataset, model): the logit shift table and figures. Per (dataset, model), when the results
+allow: every class side by side (000 Table V), pooled IoU, mIoU, pixel accuracy and
+validation loss (003 Table 1) and DSC, Jaccard, aRVD, ABD, 95HD (004 §4.3); per class, when
+training cases were evaluated, their sensitivity and precision against the test cases' (001
+Fig. 1). Works on partial results: what cannot be built yet (no baseline, one trial, ...) is
+listed under "What is missing" instead of stopping the report. Figures carry no titles: each
+one's caption in the index says what it shows (dataset, class, model, amount of training
+data, post-processing, what the marks and bands are). Datasets, models and classes are named
+as ``analysis.names`` prints them, methods and hyperparameters as ``study.catalog`` does.
 
 Layout of ``out_dir``: tables flat (``sensitivity_<dataset>_<model>_<fraction>_<class>.md``,
 ``.tex``, ``.html``, ``.csv``...), ``figures/`` (``.png`` and ``.svg``), ``tables.tex`` (a
@@ -270,18 +269,19 @@ def write_report(cases: pd.DataFrame | Results, out_dir: str | Path,
     choose = {"metric": metric, "select_on": select_on}
 
     keys = ["dataset", "model", "class_name"]
-    groups = list(cases.groupby(keys, sort=True, observed=True)) if len(cases) else []
-    by_class = {}
+    # One class's rows (a copy) and aggregates at a time: only its chosen settings are kept
+    groups = cases.groupby(keys, sort=True, observed=True)
+    count = groups.ngroups if len(cases) else 0
+    chosen_by_class: dict[tuple[str, str, str], pd.DataFrame | None] = {}
     dataset: str
     model: str
     class_name: str
     # pandas-stubs types the keys of a groupby on a list as Hashable: the columns hold str
     for n, ((dataset, model, class_name), rows) in enumerate(  # type: ignore[assignment]
-            groups, start=1):
+            groups if count else (), start=1):
         name = f"{dataset_name(dataset)}, {class_label(class_name)}, {model_name(model)}"
-        tables = by_class[(dataset, model, class_name)] = _class_tables(rows, dataset, model,
-                                                                        class_name)
-        say(f"[{n}/{len(groups)}] tables and figures of {name}")
+        tables = _class_tables(rows, dataset, model, class_name)
+        say(f"[{n}/{count}] tables and figures of {name}")
         writer.section(f"{dataset_name(dataset)} — {class_label(class_name)} — "
                        f"{model_name(model)}")
 
@@ -311,28 +311,30 @@ def write_report(cases: pd.DataFrame | Results, out_dir: str | Path,
         elif table is not None:
             writer.note(section, "No method with hyperparameters has results yet.")
 
-        # Hyperparameter importance (fANOVA).
+        # Hyperparameter importance (functional ANOVA).
         section = writer.section("Hyperparameter importance", 3)
         importance = writer.attempt(f"Importance of {name}", hyperparameter_importance, rows,
                                     dataset, model, class_name, metric=choose["metric"],
                                     postprocessed=select_postprocessed)
-        if importance is not None:
-            if importance.unavailable:
-                writer.missing.append(f"Importance of {name}: {importance.unavailable}")
-                writer.note(section, f"Not computed: {importance.unavailable}.")
-            elif len(importance.table):
-                caption = (f"{name}: fANOVA importance of each method's hyperparameters for "
-                           "the trials' mean test DSC, per training fraction.")
-                writer.table(section, importance_grid(importance.table, caption,
-                                                      importance.skipped),
-                             importance.table, _slug("importance", dataset, model, class_name))
-            else:
-                writer.note(section, "Not computed: " + "; ".join(
-                    f"{m}: {r}" for m, r in importance.skipped.items()) + ".")
+        if importance is not None and len(importance.table):
+            caption = (f"{name}: functional ANOVA importance of each method's hyperparameters "
+                       "and their interactions for the trials' mean test DSC, per training "
+                       "fraction.")
+            writer.table(section, importance_grid(importance.table, caption,
+                                                  importance.skipped),
+                         importance.table, _slug("importance", dataset, model, class_name))
+            if importance.estimated:
+                writer.note(section, "Exact on full grids; estimated with optuna's fANOVA "
+                            "(a random forest) for " + "; ".join(
+                                f"{m}: {r}" for m, r in importance.estimated.items()) + ".")
+        elif importance is not None:
+            writer.note(section, "Not computed: " + "; ".join(
+                f"{m}: {r}" for m, r in importance.skipped.items()) + ".")
 
         # Training fraction figure (001 Fig. 1).
-        chosen = writer.attempt(f"Chosen settings of {name}", tables, "best_settings",
-                                postprocessed=select_postprocessed, **choose)
+        chosen = chosen_by_class[(dataset, model, class_name)] = writer.attempt(
+            f"Chosen settings of {name}", tables, "best_settings",
+            postprocessed=select_postprocessed, **choose)
         if chosen is not None and rows["fraction"].nunique() > 1:
             section = writer.section("Sensitivity and precision vs training data", 3)
             writer.figure(section, _slug("fraction", dataset, model, class_name),
@@ -409,13 +411,23 @@ def write_report(cases: pd.DataFrame | Results, out_dir: str | Path,
                                   technique, model, class_name, variant=variant or None)
 
     _dataset_sections(writer, results)
-    _logit_sections(writer, results, by_class, choose, select_postprocessed)
+    _logit_sections(writer, results, chosen_by_class)
 
     say(f"tables and figures done in {time.perf_counter() - start:.1f} s; writing the index")
     status, pending_summary = _status_lines(results, missing, pending)
     paths = _write_index(writer, title, results, cases, status, pending_summary, selection,
                          emphasis)
     return [*writer.written, *paths]
+
+
+def _groups(frame: pd.DataFrame, keys: list[str]):
+    """``frame.groupby(keys)`` (sorted, observed values only; none when ``frame`` is empty),
+    but a frame that is one group is given whole rather than copied."""
+    if frame.empty:
+        return iter(())
+    if all(frame[k].nunique(dropna=False) == 1 for k in keys):
+        return iter([(tuple(frame[k].iloc[0] for k in keys), frame)])
+    return iter(frame.groupby(keys, sort=True, observed=True))
 
 
 def _dataset_sections(writer: _Writer, results: Results) -> None:
@@ -427,8 +439,7 @@ def _dataset_sections(writer: _Writer, results: Results) -> None:
     dataset: str
     model: str
     # pandas-stubs types the keys of a groupby on a list as Hashable: the columns hold str
-    for (dataset, model), rows in (  # type: ignore[assignment]
-            test.groupby(["dataset", "model"], sort=True, observed=True) if len(test) else ()):
+    for (dataset, model), rows in _groups(test, ["dataset", "model"]):
         name = f"{dataset_name(dataset)}, {model_name(model)}"
         classes = sorted(map(str, rows["class_name"].unique()))
         if len(classes) > 1:
@@ -462,8 +473,11 @@ def _dataset_sections(writer: _Writer, results: Results) -> None:
                                  _slug("distances", dataset, model, class_name))
 
 
-def _logit_sections(writer: _Writer, results: Results, by_class: dict[tuple, Callable],
-                    choose: dict, select_postprocessed: bool) -> None:
+def _logit_sections(writer: _Writer, results: Results,
+                    chosen_by_class: dict[tuple[str, str, str], pd.DataFrame | None]) -> None:
+    """The logit shift table and figures per (dataset, model), for the baseline and each
+    method at the setting chosen on the rarest class (listed last by convention; all settings
+    when none could be chosen there: listed as missing already)."""
     trials = results.trials
     if trials.empty or "logit_stats" not in trials or trials["logit_stats"].isna().all():
         if len(results.cases):
@@ -476,12 +490,8 @@ def _logit_sections(writer: _Writer, results: Results, by_class: dict[tuple, Cal
     for (dataset, model), table in shift.groupby(["dataset", "model"], sort=True):
         name = f"{dataset_name(dataset)}, {model_name(model)}"
         section = writer.section(f"Logit shift — {name}")
-        classes = sorted(c for d, m, c in by_class if (d, m) == (dataset, model))
-        chosen = None
-        if classes:  # the rarest class is listed last by convention; choose settings on it
-            chosen = writer.attempt(f"Chosen settings of {name}",
-                                    by_class[(dataset, model, classes[-1])], "best_settings",
-                                    postprocessed=select_postprocessed, **choose)
+        classes = sorted(c for d, m, c in chosen_by_class if (d, m) == (dataset, model))
+        chosen = chosen_by_class[(dataset, model, classes[-1])] if classes else None
         shown = table
         if chosen is not None:
             keep = pd.MultiIndex.from_frame(chosen[["method", "parameter", "fraction"]])

@@ -189,7 +189,8 @@ def split_rows(cases: pd.DataFrame, split: str) -> pd.DataFrame:
     frame without a ``split`` column holds test rows only). Raises ``ValueError`` for
     ``"validation"`` when a dataset of ``cases`` has no validation rows, naming the study and
     the dataset and saying how to get them (``dataset.validation_cases``)."""
-    rows = cases[_split_mask(cases, split)]
+    mask = _split_mask(cases, split)
+    rows = cases if mask.all() else cases[mask]  # all on ``split``: no copy of every column
     if split == VALIDATION:
         lacking = set(cases["dataset"].unique()) - set(rows["dataset"].unique())
         if lacking:

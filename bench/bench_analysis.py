@@ -14,9 +14,10 @@ ratio to that read:
 * the whole report without figures, loading included, in a fresh process, with that process's
   peak memory above its imports against the size of the Arrow tables read;
 * each table as the report builds it: the aggregates shared by one class's tables
-  (``ClassTables``), then the comparison, chosen-hyperparameter, fANOVA importance (needs
-  scikit-learn; skipped with a note otherwise) and sensitivity tables of every class, and the
-  logit shift table.
+  (``ClassTables``), then the comparison, chosen-hyperparameter, importance (exact functional
+  ANOVA on full grids, optuna's fANOVA elsewhere: the adversarial and margin calibration
+  sweeps list their settings) and sensitivity tables of every class, and the logit shift
+  table.
 
     python bench/bench_analysis.py [--data /tmp/analysis-bench] [--trials 1000] [--cases 250]
 """
@@ -149,14 +150,16 @@ def main() -> None:
              lambda: [t.comparison(pp) for t in classes for _, pp in BLOCKS]),
             ("best-hyperparameter tables (per class)",
              lambda: [t.best_hyperparameters() for t in classes]),
-            ("fANOVA importance tables (per class)", lambda: _importance(classes)),
+            ("importance tables (per class; exact on full grids)",
+             lambda: _importance(classes)),
             ("sensitivity tables (all blocks)", lambda: _sensitivity(classes)),
             ("logit-shift table (JSON logit statistics)",
              lambda: logit_shift_table(results.trials))):
         result, seconds = _timed(function)
         _line(f"  {label}", seconds, plain_s)
-        if label.startswith("fANOVA") and result and result[0].unavailable:
-            print(f"  ({result[0].unavailable})")
+        if label.startswith("importance") and result and result[0].estimated:
+            print(f"  (estimated with optuna's fANOVA, no full grid: "
+                  f"{', '.join(result[0].estimated)})")
 
 
 if __name__ == "__main__":

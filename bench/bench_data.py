@@ -8,9 +8,10 @@ and whether the sampler keeps up with the models.
     python bench/bench_data.py --only compare [--device cuda] [--throughput-json rows.json]
 
 ``--only compare`` prints "sampler batches/s vs model steps/s needed" side by side: for each
-paper model (DeepMedic ``basic``: batch 10, 37^3 segments labelling 21^3, cut from its 105^3
-context tensor; U-Net ``paper``: batch 2 x 128^3) and augmentation regime (none, deepmedic,
-nnunet), the batches per second the patch sampler cuts from the volumes of
+paper model (DeepMedic ``basic``: batch 10, 37^3 segments labelling 21^3 packed with its x3 and
+x5 pathways' 23^3 and 21^3 grids; U-Net ``paper``: batch 2 x 128^3) and augmentation regime
+(none, deepmedic, nnunet; DeepMedic's pathway grids take the voxelwise ones), the batches per
+second the patch sampler cuts from the volumes of
 ``bench/trial_throughput.py`` (one thread, and one per core), beside the steps per second the
 model needs: its plain-step ceiling on ``--device`` (measured here, or read from
 ``--throughput-json``, the rows of ``trial_throughput.py --json``) and the GPU reference of
@@ -48,7 +49,7 @@ from study.data import loader, sampling, synthetic  # noqa: E402
 from study.data.augmentation import REGIMES  # noqa: E402
 from study.data.device_augmentation import BatchAugmenter  # noqa: E402
 from study.data.registry import DATASETS  # noqa: E402
-from study.models import build_model, output_patch  # noqa: E402
+from study.models import DeepMedic, build_model, output_patch  # noqa: E402
 from study.profiles import REFERENCE_SPEED  # noqa: E402
 
 PRESETS = ("synthetic-brats", "synthetic-atlas", "synthetic-kits")
@@ -119,17 +120,18 @@ def bench_preprocessing(work: Path, large: bool) -> dict:
 
 
 def _patches_per_second(cases, patch, label_patch, batch, augmentation, workers=1,
-                        seconds=3.0, oversampling=None, deferred=None) -> float:
+                        seconds=3.0, oversampling=None, deferred=None, pathways=None) -> float:
     """Patches per second of a sampler over ``seconds``; ``oversampling`` None: nnU-Net's
     with the nnunet regime, else balanced. ``deferred`` (nnunet regime only): ``"crop"``,
     the sampler's part of the deferred pipeline (:meth:`PatchSampler.sample_deferred`);
     ``"augment"``, that plus the :class:`BatchAugmenter` on the CPU with ``workers`` torch
-    threads; None: :meth:`PatchSampler.sample`."""
+    threads; None: :meth:`PatchSampler.sample`. ``pathways``: the sampler's (DeepMedic's packed
+    pathway grids)."""
     oversampling = oversampling or ("nnunet" if augmentation == "nnunet" else "balanced")
     sampler = sampling.PatchSampler(cases, patch, 0.33 if oversampling == "nnunet" else 0.5,
                                     seed=0, label_patch=label_patch, augmentation=augmentation,
                                     bg_aug_prob=0.5, oversampling=oversampling,
-                                    workers=workers)
+                                    workers=workers, pathways=pathways)
     augmenter = (BatchAugmenter(max(int(c.label.max()) for c in cases) + 1, augmentation)
                  if deferred else None)
     threads = torch.get_num_threads()
@@ -159,7 +161,7 @@ def bench_sampling(work: Path, large: bool) -> dict:
     brats = "brats-size" if large and (work / "brats-size").exists() else "synthetic-brats"
     kits = "kits19-size" if large and (work / "kits19-size").exists() else "synthetic-kits"
     settings.append(("DeepMedic 37^3->21^3 x10", brats, "synthetic-brats", (37,) * 3, (21,) * 3,
-                     10, "none"))
+                     10, "none"))  # with its pathways' grids (below)
     settings.append(("DeepMedic 37^3->21^3 x10 +deepmedic augmentation", brats,
                      "synthetic-brats", (37,) * 3, (21,) * 3, 10, "deepmedic"))
     patch = (128,) * 3 if kits == "kits19-size" else (32, 64, 64)
@@ -171,8 +173,11 @@ def bench_sampling(work: Path, large: bool) -> dict:
         root = work / folder
         cases = [loader.load_case(info, root, c, cache_dir=work / "cache")
                  for c in loader.list_cases(info, root)[:10]]
+        pathways = (build_model("deepmedic", "basic", len(info.channels), 2)  # DeepMedic rows
+                    .pathways(label_patch) if label_patch else None)
         for workers in sorted({1, os.cpu_count() or 1}):
-            rate = _patches_per_second(cases, patch, label_patch, batch, augmentation, workers)
+            rate = _patches_per_second(cases, patch, label_patch, batch, augmentation, workers,
+                                       pathways=pathways)
             out[f"{title}, {workers} thread(s)"] = {
                 "dataset": folder, "patches_per_second": round(rate, 1),
                 "batches_per_second": round(rate / batch, 1)}
@@ -216,7 +221,9 @@ def bench_compare(device: str, size: str, seconds: float, throughput_json: list[
         preset, batch, segment, channels, classes, shape, count = \
             trial_throughput.SIZES[model][size]
         label = output_patch(model, preset, segment)
-        patch = tuple(build_model(model, preset, channels, classes).input_size(label))
+        net = build_model(model, preset, channels, classes)
+        patch = tuple(net.input_size(label))
+        pathways = net.pathways(label) if isinstance(net, DeepMedic) else None
         if model not in known:
             args = argparse.Namespace(batch_size=None, device=device, compile=None, warmup=1,
                                       rounds=1, steps=steps or (20 if cuda else 1))
@@ -230,11 +237,12 @@ def bench_compare(device: str, size: str, seconds: float, throughput_json: list[
                   if size == "paper" else None)
         cases = trial_throughput._cases(channels, classes, shape, count)
         for regime, deferred in VARIANTS:
-            if deferred and PAPER_SAMPLING[model] != "nnunet":
-                continue  # the deferred pipeline is the nnU-Net model's
+            if (deferred and PAPER_SAMPLING[model] != "nnunet") or (
+                    pathways and regime == "nnunet"):
+                continue  # the deferred pipeline is the nnU-Net model's; grids: voxelwise only
             rates = {workers: _patches_per_second(cases, patch, label, batch, regime, workers,
                                                   seconds, PAPER_SAMPLING[model],
-                                                  deferred) / batch
+                                                  deferred, pathways) / batch
                      for workers in sorted({1, os.cpu_count() or 1})}
             regime = regime + (f" ({DEFERRED[deferred]})" if deferred else "")
             best = rates[max(rates)]

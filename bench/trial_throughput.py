@@ -55,6 +55,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import study.objectives as obj  # noqa: E402
 from study.data.loader import Case  # noqa: E402
+from study.identity import TrialConfig  # noqa: E402
 from study.models import output_patch  # noqa: E402
 from study.training import Training  # noqa: E402
 from study.trial import RunOptions  # noqa: E402
@@ -148,11 +149,14 @@ def measure(model: str, size: str, technique: str, args) -> dict:
         _fresh_gpu(device, bool(args.compile))
     name, hp = TECHNIQUES[technique]
     patch = output_patch(model, preset, segment)
-    config = {"model": {"name": model, "preset": preset}, "technique": name, "hp": hp,
-              "seed": 0, "augmentation": "deepmedic" if "bg_aug_prob" in hp else "none",
-              "training": {"iterations": 10**9, "batch_size": batch,
-                           "input_patch": list(segment), "output_patch": list(patch),
-                           "lr": None, "fg_fraction": 0.5, "sampling": "balanced"}}
+    config = TrialConfig.from_dict({
+        "dataset": {"name": "bench", "test_cases": 0, "validation_cases": 0}, "fraction": 1.0,
+        "model": {"name": model, "preset": preset}, "technique": name, "hp": hp, "seed": 0,
+        "augmentation": "deepmedic" if "bg_aug_prob" in hp else "none",
+        "training": {"iterations": 10**9, "batch_size": batch, "input_patch": list(segment),
+                     "output_patch": list(patch), "lr": None, "fg_fraction": 0.5,
+                     "sampling": "balanced"},
+        "inference": {"mirroring": False}})
     data = _Data(tuple(f"c{c}" for c in range(channels)),
                  {f"class{k}": (k,) for k in range(classes)})
     cases = _cases(channels, classes, shape, count)

@@ -6,8 +6,9 @@ U-Net) has truncated receptive fields at window borders, so windows of its train
 overlap and are blended with a Gaussian; a model with valid convolutions (DeepMedic, which
 states ``inference_output``) reads the full context of its outputs, so output tiles of its
 inference segment (the papers: 45^3 normal-pathway segments, 29^3 outputs) are laid side by
-side as DeepMedic does, each read from the volume with the context its input needs,
-zero-padded (0 = the ROI mean after z-scoring) outside the volume.
+side as DeepMedic does, each tile's input packed from the volume by the model (``model.pack``:
+the normal segment and the subsampled grids centred on the tile, exactly as the sampler cuts
+them in training), zero-padded (0 = the ROI mean after z-scoring) outside the volume.
 
 Test-time mirroring (nnU-Net; the KiTS experiment of 001): ``mirror_axes`` averages the logits
 over all ``2^k`` combinations of flips of the given spatial axes, each flipped back (nnU-Net
@@ -137,26 +138,25 @@ def dense_tiling_logits(
     """Logits float32 [C, D, H, W] (on the CPU) of a valid-convolution model, tile by tile.
 
     Output tiles of size ``tile`` cover the volume without overlap from its first voxel (the
-    last ones reach into padding and are cropped); each is computed from an input of
-    ``model.input_size(tile)`` centred on it. As in DeepMedic, the result depends on the
-    tiling in two ways: the subsampling grid's phase changes from tile to tile unless ``tile``
-    is a multiple of ``model.output_multiple`` (it is not for the 29^3 tiles), and a first FC
-    kernel wider than 1^3 sees mirror-padded features at the tile's outermost outputs.
-    ``mirror_axes``: test-time mirroring (module docstring).
+    last ones reach into padding and are cropped); each is computed from the input
+    ``model.pack(volume, centre, tile)`` packs around the tile's centre voxel, the volume
+    zero-padded by ``model.margin`` (the farthest any pathway reads beyond its outputs). As in
+    DeepMedic, the result depends on the tiling in two ways: the subsampling grid's phase
+    changes from tile to tile unless ``tile`` is a multiple of ``model.output_multiple`` (it
+    is not for the 29^3 tiles), and a first FC kernel wider than 1^3 sees mirror-padded
+    features at the tile's outermost outputs. ``mirror_axes``: test-time mirroring (module
+    docstring).
     """
     device = torch.device(device)
     tile = tuple(int(t) for t in tile)
-    # torch's stubs type a module attribute as Tensor | Module; the model defines input_size
-    need = tuple(model.input_size(tile))  # type: ignore[operator]
+    # torch's stubs type a module attribute as Tensor | Module; the model defines these
+    margin = int(model.margin)  # type: ignore[arg-type]
     spatial = image.shape[1:]
     counts = [math.ceil(s / t) for s, t in zip(spatial, tile, strict=True)]
-    before = [(i - t) // 2 for i, t in zip(need, tile, strict=True)]
-    after = [i - t - b + n * t - s
-             for i, t, b, n, s in zip(need, tile, before, counts, spatial, strict=True)]
     volume = torch.from_numpy(np.ascontiguousarray(image)).to(device)
     pad = []
-    for b, a in zip(reversed(before), reversed(after), strict=True):
-        pad += [b, a]
+    for t, n, s in zip(reversed(tile), reversed(counts), reversed(spatial), strict=True):
+        pad += [margin, margin + n * t - s]
     volume = F.pad(volume, pad)
     corners = list(itertools.product(*[range(0, n * t, t) for n, t in
                                        zip(counts, tile, strict=True)]))
@@ -165,12 +165,13 @@ def dense_tiling_logits(
     with _autocast(device):
         for i in range(0, len(corners), batch_size):
             chunk = corners[i:i + batch_size]
-            batch = torch.stack([volume[(slice(None),) + tuple(
-                slice(c, c + n) for c, n in zip(corner, need, strict=True))] for corner in chunk])
+            batch = torch.stack([model.pack(  # type: ignore[operator]
+                volume, [c + margin + t // 2 for c, t in zip(corner, tile, strict=True)], tile)
+                for corner in chunk])
             out = _forward(model, batch, mirror_axes)
             if tuple(out.shape[2:]) != tile:
                 raise ValueError(f"dense tiling: model output {tuple(out.shape[2:])} for input "
-                                 f"{need} is not the requested tile {tile}")
+                                 f"{tuple(batch.shape[2:])} is not the requested tile {tile}")
             if logits is None:
                 logits = torch.empty((out.shape[1], *(n * t for n, t in
                                                       zip(counts, tile, strict=True))),

@@ -287,7 +287,7 @@ def identity_columns(trial_param: dict[str, Any]) -> dict[str, Any]:
         "study": trial_param["study"],
         "trial_id": trial_param["trial_id"],
         "dataset": config.dataset.name,
-        "model": f"{config.model.name}-{config.model.preset}",
+        "model": config.model.label,
         "technique": config.technique,
         "fraction": float(config.fraction),
         "seed": config.seed,
@@ -846,9 +846,9 @@ class ResultStore:
         trials, rows, dropped = self.tables(scan, cases, as_categorical)
         # self_destruct frees each column's Arrow buffers once converted (one pandas block per
         # column): a table and its frame are never both held whole
-        return StoredResults(*(table.to_pandas(self_destruct=True, split_blocks=True)
-                               for table in (trials, rows)), scan.finished - set(dropped),
-                             list(scan.incomplete), self.problems)
+        return StoredResults(trials.to_pandas(self_destruct=True, split_blocks=True),
+                             rows.to_pandas(self_destruct=True, split_blocks=True),
+                             scan.finished - set(dropped), list(scan.incomplete), self.problems)
 
     def trials(self) -> pd.DataFrame:
         """One row per stored trial (any status)."""

@@ -42,7 +42,7 @@ def _pathway_shapes(net: DeepMedic, output: int) -> dict[str, tuple]:
     hooks = [module.register_forward_hook(
         lambda m, i, o, name=name: seen.__setitem__(name, (i[0].shape[2], o.shape[2])))
         for name, module in parts.items()]
-    x = torch.empty(2, 4, *net.input_size((output,) * 3), device="meta")
+    x = torch.empty(2, net.packed_channels, *net.input_size((output,) * 3), device="meta")
     out = net(x)
     for hook in hooks:
         hook.remove()
@@ -54,14 +54,16 @@ def _pathway_shapes(net: DeepMedic, output: int) -> dict[str, tuple]:
 def test_deepmedic_segments_follow_the_papers(preset):
     """001 §V-A / DeepMedic v0.7: normal-pathway segments 37^3 (train) -> 21^3, 17^3
     (validation) -> 1^3, 45^3 (inference) -> 29^3; for 21^3 outputs the x3 pathway reads 23^3
-    and the x5 pathway 21^3 subsampled voxels; one 105^3 context tensor (21 + 2 x 42)."""
+    and the x5 pathway 21^3 subsampled voxels, packed into one 37^3 tensor of 3 x 4 channels;
+    together they reach 42 voxels beyond the output (105^3)."""
     sizes = segment_sizes("deepmedic", preset)
     assert sizes == {"train_input": (37,) * 3, "validation_input": (17,) * 3,
                      "inference_input": (45,) * 3}
     assert [output_patch("deepmedic", preset, s) for s in sizes.values()] == [
         (21,) * 3, (1,) * 3, (29,) * 3]
     net = _meta_model(preset)
-    assert net.input_size((21, 21, 21)) == (105,) * 3 and net.output_size((105,) * 3) == (21,) * 3
+    assert net.input_size((21, 21, 21)) == (37,) * 3 and net.output_size((37,) * 3) == (21,) * 3
+    assert (net.packed_channels, net.margin) == (12, 42)
     assert _pathway_shapes(net, 21) == {"normal": (37, 21), "x3": (23, 7), "x5": (21, 5),
                                         "fc": (21, 21)}
     assert _pathway_shapes(net, 1) == {"normal": (17, 1), "x3": (17, 1), "x5": (17, 1),
@@ -148,7 +150,7 @@ def test_dropout_is_random_in_training_only(preset, random_in_training):
                                      fc_residual=(), fc_dropout=(), l1=0.0, l2=0.0)
     torch.manual_seed(0)
     net = DeepMedic(1, 2, config)
-    x = torch.randn(2, 1, *net.input_size((3, 3, 3)))
+    x = torch.randn(2, net.packed_channels, *net.input_size((3, 3, 3)))
     with torch.no_grad():
         net.train()
         assert (not torch.equal(net(x), net(x))) == random_in_training
@@ -156,14 +158,17 @@ def test_dropout_is_random_in_training_only(preset, random_in_training):
         assert torch.equal(net(x), net(x))
 
 
-def _support(net: torch.nn.Module, size: int, channels: int = 1) -> np.ndarray:
-    """Input voxels (bool [size]^3) that the centre output voxel's logits depend on."""
+def _support(net: DeepMedic, output: int) -> np.ndarray:
+    """Image voxels (bool, ``output + 2 margin`` per side) that the centre output voxel's
+    logits depend on, through the packed pathway inputs."""
     net.eval()
-    x = torch.randn(1, channels, size, size, size, dtype=torch.float64, requires_grad=True)
-    out = net.double()(x)
+    size = output + 2 * net.margin
+    x = torch.randn(1, size, size, size, dtype=torch.float64, requires_grad=True)
+    out = net.double()(net.pack(x, (size // 2,) * 3, (output,) * 3)[None])
     c = [s // 2 for s in out.shape[2:]]
     out[0, :, c[0], c[1], c[2]].sum().backward()
-    return (x.grad[0].abs().sum(0) > 0).numpy()
+    assert x.grad is not None
+    return (x.grad[0].abs() > 0).numpy()
 
 
 def test_deepmedic_receptive_field_is_centred_on_its_output_voxel():
@@ -172,8 +177,8 @@ def test_deepmedic_receptive_field_is_centred_on_its_output_voxel():
     5 L voxels each way (pathways aligned on the output)."""
     torch.manual_seed(0)
     net = DeepMedic(1, 2, PRESETS["tiny"])
-    layers, size = net.layers, net.input_size((3, 3, 3))[0]
-    support = _support(net, size)
+    layers, size = net.layers, 3 + 2 * net.margin
+    support = _support(net, 3)
     centre = size // 2
     offsets = np.argwhere(support) - centre
     assert (offsets.min(0) == -5 * layers).all() and (offsets.max(0) == 5 * layers).all()
@@ -209,17 +214,17 @@ def test_deepmedic_config_rejects_impossible_settings():
     with pytest.raises(ValueError, match=r"residual layers must be in 2..1"):
         DeepMedicConfig((8,), (3,), (8,), "relu", residual=(1,), segments=(5, 3, 5))
     with pytest.raises(ValueError, match="gives no output"):
-        build_model("deepmedic", "tiny", 1, 2)(torch.randn(1, 1, 44, 44, 44))
+        build_model("deepmedic", "tiny", 1, 2)(torch.randn(1, 3, 8, 8, 8))
 
 
 def test_tiny_deepmedic_is_fast_on_a_cpu():
-    """The tiny preset (tests, CPU demo): 17^3 segments -> 9^3 outputs from a 53^3 context,
+    """The tiny preset (tests, CPU demo): 17^3 segments -> 9^3 outputs (3 pathways packed),
     about 0.1 M parameters; a training step on two segments takes well under a second."""
     torch.manual_seed(0)
     net = build_model("deepmedic", "tiny", 4, 2)
-    assert net.input_size((9, 9, 9)) == (53, 53, 53)
+    assert net.input_size((9, 9, 9)) == (17, 17, 17)
     assert sum(p.numel() for p in net.parameters()) < 120_000
-    x = torch.randn(2, 4, 53, 53, 53)
+    x = torch.randn(2, 12, 17, 17, 17)
     start = time.perf_counter()
     net(x).sum().backward()
     assert time.perf_counter() - start < 5.0

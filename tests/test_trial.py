@@ -91,8 +91,8 @@ def test_validation_cases_are_held_out_and_evaluated(tiny_spec, run_options):
 
 
 def test_tiny_deepmedic_trial_trains_and_evaluates(tiny_spec, run_options):
-    """DeepMedic end to end on the synthetic preset: 53^3 inputs for 9^3 outputs, RMSProp with
-    the halving schedule (reported LR), dense-tiling evaluation of whole volumes."""
+    """DeepMedic end to end on the synthetic preset: 17^3 packed inputs for 9^3 outputs,
+    RMSProp with the halving schedule (reported LR), dense-tiling evaluation of whole volumes."""
     spec = spec_variant(tiny_spec, "deepmedic", iterations=8, lr=None)
     session = LocalSession()
     summary = run_trial(expand(spec)[0].as_param(), run_options, session)
@@ -108,10 +108,10 @@ def test_tiny_deepmedic_trial_trains_and_evaluates(tiny_spec, run_options):
 def test_deepmedic_labels_outside_the_output_are_ignored(tiny_spec, tiny_data, run_options):
     """Labels travel at the input size; only the central output part is not IGNORE."""
     training = tiny_training(tiny_spec, tiny_data, run_options, "vanilla", {}, model="deepmedic")
-    assert training.input_size == (53, 53, 53) and training.output_patch == (9, 9, 9)
-    labels = torch.randint(0, 2, (2, 53, 53, 53))
+    assert training.input_size == (17, 17, 17) and training.output_patch == (9, 9, 9)
+    labels = torch.randint(0, 2, (2, 17, 17, 17))
     marked = training.labels_at_input(labels)
-    inner = (slice(None), *[slice(22, 31)] * 3)
+    inner = (slice(None), *[slice(4, 13)] * 3)
     assert (marked[inner] == labels[inner]).all()
     marked[inner] = IGNORE
     assert (marked == IGNORE).all()

@@ -26,5 +26,5 @@ def test_throughput_benchmark_measures_both_models(tmp_path, capsys, monkeypatch
         ("deepmedic-tiny", "plain"), ("deepmedic-tiny", "asym_mixup")]
     assert all(r["real_steps"] > 0 and r["ceiling_steps"] > 0 for r in rows)
     assert (rows[2]["input"], rows[2]["context"], rows[2]["output"]) == (
-        "17x17x17", "53x53x53", "9x9x9")
+        "17x17x17", "17x17x17", "9x9x9")  # the packed pathways: one 17^3 tensor
     assert capsys.readouterr().out.count("| deepmedic-tiny |") == 2

@@ -35,6 +35,17 @@ labels of its output region (DeepMedic: input 37^3, output 21^3). The default la
 the image patch. Voxels outside the volume are zero (image 0 = the ROI mean after z-scoring,
 label 0).
 
+Pathways (DeepMedic, 001 §V-A.1/2): with ``pathways`` — ``(stride, sides)`` per pathway, the
+model's :meth:`~study.models.deepmedic.DeepMedic.pathways` — the image patch is the packing of
+one grid per pathway: ``sides`` voxels ``stride`` apart, symmetric about the patch centre
+(:func:`study.models.presets.grid_offset`; stride 3 and 5: every 3rd / 5th image voxel, as
+DeepMedic samples its subsampled pathways), each zero-padded symmetrically to ``patch`` and
+stacked along the channels (pathway-major: ``[P C, *patch]``). A 21^3 DeepMedic output thus
+costs 37^3 + 23^3 + 21^3 voxels per channel instead of the 105^3 its pathways span. The regime
+(voxelwise only: ``"none"`` or ``"deepmedic"``) applies the same draws to every pathway's grid,
+so each channel's copies get the same intensity shift and scale and the same flips, and the
+packing of the augmented grids equals the grids of the augmented image.
+
 Augmentation: one of the papers' regimes (:mod:`study.data.augmentation`: ``"none"``,
 ``"deepmedic"``, ``"nnunet"``) applied to a patch under eq. 21: a *rare sample* — its label
 patch holds a voxel of a rare class (``rare_by="any"``) or its centre voxel is rare
@@ -73,10 +84,28 @@ import numpy as np
 from study.catalog import SAMPLING_SCHEMES
 from study.data.augmentation import Deferred, NnUNetAugmentation, Regime, Site, crop, regime
 from study.data.case import Case, DataError
+from study.models.presets import grid_offset
 
 _CANDIDATES = 32  # background centre candidates drawn at once (rejection sampling)
 OVERSAMPLING = SAMPLING_SCHEMES
 FG_MODES = ("voxel", "class")
+
+
+def _cut_grid(volume: np.ndarray, centre: np.ndarray, sides: np.ndarray, stride: int,
+              out: np.ndarray) -> None:
+    """Write ``volume [C, D, H, W]`` on the grid of ``sides`` voxels ``stride`` apart,
+    symmetric about ``centre`` (:func:`~study.models.presets.grid_offset`), into ``out``
+    (zeros, ``[C, *sides]``); grid voxels outside the volume stay 0."""
+    src, dst = [slice(None)], [slice(None)]
+    for c, n, extent in zip(centre, sides, volume.shape[1:], strict=True):
+        first = int(c) + grid_offset(int(n), stride)
+        lo = max(0, -(first // stride))  # first grid index inside the volume
+        hi = min(int(n), (extent - 1 - first) // stride + 1 if extent > first else 0)
+        if hi <= lo:
+            return
+        src.append(slice(first + lo * stride, first + (hi - 1) * stride + 1, stride))
+        dst.append(slice(lo, hi))
+    out[tuple(dst)] = volume[tuple(src)]
 
 
 class PatchSampler:
@@ -101,6 +130,9 @@ class PatchSampler:
             ``"voxel"`` for ``"balanced"``, ``"class"`` for ``"nnunet"``.
         workers: threads cutting the patches of a batch (SciPy and NumPy release the GIL;
             the batches are identical for any number). 1 = in the calling thread.
+        pathways: ``(stride, sides)`` of each pathway whose grids are packed into the image
+            patch (module docstring); ``sides`` <= ``patch`` with an even difference. Default:
+            the plain patch. Centres and draws do not depend on it.
 
     Raises:
         DataError: a case has no background voxel in its ROI (naming its file).
@@ -112,7 +144,7 @@ class PatchSampler:
                  augmentation: str | Regime = "none", bg_aug_prob: float = 1.0,
                  rare: Sequence[float] | None = None, rare_by: str = "any",
                  oversampling: str = "balanced", fg_mode: str | None = None,
-                 workers: int = 1):
+                 workers: int = 1, pathways: Sequence[tuple[int, Sequence[int]]] | None = None):
         if not cases:
             raise ValueError("PatchSampler needs at least one training case")
         self.cases = list(cases)
@@ -142,6 +174,7 @@ class PatchSampler:
             raise ValueError(f"workers: expected an integer >= 1, got {workers}")
         self.fg_fraction = float(fg_fraction)
         self.augmentation = regime(augmentation)
+        self.pathways = None if pathways is None else self._check_pathways(pathways)
         self.bg_aug_prob = float(bg_aug_prob)
         self.rare_by, self.oversampling, self.fg_mode = rare_by, oversampling, fg_mode
         n_classes = max(int(case.label.max()) for case in self.cases) + 1
@@ -170,6 +203,20 @@ class PatchSampler:
         self.last: dict[str, np.ndarray] = {}
         self.workers = int(workers)
         self._pool: ThreadPoolExecutor | None = None
+
+    def _check_pathways(self, pathways: Sequence[tuple[int, Sequence[int]]]
+                        ) -> tuple[tuple[int, np.ndarray], ...]:
+        checked = tuple((int(stride), np.asarray(sides, np.int64)) for stride, sides in pathways)
+        if not checked or any(stride < 1 or sides.shape != (3,) or (sides < 1).any()
+                              or (sides > self.patch).any() or ((self.patch - sides) % 2).any()
+                              for stride, sides in checked):
+            raise ValueError(f"pathways: expected (stride >= 1, 3 sides <= patch "
+                             f"{self.patch.tolist()} with an even difference) per pathway, got "
+                             f"{[(stride, sides.tolist()) for stride, sides in checked]}")
+        if isinstance(self.augmentation, NnUNetAugmentation):
+            raise ValueError("pathways: the nnunet regime resamples the patch; pathway grids "
+                             "take the voxelwise regimes ('none', 'deepmedic')")
+        return checked
 
     # -- centres ------------------------------------------------------------------------
 
@@ -265,6 +312,28 @@ class PatchSampler:
             image, label = self.augmentation.apply(draws, site, image, label)
         return image, label, rare, augmented
 
+    def _make_packed(self, plan, pathways: tuple[tuple[int, np.ndarray], ...],
+                     out: np.ndarray) -> tuple[np.ndarray, bool, bool]:
+        """:meth:`_make` for packed pathway grids (module docstring), the image written into
+        ``out`` (zeros, ``[P C, *patch]``): each grid is cut into its block and, if eq. 21
+        augments the sample, augmented in place with the sample's draws (the label alike each
+        time). Returns (label, rare, augmented)."""
+        index, centre, _fg, gate, draws = plan
+        case = self.cases[index]
+        site = Site(case.image, case.label, centre, self.patch, self.label_patch)
+        label = crop(case.label[None], centre - self.label_patch // 2, self.label_patch)[0]
+        rare, augmented = self._gate(label, gate)
+        channels = case.image.shape[0]
+        out_label = label
+        for p, (stride, sides) in enumerate(pathways):
+            block = out[(slice(p * channels, (p + 1) * channels),) + tuple(
+                slice((s - n) // 2, (s - n) // 2 + n)
+                for s, n in zip(self.patch, sides, strict=True))]
+            _cut_grid(case.image, centre, sides, stride, block)
+            if augmented:
+                block[...], out_label = self.augmentation.apply(draws, site, block, label)
+        return out_label, rare, augmented
+
     def _map(self, work, items: list) -> list:
         """``work`` over ``items``, in the worker threads if there are several."""
         if self.workers > 1 and len(items) > 1:
@@ -280,16 +349,27 @@ class PatchSampler:
                      "rare": np.array(rare, bool), "augmented": np.array(augmented, bool)}
 
     def sample(self, batch_size: int) -> tuple[np.ndarray, np.ndarray]:
-        """A batch: images float32 [B, C, *patch], labels int64 [B, *label_patch].
+        """A batch: images float32 [B, C, *patch] ([B, P C, *patch] packed ``pathways``),
+        labels int64 [B, *label_patch].
 
         ``self.last`` then holds per-sample ``case`` (index), ``centre`` [B, 3],
         ``fg_centred`` (a foreground voxel chose the centre), ``rare`` and ``augmented``.
         """
         plans = [self._plan(i, batch_size) for i in range(batch_size)]
+        labels = np.empty((batch_size, *self.label_patch), np.int64)
+        pathways = self.pathways
+        if pathways is not None:  # cut straight into the batch (np.zeros: pages zeroed lazily)
+            images = np.zeros((batch_size, len(pathways) * self.cases[0].image.shape[0],
+                               *self.patch), np.float32)
+            packed = self._map(lambda b: self._make_packed(plans[b], pathways, images[b]),
+                               list(range(batch_size)))
+            self._record(plans, [m[1] for m in packed], [m[2] for m in packed])
+            for b, (label, _, _) in enumerate(packed):
+                labels[b] = label
+            return images, labels
         made = self._map(self._make, plans)
         self._record(plans, [m[2] for m in made], [m[3] for m in made])
         images = np.empty((batch_size, *made[0][0].shape), np.float32)
-        labels = np.empty((batch_size, *self.label_patch), np.int64)
         for b, (image, label, _, _) in enumerate(made):
             images[b], labels[b] = image, label
         return images, labels

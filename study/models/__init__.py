@@ -8,8 +8,9 @@ Geometry without building a model (for study specs and plans):
   infers on (37^3, 17^3, 45^3; the U-Net has none: it uses the training patch).
 
 A model instance states its own: ``input_size(output)`` is the input tensor a model needs for an
-output patch (the U-Net: the same size; DeepMedic: the wider context of all its pathways) and
-``output_size(input)`` the inverse, so that samplers and inference cut the right inputs.
+output patch (the U-Net: the same size; DeepMedic: its normal-pathway segment, which packs the
+inputs of all its pathways, ``pathways(output)``) and ``output_size(input)`` the inverse, so
+that samplers and inference cut the right inputs.
 """
 
 from __future__ import annotations

@@ -40,15 +40,19 @@ Presets (001 §V-A.1/2; 000):
 Each preset states its normal-pathway segment sides for training, validation and inference
 (:attr:`DeepMedicConfig.segments`; the papers: 37, 17 and 45).
 
-**One input tensor.** The model takes a single tensor centred on the output that covers the
-context of all pathways, and cuts each pathway's input out of it (:meth:`DeepMedic.forward`).
-Every batch regularizer (adversarial perturbation, mixup, flips) is then a plain operation on
-one tensor. Its size is ``output + 2 margin`` per axis, ``margin`` the most any pathway reads
-beyond the output for any output size (:func:`context_margin`: 42 for the papers' presets), so
-that the input size determines the output size: 105^3 for the 21^3 training output, of which
-the normal pathway reads the central 37^3, the x3 pathway 23^3 and the x5 pathway 21^3
-subsampled voxels, as in DeepMedic (the outer 2 voxels per side are read for other output
-sizes only).
+**One packed input tensor.** As in DeepMedic, each pathway gets its own input at its own
+resolution: the normal pathway the ``O + 2L`` segment, the pathway subsampled by ``f`` every
+``f``-th image voxel on a grid of ``Os + 2L`` voxels centred on the output (23^3 and 21^3 for a
+21^3 output; :func:`~study.models.presets.pathway_inputs`). The model takes them packed into
+one tensor ``[N, (1 + F) C, O + 2L, ...]``: channels ``0..C-1`` the normal segment, then ``C``
+channels per subsampled pathway, its grid zero-padded symmetrically to the normal side (23 ->
+37: 7 voxels per side; 21 -> 37: 8). The input size therefore determines the output size
+(``input - 2L``), and every batch regularizer (adversarial perturbation, mixup, flips) remains
+a plain operation on one tensor: a flip of the packed tensor is the packing of the flipped
+pathways (every block is centred), mixup is linear, and a perturbation of the packed tensor
+perturbs each pathway's input separately. The sampler cuts the packed inputs straight from the
+case (``37^3 + 23^3 + 21^3`` voxels per channel instead of the 105^3 neighbourhood they span);
+:meth:`DeepMedic.pack` cuts them from a tensor (inference). The padding is never read.
 
 **Alignment of the subsampled pathways (differs from DeepMedic).** Ours centres every upsampled
 block of ``f`` outputs on the subsampled output it repeats: ``Os = ceil(O / f)``, one more if
@@ -64,10 +68,8 @@ outputs to outputs) at the cost of reading at most one subsampled voxel more per
 
 from __future__ import annotations
 
-import functools
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
 
 import torch
 from torch import nn
@@ -76,44 +78,14 @@ from torch.nn import functional as F
 from study.models.presets import (
     DeepMedicConfig,
     context_margin,
+    grid_offset,
+    pathway_inputs,
     segment_output,
+    subsampled_output,
 )
 
 BN_MOMENTUM = 2 / (60 + 1)  # DeepMedic averages the BN statistics of the last 60 batches
 PRELU_INIT = 0.01  # DeepMedic's initial PReLU slope
-
-
-@dataclass(frozen=True)
-class _AxisPlan:
-    """Where each pathway reads along one axis, in input (context) coordinates."""
-
-    normal_start: int  # first voxel of the normal segment (O + 2L voxels)
-    sub_starts: tuple[int, ...]  # first voxel of each subsampled grid (step f)
-    sub_outputs: tuple[int, ...]  # Os per factor
-    sub_crops: tuple[int, ...]  # voxels cropped at the start after upsampling
-
-
-@functools.lru_cache(maxsize=256)
-def _axis_plan(output: int, layers: int, factors: tuple[int, ...]) -> _AxisPlan:
-    """Geometry of one axis for ``output`` voxels in an input of ``output + 2 margin``.
-
-    A subsampled pathway computes ``Os = ceil(O / f)`` outputs (one more if ``Os f - O`` is odd,
-    so that the crop is symmetric), repeated ``f`` times and centre-cropped by
-    ``c0 = (Os f - O) / 2``. Its sub-output ``k`` then covers normal outputs
-    ``k f - c0 .. k f - c0 + f - 1`` and is centred on them: its grid (step ``f``, ``Os + 2L``
-    voxels) starts ``f L - (f - 1) / 2 + c0`` voxels before the first output voxel.
-    """
-    margin = context_margin(layers, factors)
-    starts, outputs, crops = [], [], []
-    for f in factors:
-        os_ = math.ceil(output / f)
-        if (os_ * f - output) % 2:
-            os_ += 1
-        c0 = (os_ * f - output) // 2
-        starts.append(margin - f * layers + (f - 1) // 2 - c0)
-        outputs.append(os_)
-        crops.append(c0)
-    return _AxisPlan(margin - layers, tuple(starts), tuple(outputs), tuple(crops))
 
 
 def _repeat(y: torch.Tensor, f: int) -> torch.Tensor:
@@ -213,23 +185,26 @@ def _pathway(cin: int, config: DeepMedicConfig) -> _Stack:
 
 
 class DeepMedic(nn.Module):
-    """DeepMedic multi-pathway CNN; ``forward(x [N, C_in, *input]) -> logits [N, C, *output]``,
-    ``input`` the context :meth:`input_size` gives for ``output``.
+    """DeepMedic multi-pathway CNN; ``forward(x [N, (1 + F) C_in, *input]) -> logits
+    [N, C, *output]``, ``x`` the packed pathway inputs (module docstring) of the ``input``
+    :meth:`input_size` gives for ``output``: the normal-pathway segment.
 
     Example::
 
         >>> from study.models.presets import DEEPMEDIC_PRESETS
         >>> net = DeepMedic(4, 2, DEEPMEDIC_PRESETS["basic"])
-        >>> net.input_size((21, 21, 21)), net.output_size((105, 105, 105))
-        ((105, 105, 105), (21, 21, 21))
-        >>> net.inference_output
-        (29, 29, 29)
+        >>> net.input_size((21, 21, 21)), net.output_size((37, 37, 37)), net.packed_channels
+        ((37, 37, 37), (21, 21, 21), 12)
+        >>> net.inference_output, net.margin
+        ((29, 29, 29), 42)
     """
 
     def __init__(self, in_channels: int, num_classes: int, config: DeepMedicConfig):
         super().__init__()
         self.config = config
         self.layers = config.layers
+        self.in_channels = in_channels
+        self.packed_channels = in_channels * (1 + len(config.factors))
         self.normal = _pathway(in_channels, config)
         self.subsampled = nn.ModuleList(_pathway(in_channels, config) for _ in config.factors)
         widths = [config.features[-1] * (1 + len(config.factors)), *config.fc, num_classes]
@@ -253,35 +228,75 @@ class DeepMedic(nn.Module):
         return [m.weight for m in self.modules() if isinstance(m, nn.Conv3d)]
 
     def input_size(self, output_size: Sequence[int]) -> tuple[int, ...]:
-        """Input (context) size per axis for ``output_size`` output voxels: ``output + 2 margin``
-        (:func:`context_margin`)."""
+        """Input size per axis for ``output_size`` output voxels: the normal-pathway segment
+        ``output + 2L`` (the packed tensor's spatial size)."""
         if any(int(o) < 1 for o in output_size):
             raise ValueError(f"DeepMedic: output size must be positive, got {tuple(output_size)}")
-        return tuple(int(o) + 2 * self.margin for o in output_size)
+        return tuple(int(o) + 2 * self.layers for o in output_size)
 
     def output_size(self, input_size: Sequence[int]) -> tuple[int, ...]:
-        """Output size per axis for an input of ``input_size``: ``input - 2 margin``."""
-        output = tuple(int(s) - 2 * self.margin for s in input_size)
+        """Output size per axis for an input of ``input_size``: ``input - 2L``."""
+        output = tuple(int(s) - 2 * self.layers for s in input_size)
         if min(output) < 1:
             raise ValueError(f"DeepMedic: input size {tuple(input_size)} gives no output; every "
-                             f"side needs > {2 * self.margin} voxels (input_size(output) gives "
+                             f"side needs > {2 * self.layers} voxels (input_size(output) gives "
                              "the input for an output size)")
         return output
 
+    def pathways(self, output_size: Sequence[int]) -> tuple[tuple[int, tuple[int, ...]], ...]:
+        """``(stride, sides)`` of each pathway's input, in packing order, for ``output_size``
+        (:func:`~study.models.presets.pathway_inputs`; 21^3: 37^3, 23^3 step 3, 21^3 step 5)."""
+        self.input_size(output_size)  # validates
+        return pathway_inputs(output_size, self.layers, self.config.factors)
+
+    def pack(self, volume: torch.Tensor, centre: Sequence[int], output_size: Sequence[int]
+             ) -> torch.Tensor:
+        """The packed input ``[(1 + F) C, *input]`` for the ``output_size`` outputs centred on
+        the voxel ``centre`` of ``volume [C, D, H, W]`` (``centre = start + size // 2``): each
+        pathway's grid (:func:`~study.models.presets.grid_offset`) sliced from ``volume`` and
+        zero-padded symmetrically to the input size, as the sampler cuts it from a case.
+
+        Raises:
+            ValueError: a grid leaves ``volume`` (pad it by :attr:`margin` first) or the
+                channels are not ``in_channels``.
+        """
+        if volume.ndim != 4 or volume.shape[0] != self.in_channels:
+            raise ValueError(f"DeepMedic.pack: expected a volume [{self.in_channels}, D, H, W], "
+                             f"got {tuple(volume.shape)}")
+        size = self.input_size(output_size)
+        packed = volume.new_zeros((self.packed_channels, *size))
+        for p, (stride, sides) in enumerate(self.pathways(output_size)):
+            index = []
+            for c, n, extent in zip(centre, sides, volume.shape[1:], strict=True):
+                first = int(c) + grid_offset(n, stride)
+                last = first + stride * (n - 1)
+                if first < 0 or last >= extent:
+                    raise ValueError(f"DeepMedic.pack: the x{stride} pathway's grid "
+                                     f"{first}..{last} around centre {tuple(centre)} leaves the "
+                                     f"volume {tuple(volume.shape[1:])}")
+                index.append(slice(first, last + 1, stride))
+            block = (slice(p * self.in_channels, (p + 1) * self.in_channels),)
+            packed[block + _centred(size, sides)] = volume[(slice(None),) + tuple(index)]
+        return packed
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if x.ndim != 5:
-            raise ValueError(f"DeepMedic: expected input [N, C, D, H, W], got {tuple(x.shape)}")
+        if x.ndim != 5 or x.shape[1] != self.packed_channels:
+            raise ValueError(f"DeepMedic: expected packed pathway inputs [N, "
+                             f"{self.packed_channels}, D, H, W] ({1 + len(self.config.factors)} "
+                             f"pathways x {self.in_channels} channels), got {tuple(x.shape)}")
         output = self.output_size(x.shape[2:])
-        plans = [_axis_plan(o, self.layers, self.config.factors) for o in output]
-        every = (slice(None), slice(None))
-        normal = x[every + tuple(slice(p.normal_start, p.normal_start + o + 2 * self.layers)
-                                 for p, o in zip(plans, output, strict=True))]
-        features = [self.normal(normal)]
-        for i, (f, pathway) in enumerate(zip(self.config.factors, self.subsampled, strict=True)):
-            sub = x[every + tuple(
-                slice(p.sub_starts[i], p.sub_starts[i] + f * (p.sub_outputs[i] + 2 * self.layers)
-                      - (f - 1), f) for p in plans)]
+        c = self.in_channels
+        features = [self.normal(x[:, :c])]
+        pathways = self.pathways(output)[1:]
+        for i, ((f, sides), pathway) in enumerate(zip(pathways, self.subsampled, strict=True)):
+            sub = x[(slice(None), slice((i + 1) * c, (i + 2) * c)) + _centred(x.shape[2:], sides)]
             up = _repeat(pathway(sub), f)
-            features.append(up[every + tuple(slice(p.sub_crops[i], p.sub_crops[i] + o)
-                                             for p, o in zip(plans, output, strict=True))])
+            crops = [(subsampled_output(o, f) * f - o) // 2 for o in output]
+            features.append(up[(slice(None), slice(None)) + tuple(
+                slice(c0, c0 + o) for c0, o in zip(crops, output, strict=True))])
         return self.classifier_bias(self.fc(torch.cat(features, dim=1)))
+
+
+def _centred(size: Sequence[int], sides: Sequence[int]) -> tuple[slice, ...]:
+    """The block of ``sides`` centred in ``size`` (same parity per axis)."""
+    return tuple(slice((s - n) // 2, (s - n) // 2 + n) for s, n in zip(size, sides, strict=True))

@@ -107,11 +107,52 @@ def segment_output(segment: int, layers: int) -> int:
 
 
 def context_margin(layers: int, factors: Sequence[int]) -> int:
-    """Context voxels per side beyond the output that the model's input carries:
-    ``max(L, max_f (f L + (f - 1) / 2))``, the most any pathway reads for any output size
-    (42 for 8 layers and factors 3, 5). A fixed margin makes the input size determine the
-    output size: ``input = output + 2 margin``."""
+    """Image voxels per side beyond the output that the pathways read at most, for any output
+    size: ``max(L, max_f (f L + (f - 1) / 2))`` (42 for 8 layers and factors 3, 5: a 21^3
+    output reads a 105^3 neighbourhood). Whole-volume inference pads the volume by it."""
     return max([layers, *(f * layers + (f - 1) // 2 for f in factors)])
+
+
+def subsampled_output(output: int, factor: int) -> int:
+    """Outputs ``Os`` of the pathway subsampled by ``factor`` along an axis of ``output``
+    outputs: ``ceil(O / f)``, one more if ``Os f - O`` is odd, so that the ``Os f`` repeated
+    outputs are cropped to ``O`` symmetrically (by ``(Os f - O) / 2`` at both ends). ``Os`` and
+    ``O`` have the same parity (f is odd).
+
+    >>> subsampled_output(21, 3), subsampled_output(21, 5), subsampled_output(29, 3)
+    (7, 5, 11)
+    """
+    os_ = -(-output // factor)
+    return os_ + (os_ * factor - output) % 2
+
+
+def pathway_inputs(output: Sequence[int], layers: int, factors: Sequence[int]
+                   ) -> tuple[tuple[int, tuple[int, ...]], ...]:
+    """``(stride, sides)`` of each pathway's input for ``output`` outputs per axis: the normal
+    pathway ``(1, O + 2L)``, then per factor ``(f, Os + 2L)`` (:func:`subsampled_output`),
+    every input a grid centred on the output (:func:`grid_offset`). The subsampled sides never
+    exceed the normal one and have its parity, so they pad to it symmetrically.
+
+    >>> pathway_inputs((21, 21, 21), 8, (3, 5))
+    ((1, (37, 37, 37)), (3, (23, 23, 23)), (5, (21, 21, 21)))
+    """
+    return ((1, tuple(int(o) + 2 * layers for o in output)),
+            *((f, tuple(subsampled_output(int(o), f) + 2 * layers for o in output))
+              for f in factors))
+
+
+def grid_offset(side: int, stride: int) -> int:
+    """Where a grid of ``side`` voxels, ``stride`` apart, starts relative to a patch's centre
+    voxel (``centre = start + size // 2``, the patches' convention) so that it is symmetric
+    about the patch: ``-(stride (side - 1) + 1 - side % 2) / 2`` (an even grid sits about the
+    point half a voxel before the centre voxel, as an even patch does). Stride 1: ``-side // 2``
+    (the plain patch). For the subsampled pathways this is DeepMedic's sampling: every
+    ``f``-th image voxel, the grid through the centre of the output.
+
+    >>> grid_offset(37, 1), grid_offset(23, 3), grid_offset(21, 5), grid_offset(4, 3)
+    (-18, -33, -50, -5)
+    """
+    return -((stride * (side - 1) + 1 - side % 2) // 2)
 
 
 UNET_PRESETS: dict[str, tuple[int, ...]] = {
