@@ -2,8 +2,8 @@
 holds in memory, and what the finished check (run by every launch, resume, status and Tune
 restart) costs.
 
-Default: runs a study (tests/data/tiny-study.yaml widened to N settings) with ``study.tune`` on
-a local Ray and reports, from the stored ``trials`` rows and file times:
+Default: runs a study (tests/data/tiny-study.yaml widened to N settings) with
+``study.orchestrate`` on a local Ray and reports, from the stored ``trials`` rows and file times:
 
 * Ray start and Tune set-up before the first trial function runs;
 * per trial, inside the trial function: set-up (data loading, model build) = wall - train -
@@ -15,9 +15,9 @@ a local Ray and reports, from the stored ``trials`` rows and file times:
 
 ``--trivial N`` runs N trials that do no training through the same machinery (Tuner, grid,
 ProgressCallback, heartbeat, one ``trials`` row each through ``ResultStore.write_trial``; the
-trial function is ``study.tune.Runner.trial``) and splits the overhead into actor start-up and
-imports (worker process start to its first trial function), the gap between two trials on one
-actor, and the rest of Tune's idle slot time.
+trial function is ``study.orchestrate.Runner.trial``) and splits the overhead into actor
+start-up and imports (worker process start to its first trial function), the gap between two
+trials on one actor, and the rest of Tune's idle slot time.
 
 ``--finished-check N`` instead writes an N-trial synthetic study (``--cases`` x 4 rows per
 trial) and counts, through a filesystem that observes every call, the listings, opens, reads
@@ -148,15 +148,15 @@ def timings_dir(options) -> Path:
 
 
 def trivial_trial(param: dict, options, session) -> dict:
-    """A trial that does no training (``study.tune.Runner.trial``): no data, no model, one
+    """A trial that does no training (``study.orchestrate.Runner.trial``): no data, no model, one
     minimal valid ``ok`` row through ``ResultStore.write_trial``; its worker process's start,
     its own start and the end of the write go to ``bench-timings/<trial id>.json``."""
     import socket
     from datetime import datetime
 
     import study
+    from study.expand import canonical_json
     from study.results import ResultStore, identity_columns, summarise
-    from study.trials import canonical_json
 
     entered = time.time()
     now = datetime.now(timezone.utc)
@@ -177,8 +177,8 @@ def trivial_trial(param: dict, options, session) -> dict:
 def _study_trials(count: int):
     """tests/data/tiny-study.yaml widened to ``count`` trials (vanilla + asym_focal with
     ``count - 1`` gamma values)."""
+    from study.expand import expand
     from study.spec import TechniqueRun, load_study
-    from study.trials import expand
 
     spec = load_study(TINY)
     gammas = tuple({"gamma": 0.5 + 0.001 * i} for i in range(count - 1))
@@ -208,7 +208,7 @@ def scheduling(trial_count: int | None, settings: int, cpus: int) -> None:
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
     os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
-    from study import tune
+    from study import orchestrate
     from study.results import ResultStore
     from study.trial import RunOptions
 
@@ -220,15 +220,15 @@ def scheduling(trial_count: int | None, settings: int, cpus: int) -> None:
         options = RunOptions(data_dir=f"{storage}/data", results_uri=f"{storage}/tiny/results",
                              threads=1)
         start = time.time()
-        tune.ensure_ray(None, cpus)
+        orchestrate.ensure_ray(None, cpus)
         ray_ready = time.time()
         with RssSampler() as rss:
             baseline = rss.peak
-            tune.launch(trials, storage, options, **runner)
+            orchestrate.launch(trials, storage, options, **runner)
             wall = time.time() - ray_ready
             rows = ResultStore(options.results_uri).trials()
             clock = time.time()
-            tune.launch(trials, storage, options, **runner)
+            orchestrate.launch(trials, storage, options, **runner)
             relaunch = time.time() - clock
         started = rows["started_at"].dt.tz_convert(timezone.utc)
         finished = rows["finished_at"].dt.tz_convert(timezone.utc)

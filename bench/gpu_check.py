@@ -456,9 +456,9 @@ def kill_resume(work: Path, device: str, budget: float, gpus: float | None,
                 num_cpus: int | None, say: Callable[[str], None] = print) -> dict:
     """Launch the 8-trial study, SIGKILL the driver's session once a trial is stored (or at
     half the budget), resume, and count what is stored."""
+    from study.expand import expand
     from study.results import ResultStore
     from study.spec import load_studies
-    from study.trials import expand
 
     for key, value in (("RAY_USAGE_STATS_ENABLED", "0"), ("RAY_AUTH_MODE", "disabled"),
                        ("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")):

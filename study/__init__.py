@@ -1,7 +1,7 @@
 """imbalance-study: hyperparameter sensitivity studies of class-imbalance regularizers.
 
-Data flows one way: study file (``study.spec``) -> trials (``study.trials``) -> one training
-run each (``study.trial``) scheduled by Ray Tune (``study.tune``) -> Parquet results
+Data flows one way: study file (``study.spec``) -> trials (``study.expand``) -> one training
+run each (``study.trial``) scheduled by Ray Tune (``study.orchestrate``) -> Parquet results
 (``study.results``) -> tables and figures (the separate ``analysis`` package).
 """
 

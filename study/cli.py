@@ -32,7 +32,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from study.trials import MAX_TRIALS
+from study.expand import MAX_TRIALS
 
 STUDIES_DIR = Path(__file__).resolve().parent.parent / "search_spaces" / "studies"
 DEMO_STUDY = STUDIES_DIR / "demo.yaml"
@@ -90,9 +90,9 @@ def study_file(given: str) -> Path:
 
 def study_name(given: str) -> str:
     """The study that ``given`` names: an existing study file's ``name``, else ``given``
-    itself, which must be a study name (no path: ``study.tune.study_uri``)."""
+    itself, which must be a study name (no path: ``study.orchestrate.study_uri``)."""
+    from study.orchestrate import study_uri
     from study.spec import load_studies
-    from study.tune import study_uri
 
     if Path(given).is_file():
         return load_studies(study_file(given))[0].name
@@ -117,7 +117,7 @@ def _same(specs, field: str) -> int:
 
 
 def _runner(args: argparse.Namespace) -> dict[str, Any]:
-    """The ``study.tune.Runner`` fields from the command line."""
+    """The ``study.orchestrate.Runner`` fields from the command line."""
     return {"address": args.address, "num_cpus": args.num_cpus,
             "max_failures": args.max_failures, "printer": _say,
             "live": sys.stdout.isatty(), "every": args.progress_every}
@@ -125,10 +125,10 @@ def _runner(args: argparse.Namespace) -> dict[str, Any]:
 
 def _launch(study_file: str | Path, args: argparse.Namespace) -> tuple[int, str]:
     """Run a study file's trials (grid or optimize mode); return (exit status, study name)."""
-    from study import tracking, tune
+    from study import orchestrate, tracking
+    from study.expand import expand
     from study.spec import SpecError, load_studies
     from study.trial import RunOptions
-    from study.trials import expand
 
     specs = load_studies(study_file)
     name = specs[0].name
@@ -143,7 +143,7 @@ def _launch(study_file: str | Path, args: argparse.Namespace) -> tuple[int, str]
         tracking.experiment_id(tracking.client(mlflow), name)  # fails here, not in a trial
     options = RunOptions(
         data_dir=str(Path(data_dir).resolve()),
-        results_uri=f"{tune.study_uri(storage, name)}/results",
+        results_uri=f"{orchestrate.study_uri(storage, name)}/results",
         dataset_roots=_dataset_roots(specs, args.dataset_root),
         device=args.device,
         checkpoint_every=_same(specs, "checkpoint_every"),
@@ -161,15 +161,15 @@ def _launch(study_file: str | Path, args: argparse.Namespace) -> tuple[int, str]
                                **_runner(args))
         groups = sum(len(optimize.search_groups(spec)) for spec in specs)
         _say(f"{len(best)} of {groups} group(s) optimised; best settings: "
-             f"{tune.study_uri(storage, name)}/optimize/*.json; Optuna's record: "
-             f"optuna-dashboard {tune.study_uri(storage, name)}/{optimize.JOURNAL}")
+             f"{orchestrate.study_uri(storage, name)}/optimize/*.json; Optuna's record: "
+             f"optuna-dashboard {orchestrate.study_uri(storage, name)}/{optimize.JOURNAL}")
         return (0 if len(best) == groups else 1), name
     for spec in specs:
         _say(f"study {name}: {spec.dataset.name} with {spec.model}-{spec.model_preset}: "
              f"{len(spec.fractions)} fraction(s) x "
              f"{sum(len(t.settings) for t in spec.techniques)} setting(s) x "
              f"{len(spec.seeds)} seed(s) from {study_file}")
-    missing = tune.launch(trials, storage, options, cpus_per_trial=args.cpus_per_trial,
+    missing = orchestrate.launch(trials, storage, options, cpus_per_trial=args.cpus_per_trial,
                           gpus=args.gpus_per_trial, **_runner(args))
     return _finish(name, storage, missing), name
 
@@ -192,10 +192,10 @@ def _report(name: str, storage: str, args: argparse.Namespace) -> Path:
     index.md. Damaged or malformed result files are skipped and listed in the report
     (``--strict``: an error)."""
     import analysis
-    from study import tune
+    from study import orchestrate
 
-    uri = tune.study_uri(storage, name)
-    plan = tune.Plan.load(uri)
+    uri = orchestrate.study_uri(storage, name)
+    plan = orchestrate.Plan.load(uri)
     search_metric = (plan.search or {}).get("metric", "dsc_pp")
     from study.report_options import report_options
 
@@ -243,15 +243,15 @@ def cmd_plan(args: argparse.Namespace) -> int:
 
 
 def cmd_resume(args: argparse.Namespace) -> int:
-    from study import tune
+    from study import orchestrate
 
     name, storage = study_name(args.study), _storage(args.storage)
-    plan, uri, run = tune.prepare_resume(name, storage, **_runner(args))
+    plan, uri, run = orchestrate.prepare_resume(name, storage, **_runner(args))
     if plan.mode == "optimize":
         from study import optimize
 
         return _finish(name, storage, optimize.resume(plan, uri, run))
-    return _finish(name, storage, tune.resume(plan, uri, run))
+    return _finish(name, storage, orchestrate.resume(plan, uri, run))
 
 
 def cmd_status(args: argparse.Namespace) -> int:
@@ -259,12 +259,12 @@ def cmd_status(args: argparse.Namespace) -> int:
     from their heartbeats; exit 1 when trials failed."""
     import json
 
-    from study import progress, tune
+    from study import orchestrate, progress
     from study.status import status_table
 
     name, storage = study_name(args.study), _storage(args.storage)
-    uri = tune.study_uri(storage, name)
-    plan = tune.Plan.load(uri)
+    uri = orchestrate.study_uri(storage, name)
+    plan = orchestrate.Plan.load(uri)
     status = status_table(plan, f"{uri}/results")
     by_trial, damaged = progress.read_beats(f"{uri}/results")
     planned = {t["trial_id"] for t in plan.trials}
@@ -300,11 +300,11 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 
 def cmd_compact(args: argparse.Namespace) -> int:
-    from study import tune
+    from study import orchestrate
     from study.compact import compact
 
     name, storage = study_name(args.study), _storage(args.storage)
-    done = compact(f"{tune.study_uri(storage, name)}/results")
+    done = compact(f"{orchestrate.study_uri(storage, name)}/results")
     _say(f"moved {len(done.moved)} trial(s) into {done.part}; removed {len(done.deleted)} "
          "file(s)")
     return 0
@@ -523,8 +523,8 @@ def _interrupted(args: argparse.Namespace) -> str:
     if not hasattr(args, "storage") or not hasattr(args, "study") or args.command == "plan":
         return "interrupted"
     try:
+        from study.orchestrate import Plan, pending_trials, study_uri
         from study.progress import Interrupted
-        from study.tune import Plan, pending_trials, study_uri
 
         name = study_name(args.study)
         storage = _storage(args.storage)

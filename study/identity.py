@@ -1,6 +1,6 @@
 """The trial identity: the frozen, typed trial config and the ``trial_id`` of its canonical JSON.
 
-:class:`TrialConfig` is what every stage after expansion (``study.trials.expand``) reads: the
+:class:`TrialConfig` is what every stage after expansion (``study.expand.expand``) reads: the
 trial's dataset, training fraction, model, technique, hyperparameters, seed, training budget
 and segments, augmentation regime and test-time mirroring. Its :meth:`TrialConfig.to_dict` is
 the canonical dict Ray Tune and ``study.json`` carry; :meth:`TrialConfig.from_dict` reads one

@@ -18,8 +18,8 @@ resume does not run it again.
 
 The study's techniques without hyperparameters (``vanilla``, the baseline every report compares
 against, and the other fixed losses) have nothing to search: their trials run per fraction and
-seed as in grid mode (:func:`study.tune.run_grid`), before the search, stored and resumed like
-grid trials.
+seed as in grid mode (:func:`study.orchestrate.run_grid`), before the search, stored and
+resumed like grid trials.
 
 An optimize-mode launch is a study like any other: ``study.json`` (mode ``optimize``) holds
 the search (groups, budget, metric) and every trial that started, so ``study status``,
@@ -51,14 +51,9 @@ from ray.tune.search.optuna import OptunaSearch
 
 from study import progress
 from study.catalog import param_label
+from study.expand import Trial, expand, trial_config
 from study.identity import TrialConfig, trial_id
-from study.progress import Interrupted
-from study.results import FINISHED_STATUSES, ResultStore, filesystem
-from study.spec import StudySpec, load_search_spaces
-from study.status import PRUNED
-from study.trial import RunOptions, record_failure
-from study.trials import Trial, expand, trial_config
-from study.tune import (
+from study.orchestrate import (
     Plan,
     ProgressCallback,
     Runner,
@@ -76,6 +71,11 @@ from study.tune import (
     storage_of,
     study_uri,
 )
+from study.progress import Interrupted
+from study.results import FINISHED_STATUSES, ResultStore, filesystem
+from study.spec import StudySpec, load_search_spaces
+from study.status import PRUNED
+from study.trial import RunOptions, record_failure
 
 METRICS = ("dsc_raw", "dsc_pp")
 DEFAULT_METRIC = "dsc_pp"  # the report's default selection: post-processed test DSC
@@ -160,8 +160,8 @@ def launch(specs: list[StudySpec], storage: str, options: RunOptions, *, budget:
 
     Writes ``study.json`` (mode ``optimize``): the fixed trials (:func:`fixed_trials`) and
     the trials of an earlier search of the same groups. ``runner``: the fields of
-    :class:`study.tune.Runner` (its ``trial`` runs every trial, fixed or searched). Raises
-    :class:`study.tune.Interrupted` after Ctrl-C.
+    :class:`study.orchestrate.Runner` (its ``trial`` runs every trial, fixed or searched). Raises
+    :class:`study.orchestrate.Interrupted` after Ctrl-C.
     """
     if metric not in METRICS:
         raise ValueError(f"metric: expected one of {METRICS}, got {metric!r}")
@@ -255,7 +255,7 @@ def _interrupted(plan: Plan, uri: str) -> Interrupted:
 
 
 def resume(plan: Plan, uri: str, runner: Runner) -> list[dict[str, Any]]:
-    """Continue an interrupted search (:func:`study.tune.prepare_resume`); return the groups
+    """Continue an interrupted search (:func:`study.orchestrate.prepare_resume`); return the groups
     still without a best setting. Says where each unfinished trial continues."""
     settled = _settled(plan, uri)
     say_resume_points(uri, [p for p in plan.trials if p["trial_id"] not in settled],
@@ -271,7 +271,7 @@ def run_search(plan: Plan, uri: str, runner: Runner, restore: bool = False
     grid; ``restore``: the newest grid experiment first), then the search; return the best
     record of every group finished. Finished groups (their marker exists) are skipped; an
     interrupted group's experiment is restored (Optuna's state is part of Tune's searcher
-    checkpoint). Raises :class:`study.tune.Interrupted` after Ctrl-C."""
+    checkpoint). Raises :class:`study.orchestrate.Interrupted` after Ctrl-C."""
     search = plan.search_settings()
     ensure_ray(runner.address, runner.num_cpus)
     check_resources(plan.cpus_per_trial, plan.gpus_per_trial, runner.address, runner.printer)
@@ -335,7 +335,7 @@ def _search_group(plan: Plan, uri: str, group: dict[str, Any], name: str,
                 scheduler=_scheduler(group, options) if search["prune"] else None,
                 num_samples=budget,
                 max_concurrent_trials=search["max_concurrent"],
-                # as grid mode (study.tune): a trial actor runs trial after trial, each from
+                # as grid mode (study.orchestrate): a trial actor runs trial after trial, each from
                 # its config alone; OptunaSearch and ASHA work on results, not on actors
                 reuse_actors=True),
             run_config=tune.RunConfig(

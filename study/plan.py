@@ -25,10 +25,10 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from study.expand import Trial, expand
 from study.identity import TrialConfig
 from study.profiles import REFERENCE_SPEED, gpu_share
 from study.spec import StudySpec
-from study.trials import Trial, expand
 
 
 def passes_per_iteration(hp: Mapping[str, float]) -> int:

@@ -17,7 +17,7 @@ The driver's :class:`Monitor` shows, per running trial, its label, iteration ``N
 recent loss, its own elapsed time and ETA, and study-wide done / running / pending / failed
 counts with an ETA: a ``rich`` live table on a terminal, else plain lines, at least every
 ``every`` seconds per running trial. It is fed by Ray Tune's callback events
-(``study.tune.ProgressCallback``) through :func:`monitor_for`.
+(``study.orchestrate.ProgressCallback``) through :func:`monitor_for`.
 """
 
 from __future__ import annotations

@@ -81,8 +81,10 @@ def status_table(plan, results_uri: str, now: datetime | None = None) -> Status:
         trials = store.read(scan.only(failed), cases=False).trials
         errors = dict(zip(trials["trial_id"], trials["error"], strict=True))
     frame = pd.DataFrame(rows)
+    # the pruned column only where a search pruned something (grid studies never prune)
+    states = [s for s in STATES if s != PRUNED or (frame["state"] == PRUNED).any()]
     table = (frame.groupby(["dataset", "fraction", "technique", "state"], sort=False).size()
-             .unstack("state", fill_value=0).reindex(columns=list(STATES), fill_value=0)
+             .unstack("state", fill_value=0).reindex(columns=states, fill_value=0)
              .reset_index())
     table.columns.name = None
     return Status(table, [(tid, errors.get(tid)) for tid in failed],

@@ -1,7 +1,7 @@
 """One trial, end to end: data, training, evaluation, its rows in the results store.
 
 ``run_trial(param, options, session)`` is a plain function of the trial's config: it runs the
-same with Ray Tune (``study.tune`` passes a session that reports to Tune and checkpoints
+same with Ray Tune (``study.orchestrate`` passes a session that reports to Tune and checkpoints
 through it) and without (``LocalSession``, for tests and debugging). It loads the dataset's
 training, test and held-out validation cases (``study.data``), trains
 (``study.training``, resuming from the session's checkpoint), evaluates the test and
@@ -32,12 +32,12 @@ from study.case_evaluation import diverged_rows, evaluate_cases, evaluated_cases
 from study.data import loader, splits, synthetic
 from study.data.inline import dataset_info
 from study.data.registry import DatasetInfo
+from study.expand import Trial
 from study.identity import TrialConfig, canonical_json, trial_id
 from study.logit_stats import to_json
 from study.progress import REPORT_SECONDS
 from study.results import ResultStore, identity_columns, summarise
 from study.training import Diverged, Reporter, Training, Validation
-from study.trials import Trial
 
 
 @dataclass(frozen=True)

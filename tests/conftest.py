@@ -56,8 +56,8 @@ def tiny_data(tiny_spec, data_dir):
     """The tiny study's dataset: (info, train cases, test cases)."""
     from study.data import loader, splits
     from study.data.inline import dataset_info
+    from study.expand import expand
     from study.trial import RunOptions, dataset_root
-    from study.trials import expand
 
     options = RunOptions(data_dir=str(data_dir), results_uri="")
     config = expand(tiny_spec)[0].config

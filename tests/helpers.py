@@ -135,8 +135,8 @@ def tiny_training(tiny_spec, tiny_data, run_options, technique, hp, model="unet"
     CPU, with ``options`` replacing fields of ``run_options``."""
     import torch
 
+    from study.expand import trial_config
     from study.training import Training
-    from study.trials import trial_config
 
     config = trial_config(spec_variant(tiny_spec, model), tiny_spec.fractions[0], technique,
                           hp, 0)

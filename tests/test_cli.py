@@ -17,8 +17,8 @@ from helpers import real_study_file
 
 import study
 from study.cli import main
+from study.expand import expand
 from study.trial import RunOptions, record_failure
-from study.trials import expand
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -111,7 +111,7 @@ def test_launch_refuses_what_it_can_check_before_ray(tmp_path, tiny_study_path, 
 
 
 def _plan(tmp_path: Path, tiny_spec, storage: Path | None = None):
-    from study.tune import Plan, study_uri
+    from study.orchestrate import Plan, study_uri
 
     storage = storage or tmp_path / "storage"
     uri = study_uri(str(storage), "tiny")
@@ -170,7 +170,7 @@ def test_study_json_is_relative_atomic_and_damage_is_named(tmp_path, tiny_spec, 
     """study.json names the results and data folders relative to the storage, so a storage
     moved elsewhere resumes in place; it is written without temporary leftovers; a cut-short
     copy is one clear error naming the file in status, report and resume."""
-    from study.tune import Plan
+    from study.orchestrate import Plan
 
     plan, uri, _ = _plan(tmp_path, tiny_spec)
     text = (Path(uri) / "study.json").read_text()

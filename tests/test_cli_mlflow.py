@@ -8,8 +8,8 @@ import pandas as pd
 import pytest
 
 from study import tracking
+from study.expand import expand
 from study.trial import run_trial
-from study.trials import expand
 
 
 def test_a_trial_is_tracked_in_a_local_file_store(tiny_spec, run_options, tmp_path):

@@ -9,9 +9,9 @@ import re
 import pytest
 
 from study import progress
+from study.expand import expand
 from study.results import ResultStore
 from study.trial import RunOptions, run_trial
-from study.trials import expand
 
 
 @pytest.fixture

@@ -14,8 +14,8 @@ import SimpleITK as sitk
 from helpers import head, write_image
 
 from study.data import inline, loader, reader, splits
+from study.expand import expand
 from study.spec import SpecError, load_study
-from study.trials import expand
 
 SHAPE = (12, 12, 12)
 STUDY = """name: own

@@ -31,9 +31,9 @@ import pytest
 import yaml
 from helpers import kill_session
 
+from study.expand import expand
 from study.results import ResultStore
 from study.spec import load_study
-from study.trials import expand
 
 DATA = Path(__file__).resolve().parent / "data"
 CLUSTER_CONFIG = DATA / "fake-cluster.yaml"

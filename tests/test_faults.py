@@ -9,9 +9,9 @@ import time
 import pytest
 from helpers import FAULT_STUDY, kill_session, start_driver, wait_for_training
 
+from study.expand import expand
 from study.results import ResultStore
 from study.spec import load_study
-from study.trials import expand
 
 
 @pytest.mark.slow

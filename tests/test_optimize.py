@@ -19,13 +19,13 @@ from pathlib import Path
 
 import pytest
 
-from study import optimize, tune
+from study import optimize, orchestrate
 from study.cli import main
 from study.optimize import DEFAULT_METRIC, group_name, search_groups
+from study.orchestrate import Plan
 from study.progress import Interrupted
 from study.results import ResultStore, identity_columns, summarise
 from study.trial import RunOptions
-from study.tune import Plan
 
 SEARCH = {"budget": 3, "metric": DEFAULT_METRIC, "prune": False}
 
@@ -120,7 +120,7 @@ def test_journal_pickle_names_the_study_not_its_folder(tmp_path, monkeypatch):
     old.mkdir(parents=True)
 
     def searcher(uri: Path) -> OptunaSearch:
-        return OptunaSearch(space={"gamma": tune.tune.uniform(0.0, 6.0)}, metric="dsc_pp",
+        return OptunaSearch(space={"gamma": orchestrate.tune.uniform(0.0, 6.0)}, metric="dsc_pp",
                             mode="max", seed=0, study_name="tiny-g",
                             storage=optimize.optuna_storage(str(uri), "tiny"))
 
@@ -148,7 +148,7 @@ def test_journal_pickle_names_the_study_not_its_folder(tmp_path, monkeypatch):
 
 @dataclasses.dataclass(frozen=True)
 class QuickTrial:
-    """A ``study.tune.Runner.trial`` without data or model: reports validation DSC at every
+    """A ``study.orchestrate.Runner.trial`` without data or model: reports validation DSC at every
     iteration (the first searched trial to start 0.9, later ones 0.1), pausing after each
     report so that a stop arrives before the next, and stores a minimal ``ok`` row; its
     objective is ``1 - gamma / 10``. ``starts``: a file with a line per searched trial start;
@@ -233,7 +233,7 @@ def test_prune_records_pruned_trials_and_never_reruns_them(ray_session, quick, c
     assert len(starts) == 3
     optimize.launch([spec], str(storage), options, budget=3, prune=True, max_concurrent=1,
                     trial=trial())
-    plan, uri, run = tune.prepare_resume("tiny", str(storage), trial=trial())
+    plan, uri, run = orchestrate.prepare_resume("tiny", str(storage), trial=trial())
     assert optimize.resume(plan, uri, run) == []
     assert Path(trial().starts).read_text().split() == starts
     assert len(ResultStore(options.results_uri).trials()) == 4
@@ -256,7 +256,7 @@ def test_search_resumes_after_the_study_folder_moved(ray_session, quick, tmp_pat
     moved = tmp_path / "moved"
     shutil.move(storage, moved)
     lines: list[str] = []
-    plan, uri, run = tune.prepare_resume("tiny", str(moved), trial=trial(),
+    plan, uri, run = orchestrate.prepare_resume("tiny", str(moved), trial=trial(),
                                          printer=lines.append)
     assert optimize.resume(plan, uri, run) == [], lines
     assert any("restoring the interrupted search" in line for line in lines), lines

@@ -150,8 +150,8 @@ def test_launch_kill_resume_status_report_on_s3(s3, tmp_path):
 
     from helpers import FAULT_STUDY, kill_session, start_driver, wait_for_training
 
+    from study.expand import expand
     from study.spec import load_study
-    from study.trials import expand
 
     storage = f"s3://{BUCKET}/e2e"
     common = ["--storage", storage, "--num-cpus", "2", "--progress-every", "1"]

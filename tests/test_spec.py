@@ -36,8 +36,8 @@ def test_repository_search_spaces_are_valid():
 
 def test_repository_studies_are_valid():
     """Every shipped study file loads and expands."""
+    from study.expand import expand
     from study.spec import load_studies
-    from study.trials import expand
 
     for path in sorted(Path("search_spaces/studies").glob("*.yaml")):
         assert all(expand(spec) for spec in load_studies(path)), path
@@ -132,7 +132,7 @@ def test_bad_search_space(tmp_path):
 def test_generator_numbers_keep_their_identity(tmp_path, tiny_study_path):
     """`lesion_scale: 1` and `lesion_scale: 1.0` (or contrast [1, 2] vs [1.0, 2.0]) describe
     the same data, hence the same trials."""
-    from study.trials import expand
+    from study.expand import expand
 
     ids = []
     for scale, contrast in ((1, [1, 2]), (1.0, [1.0, 2.0])):
@@ -147,8 +147,8 @@ def test_inputs_that_would_exhaust_the_machine_are_refused_early(tmp_path, tiny_
     """A YAML alias bomb of a few hundred bytes, an oversized file, non-UTF-8 bytes, a 10^6
     grid and a study of too many trials are each one short SpecError, raised before anything
     large is built."""
+    from study.expand import expand
     from study.spec import MAX_FILE_BYTES
-    from study.trials import expand
 
     bomb = tmp_path / "bomb.yaml"
     lines = ["a0: &a0 [x, x, x, x, x, x, x, x, x, x]"]

@@ -26,10 +26,10 @@ from helpers import spec_variant, tiny_training
 from torch.overrides import TorchFunctionMode
 from torch.utils import _pytree as pytree
 
+from study.expand import trial_config
 from study.objectives import _targets
 from study.spec import load_search_spaces
 from study.training import Training
-from study.trials import trial_config
 
 Tensor = torch.Tensor
 READS = {Tensor.item, Tensor.__bool__, Tensor.__float__, Tensor.__int__, Tensor.__index__,

@@ -17,6 +17,7 @@ from study import case_evaluation, techniques
 from study.case_evaluation import LOGIT_STAT_TRAIN_CASES
 from study.data import loader, splits
 from study.data.registry import DATASETS
+from study.expand import expand, trial_config
 from study.inference import predict_logits
 from study.logit_stats import LOGIT_BINS, LogitStats, MalformedLogitStats, from_json, to_json
 from study.results import ResultStore
@@ -24,7 +25,6 @@ from study.spec import load_search_spaces
 from study.techniques import IGNORE
 from study.training import Training
 from study.trial import LocalSession, dataset_root, run_trial
-from study.trials import expand, trial_config
 
 
 def test_trial_writes_one_trial_row_and_all_case_rows(tiny_spec, run_options, monkeypatch):

@@ -29,7 +29,7 @@ mutually exclusive classes (one softmax), so a ``dataset.json`` with regions is 
 the study's ``classes`` maps the raw values to exclusive classes itself; mapping a region to
 its highest label, or to the union, would silently train a different task.
 
-Trial identity (:func:`study.trials.trial_config`): the layout, the sha256 of ``dataset.json``
+Trial identity (:func:`study.expand.trial_config`): the layout, the sha256 of ``dataset.json``
 and the options above resolved (defaults filled in), never the folder: the same data in
 another place is the same experiment; a changed ``dataset.json`` is a different dataset, and
 :func:`dataset_info` refuses to run a trial whose hash no longer matches. The test set: the

@@ -16,11 +16,11 @@ import pytest
 from helpers import real_study_file
 
 import study
-from study import tune
+from study import orchestrate
 from study.cli import main
+from study.expand import expand
 from study.profiles import TINY_GPU_SHARE
 from study.results import ResultStore
-from study.trials import expand
 
 
 @pytest.fixture(scope="module")
@@ -28,7 +28,7 @@ def launched(ray_session, tiny_study_path, data_dir, tmp_path_factory):
     """`study launch tiny` in this process (the session's Ray), once for this module's tests,
     stdout captured: not a terminal, so progress comes as plain lines (every 0.2 s here)."""
     storage = str(tmp_path_factory.mktemp("launched") / "storage")
-    options = tune.RunOptions(data_dir=str(data_dir), results_uri=f"{storage}/tiny/results",
+    options = orchestrate.RunOptions(data_dir=str(data_dir), results_uri=f"{storage}/tiny/results",
                               threads=1)
     out = io.StringIO()
     with contextlib.redirect_stdout(out):
@@ -71,12 +71,13 @@ def test_relaunch_and_resume_repeat_no_finished_work(launched, tiny_spec):
     kept, lost = sorted((results / "trials").glob("*.parquet"))
     kept_mtime = kept.stat().st_mtime_ns
     lines: list[str] = []
-    assert tune.launch(expand(tiny_spec), storage, options, printer=lines.append) == []
+    assert orchestrate.launch(expand(tiny_spec), storage, options, printer=lines.append) == []
     assert "2 already done, 0 to run" in lines[0]
     damaged = results / "cases" / lost.name
     damaged.write_bytes(damaged.read_bytes()[:64])
     lost_mtime = lost.stat().st_mtime_ns
-    assert tune.resume(*tune.prepare_resume("tiny", storage, printer=lines.append)) == []
+    resumed = orchestrate.prepare_resume("tiny", storage, printer=lines.append)
+    assert orchestrate.resume(*resumed) == []
     assert any("1 already done, 1 to run" in line for line in lines)
     assert lost.stat().st_mtime_ns > lost_mtime and kept.stat().st_mtime_ns == kept_mtime
     cases = ResultStore(options.results_uri).cases()
@@ -99,12 +100,12 @@ def test_gpu_share_follows_the_model_profile(monkeypatch, ray_session):
     takes a whole one, and an explicit request wins."""
     import ray
 
-    assert tune.gpus_per_trial({("deepmedic", "basic")}, None) == 0.0
+    assert orchestrate.gpus_per_trial({("deepmedic", "basic")}, None) == 0.0
     monkeypatch.setattr(ray, "cluster_resources", lambda: {"CPU": 8.0, "GPU": 2.0})
-    assert tune.gpus_per_trial({("deepmedic", "basic")}, None) == 0.25
-    assert tune.gpus_per_trial({("deepmedic", "basic"), ("unet", "paper")}, None) == 1.0
-    assert tune.gpus_per_trial({("unet", "tiny")}, None) == TINY_GPU_SHARE
-    assert tune.gpus_per_trial({("unet", "paper")}, 0.5) == 0.5
+    assert orchestrate.gpus_per_trial({("deepmedic", "basic")}, None) == 0.25
+    assert orchestrate.gpus_per_trial({("deepmedic", "basic"), ("unet", "paper")}, None) == 1.0
+    assert orchestrate.gpus_per_trial({("unet", "tiny")}, None) == TINY_GPU_SHARE
+    assert orchestrate.gpus_per_trial({("unet", "paper")}, 0.5) == 0.5
 
 
 def test_a_trial_failing_inside_ray_is_stored_and_fails_status(ray_session, tmp_path, data_dir,
@@ -186,20 +187,20 @@ def test_a_request_no_node_can_satisfy_is_refused(ray_session):
     """More CPUs or GPUs per trial than any node of a local Ray has: one error instead of
     Ray's endless warnings; on a cluster (an address) a warning, the autoscaler may help."""
     with pytest.raises(ValueError, match=r"asks for 3 CPU\(s\) and 0 GPU\(s\), but no node"):
-        tune.check_resources(3, 0, None, print)
+        orchestrate.check_resources(3, 0, None, print)
     with pytest.raises(ValueError, match=r"and 0.25 GPU\(s\), but no node offers that"):
-        tune.check_resources(1, 0.25, None, print)
+        orchestrate.check_resources(1, 0.25, None, print)
     lines: list[str] = []
-    tune.check_resources(1, 0.25, "auto", lines.append)
+    orchestrate.check_resources(1, 0.25, "auto", lines.append)
     assert lines and lines[0].startswith("warning: a trial asks for")
-    tune.check_resources(1, 0, None, lines.append)  # fits: nothing said
+    orchestrate.check_resources(1, 0, None, lines.append)  # fits: nothing said
     assert len(lines) == 1
 
 
 def test_grid_params_map_tune_configs_to_trial_params():
     """Tune's grid holds trial ids only; the param of each comes from the plan."""
     params = {"a" * 16: {"trial_id": "a" * 16, "x": 1}, "b" * 16: {"trial_id": "b" * 16}}
-    to_param = tune.GridParams(params)
+    to_param = orchestrate.GridParams(params)
     assert to_param({"trial": "a" * 16}) is params["a" * 16]
     with pytest.raises(KeyError):
         to_param({"trial": "c" * 16})
@@ -209,7 +210,7 @@ def test_launch_runs_large_studies_in_batches(ray_session, tiny_study_path, data
                                               monkeypatch):
     """With experiments of at most one trial, the 2-trial study runs as 2 Tune experiments,
     each trial stored once."""
-    monkeypatch.setattr(tune, "GRID_BATCH", 1)
+    monkeypatch.setattr(orchestrate, "GRID_BATCH", 1)
     storage = str(tmp_path / "storage")
     with contextlib.redirect_stdout(io.StringIO()):
         status = main(["launch", str(tiny_study_path), "--storage", storage, "--data-dir",
@@ -219,6 +220,6 @@ def test_launch_runs_large_studies_in_batches(ray_session, tiny_study_path, data
                          if p.name.startswith("run-"))
     assert len(experiments) == 2, experiments
     trials = ResultStore(f"{storage}/tiny/results").trials()
-    planned = tune.Plan.load(tune.study_uri(storage, "tiny")).trials
+    planned = orchestrate.Plan.load(orchestrate.study_uri(storage, "tiny")).trials
     assert sorted(trials["trial_id"]) == sorted(t["trial_id"] for t in planned)
     assert (trials["status"] == "ok").all() and not trials["trial_id"].duplicated().any()

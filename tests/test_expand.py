@@ -10,15 +10,15 @@ from pathlib import Path
 
 import pytest
 
+from study.expand import Trial, expand, param_label
 from study.identity import TrialConfig, canonical_json, trial_id
-from study.trials import Trial, expand, param_label
 
 DEMO = "search_spaces/studies/demo.yaml"
 GOLDEN_ID = "0a4c5c4631d66713"  # sha256 of the canonical JSON below, first 16 hex digits
 
 
 def _ids_in_subprocess(path: str) -> list[str]:
-    code = ("import json,sys; from study.spec import load_study; from study.trials import expand;"
+    code = ("import json,sys; from study.spec import load_study; from study.expand import expand;"
             f"print(json.dumps([t.trial_id for t in expand(load_study({path!r}))]))")
     env_hash = {"PYTHONHASHSEED": "123"}
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
@@ -87,7 +87,7 @@ def test_expansion_order_and_labels(tiny_spec):
 def test_pretraining_is_identity_only_when_there_is_some(tiny_spec):
     """`training.pretrain: 0` (the default) leaves every trial id as before; K > 0 (003 §4)
     is part of the identity, one id per K."""
-    from study.trials import trial_config
+    from study.expand import trial_config
 
     fraction, technique, hp = tiny_spec.fractions[0], "asym_focal", {"gamma": 2.0}
     base = trial_config(tiny_spec, fraction, technique, hp, 0)

@@ -37,11 +37,11 @@ from ray import tune
 from ray.tune.logger import JsonLoggerCallback
 
 from study import progress
+from study.expand import Trial
 from study.profiles import gpu_share
 from study.progress import Interrupted
 from study.results import ResultStore, check_storage, filesystem
 from study.trial import RunOptions, Session, record_failure, run_trial
-from study.trials import Trial
 
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 # Tune's own console output (its configuration box, TensorBoard hint, trial tables) off:
