@@ -239,9 +239,8 @@ def optuna_storage(uri: str, study: str) -> JournalStorage | None:
 
 def _settled(plan: Plan, uri: str) -> set[str]:
     """The ids of the plan's trials that need not run again: a stored result, or pruned."""
-    finished = ResultStore(f"{uri}/results").finished_ids()
-    return {p["trial_id"] for p in plan.trials
-            if p["trial_id"] in finished or p.get("status") == PRUNED}
+    pending = {p["trial_id"] for p in pending_trials(plan, uri)}
+    return {p["trial_id"] for p in plan.trials if p["trial_id"] not in pending}
 
 
 def _interrupted(plan: Plan, uri: str) -> Interrupted:

@@ -41,6 +41,7 @@ from study.expand import Trial
 from study.profiles import gpu_share
 from study.progress import Interrupted
 from study.results import ResultStore, check_storage, filesystem
+from study.status import PRUNED
 from study.trial import RunOptions, Session, record_failure, run_trial
 
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
@@ -529,8 +530,11 @@ def _latest_experiment(uri: str) -> str | None:
 
 
 def pending_trials(plan: Plan, uri: str) -> list[dict]:
+    """The plan's trials that still have to run: no stored result, and not pruned by a
+    search (optimize mode; a pruned trial stored no result and never runs again)."""
     finished = ResultStore(f"{uri}/results").finished_ids()
-    return [t for t in plan.trials if t["trial_id"] not in finished]
+    return [t for t in plan.trials
+            if t["trial_id"] not in finished and t.get("status") != PRUNED]
 
 
 def datasets_of(params: list[dict[str, Any]]) -> list[dict[str, Any]]:

@@ -8,7 +8,7 @@ Layout under a study's results URI (a local path or any pyarrow filesystem URI, 
     <results>/compacted/                  many trials per file (``study.compact``)
 
 Writing. A trial's rows are one file per table named by its ``trial_id`` (16 hex digits, see
-``study.expand``); each file is written to a hidden temporary name (``.tmp-...``) and renamed
+``study.identity``); each file is written to a hidden temporary name (``.tmp-...``) and renamed
 into place on local filesystems, or uploaded in one request on object stores, so it is whole
 or absent. ``cases`` is written before ``trials``. Both files carry, in their Parquet footer's
 key-value metadata, the token of the write they belong to (``study.write``), and the
@@ -158,7 +158,7 @@ METRIC_RANGES = {"dsc": (0.0, 1.0), "sensitivity": (0.0, 1.0), "precision": (0.0
                  "pred_voxels": (0, math.inf), "ref_voxels": (0, math.inf),
                  "tp_voxels": (0, math.inf), "case_voxels": (0, math.inf),
                  "case_correct_voxels": (0, math.inf)}
-TRIAL_ID = re.compile(r"[0-9a-f]{16}")  # study.expand.trial_id
+TRIAL_ID = re.compile(r"[0-9a-f]{16}")  # study.identity.trial_id
 WRITE_KEY = b"study.write"  # footer key-value metadata: the token of the write
 MANIFEST = "manifest.json"  # compacted/manifest.json
 

@@ -99,7 +99,7 @@ def test_iou_is_pooled_over_cases_and_pixel_accuracy_counts_each_case_once(tmp_p
 
 
 def test_miou_is_the_mean_over_foreground_classes(study):
-    table = iou_table(study.cases, study.expand, "synthetic-kits")
+    table = iou_table(study.cases, study.trials, "synthetic-kits")
     for _, setting in table.groupby(["method", "parameter", "fraction", "postprocessed"]):
         assert len(setting) == 3
         assert setting["miou"].iloc[0] == pytest.approx(setting["iou"].mean())
