@@ -184,4 +184,5 @@ def test_launch_kill_resume_status_report_on_s3(s3, tmp_path):
     expected = {t.trial_id for t in expand(load_study(FAULT_STUDY))}
     assert stored.finished == expected and stored.problems == {}
     keys = ["trial_id", "case_id", "class_name", "postprocessed"]
-    assert len(stored.cases) == 6 * 2 * 2 and not stored.cases.duplicated(keys).any()
+    test_rows = stored.cases[stored.cases["split"] == "test"]
+    assert len(test_rows) == 6 * 2 * 2 and not stored.cases.duplicated(keys).any()
