@@ -37,6 +37,7 @@ import warnings
 from collections.abc import Sequence
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -88,6 +89,19 @@ __all__ = ["DRAWN", "LOGITS_DRAWN", "bootstrap_interval", "case_values",
            "class_distribution_figure", "fraction_figure", "heatmap_figure", "intensity_figure",
            "logit_figure", "logit_shift_figure", "loss_curve_figure", "save",
            "sensitivity_figure", "train_test_figure", "varying_hyperparameters"]
+
+
+def _legend_entries(axes: np.ndarray) -> tuple[list[Any], list[str]]:
+    """The (handle, label) pairs of every distinct label drawn on ``axes``, first one kept:
+    the entries of one legend shared by a grid of panels."""
+    handles: list[Any] = []
+    labels: list[str] = []
+    for ax in axes.flat:
+        for handle, label in zip(*ax.get_legend_handles_labels(), strict=True):
+            if label not in labels:
+                handles.append(handle)
+                labels.append(label)
+    return handles, labels
 
 
 @contextmanager
@@ -611,12 +625,7 @@ def logit_figure(histograms: pd.DataFrame, dataset: str, model: str,
                     ax.set_ylabel(f"{class_label(true_class)} voxels:\ndensity")
                 if i == len(true_classes) - 1:
                     ax.set_xlabel(f"logit value\n{name}")
-        handles, labels = [], []
-        for ax in axes.flat:
-            for handle, label in zip(*ax.get_legend_handles_labels(), strict=True):
-                if label not in labels:
-                    handles.append(handle)
-                    labels.append(label)
+        handles, labels = _legend_entries(axes)
         figure.legend(handles, labels, loc="outside lower center", ncols=2, frameon=False)
     return figure
 
@@ -690,12 +699,7 @@ def loss_curve_figure(curves: pd.DataFrame) -> Figure:
                 if j == 0:
                     axes[i, j].set_ylabel(name)
             axes[1, j].set_xlabel(f"true-class logit $z_t$ (other logit 0)\n{setting}")
-        handles, labels = [], []
-        for ax in axes.flat:
-            for handle, label in zip(*ax.get_legend_handles_labels(), strict=True):
-                if label not in labels:
-                    handles.append(handle)
-                    labels.append(label)
+        handles, labels = _legend_entries(axes)
         figure.legend(handles, labels, loc="outside lower center", ncols=3, frameon=False)
     return figure
 
@@ -729,12 +733,7 @@ def intensity_figure(histograms: pd.DataFrame, intensity: str = "intensity") -> 
                           label=f"{class_label(name)} ({int(total):,} voxels)")
             ax.set_xlabel(f"{intensity}\n{channel}")
             ax.set_ylabel("density")
-        handles, labels = [], []
-        for ax in axes.flat:
-            for handle, label in zip(*ax.get_legend_handles_labels(), strict=True):
-                if label not in labels:
-                    handles.append(handle)
-                    labels.append(label)
+        handles, labels = _legend_entries(axes)
         figure.legend(handles, labels, loc="outside lower center", ncols=min(len(labels), 4),
                       frameon=False)
     return figure
