@@ -114,13 +114,14 @@ def test_journal_pickle_names_the_study_not_its_folder(tmp_path, monkeypatch):
     study folder, and restoring it after the folder moved reads and extends the journal at
     its new place; unpickling where the study's folder is unknown is one clear error."""
     import optuna
+    from ray import tune
     from ray.tune.search.optuna import OptunaSearch
 
     old, new = tmp_path / "old" / "tiny", tmp_path / "new" / "tiny"
     old.mkdir(parents=True)
 
     def searcher(uri: Path) -> OptunaSearch:
-        return OptunaSearch(space={"gamma": orchestrate.tune.uniform(0.0, 6.0)}, metric="dsc_pp",
+        return OptunaSearch(space={"gamma": tune.uniform(0.0, 6.0)}, metric="dsc_pp",
                             mode="max", seed=0, study_name="tiny-g",
                             storage=optimize.optuna_storage(str(uri), "tiny"))
 
