@@ -208,7 +208,8 @@ def run_trial(param: dict[str, Any], options: RunOptions, session: Session | Non
         if options.threads:
             torch.set_num_threads(options.threads)
         device = resolve_device(options.device)
-        row.update(identity_columns(param), config=canonical_json(config.to_dict()), error=None,
+        identity = identity_columns(param)
+        row.update(identity, config=canonical_json(config.to_dict()), error=None,
                    code_version=study.code_version(), host=socket.gethostname(),
                    device=torch.cuda.get_device_name(device) if device.type == "cuda"
                    else "cpu", train_seconds=None, eval_seconds=None, iterations_done=0,
@@ -259,7 +260,6 @@ def run_trial(param: dict[str, Any], options: RunOptions, session: Session | Non
             case_rows = diverged_rows(evaluated, info)
         row["eval_seconds"] = time.perf_counter() - clock
         row["finished_at"] = datetime.now(timezone.utc)
-        identity = identity_columns(param)
         case_rows = [{**identity, **r, "status": row["status"]} for r in case_rows]
         store.write_trial(row, case_rows)
     except Exception as error:
