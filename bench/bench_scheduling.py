@@ -210,7 +210,7 @@ def scheduling(trial_count: int | None, settings: int, cpus: int) -> None:
     os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
     from study import orchestrate
     from study.results import ResultStore
-    from study.trial import RunOptions
+    from study.run_options import RunOptions
 
     trivial = trial_count is not None
     trials = _study_trials(trial_count if trial_count is not None else settings + 1)

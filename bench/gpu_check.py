@@ -42,7 +42,6 @@ import argparse
 import json
 import math
 import os
-import signal
 import subprocess
 import sys
 import tempfile
@@ -53,6 +52,8 @@ from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
+
+from study.processes import kill_session
 
 BENCH = Path(__file__).resolve().parent
 ROOT = BENCH.parent
@@ -209,26 +210,6 @@ def run_step(step: Step, deadline: float, log: Path) -> Outcome:
         outcome.tail.append(f"killed after {timeout:.0f} s")
     outcome.data = _read_rows(step.json)
     return outcome
-
-
-def kill_session(sid: int) -> int:
-    """SIGKILL every process of session ``sid`` (a step or a driver and what it started);
-    return how many were signalled."""
-    killed = 0
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            stat = Path(f"/proc/{entry}/stat").read_text()
-        except OSError:
-            continue
-        if int(stat.rsplit(")", 1)[1].split()[3]) == sid:  # field 6: the session id
-            try:
-                os.kill(int(entry), signal.SIGKILL)
-                killed += 1
-            except ProcessLookupError:
-                pass
-    return killed
 
 
 # -- summary --------------------------------------------------------------------------------

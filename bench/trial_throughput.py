@@ -57,8 +57,8 @@ import study.objectives as obj  # noqa: E402
 from study.data.loader import Case  # noqa: E402
 from study.identity import TrialConfig  # noqa: E402
 from study.models import output_patch  # noqa: E402
+from study.run_options import RunOptions  # noqa: E402
 from study.training import Training  # noqa: E402
-from study.trial import RunOptions  # noqa: E402
 
 TECHNIQUES = {
     "plain": ("vanilla", {}),

@@ -127,8 +127,8 @@ def _launch(study_file: str | Path, args: argparse.Namespace) -> tuple[int, str]
     """Run a study file's trials (grid or optimize mode); return (exit status, study name)."""
     from study import orchestrate, tracking
     from study.expand import expand
+    from study.run_options import RunOptions
     from study.spec import SpecError, load_studies
-    from study.trial import RunOptions
 
     specs = load_studies(study_file)
     name = specs[0].name

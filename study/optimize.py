@@ -52,7 +52,7 @@ from ray.tune.search.optuna import OptunaSearch
 from study import progress
 from study.catalog import param_label
 from study.expand import Trial, expand, trial_config
-from study.identity import TrialConfig, trial_id
+from study.identity import DatasetConfig, TrialConfig, trial_id
 from study.orchestrate import (
     Plan,
     ProgressCallback,
@@ -73,9 +73,9 @@ from study.orchestrate import (
 )
 from study.progress import Interrupted
 from study.results import FINISHED_STATUSES, ResultStore, filesystem
+from study.run_options import RunOptions, record_failure
 from study.spec import StudySpec, load_search_spaces
 from study.status import PRUNED
-from study.trial import RunOptions, record_failure
 
 METRICS = ("dsc_raw", "dsc_pp")
 DEFAULT_METRIC = "dsc_pp"  # the report's default selection: post-processed test DSC
@@ -178,7 +178,8 @@ def launch(specs: list[StudySpec], storage: str, options: RunOptions, *, budget:
                          "training.validate_every (iterations between validations)")
     run = Runner(**runner)
     uri = study_uri(storage, specs[0].name)
-    check_before_ray(options, uri, [g["base"]["dataset"] for g in groups], run.address)
+    datasets = [DatasetConfig.from_dict(g["base"]["dataset"]) for g in groups]
+    check_before_ray(options, uri, datasets, run.address)
     ensure_ray(run.address, run.num_cpus)
     models = {(s.model, s.model_preset) for s in specs}
     fixed = [t.as_param() for spec in specs for t in fixed_trials(spec)]

@@ -30,7 +30,7 @@ from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pyarrow.fs as pafs
 from ray import tune
@@ -38,11 +38,15 @@ from ray.tune.logger import JsonLoggerCallback
 
 from study import progress
 from study.expand import Trial
+from study.identity import DatasetConfig
 from study.profiles import gpu_share
 from study.progress import Interrupted
 from study.results import ResultStore, check_storage, filesystem
+from study.run_options import RunOptions, record_failure
 from study.status import PRUNED
-from study.trial import RunOptions, Session, record_failure, run_trial
+
+if TYPE_CHECKING:
+    from study.trial import Session
 
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 # Tune's own console output (its configuration box, TensorBoard hint, trial tables) off:
@@ -64,7 +68,17 @@ PLAN_FILE = "study.json"
 # one actor start-up per slot and the slots idle while a batch's last trials finish.
 GRID_BATCH = 500
 # How a Tune trial runs one trial and stores its rows: ``study.trial.run_trial``'s signature.
-TrialFunction = Callable[[dict[str, Any], RunOptions, Session], dict[str, Any]]
+TrialFunction = Callable[[dict[str, Any], RunOptions, "Session"], dict[str, Any]]
+
+
+def run_in_worker(param: dict[str, Any], options: RunOptions, session: Session
+                  ) -> dict[str, Any]:
+    """``study.trial.run_trial``, imported in the Tune worker that runs the trial, so that the
+    driver (launch, resume, status) does not import torch and the training stack (only
+    :func:`check_before_ray` does, to check ``--device cuda``)."""
+    from study.trial import run_trial
+
+    return run_trial(param, options, session)
 
 
 def gpus_per_trial(models: set[tuple[str, str]], requested: float | None) -> float:
@@ -140,8 +154,8 @@ class TuneSession:
 
 
 def run_tune_trial(param: dict[str, Any], options: RunOptions,
-                   defaults: dict[str, Any] | None = None, trial: TrialFunction = run_trial
-                   ) -> None:
+                   defaults: dict[str, Any] | None = None,
+                   trial: TrialFunction = run_in_worker) -> None:
     """The body of every Tune trial: report the stored result of a trial that already
     finished (a driver restart rolled Tune back), else run it (``trial``) with a heartbeat and
     report its summary (with ``defaults`` in every report). A failure before the trial starts
@@ -202,7 +216,7 @@ class Plan:
 
     ``mode``: ``grid`` (``trials`` is the whole study) or ``optimize`` (``search`` holds the
     search's groups and settings, ``study.optimize``; ``trials`` grows as trials start).
-    ``options`` are the trials' :class:`~study.trial.RunOptions` with the data and results
+    ``options`` are the trials' :class:`~study.run_options.RunOptions` with the data and results
     folders relative to the storage (see :meth:`run_options`).
     """
 
@@ -291,7 +305,7 @@ def check_resources(cpus: float, gpus: float, address: str | None,
     printer(f"warning: {problem} yet; trials wait until the autoscaler adds such a node")
 
 
-def check_before_ray(options: RunOptions, uri: str, datasets: list[dict[str, Any]],
+def check_before_ray(options: RunOptions, uri: str, datasets: list[DatasetConfig],
                      address: str | None) -> None:
     """What can be checked before Ray starts; raises ``ValueError`` (or the loader's
     ``DataError``) with one clear message.
@@ -320,8 +334,8 @@ def check_before_ray(options: RunOptions, uri: str, datasets: list[dict[str, Any
     from study.data import loader
     from study.data.inline import dataset_info
 
-    for name, dataset in sorted({d["name"]: d for d in datasets}.items()):
-        if "synthetic" in dataset:
+    for name, dataset in sorted({d.name: d for d in datasets}.items()):
+        if dataset.synthetic is not None:
             continue
         root = options.dataset_roots.get(name)
         if root is None:
@@ -463,8 +477,8 @@ def fit(tuner: tune.Tuner, options: RunOptions, to_param: Callable[[dict], dict]
 class Runner:
     """How the driver runs trials: Ray cluster (None: a local Ray with ``num_cpus``), retries
     of a failed trial, progress display (:class:`study.progress.Monitor`), and ``trial``, the
-    function each Tune trial calls to run one trial and store its rows (``run_trial``; the
-    scheduling benchmark passes one that only writes a row, to time the orchestration)."""
+    function each Tune trial calls to run one trial and store its rows (:func:`run_in_worker`;
+    the scheduling benchmark passes one that only writes a row, to time the orchestration)."""
 
     address: str | None = None
     num_cpus: int | None = None
@@ -472,7 +486,7 @@ class Runner:
     printer: Callable[[str], None] = print
     live: bool = False
     every: float = progress.PLAIN_SECONDS
-    trial: TrialFunction = run_trial
+    trial: TrialFunction = run_in_worker
 
     def monitor(self, key: str, total: int, done: int, **hooks: Any) -> progress.Monitor:
         return progress.Monitor(key, total, done, printer=self.printer, live=self.live,
@@ -537,9 +551,9 @@ def pending_trials(plan: Plan, uri: str) -> list[dict]:
             if t["trial_id"] not in finished and t.get("status") != PRUNED]
 
 
-def datasets_of(params: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """The trials' dataset configs (names, and for inline datasets what identifies them)."""
-    return [p["config"]["dataset"] for p in params]
+def datasets_of(params: list[dict[str, Any]]) -> list[DatasetConfig]:
+    """The dataset configs of trial params (``study.json``'s trials)."""
+    return [DatasetConfig.from_dict(p["config"]["dataset"]) for p in params]
 
 
 def launch(trials: list[Trial], storage: str, options: RunOptions, *,
@@ -557,7 +571,7 @@ def launch(trials: list[Trial], storage: str, options: RunOptions, *,
     study = trials[0].study
     uri = study_uri(storage, study)
     params = [t.as_param() for t in trials]
-    check_before_ray(options, uri, datasets_of(params), run.address)
+    check_before_ray(options, uri, [t.config.dataset for t in trials], run.address)
     ensure_ray(run.address, run.num_cpus)
     models = {(t.config.model.name, t.config.model.preset) for t in trials}
     plan = Plan.create(study, params, options, storage, cpus_per_trial=cpus_per_trial,
@@ -584,9 +598,9 @@ def resume(plan: Plan, uri: str, run: Runner) -> list[dict]:
     return _continue(plan, uri, run, restore=True)
 
 
-def _search_datasets(plan: Plan) -> list[dict[str, Any]]:
+def _search_datasets(plan: Plan) -> list[DatasetConfig]:
     groups = (plan.search or {}).get("groups", [])
-    return [g["base"]["dataset"] for g in groups]
+    return [DatasetConfig.from_dict(g["base"]["dataset"]) for g in groups]
 
 
 def say_resume_points(uri: str, pending: list[dict], printer: Callable[[str], None]) -> None:

@@ -1,6 +1,7 @@
 """One trial, end to end: data, training, evaluation, its rows in the results store.
 
-``run_trial(param, options, session)`` is a plain function of the trial's config: it runs the
+``run_trial(param, options, session)`` is a plain function of the trial's config and the
+launch's :class:`~study.run_options.RunOptions` (torch-free, shared with the driver): it runs the
 same with Ray Tune (``study.orchestrate`` passes a session that reports to Tune and checkpoints
 through it) and without (``LocalSession``, for tests and debugging). It loads the dataset's
 training, test and held-out validation cases (``study.data``), trains
@@ -20,7 +21,6 @@ import socket
 import sys
 import time
 import traceback
-from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Protocol
@@ -33,44 +33,11 @@ from study.data import loader, splits, synthetic
 from study.data.inline import dataset_info
 from study.data.registry import DatasetInfo
 from study.expand import Trial
-from study.identity import TrialConfig, canonical_json, trial_id
+from study.identity import TrialConfig, canonical_json
 from study.logit_stats import to_json
-from study.progress import REPORT_SECONDS
 from study.results import ResultStore, identity_columns, summarise
+from study.run_options import RunOptions, record_failure
 from study.training import Diverged, Reporter, Training, Validation
-
-
-@dataclass(frozen=True)
-class RunOptions:
-    """Where a trial reads data and writes results, and how it uses the machine; not part of
-    the trial's identity.
-
-    ``validate_every``: iterations between validations (0 = none); each scores
-    ``study.training.VALIDATION_PATCHES`` fixed patches of the held-out validation cases (of
-    the *test* cases where none are held out) and reports ``val_loss`` and ``val_dsc`` (the
-    last ``val_loss`` is the trials row's ``final_val_loss``, 003 Table 1) — for watching
-    training only, as the reference DeepMedic configs validate on their test list;
-    nothing is selected or stopped on it. ``compile``: a ``torch.compile``
-    mode (``"default"``, ``"reduce-overhead"``, ...) used on CUDA, or None for eager.
-    ``prefetch``: batches sampled ahead in a thread (None: 2 on CUDA, 0 on the CPU).
-    ``check_every``: iterations between NaN/inf checks of the loss (None: 1 on the CPU, 25 on
-    CUDA). ``report_seconds``: a training trial reports its iteration and loss (no checkpoint)
-    at least this often, for live progress, besides its ~10 reports per run.
-    ``mlflow_uri``: an MLflow tracking URI to log each trial to (``study.tracking``), or None.
-    """
-
-    data_dir: str
-    results_uri: str
-    dataset_roots: dict[str, str] = field(default_factory=dict)  # real dataset name -> folder
-    device: str = "auto"
-    checkpoint_every: int = 0  # iterations between checkpoints; 0 = none
-    threads: int | None = None
-    validate_every: int = 0
-    compile: str | None = None
-    prefetch: int | None = None
-    check_every: int | None = None
-    report_seconds: float = REPORT_SECONDS
-    mlflow_uri: str | None = None
 
 
 class Session(Reporter, Protocol):
@@ -106,9 +73,7 @@ def dataset_root(config: TrialConfig, options: RunOptions) -> Path:
     """The dataset's folder; synthetic data is generated there first if missing."""
     dataset = config.dataset
     if dataset.synthetic is not None:
-        params = dataset.to_dict()["synthetic"]
-        folder = Path(options.data_dir) / f"{dataset.name}-{trial_id({'synthetic': params})[:8]}"
-        return synthetic.ensure_generated(params, folder, preset=dataset.name)
+        return synthetic.ensure_dataset(dataset, options.data_dir)
     root = options.dataset_roots.get(dataset.name)
     if root is None:
         raise ValueError(f"dataset {dataset.name}: no folder given (set `root` in the study "
@@ -157,32 +122,6 @@ def _failure_message(error: BaseException, config: TrialConfig | None,
     return f"{type(error).__name__}: {error}"
 
 
-def _identity(param: dict[str, Any]) -> dict[str, Any]:
-    """The identity columns of ``param``, or as many as a malformed param allows (a failed
-    row is stored even for a trial whose config cannot be read)."""
-    try:
-        return identity_columns(param)
-    except (KeyError, TypeError, ValueError):
-        config = param.get("config")
-        return {"study": param.get("study"), "trial_id": param.get("trial_id"),
-                "param_label": param.get("param_label"), "variant": param.get("variant"),
-                "technique": config.get("technique") if isinstance(config, dict) else None}
-
-
-def record_failure(param: dict[str, Any], options: RunOptions, error: BaseException | str,
-                   row: dict[str, Any] | None = None) -> None:
-    """Store a ``failed`` trials row for ``param`` naming ``error`` (over ``row``, what the
-    trial had recorded so far), so that ``study status`` lists the reason; the trial runs
-    again on resume."""
-    message = error if isinstance(error, str) else f"{type(error).__name__}: {error}"
-    now = datetime.now(timezone.utc)
-    base = {**_identity(param), "config": canonical_json(param.get("config")),
-            "started_at": now, "code_version": study.code_version(),
-            "host": socket.gethostname()}
-    ResultStore(options.results_uri).write_trial(
-        {**base, **(row or {}), "status": "failed", "error": message, "finished_at": now}, [])
-
-
 def _tracker(options: RunOptions, param: dict[str, Any]):
     if options.mlflow_uri is None:
         return None
@@ -222,7 +161,7 @@ def run_trial(param: dict[str, Any], options: RunOptions, session: Session | Non
             session = TrackedSession(session, tracker)
         root = dataset_root(config, options)
         dataset = config.dataset
-        info = dataset_info(dataset.to_dict(), root)
+        info = dataset_info(dataset, root)
         case_ids = loader.list_cases(info, root)
         given_test = loader.given_test_cases(info, root)  # a labelled imagesTs/ of its own
         held_out = dataset.validation_cases

@@ -17,6 +17,14 @@ os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
 os.environ.setdefault("RAY_AUTH_MODE", "disabled")
 
 
+def pytest_collection_modifyitems(items) -> None:
+    """Tests that start Ray run on one xdist worker (``--dist loadgroup``): one local Ray at a
+    time, started once by ``ray_session``, instead of one per worker on a 2-core machine."""
+    for item in items:
+        if "ray_session" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.xdist_group("ray"))
+
+
 @pytest.fixture(scope="session")
 def ray_session():
     """A 2-CPU local Ray started once for the whole session."""
@@ -46,7 +54,7 @@ def data_dir(tmp_path_factory) -> Path:
 
 @pytest.fixture
 def run_options(tmp_path, data_dir):
-    from study.trial import RunOptions
+    from study.run_options import RunOptions
 
     return RunOptions(data_dir=str(data_dir), results_uri=str(tmp_path / "results"), threads=1)
 
@@ -57,12 +65,13 @@ def tiny_data(tiny_spec, data_dir):
     from study.data import loader, splits
     from study.data.inline import dataset_info
     from study.expand import expand
-    from study.trial import RunOptions, dataset_root
+    from study.run_options import RunOptions
+    from study.trial import dataset_root
 
     options = RunOptions(data_dir=str(data_dir), results_uri="")
     config = expand(tiny_spec)[0].config
     root = dataset_root(config, options)
-    info = dataset_info(config.dataset.to_dict(), root)
+    info = dataset_info(config.dataset, root)
     train, test = splits.split(loader.list_cases(info, root), config.dataset.test_cases,
                                config.fraction)
     return (info, [loader.load_case(info, root, c) for c in train],

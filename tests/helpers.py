@@ -1,5 +1,6 @@
 """Shared test helpers: tiny image volumes written the way the datasets' own tools write them,
-a one-trial study of a real layout, and killing a process session (a lost driver machine).
+a one-trial study of a real layout, and killing a process session (a lost driver machine;
+``study.processes.kill_session``).
 
 Imported by test modules as ``from helpers import ...`` (pytest puts ``tests/`` on the path,
 wherever it is run from).
@@ -10,7 +11,6 @@ from __future__ import annotations
 import dataclasses
 import os
 import re
-import signal
 import subprocess
 import sys
 import time
@@ -23,6 +23,7 @@ import pyarrow.fs as pafs
 import SimpleITK as sitk
 
 from study.models import output_patch
+from study.processes import kill_session as kill_session  # for the fault tests
 from study.results import ResultStore
 
 
@@ -54,27 +55,6 @@ def head(shape=(12, 14, 16), seed=0, fill=1) -> tuple[np.ndarray, np.ndarray]:
     label = np.zeros(shape, np.uint8)
     label[5:8, 6:9, 7:10] = fill
     return image, label
-
-
-def kill_session(sid: int) -> int:
-    """SIGKILL every process of session ``sid`` (the driver and the Ray processes it started,
-    as when the driver's machine is lost); return how many were signalled."""
-    killed = 0
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            stat = Path(f"/proc/{entry}/stat").read_text()
-        except OSError:
-            continue
-        fields = stat.rsplit(")", 1)[1].split()
-        if int(fields[3]) == sid:  # field 6 of /proc/PID/stat: session id
-            try:
-                os.kill(int(entry), signal.SIGKILL)
-                killed += 1
-            except ProcessLookupError:
-                pass
-    return killed
 
 
 def real_study_file(tmp_path: Path, root: Path) -> Path:

@@ -18,7 +18,7 @@ from helpers import real_study_file
 import study
 from study.cli import main
 from study.expand import expand
-from study.trial import RunOptions, record_failure
+from study.run_options import RunOptions, record_failure
 
 ROOT = Path(__file__).resolve().parent.parent
 

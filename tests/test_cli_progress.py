@@ -11,7 +11,8 @@ import pytest
 from study import progress
 from study.expand import expand
 from study.results import ResultStore
-from study.trial import RunOptions, run_trial
+from study.run_options import RunOptions
+from study.trial import run_trial
 
 
 @pytest.fixture

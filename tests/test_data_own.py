@@ -15,6 +15,7 @@ from helpers import head, write_image
 
 from study.data import inline, loader, reader, splits
 from study.expand import expand
+from study.identity import DatasetConfig
 from study.spec import SpecError, load_study
 
 SHAPE = (12, 12, 12)
@@ -72,7 +73,9 @@ def _study(tmp_path: Path, dataset: str, name: str = "study.yaml") -> Path:
 def _info(layout: str, root: Path, test_cases=1, **options):
     """The DatasetInfo a trial of this own dataset gets (spec -> identity -> dataset_info)."""
     declared = inline.declare(layout, root, options)
-    return inline.dataset_info({"name": root.name, "test_cases": test_cases, **declared}, root)
+    dataset = DatasetConfig.from_dict({"name": root.name, "test_cases": test_cases,
+                                       "validation_cases": 0, **declared})
+    return inline.dataset_info(dataset, root)
 
 
 # ----------------------------------------------------------------------------- good folders
@@ -315,7 +318,7 @@ def test_identity_hashes_dataset_json_not_the_folder(tmp_path):
     shutil.copytree(root, moved)
     assert expand(load_study(_study(tmp_path, dataset.replace(str(root), str(moved)))))[0] \
         .trial_id == trial.trial_id
-    assert inline.dataset_info(config, moved).channels == ("T2", "ADC")
+    assert inline.dataset_info(trial.config.dataset, moved).channels == ("T2", "ADC")
     other = expand(load_study(_study(tmp_path, dataset.replace("rare: [lesion]",
                                                                "rare: [lesion, oedema]"))))
     assert other[0].trial_id != trial.trial_id
@@ -325,9 +328,9 @@ def test_identity_hashes_dataset_json_not_the_folder(tmp_path):
     assert expand(load_study(_study(tmp_path, dataset.replace(str(root), str(moved)))))[0] \
         .trial_id != trial.trial_id
     with pytest.raises(ValueError, match=r"dataset.json: changed since the trial was made"):
-        inline.dataset_info(config, moved)
+        inline.dataset_info(trial.config.dataset, moved)
     with pytest.raises(ValueError, match=r"no folder given .* --dataset-root Dataset508_Id="):
-        inline.dataset_info(config)
+        inline.dataset_info(trial.config.dataset)
 
 
 def test_plan_of_an_inline_study_reads_only_dataset_json(tmp_path, capsys):
@@ -358,7 +361,8 @@ def test_one_trial_end_to_end_on_an_own_dataset(tmp_path, layout, test):
     folder whose labelled imagesTs/ is the test set): 12^3 cases, smaller than the 16^3 patch
     (the sampler and the sliding window pad)."""
     from study.results import ResultStore
-    from study.trial import RunOptions, run_trial
+    from study.run_options import RunOptions
+    from study.trial import run_trial
 
     root = (_nnunet(tmp_path / "Dataset510_E2e", test=test) if layout == "nnunet"
             else _msd(tmp_path / "Task10_E2e"))

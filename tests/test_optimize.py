@@ -25,7 +25,7 @@ from study.optimize import DEFAULT_METRIC, group_name, search_groups
 from study.orchestrate import Plan
 from study.progress import Interrupted
 from study.results import ResultStore, identity_columns, summarise
-from study.trial import RunOptions
+from study.run_options import RunOptions
 
 SEARCH = {"budget": 3, "metric": DEFAULT_METRIC, "prune": False}
 

@@ -195,6 +195,8 @@ def _loaded_in_a_fresh_interpreter(code: str, names: tuple[str, ...]) -> list[st
     ("study.logit_stats", (*TRAINING_STACK, "pandas", "scipy")),
     ("study.data.presets", (*TRAINING_STACK, "numpy", "scipy", "SimpleITK")),
     ("study.report_options", (*TRAINING_STACK, "pandas", "pyarrow", "numpy")),
+    ("study.run_options", TRAINING_STACK),
+    ("study.processes", (*TRAINING_STACK, "numpy", "pyarrow", "SimpleITK", "yaml")),
 ])
 def test_light_modules_import_nothing_heavy(module, forbidden):
     """Importing ``module`` in a fresh interpreter leaves ``forbidden`` out of
@@ -207,3 +209,62 @@ def test_validating_a_study_file_imports_no_training_stack(tiny_study_path):
     presets without importing torch or Ray."""
     code = f"from study.spec import load_study\nload_study({str(tiny_study_path)!r})"
     assert _loaded_in_a_fresh_interpreter(code, TRAINING_STACK) == []
+
+
+# The driver's commands in one fresh interpreter, Ray replaced by a stop where it would start:
+# prints the first command after which torch was loaded ("None": none).
+_DRIVER_PROBE = """
+import sys
+from study import optimize, orchestrate
+from study.cli import main
+
+class BeforeRay(BaseException):
+    pass
+
+def before_ray(*args, **kwargs):
+    raise BeforeRay
+
+orchestrate.ensure_ray = optimize.ensure_ray = before_ray
+storage, tiny, real = sys.argv[1:]
+first = None
+for argv, expected in [
+        (["plan", tiny, "--json"], 0),
+        (["status", "tiny", "--storage", storage], 0),
+        (["launch", tiny, "--storage", storage, "--device", "cpu"], "ray"),
+        (["launch", tiny, "--storage", storage, "--device", "cpu", "--mode", "optimize"], "ray"),
+        (["resume", "tiny", "--storage", storage], "ray"),
+        (["launch", real, "--storage", storage, "--device", "cpu"], 2)]:
+    try:
+        status = main(argv)
+    except BeforeRay:
+        status = "ray"
+    assert status == expected, (argv, status, expected)
+    if first is None and "torch" in sys.modules:
+        first = " ".join(argv[:2])
+print(f"torch first loaded by: {first}")
+"""
+
+
+def test_the_driver_never_imports_torch(tmp_path, tiny_spec, tiny_study_path):
+    """``study plan``, ``status``, ``launch`` (grid and optimize mode) and ``resume`` up to
+    where Ray starts, and a launch refused by the dataset check (a real dataset's empty
+    folder: the loader and ``dataset_info`` run), in a fresh interpreter: none imports torch,
+    which only the Tune workers load (``study.orchestrate.run_in_worker``)."""
+    from helpers import real_study_file
+
+    from study.expand import expand
+    from study.orchestrate import Plan, study_uri
+    from study.run_options import RunOptions
+
+    storage = tmp_path / "storage"
+    uri = study_uri(str(storage), "tiny")
+    options = RunOptions(data_dir=str(storage / "data"), results_uri=f"{uri}/results")
+    Plan.create("tiny", [t.as_param() for t in expand(tiny_spec)], options, str(storage),
+                cpus_per_trial=1, gpus_per_trial=0).save(uri)
+    (tmp_path / "empty").mkdir()
+    real = real_study_file(tmp_path, tmp_path / "empty")
+    done = subprocess.run([sys.executable, "-c", _DRIVER_PROBE, str(storage),
+                           str(tiny_study_path), str(real)],
+                          cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines()[-1] == "torch first loaded by: None", done.stdout[-2000:]

@@ -2,8 +2,8 @@
 
 The path a trial takes (``study.trial``)::
 
-    root = synthetic.ensure_generated(params, folder, preset=name)   # synthetic presets only
-    info = inline.dataset_info(config["dataset"], root)  # DatasetInfo: channels, classes, r, LCC
+    root = synthetic.ensure_dataset(config.dataset, data_dir)  # synthetic presets only
+    info = inline.dataset_info(config.dataset, root)  # DatasetInfo: channels, classes, r, LCC
     train_ids, test_ids = splits.split(loader.list_cases(info, root), test_cases, fraction,
                                        counts=info.train_counts)
     case = loader.load_case(info, root, case_id, cache_dir=...)      # preprocessed, cached

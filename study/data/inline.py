@@ -51,6 +51,7 @@ from typing import Any
 
 from study.data.layouts import DatasetJson, MsdLayout, NnunetLayout
 from study.data.registry import DATASETS, ROI_RULES, DatasetInfo
+from study.identity import DatasetConfig
 
 # the folder layouts that describe a dataset in a dataset.json
 _READERS: dict[str, NnunetLayout | MsdLayout] = {
@@ -238,27 +239,27 @@ def _build(name: str, layout: str, meta: DatasetJson, options: Mapping[str, Any]
         description=f"own {layout} dataset, {meta.path} (sha256 {meta.sha256[:12]})")
 
 
-def dataset_info(dataset: Mapping[str, Any], root: str | Path | None = None) -> DatasetInfo:
-    """The :class:`DatasetInfo` of a trial's ``config["dataset"]``: a declared or synthetic
-    dataset by its name (``root`` unused), an own dataset from ``dataset.json`` at ``root``
-    and the options of its identity. Raises ``ValueError`` for an unknown name, an own dataset
-    without a folder, and a ``dataset.json`` whose sha256 is not the identity's (the dataset
-    changed since the study was expanded: a different experiment)."""
-    name = dataset["name"]
-    if "layout" not in dataset:
+def dataset_info(dataset: DatasetConfig, root: str | Path | None = None) -> DatasetInfo:
+    """The :class:`DatasetInfo` of a trial's dataset (``config.dataset``): a declared or
+    synthetic dataset by its name (``root`` unused), an own dataset from ``dataset.json`` at
+    ``root`` and the options of its identity. Raises ``ValueError`` for an unknown name, an
+    own dataset without a folder, and a ``dataset.json`` whose sha256 is not the identity's
+    (the dataset changed since the study was expanded: a different experiment)."""
+    name, layout, options = dataset.name, dataset.layout, dataset.options
+    if layout is None or options is None:  # an own dataset has both (and its sha256)
         if name not in DATASETS:
             raise ValueError(f"dataset {name!r}: unknown (known: {', '.join(DATASETS)})")
         return DATASETS[name]
     if root is None:
         raise ValueError(f"dataset {name}: no folder given (set `root` in the study or pass "
                          f"--dataset-root {name}=PATH)")
-    meta = read(dataset["layout"], root)
-    if meta.sha256 != dataset["sha256"]:
+    meta = read(layout, root)
+    if meta.sha256 != dataset.sha256:
         raise ValueError(f"{meta.path}: changed since the trial was made (sha256 "
                          f"{meta.sha256[:16]}, the trial's identity holds "
-                         f"{dataset['sha256'][:16]}); a changed dataset.json is a different "
+                         f"{str(dataset.sha256)[:16]}); a changed dataset.json is a different "
                          "dataset: restore the file, or plan the study again for new trials")
-    return _build(name, dataset["layout"], meta, dataset["options"], dataset.get("test_cases"))
+    return _build(name, layout, meta, options, dataset.test_cases)
 
 
 def folder_info(layout: str, root: str | Path) -> tuple[DatasetInfo, list[str]]:

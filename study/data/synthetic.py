@@ -39,6 +39,7 @@ from scipy import ndimage
 from study.data import layouts
 from study.data._atomic import file_lock, publish, remove_stale_staging, staging_dir
 from study.data.presets import CHANNELS, LAYOUTS, VERSION, check_params
+from study.identity import DatasetConfig, trial_id
 
 # ----------------------------------------------------------------------------- helpers
 
@@ -395,3 +396,15 @@ def ensure_generated(params: Mapping[str, Any], root: str | Path,
             raise
         publish(staging, root)
     return root
+
+
+def ensure_dataset(dataset: DatasetConfig, data_dir: str | Path) -> Path:
+    """The folder of a trial's synthetic ``dataset`` under ``data_dir``, generated there first
+    if missing (:func:`ensure_generated`): ``<preset>-<first 8 hex digits of the trial_id of
+    {"synthetic": its generator parameters}>``, so trials with the same parameters share one
+    folder and different parameters never meet."""
+    if dataset.synthetic is None:
+        raise ValueError(f"dataset {dataset.name}: not synthetic (no generator parameters)")
+    params = dataset.to_dict()["synthetic"]
+    folder = Path(data_dir) / f"{dataset.name}-{trial_id({'synthetic': params})[:8]}"
+    return ensure_generated(params, folder, preset=dataset.name)
