@@ -90,9 +90,9 @@ def study_file(given: str) -> Path:
 
 def study_name(given: str) -> str:
     """The study that ``given`` names: an existing study file's ``name``, else ``given``
-    itself, which must be a study name (no path: ``study.orchestrate.study_uri``)."""
-    from study.orchestrate import study_uri
+    itself, which must be a study name (no path: ``study.stored_plan.study_uri``)."""
     from study.spec import load_studies
+    from study.stored_plan import study_uri
 
     if Path(given).is_file():
         return load_studies(study_file(given))[0].name
@@ -129,6 +129,7 @@ def _launch(study_file: str | Path, args: argparse.Namespace) -> tuple[int, str]
     from study.expand import expand
     from study.run_options import RunOptions
     from study.spec import SpecError, load_studies
+    from study.stored_plan import study_uri
 
     specs = load_studies(study_file)
     name = specs[0].name
@@ -143,7 +144,7 @@ def _launch(study_file: str | Path, args: argparse.Namespace) -> tuple[int, str]
         tracking.experiment_id(tracking.client(mlflow), name)  # fails here, not in a trial
     options = RunOptions(
         data_dir=str(Path(data_dir).resolve()),
-        results_uri=f"{orchestrate.study_uri(storage, name)}/results",
+        results_uri=f"{study_uri(storage, name)}/results",
         dataset_roots=_dataset_roots(specs, args.dataset_root),
         device=args.device,
         checkpoint_every=_same(specs, "checkpoint_every"),
@@ -161,8 +162,8 @@ def _launch(study_file: str | Path, args: argparse.Namespace) -> tuple[int, str]
                                **_runner(args))
         groups = sum(len(optimize.search_groups(spec)) for spec in specs)
         _say(f"{len(best)} of {groups} group(s) optimised; best settings: "
-             f"{orchestrate.study_uri(storage, name)}/optimize/*.json; Optuna's record: "
-             f"optuna-dashboard {orchestrate.study_uri(storage, name)}/{optimize.JOURNAL}")
+             f"{study_uri(storage, name)}/optimize/*.json; Optuna's record: "
+             f"optuna-dashboard {study_uri(storage, name)}/{optimize.JOURNAL}")
         return (0 if len(best) == groups else 1), name
     for spec in specs:
         _say(f"study {name}: {spec.dataset.name} with {spec.model}-{spec.model_preset}: "
@@ -192,10 +193,10 @@ def _report(name: str, storage: str, args: argparse.Namespace) -> Path:
     index.md. Damaged or malformed result files are skipped and listed in the report
     (``--strict``: an error)."""
     import analysis
-    from study import orchestrate
+    from study.stored_plan import Plan, study_uri
 
-    uri = orchestrate.study_uri(storage, name)
-    plan = orchestrate.Plan.load(uri)
+    uri = study_uri(storage, name)
+    plan = Plan.load(uri)
     search_metric = (plan.search or {}).get("metric", "dsc_pp")
     from study.report_options import report_options
 
@@ -259,12 +260,13 @@ def cmd_status(args: argparse.Namespace) -> int:
     from their heartbeats; exit 1 when trials failed."""
     import json
 
-    from study import orchestrate, progress
+    from study import progress
     from study.status import status_table
+    from study.stored_plan import Plan, study_uri
 
     name, storage = study_name(args.study), _storage(args.storage)
-    uri = orchestrate.study_uri(storage, name)
-    plan = orchestrate.Plan.load(uri)
+    uri = study_uri(storage, name)
+    plan = Plan.load(uri)
     status = status_table(plan, f"{uri}/results")
     by_trial, damaged = progress.read_beats(f"{uri}/results")
     planned = {t["trial_id"] for t in plan.trials}
@@ -300,11 +302,11 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 
 def cmd_compact(args: argparse.Namespace) -> int:
-    from study import orchestrate
     from study.compact import compact
+    from study.stored_plan import study_uri
 
     name, storage = study_name(args.study), _storage(args.storage)
-    done = compact(f"{orchestrate.study_uri(storage, name)}/results")
+    done = compact(f"{study_uri(storage, name)}/results")
     _say(f"moved {len(done.moved)} trial(s) into {done.part}; removed {len(done.deleted)} "
          "file(s)")
     return 0
@@ -523,8 +525,8 @@ def _interrupted(args: argparse.Namespace) -> str:
     if not hasattr(args, "storage") or not hasattr(args, "study") or args.command == "plan":
         return "interrupted"
     try:
-        from study.orchestrate import Plan, pending_trials, study_uri
         from study.progress import Interrupted
+        from study.stored_plan import Plan, pending_trials, study_uri
 
         name = study_name(args.study)
         storage = _storage(args.storage)

@@ -54,7 +54,6 @@ from study.catalog import param_label
 from study.expand import Trial, expand, trial_config
 from study.identity import DatasetConfig, TrialConfig, trial_id
 from study.orchestrate import (
-    Plan,
     ProgressCallback,
     Runner,
     TrialFunction,
@@ -63,19 +62,18 @@ from study.orchestrate import (
     ensure_ray,
     fit,
     gpus_per_trial,
-    pending_trials,
     result_config,
     run_grid,
     run_tune_trial,
     say_resume_points,
     storage_of,
-    study_uri,
 )
 from study.progress import Interrupted
 from study.results import FINISHED_STATUSES, ResultStore, filesystem
 from study.run_options import RunOptions, record_failure
 from study.spec import StudySpec, load_search_spaces
 from study.status import PRUNED
+from study.stored_plan import Plan, pending_trials, study_uri
 
 METRICS = ("dsc_raw", "dsc_pp")
 DEFAULT_METRIC = "dsc_pp"  # the report's default selection: post-processed test DSC

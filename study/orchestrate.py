@@ -1,18 +1,10 @@
-"""Ray Tune orchestration: a study's pending trials as one Tune experiment, resume, progress.
+"""Ray Tune orchestration: a study's pending trials as Tune experiments, resume, progress.
 
-Storage layout of a study (``<storage>`` is a local folder or a pyarrow URI such as
-``s3://bucket/studies`` that every node sees)::
-
-    <storage>/<study>/study.json          the trials and run options (for resume/status/report)
-    <storage>/<study>/results/            Parquet results (``study.results``) and heartbeats
-    <storage>/<study>/tune/run-<time>/    Ray Tune experiments, one per GRID_BATCH trials
-    <storage>/<study>/optuna.journal      Optuna's record of an optimize-mode study
-
+A study lives in a folder of its storage (:mod:`study.stored_plan`: ``study.json``,
+``results/``, and here ``tune/run-<time>/``, one Ray Tune experiment per GRID_BATCH trials).
 Work is never repeated: a launch runs only the trials without a stored result, and a resume
 restores the newest Tune experiment (unfinished trials continue from their last checkpoint)
-and then runs whatever is still missing. ``study.json`` is written whole (temporary file and
-rename; one PUT on object stores) and names the results and data folders relative to the
-storage, so a study folder can be moved or copied with its storage and resumed in place.
+and then runs whatever is still missing.
 
 Before Ray starts, :func:`check_before_ray` checks what can be checked (device, dataset
 folders, writable storage). Ctrl-C (SIGINT) stops the trials gracefully, Tune saves the
@@ -27,7 +19,7 @@ import os
 import tempfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -43,7 +35,7 @@ from study.profiles import gpu_share
 from study.progress import Interrupted
 from study.results import ResultStore, check_storage, filesystem
 from study.run_options import RunOptions, record_failure
-from study.status import PRUNED
+from study.stored_plan import Plan, pending_trials, storage_of, study_uri
 
 if TYPE_CHECKING:
     from study.trial import Session
@@ -61,7 +53,6 @@ os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
 
 CHECKPOINT_FILE = "state.pt"
 CHECKPOINT_META = "progress.json"  # {"iteration": N} beside the state
-PLAN_FILE = "study.json"
 # Trials per Tune experiment of a grid launch: Tune's controller scans every trial of its
 # experiment at each step, so one experiment of N trivial trials costs O(N^2) (2,000 trials:
 # ~1.5 slot-s per trial at the end vs 0.4 for 200); batches keep that bounded, at the price of
@@ -91,23 +82,6 @@ def gpus_per_trial(models: set[tuple[str, str]], requested: float | None) -> flo
     if not ray.cluster_resources().get("GPU", 0):
         return 0.0
     return max(gpu_share(*model) for model in models)
-
-
-def study_uri(storage: str, study: str) -> str:
-    """The folder of study ``study`` in ``storage``. The name must be a study name (the
-    spec's rule: lower-case letters, digits, ``_ . -``, starting with a letter or digit), so
-    no name reaches another study's folder or leaves the storage."""
-    from study.spec import NAME_PATTERN
-
-    if not isinstance(study, str) or not NAME_PATTERN.match(study) or ".." in study:
-        raise ValueError(f"study name {study!r}: expected a lower-case name of letters, "
-                         "digits, '_', '-', '.' (no path)")
-    return f"{str(storage).rstrip('/')}/{study}"
-
-
-def storage_of(uri: str) -> str:
-    """The storage holding the study folder ``uri``."""
-    return uri.rstrip("/").rsplit("/", 1)[0]
 
 
 class TuneSession:
@@ -194,83 +168,6 @@ def _trainable(options: RunOptions, to_param: GridParams, trial: TrialFunction
         run_tune_trial(to_param(config), options, trial=trial)
 
     return trainable
-
-
-# -- study.json --------------------------------------------------------------------------------
-def _relative(path: str, storage: str) -> str:
-    """``path`` relative to ``storage`` when inside it, else as given."""
-    prefix = storage.rstrip("/") + "/"
-    return path[len(prefix):] if path.startswith(prefix) else path
-
-
-def _absolute(path: str, storage: str) -> str:
-    return path if "://" in path or path.startswith("/") else f"{storage.rstrip('/')}/{path}"
-
-
-PATH_OPTIONS = ("data_dir", "results_uri")  # RunOptions paths stored relative to the storage
-
-
-@dataclass(frozen=True)
-class Plan:
-    """What ``study.json`` holds: the study's trials and how to run them.
-
-    ``mode``: ``grid`` (``trials`` is the whole study) or ``optimize`` (``search`` holds the
-    search's groups and settings, ``study.optimize``; ``trials`` grows as trials start).
-    ``options`` are the trials' :class:`~study.run_options.RunOptions` with the data and results
-    folders relative to the storage (see :meth:`run_options`).
-    """
-
-    study: str
-    trials: list[dict[str, Any]]
-    options: dict[str, Any]
-    cpus_per_trial: float
-    gpus_per_trial: float
-    mode: str = "grid"
-    search: dict[str, Any] | None = None
-
-    @classmethod
-    def create(cls, study: str, trials: list[dict[str, Any]], options: RunOptions,
-               storage: str, **settings: Any) -> Plan:
-        stored = asdict(options)
-        for key in PATH_OPTIONS:
-            stored[key] = _relative(stored[key], storage)
-        return cls(study, trials, stored, **settings)
-
-    def search_settings(self) -> dict[str, Any]:
-        """``search`` of an optimize-mode plan; ``ValueError`` for a grid-mode one."""
-        if self.search is None:
-            raise ValueError(f"study {self.study!r} is a {self.mode}-mode plan: it has no "
-                             "search settings (optimize mode only)")
-        return self.search
-
-    def run_options(self, uri: str) -> RunOptions:
-        """The trials' run options with folders resolved against the study's storage."""
-        storage = storage_of(uri)
-        return RunOptions(**{**self.options, **{key: _absolute(self.options[key], storage)
-                                                for key in PATH_OPTIONS}})
-
-    def save(self, uri: str) -> None:
-        store = ResultStore(uri)
-        progress.write_json(store, f"{store.root}/{PLAN_FILE}", asdict(self))
-
-    @classmethod
-    def load(cls, uri: str) -> Plan:
-        fs, root = filesystem(uri)
-        path = f"{root}/{PLAN_FILE}"
-        if fs.get_file_info(path).type == pafs.FileType.NotFound:
-            raise FileNotFoundError(f"{path}: no launched study here (run `study launch` first, "
-                                    "or check the name and --storage)")
-        try:
-            with fs.open_input_stream(path) as stream:
-                data = json.loads(stream.read().decode("utf-8"))
-            plan = cls(**data)
-            plan.run_options(uri)
-            if not isinstance(plan.trials, list) or plan.mode not in ("grid", "optimize"):
-                raise ValueError("unexpected trials or mode")
-        except (ValueError, TypeError) as error:
-            raise ValueError(f"{path}: damaged study.json, cut short or edited ({error}); "
-                             "restore it from a copy, or launch the study again") from error
-        return plan
 
 
 # -- Ray -------------------------------------------------------------------------------------
@@ -541,14 +438,6 @@ def _latest_experiment(uri: str) -> str | None:
         if tune.Tuner.can_restore(full):
             return full
     return None
-
-
-def pending_trials(plan: Plan, uri: str) -> list[dict]:
-    """The plan's trials that still have to run: no stored result, and not pruned by a
-    search (optimize mode; a pruned trial stored no result and never runs again)."""
-    finished = ResultStore(f"{uri}/results").finished_ids()
-    return [t for t in plan.trials
-            if t["trial_id"] not in finished and t.get("status") != PRUNED]
 
 
 def datasets_of(params: list[dict[str, Any]]) -> list[DatasetConfig]:

@@ -111,7 +111,7 @@ def test_launch_refuses_what_it_can_check_before_ray(tmp_path, tiny_study_path, 
 
 
 def _plan(tmp_path: Path, tiny_spec, storage: Path | None = None):
-    from study.orchestrate import Plan, study_uri
+    from study.stored_plan import Plan, study_uri
 
     storage = storage or tmp_path / "storage"
     uri = study_uri(str(storage), "tiny")
@@ -170,7 +170,7 @@ def test_study_json_is_relative_atomic_and_damage_is_named(tmp_path, tiny_spec, 
     """study.json names the results and data folders relative to the storage, so a storage
     moved elsewhere resumes in place; it is written without temporary leftovers; a cut-short
     copy is one clear error naming the file in status, report and resume."""
-    from study.orchestrate import Plan
+    from study.stored_plan import Plan
 
     plan, uri, _ = _plan(tmp_path, tiny_spec)
     text = (Path(uri) / "study.json").read_text()

@@ -22,10 +22,10 @@ import pytest
 from study import optimize, orchestrate
 from study.cli import main
 from study.optimize import DEFAULT_METRIC, group_name, search_groups
-from study.orchestrate import Plan
 from study.progress import Interrupted
 from study.results import ResultStore, identity_columns, summarise
 from study.run_options import RunOptions
+from study.stored_plan import Plan
 
 SEARCH = {"budget": 3, "metric": DEFAULT_METRIC, "prune": False}
 

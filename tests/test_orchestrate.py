@@ -21,6 +21,7 @@ from study.cli import main
 from study.expand import expand
 from study.profiles import TINY_GPU_SHARE
 from study.results import ResultStore
+from study.stored_plan import Plan, study_uri
 
 
 @pytest.fixture(scope="module")
@@ -220,6 +221,6 @@ def test_launch_runs_large_studies_in_batches(ray_session, tiny_study_path, data
                          if p.name.startswith("run-"))
     assert len(experiments) == 2, experiments
     trials = ResultStore(f"{storage}/tiny/results").trials()
-    planned = orchestrate.Plan.load(orchestrate.study_uri(storage, "tiny")).trials
+    planned = Plan.load(study_uri(storage, "tiny")).trials
     assert sorted(trials["trial_id"]) == sorted(t["trial_id"] for t in planned)
     assert (trials["status"] == "ok").all() and not trials["trial_id"].duplicated().any()

@@ -196,6 +196,8 @@ def _loaded_in_a_fresh_interpreter(code: str, names: tuple[str, ...]) -> list[st
     ("study.data.presets", (*TRAINING_STACK, "numpy", "scipy", "SimpleITK")),
     ("study.report_options", (*TRAINING_STACK, "pandas", "pyarrow", "numpy")),
     ("study.run_options", TRAINING_STACK),
+    ("study.stored_plan", TRAINING_STACK),
+    ("study.status", TRAINING_STACK),
     ("study.processes", (*TRAINING_STACK, "numpy", "pyarrow", "SimpleITK", "yaml")),
 ])
 def test_light_modules_import_nothing_heavy(module, forbidden):
@@ -253,8 +255,8 @@ def test_the_driver_never_imports_torch(tmp_path, tiny_spec, tiny_study_path):
     from helpers import real_study_file
 
     from study.expand import expand
-    from study.orchestrate import Plan, study_uri
     from study.run_options import RunOptions
+    from study.stored_plan import Plan, study_uri
 
     storage = tmp_path / "storage"
     uri = study_uri(str(storage), "tiny")
