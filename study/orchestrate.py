@@ -19,7 +19,7 @@ import os
 import tempfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -450,9 +450,11 @@ def launch(trials: list[Trial], storage: str, options: RunOptions, *,
     """Run every trial that has no stored result; return those still missing afterwards.
 
     ``gpus`` is the GPU share per trial; None picks it from the model
-    (:func:`study.profiles.gpu_share`). ``runner``: the fields of :class:`Runner`
-    (``address``, ``num_cpus``, ``max_failures``, ``printer``, ``live``, ``every``, ``trial``).
-    Raises :class:`Interrupted` after Ctrl-C.
+    (:func:`study.profiles.gpu_share`) when the cluster has GPUs. ``runner``: the fields of
+    :class:`Runner` (``address``, ``num_cpus``, ``max_failures``, ``printer``, ``live``,
+    ``every``, ``trial``). A study whose trials are all stored starts no Ray: it says so and
+    returns (its plan keeps the GPU share it was launched with). Raises :class:`Interrupted`
+    after Ctrl-C.
     """
     if not trials:
         raise ValueError("launch: the study expands to no trials")
@@ -461,12 +463,24 @@ def launch(trials: list[Trial], storage: str, options: RunOptions, *,
     uri = study_uri(storage, study)
     params = [t.as_param() for t in trials]
     check_before_ray(options, uri, [t.config.dataset for t in trials], run.address)
-    ensure_ray(run.address, run.num_cpus)
-    models = {(t.config.model.name, t.config.model.preset) for t in trials}
     plan = Plan.create(study, params, options, storage, cpus_per_trial=cpus_per_trial,
-                       gpus_per_trial=gpus_per_trial(models, gpus))
+                       gpus_per_trial=_stored_gpu_share(uri) if gpus is None else gpus)
+    pending = pending_trials(plan, uri)
+    if pending and gpus is None:  # the cluster's GPUs decide the share: Ray is needed now
+        ensure_ray(run.address, run.num_cpus)
+        models = {(t.config.model.name, t.config.model.preset) for t in trials}
+        plan = replace(plan, gpus_per_trial=gpus_per_trial(models, None))
     plan.save(uri)
-    return _continue(plan, uri, run, restore=False)
+    return _continue(plan, uri, run, restore=False, pending=pending)
+
+
+def _stored_gpu_share(uri: str) -> float:
+    """The GPU share of the study's stored plan (0 when there is none): what a launch with
+    nothing to run keeps, asking no cluster."""
+    try:
+        return Plan.load(uri).gpus_per_trial
+    except (FileNotFoundError, ValueError):
+        return 0.0
 
 
 def prepare_resume(study: str, storage: str, **runner: Any) -> tuple[Plan, str, Runner]:
@@ -520,8 +534,12 @@ def run_grid(plan: Plan, uri: str, pending: list[dict], runner: Runner, restore:
     return interrupted
 
 
-def _continue(plan: Plan, uri: str, runner: Runner, restore: bool) -> list[dict]:
-    pending = pending_trials(plan, uri)
+def _continue(plan: Plan, uri: str, runner: Runner, restore: bool,
+              pending: list[dict] | None = None) -> list[dict]:
+    """Run the plan's ``pending`` trials (default: those without a stored result), Ray
+    started only if there are any; return those still missing afterwards."""
+    if pending is None:
+        pending = pending_trials(plan, uri)
     done = len(plan.trials) - len(pending)
     runner.printer(f"study {plan.study}: {len(plan.trials)} trials, {done} already done, "
                    f"{len(pending)} to run; results in {uri}/results")

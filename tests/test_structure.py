@@ -243,15 +243,29 @@ for argv, expected in [
     assert status == expected, (argv, status, expected)
     if first is None and "torch" in sys.modules:
         first = " ".join(argv[:2])
+    if argv[0] == "resume":  # every trial stored (diverged): a relaunch starts no Ray
+        from datetime import datetime, timezone
+        from study.expand import expand
+        from study.results import ResultStore, identity_columns
+        from study.spec import load_study
+        from study.stored_plan import study_uri
+
+        store = ResultStore(study_uri(storage, "tiny") + "/results")
+        now = datetime.now(timezone.utc)
+        for trial in expand(load_study(tiny)):
+            store.write_trial({**identity_columns(trial.as_param()), "status": "diverged",
+                               "started_at": now, "finished_at": now}, [])
+        assert main(["launch", tiny, "--storage", storage, "--device", "cpu"]) == 0
 print(f"torch first loaded by: {first}")
 """
 
 
 def test_the_driver_never_imports_torch(tmp_path, tiny_spec, tiny_study_path):
     """``study plan``, ``status``, ``launch`` (grid and optimize mode) and ``resume`` up to
-    where Ray starts, and a launch refused by the dataset check (a real dataset's empty
-    folder: the loader and ``dataset_info`` run), in a fresh interpreter: none imports torch,
-    which only the Tune workers load (``study.orchestrate.run_in_worker``)."""
+    where Ray starts, a relaunch of the study once every trial is stored (it starts no Ray),
+    and a launch refused by the dataset check (a real dataset's empty folder: the loader and
+    ``dataset_info`` run), in a fresh interpreter: none imports torch, which only the Tune
+    workers load (``study.orchestrate.run_in_worker``)."""
     from helpers import real_study_file
 
     from study.expand import expand
