@@ -29,25 +29,30 @@ given the listed size none, a read one ranged GET.
     python bench/bench_scheduling.py --trivial 2000 [--cpus 2]
     python bench/bench_scheduling.py --finished-check 1000 [--cases 250]
 
-Measured on 2 shared CPU cores (load 5-7 from other jobs), trivial trials, slot-seconds per
+Measured on 2 shared CPU cores (load 4-7 from other jobs), trivial trials, slot-seconds per
 trial outside trial functions; before: a fresh actor per trial, the params in Tune's grid, its
 CSV/JSON/TensorBoard loggers, one experiment per launch (22 trials run, then stopped); after:
 ``reuse_actors``, trial ids in the grid, result.json only, experiments of ``GRID_BATCH``:
 
-======================================  ============  ============  ============
-                                        before, 22    after, 200    after, 1,000
-======================================  ============  ============  ============
-overhead per trial                      18.4          0.33          0.69
-  actor start-up and imports            18.1          0.06          0.03
-  between two trials on one actor       --            0.04          0.17
-  other idle slot time                  0.2           0.23          0.50
-finished_at to durable Parquet (s)      --            0.008         0.038
-driver RSS growth over 500 MiB (MiB)    --            143           403
-relaunch of the finished study (s)      --            1.05          5.7
-======================================  ============  ============  ============
+======================================  ==========  ==========  ==========  ==========
+                                        before, 22  after, 200  1,000       2,000
+======================================  ==========  ==========  ==========  ==========
+overhead per trial                      18.4        0.33        0.69        0.80
+  actor start-up and imports            18.1        0.06        0.03        0.03
+  between two trials on one actor       --          0.04        0.17        0.32
+  other idle slot time                  0.2         0.23        0.50        0.46
+finished_at to durable Parquet (s)      --          0.008       0.038       0.035
+driver RSS growth (MiB)                 --          143         403         991
+relaunch of the finished study (s)      --          1.05        5.7         11.6
+======================================  ==========  ==========  ==========  ==========
 
-2,000 trials in one experiment (before batching) reached ~1.5 slot-s per trial after 155
-trials, and Tune's grid expansion alone took over 3 minutes while it held the params.
+Driver memory grows about linearly, 0.4-0.7 MiB per trial (Tune's trial objects and results).
+The driver's RSS after ``ray.init`` is 208 MiB since it imports no torch (500 MiB before). The
+relaunch column is ``orchestrate.launch`` with Ray already up and every trial stored (the
+finished check, writing study.json and expanding nothing); a fresh ``study launch`` of a
+finished study starts no Ray. 2,000 trials in one experiment (before batching) reached ~1.5
+slot-s per trial after 155 trials, and Tune's grid expansion alone took over 3 minutes while
+it held the params.
 """
 
 from __future__ import annotations
