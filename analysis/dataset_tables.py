@@ -27,10 +27,12 @@ import pandas as pd
 
 from analysis.load import check_cases
 from analysis.tables import (
+    _codes,
+    _group_codes,
     _order,
+    _split_mask,
     method_name,
     plain,
-    split_rows,
     variant_labels,
     variants,
 )
@@ -65,31 +67,46 @@ def class_order(dataset: str, present) -> list[str]:
 def has_values(cases: pd.DataFrame, *columns: str) -> bool:
     """Whether every one of ``columns`` exists in ``cases`` with a value on some test row
     (results written before a column joined the contract hold it as null)."""
-    test = split_rows(cases, TEST) if len(cases) else cases
-    return all(c in test.columns and bool(test[c].notna().any()) for c in columns)
+    test = _split_mask(cases, TEST)
+    return all(c in cases.columns and bool((cases[c].notna().to_numpy() & test).any())
+               for c in columns)
 
 
-def _rows(cases: pd.DataFrame, dataset: str, model: str | None) -> tuple[pd.DataFrame, str]:
-    """The test rows of one dataset and model with a ``_variant`` grouping key; ValueError
-    names what has none."""
+def _rows(cases: pd.DataFrame, dataset: str, model: str | None
+          ) -> tuple[pd.DataFrame, np.ndarray, str]:
+    """``cases`` with ``variant`` as a grouping key (``""`` for none), which of its rows are
+    the test rows of one dataset and model (the tables read those: no row is copied) and the
+    model; ValueError names what has none."""
     check_cases(cases)
-    rows = split_rows(cases, TEST)
-    of_dataset = (rows["dataset"] == dataset).to_numpy(bool)
-    if not of_dataset.any():
+    use = _split_mask(cases, TEST) & (cases["dataset"] == dataset).to_numpy(bool)
+    if not use.any():
         raise ValueError(f"no test results for dataset {dataset!r}")
-    models = sorted(map(str, rows["model"][of_dataset].unique()))
+    models = sorted(map(str, cases["model"][use].unique()))
     if model is None:
         if len(models) > 1:
             raise ValueError(f"results of several models {models} for dataset {dataset!r}: "
                              "pass model=")
         model = models[0]
-    chosen = of_dataset & (rows["model"] == model).to_numpy(bool)
-    rows = rows if chosen.all() else rows[chosen]  # one copy at most (a million rows)
-    if rows.empty:
+    use &= (cases["model"] == model).to_numpy(bool)
+    if not use.any():
         raise ValueError(f"no results for model {model!r} of dataset {dataset!r} "
                          f"(have {models})")
-    return plain(rows.assign(variant=variants(rows)), ["technique", "variant", "param_label",
-                                                       "class_name", "case_id"]), model
+    return cases.assign(variant=variants(cases)), use, model
+
+
+def _keyed(rows: pd.DataFrame, keys: list[str]) -> tuple[np.ndarray, pd.DataFrame]:
+    """Each row's group of ``keys`` as one integer, in the order of
+    ``rows.groupby(keys, dropna=False)``'s groups (by value, nulls last), and the keys of each
+    group (one row per integer; strings as plain strings)."""
+    cell, first = _group_codes([rows[k] for k in keys], by_value=True)
+    return cell, plain(rows[keys].iloc[first].reset_index(drop=True), keys)
+
+
+def _by_keys(table, groups: pd.DataFrame):
+    """``table`` (a frame or series indexed by the group integers of ``_keyed``) indexed by
+    the groups' keys."""
+    keys = groups.iloc[np.asarray(table.index, np.int64)]
+    return table.set_axis(pd.MultiIndex.from_frame(keys))
 
 
 def _finite(rows: pd.DataFrame, metrics) -> pd.DataFrame:
@@ -97,36 +114,41 @@ def _finite(rows: pd.DataFrame, metrics) -> pd.DataFrame:
     return values.where(np.isfinite(values.to_numpy()))
 
 
-def _over_cases_then_seeds(rows: pd.DataFrame, keys: list[str], metrics) -> pd.DataFrame:
-    """Per group of ``keys``: each metric's mean over the cases of a seed, then over seeds
-    (finite values of ``ok`` rows), ``<metric>_std`` (std over cases of each case's mean over
-    seeds), ``n_cases`` and ``n_seeds``."""
-    ok = rows[rows["status"] == "ok"]
-    values = _finite(ok, metrics)
-    group = [ok[k] for k in keys]
-    means = values.groupby([*group, ok["seed"]], dropna=False).mean().groupby(
-        level=list(range(len(keys))), dropna=False).mean()
-    per_case = values.groupby([*group, ok["case_id"]], dropna=False).mean()
-    spread = per_case.groupby(level=list(range(len(keys))), dropna=False).std(ddof=0)
-    out = means.join(spread.add_suffix("_std"))
-    counts = ok.groupby(keys, dropna=False).agg(n_cases=("case_id", "nunique"),
-                                                n_seeds=("seed", "nunique"))
-    out = out.join(counts)
+def _over_cases_then_seeds(rows: pd.DataFrame, use: np.ndarray, keys: list[str], metrics
+                           ) -> pd.DataFrame:
+    """Per group of ``keys`` (rows ``use``): each metric's mean over the cases of a seed, then
+    over seeds (finite values of ``ok`` rows), ``<metric>_std`` (std over cases of each
+    case's mean over seeds), ``n_cases`` and ``n_seeds``."""
+    ok = use & (rows["status"] == "ok").to_numpy(bool)
+    cell, groups = _keyed(rows, keys)
+    at, seed = cell[ok], rows["seed"].to_numpy()[ok]
+    case = _codes(rows["case_id"], by_value=True)[0][ok]
+    values = _finite(rows.loc[ok, list(metrics)], metrics)
+    means = values.groupby([at, seed]).mean().groupby(level=0).mean()
+    per_case = values.groupby([at, case]).mean()
+    out = means.join(per_case.groupby(level=0).std(ddof=0).add_suffix("_std"))
+    out["n_cases"] = pd.Series(case).groupby(at).nunique()
+    out["n_seeds"] = pd.Series(seed).groupby(at).nunique()
     for metric in metrics:
         if metric in PERCENT:
             out[[metric, f"{metric}_std"]] *= 100.0
-    return out
+    return _by_keys(out, groups)
 
 
-def _settings(table: pd.DataFrame, rows: pd.DataFrame, *then: str) -> pd.DataFrame:
+def _settings(table: pd.DataFrame, rows: pd.DataFrame, use: np.ndarray, *then: str
+              ) -> pd.DataFrame:
     """``table`` (``SETTING_KEYS`` and more as columns) with ``method`` and the settings'
-    ``hp_*`` values, ``param_label`` as ``parameter``, the variant as None where there is
-    none, in the papers' order: fraction ascending, post-processed first, methods as the
-    tables order them (``tables._order``), then ``then``."""
+    ``hp_*`` values (of the first row ``use`` of each), ``param_label`` as ``parameter``, the
+    variant as None where there is none, in the papers' order: fraction ascending,
+    post-processed first, methods as the tables order them (``tables._order``), then
+    ``then``."""
     table = table.rename(columns={"param_label": "parameter"})
     hp = [c for c in rows.columns if c.startswith("hp_")]
-    values = rows.drop_duplicates(["technique", "param_label"]).set_index(
-        ["technique", "param_label"])[hp]
+    used = np.flatnonzero(use)
+    first = _group_codes([rows["technique"].iloc[used], rows["param_label"].iloc[used]])[1]
+    setting = ["technique", "param_label"]
+    values = plain(rows[[*setting, *hp]].iloc[np.sort(used[first])], setting).set_index(
+        setting)[hp]
     at = pd.MultiIndex.from_arrays([table["technique"], table["parameter"]])
     table = table.assign(**{c: values[c].reindex(at).to_numpy() for c in hp})
     table.insert(0, "method", [method_name(t, v) for t, v in
@@ -152,8 +174,8 @@ def per_class_table(cases: pd.DataFrame, dataset: str, model: str | None = None,
     n_seeds`` (of the class; the fewest over the averaged classes), then the ``hp_*``
     columns; classes in the dataset's label order. Raises ``ValueError`` naming the dataset
     or model without test results, or a ``rare`` class the results do not hold."""
-    rows, _ = _rows(cases, dataset, model)
-    classes = class_order(dataset, rows["class_name"].unique())
+    rows, use, _ = _rows(cases, dataset, model)
+    classes = class_order(dataset, rows["class_name"][use].unique())
     if rare is None:
         rare = rare_classes(dataset) or ()
     elif set(rare) - set(classes):
@@ -161,7 +183,7 @@ def per_class_table(cases: pd.DataFrame, dataset: str, model: str | None = None,
                          f"for dataset {dataset!r} (have {classes})")
     rare = [c for c in classes if c in set(rare)]
     metrics = ("dsc", "sensitivity", "precision")
-    per_class = _over_cases_then_seeds(rows, [*SETTING_KEYS, "class_name"], metrics)
+    per_class = _over_cases_then_seeds(rows, use, [*SETTING_KEYS, "class_name"], metrics)
     per_class = per_class.drop(columns=[f"{m}_std" for m in metrics])
     averages = []
     for name, chosen in ((AVERAGE, classes), (RARE_AVERAGE, rare)):
@@ -173,34 +195,44 @@ def per_class_table(cases: pd.DataFrame, dataset: str, model: str | None = None,
         averages.append(mean.assign(class_name=name).set_index("class_name", append=True))
     table = pd.concat([per_class, *averages]).reset_index()
     position = {c: i for i, c in enumerate([*classes, AVERAGE, RARE_AVERAGE])}
-    table = _settings(table.assign(_class=table["class_name"].map(position)), rows, "_class")
+    table = _settings(table.assign(_class=table["class_name"].map(position)), rows, use,
+                      "_class")
     table["rare"] = table["class_name"].isin([*rare, RARE_AVERAGE])
     hp = [c for c in table.columns if c.startswith("hp_")]
     return table[["method", "technique", "variant", "parameter", "fraction", "postprocessed",
                   "class_name", "rare", *metrics, "n_cases", "n_seeds", *hp]]
 
 
-def _pooled_iou(rows: pd.DataFrame) -> pd.DataFrame:
-    """Per (setting, class): the IoU of the voxels pooled over the test cases of a seed,
-    ``ΣTP / Σ(pred + ref - TP)`` (NaN where the class is absent from both), averaged over
-    seeds, in percent."""
-    ok = rows[(rows["status"] == "ok").to_numpy() & rows["tp_voxels"].notna().to_numpy()]
-    sums = ok.groupby([*SETTING_KEYS, "class_name", "seed"], dropna=False)[
-        ["tp_voxels", "pred_voxels", "ref_voxels"]].sum().astype(float)
+def _ok(rows: pd.DataFrame, use: np.ndarray, column: str) -> np.ndarray:
+    """The rows ``use`` of ``ok`` trials that hold ``column``."""
+    return use & (rows["status"] == "ok").to_numpy(bool) & rows[column].notna().to_numpy()
+
+
+def _pooled_iou(rows: pd.DataFrame, use: np.ndarray) -> pd.Series:
+    """Per (setting, class): the IoU of the voxels pooled over the test cases (rows ``use``)
+    of a seed, ``ΣTP / Σ(pred + ref - TP)`` (NaN where the class is absent from both),
+    averaged over seeds, in percent."""
+    ok = _ok(rows, use, "tp_voxels")
+    cell, groups = _keyed(rows, [*SETTING_KEYS, "class_name"])
+    sums = rows.loc[ok, ["tp_voxels", "pred_voxels", "ref_voxels"]].groupby(
+        [cell[ok], rows["seed"].to_numpy()[ok]]).sum().astype(float)
     union = sums["pred_voxels"] + sums["ref_voxels"] - sums["tp_voxels"]
     iou = (sums["tp_voxels"] / union.where(union > 0)).rename("iou")
-    return 100.0 * iou.groupby(level=[*SETTING_KEYS, "class_name"], dropna=False).mean()
+    return _by_keys(100.0 * iou.groupby(level=0).mean(), groups)
 
 
-def _pixel_accuracy(rows: pd.DataFrame) -> pd.Series:
-    """Per setting: ``Σ correct voxels / Σ voxels`` over the test cases of a seed (each case
-    once, though its counts repeat on every class row), averaged over seeds, in percent."""
-    ok = rows[(rows["status"] == "ok").to_numpy() & rows["case_voxels"].notna().to_numpy()]
-    once = ok.drop_duplicates(["trial_id", "case_id", "postprocessed"])
-    sums = once.groupby([*SETTING_KEYS, "seed"], dropna=False)[
-        ["case_correct_voxels", "case_voxels"]].sum().astype(float)
+def _pixel_accuracy(rows: pd.DataFrame, use: np.ndarray) -> pd.Series:
+    """Per setting: ``Σ correct voxels / Σ voxels`` over the test cases (rows ``use``) of a
+    seed (each case once, though its counts repeat on every class row), averaged over seeds,
+    in percent."""
+    ok = np.flatnonzero(_ok(rows, use, "case_voxels"))
+    first = _group_codes([rows[c].iloc[ok] for c in ("trial_id", "case_id", "postprocessed")])[1]
+    once = np.sort(ok[first])  # the first row of each case of a trial
+    cell, groups = _keyed(rows, SETTING_KEYS)
+    sums = rows[["case_correct_voxels", "case_voxels"]].iloc[once].groupby(
+        [cell[once], rows["seed"].to_numpy()[once]]).sum().astype(float)
     accuracy = sums["case_correct_voxels"] / sums["case_voxels"].where(sums["case_voxels"] > 0)
-    return 100.0 * accuracy.groupby(level=SETTING_KEYS, dropna=False).mean()
+    return _by_keys(100.0 * accuracy.groupby(level=0).mean(), groups)
 
 
 def _final_val_loss(trials: pd.DataFrame | None, dataset: str, model: str) -> pd.Series:
@@ -228,24 +260,27 @@ def iou_table(cases: pd.DataFrame, trials: pd.DataFrame | None, dataset: str,
     Long form, one row per (setting, class): ``method, technique, variant, parameter,
     fraction, postprocessed, class_name, iou, miou, pixel_accuracy, val_loss, n_seeds``,
     then the ``hp_*`` columns; classes in the dataset's label order."""
-    rows, model = _rows(cases, dataset, model)
-    classes = class_order(dataset, rows["class_name"].unique())
-    iou = _pooled_iou(rows).reset_index()
+    rows, use, model = _rows(cases, dataset, model)
+    classes = class_order(dataset, rows["class_name"][use].unique())
+    iou = _pooled_iou(rows, use).reset_index()
     if iou.empty:
         raise ValueError(f"no pooled IoU for dataset {dataset!r}: its results have no "
                          "tp_voxels (written before the column existed)")
     settings = iou.groupby(SETTING_KEYS, dropna=False)["iou"].mean().rename("miou")
-    settings = pd.concat([settings, _pixel_accuracy(rows).rename("pixel_accuracy")], axis=1)
-    ok = rows[rows["status"] == "ok"]
-    settings = settings.join(ok.groupby(SETTING_KEYS, dropna=False)["seed"].nunique().rename(
-        "n_seeds"))
+    settings = pd.concat([settings, _pixel_accuracy(rows, use).rename("pixel_accuracy")],
+                         axis=1)
+    ok = use & (rows["status"] == "ok").to_numpy(bool)
+    cell, groups = _keyed(rows, SETTING_KEYS)
+    seeds = pd.Series(rows["seed"].to_numpy()[ok]).groupby(cell[ok]).nunique()
+    settings = settings.join(_by_keys(seeds, groups).rename("n_seeds"))
     loss = _final_val_loss(trials, dataset, model)
     at = pd.MultiIndex.from_arrays([settings.index.get_level_values(k) for k in
                                     ("technique", "variant", "param_label", "fraction")])
     settings["val_loss"] = loss.reindex(at).to_numpy(float)
     table = iou.merge(settings.reset_index(), on=SETTING_KEYS, how="left")
     position = {c: i for i, c in enumerate(classes)}
-    table = _settings(table.assign(_class=table["class_name"].map(position)), rows, "_class")
+    table = _settings(table.assign(_class=table["class_name"].map(position)), rows, use,
+                      "_class")
     hp = [c for c in table.columns if c.startswith("hp_")]
     return table[["method", "technique", "variant", "parameter", "fraction", "postprocessed",
                   "class_name", "iou", "miou", "pixel_accuracy", "val_loss", "n_seeds", *hp]]
@@ -260,18 +295,18 @@ def distance_table(cases: pd.DataFrame, dataset: str, model: str | None = None,
     ``n_cases, n_seeds``, then the ``hp_*`` columns. A case where a metric is not finite
     (aRVD without reference voxels, HD95 of an empty prediction) is left out of that
     metric's mean. ``class_name`` may be left out when the results hold one class."""
-    rows, _ = _rows(cases, dataset, model)
-    classes = sorted(map(str, rows["class_name"].unique()))
+    rows, use, _ = _rows(cases, dataset, model)
+    classes = sorted(map(str, rows["class_name"][use].unique()))
     if class_name is None:
         if len(classes) > 1:
             raise ValueError(f"results of several classes {classes} for dataset {dataset!r}: "
                              "pass class_name=")
         class_name = classes[0]
-    rows = rows[(rows["class_name"] == class_name).to_numpy(bool)]
-    if rows.empty:
+    use = use & (rows["class_name"] == class_name).to_numpy(bool)
+    if not use.any():
         raise ValueError(f"no results for class {class_name!r} (have {classes})")
-    table = _over_cases_then_seeds(rows, SETTING_KEYS, DISTANCE_METRICS).reset_index()
-    table = _settings(table, rows)
+    table = _over_cases_then_seeds(rows, use, SETTING_KEYS, DISTANCE_METRICS).reset_index()
+    table = _settings(table, rows, use)
     hp = [c for c in table.columns if c.startswith("hp_")]
     spread = [f"{m}_std" for m in DISTANCE_METRICS]
     return table[["method", "technique", "variant", "parameter", "fraction", "postprocessed",

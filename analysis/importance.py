@@ -146,13 +146,14 @@ def _fanova_shares(values: np.ndarray, scores: np.ndarray, seed: int, n_trees: i
     return shares
 
 
-def _trial_scores(rows: pd.DataFrame, metric: str) -> pd.DataFrame:
+def _trial_scores(rows: pd.DataFrame, metric: str, postprocessed: bool) -> pd.DataFrame:
     """One row per completed trial: its technique, variant, method, fraction, ``hp_*`` and
-    ``score`` (mean ``metric`` over its finite rows)."""
+    ``score`` (mean ``metric`` over its finite rows with/without post-processing)."""
     hp = [c for c in rows.columns if c.startswith(HP_PREFIX)]
     keep = [c for c in ("trial_id", "technique", "variant", "fraction", metric, *hp)
             if c in rows.columns]  # a frame written before ``variant`` existed has none
-    ok = rows.loc[rows["status"] == "ok", keep]
+    ok = rows.loc[((rows["status"] == "ok") & (rows["postprocessed"] == postprocessed)
+                   ).to_numpy(bool), keep]
     ok = ok.assign(method=methods(ok), variant=variants(ok))
     values = ok[metric].where(np.isfinite(ok[metric].to_numpy(float)))
     per_trial = values.groupby(ok["trial_id"], sort=False, observed=True).mean().rename("score")
@@ -209,8 +210,7 @@ def hyperparameter_importance(cases: pd.DataFrame, dataset: str, model: str | No
     elsewhere; the fraction is never a parameter. Methods without hyperparameters (vanilla
     and its variants) have no rows. Deterministic for a given ``seed``."""
     rows, _, _ = _select(cases, dataset, model, class_name)
-    rows = rows[rows["postprocessed"] == postprocessed]
-    scores = _trial_scores(rows, metric)
+    scores = _trial_scores(rows, metric, postprocessed)
     out: list[dict] = []
     skipped: dict[str, str] = {}
     estimated: dict[str, str] = {}

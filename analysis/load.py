@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 import pandas as pd
+import pyarrow as pa
 import pyarrow.fs as pafs
 
 from study.results import FINISHED_STATUSES, ResultStore
@@ -91,6 +92,9 @@ def load_results(path: str, errors: Literal["raise", "skip"] = "raise") -> Resul
         raise FileNotFoundError(f"{source}: no such results folder (expected the folder "
                                 "holding cases/ and trials/)")
     stored = store.read(as_categorical=True)
+    # The Arrow buffers the conversion to pandas freed go back to the system (pandas allocates
+    # elsewhere): a third of the reading's peak memory otherwise stays held.
+    pa.default_memory_pool().release_unused()
     if errors == "raise":
         _raise_if(stored.problems, source)
     return Results(stored.cases, stored.trials, source, stored.incomplete, stored.problems,

@@ -82,14 +82,17 @@ def _pooled(stats: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
                          "n_trials": size.to_numpy()}, index=size.index)
 
 
-def logit_shift_table(trials: pd.DataFrame) -> pd.DataFrame:
+def logit_shift_table(trials: pd.DataFrame, statistics: pd.DataFrame | None = None
+                      ) -> pd.DataFrame:
     """Per (dataset, model, technique, setting, fraction, true class, logit class): the
     pooled mean and std of the logit on training and on test voxels and the shift
     ``|mean_test| - |mean_train|`` (001 Fig. 3, right part). Columns: ``dataset, model, method,
     technique, variant, parameter, fraction, true_class, logit_class, train_mean, train_std,
     test_mean, test_std, shift, n_trials``, then the setting's ``hp_*`` values; methods in the
-    papers' order (the baseline first), settings by value."""
-    stats = logit_statistics(trials)
+    papers' order (the baseline first), settings by value. ``statistics``:
+    ``logit_statistics(trials)`` when already computed (parsing the JSON of every trial is
+    most of the work)."""
+    stats = logit_statistics(trials) if statistics is None else statistics
     hp = [c for c in trials.columns if c.startswith(HP_PREFIX)]
     columns = ["dataset", "model", "method", "technique", "variant", "parameter", "fraction",
                "true_class", "logit_class", "train_mean", "train_std", "test_mean", "test_std",
@@ -121,12 +124,14 @@ def logit_shift_table(trials: pd.DataFrame) -> pd.DataFrame:
     return out[columns].reset_index(drop=True)
 
 
-def logit_histograms(trials: pd.DataFrame) -> pd.DataFrame:
+def logit_histograms(trials: pd.DataFrame, statistics: pd.DataFrame | None = None
+                     ) -> pd.DataFrame:
     """Pooled histograms per (dataset, model, technique, variant, setting, fraction, split,
     true class, logit class): columns as the keys plus ``voxels``, ``hist`` (summed counts),
     ``bin_edges`` and ``density`` (counts / (voxels x bin width), integrating to 1 over the
-    clipped range); ``variant`` is None where there is none."""
-    stats = logit_statistics(trials)
+    clipped range); ``variant`` is None where there is none. ``statistics`` as
+    ``logit_shift_table`` takes it."""
+    stats = logit_statistics(trials) if statistics is None else statistics
     if stats.empty:
         return stats.assign(density=[])
     keys = [*KEYS, "split", "true_class", "logit_class"]

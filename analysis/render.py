@@ -33,6 +33,7 @@ columns.
 from __future__ import annotations
 
 import html as html_lib
+import itertools
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -381,13 +382,16 @@ def _blocks(table: pd.DataFrame):
 
 def _setting_rows(rows: pd.DataFrame, values) -> list[list[Cell]]:
     """One body row per setting of ``rows`` (one block; a setting's rows consecutive): the
-    method named once per group, the setting, then ``values(setting_rows)``'s cells."""
+    method named once per group, the setting, then ``values(setting_rows)``'s cells
+    (``setting_rows``: the setting's rows as dicts)."""
     out, previous = [], None
-    for (method, parameter), own in rows.groupby(["method", "parameter"], sort=False,
-                                                 dropna=False):
-        # pandas-stubs types groupby keys as Hashable; "method" holds str
-        out.append([Cell(method if method != previous else ""),  # type: ignore[arg-type]
-                     setting_cell(parameter), *values(own)])
+
+    def setting(row: dict) -> tuple:
+        return row["method"], None if pd.isna(row["parameter"]) else row["parameter"]
+
+    for (method, parameter), own in itertools.groupby(rows.to_dict("records"), setting):
+        out.append([Cell(method if method != previous else ""), setting_cell(parameter),
+                     *values(list(own))])
         previous = method
     return out
 
@@ -420,9 +424,9 @@ def per_class_grid(table: pd.DataFrame, caption: str, label: str = "") -> Grid:
               [("Method", 1), ("Parameter", 1)] + [(m, 1) for _ in classes
                                                   for m in ("DSC", "SEN")]]
 
-    def values(own: pd.DataFrame) -> list[Cell]:
-        by_class = own.set_index("class_name")
-        return [Cell(number(by_class[m].get(c, math.nan))) for c in classes
+    def values(own: list[dict]) -> list[Cell]:
+        by_class = {row["class_name"]: row for row in own}
+        return [Cell(number(by_class[c][m] if c in by_class else math.nan)) for c in classes
                 for m in ("dsc", "sensitivity")]
 
     rows: list[list[Cell] | str] = []
@@ -446,9 +450,9 @@ def iou_grid(table: pd.DataFrame, caption: str, label: str = "") -> Grid:
                                                   for c in classes],
                ("mIoU", 1), ("PA", 1), ("Loss", 1)]]
 
-    def values(own: pd.DataFrame) -> list[Cell]:
-        iou = own.set_index("class_name")["iou"]
-        first = own.iloc[0]
+    def values(own: list[dict]) -> list[Cell]:
+        iou = {row["class_name"]: row["iou"] for row in own}
+        first = own[0]
         return [*[Cell(number(iou.get(c, math.nan))) for c in classes],
                 Cell(number(first["miou"])), Cell(number(first["pixel_accuracy"], 2)),
                 Cell(number(first["val_loss"], 3))]
@@ -476,8 +480,8 @@ def distance_grid(table: pd.DataFrame, caption: str, label: str = "") -> Grid:
     post-processing (``table`` is ``dataset_tables.distance_table``)."""
     header = [[("Method", 1), ("Parameter", 1), *[(name, 1) for _, name in DISTANCE_COLUMNS]]]
 
-    def values(own: pd.DataFrame) -> list[Cell]:
-        row = own.iloc[0]
+    def values(own: list[dict]) -> list[Cell]:
+        row = own[0]
         cells = []
         for column, _ in DISTANCE_COLUMNS:
             text = f"{number(row[column])} ± {number(row[f'{column}_std'])}"

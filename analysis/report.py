@@ -29,13 +29,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from analysis import figures as fig
 from analysis.dataset_tables import distance_table, has_values, iou_table, per_class_table
 from analysis.importance import hyperparameter_importance
 from analysis.load import Results, check_cases
-from analysis.logits import logit_histograms, logit_shift_table
+from analysis.logits import logit_histograms, logit_shift_table, logit_statistics
 from analysis.names import class_label, dataset_name, model_name
 from analysis.render import (
     Emphasis,
@@ -58,11 +59,14 @@ from analysis.render import (
 from analysis.tables import (
     BASELINE,
     ClassTables,
+    _group_codes,
+    _split_mask,
     fraction_label,
     method_list,
     method_name,
     selection_description,
     split_rows,
+    table_columns,
 )
 from study.catalog import HP_PREFIX
 from study.results import TEST, TRAIN, TRIALS_SCHEMA, VALIDATION
@@ -268,17 +272,17 @@ def write_report(cases: pd.DataFrame | Results, out_dir: str | Path,
     start = time.perf_counter()
     choose = {"metric": metric, "select_on": select_on}
 
-    keys = ["dataset", "model", "class_name"]
-    # One class's rows (a copy) and aggregates at a time: only its chosen settings are kept
-    groups = cases.groupby(keys, sort=True, observed=True)
-    count = groups.ngroups if len(cases) else 0
+    # One class's rows (a copy of the columns its tables read) and aggregates at a time: only
+    # its chosen settings are kept
+    classes = _groups(cases, ["dataset", "model", "class_name"])
+    count = len(classes)
+    columns = table_columns(cases)
     chosen_by_class: dict[tuple[str, str, str], pd.DataFrame | None] = {}
     dataset: str
     model: str
     class_name: str
-    # pandas-stubs types the keys of a groupby on a list as Hashable: the columns hold str
-    for n, ((dataset, model, class_name), rows) in enumerate(  # type: ignore[assignment]
-            groups if count else (), start=1):
+    for n, ((dataset, model, class_name), positions) in enumerate(classes, start=1):
+        rows = _rows(cases, columns, positions)
         name = f"{dataset_name(dataset)}, {class_label(class_name)}, {model_name(model)}"
         tables = _class_tables(rows, dataset, model, class_name)
         say(f"[{n}/{count}] tables and figures of {name}")
@@ -420,14 +424,29 @@ def write_report(cases: pd.DataFrame | Results, out_dir: str | Path,
     return [*writer.written, *paths]
 
 
-def _groups(frame: pd.DataFrame, keys: list[str]):
-    """``frame.groupby(keys)`` (sorted, observed values only; none when ``frame`` is empty),
-    but a frame that is one group is given whole rather than copied."""
-    if frame.empty:
-        return iter(())
-    if all(frame[k].nunique(dropna=False) == 1 for k in keys):
-        return iter([(tuple(frame[k].iloc[0] for k in keys), frame)])
-    return iter(frame.groupby(keys, sort=True, observed=True))
+def _groups(frame: pd.DataFrame, keys: list[str], where: np.ndarray | None = None
+            ) -> list[tuple[tuple, np.ndarray | None]]:
+    """The groups of ``keys`` among the rows ``where`` (default: all) of ``frame``, in the
+    order of ``groupby(keys, sort=True, observed=True)`` (rows with a null key left out):
+    each one's key values and the positions of its rows (None: every row of ``frame``).
+    ``_rows`` copies one group's rows at a time, where ``groupby`` copies the whole frame at
+    once."""
+    held = frame[keys].notna().all(axis=1).to_numpy()
+    if where is not None:
+        held = held & where
+    if not held.any():
+        return []
+    if held.all() and all(frame[k].nunique() == 1 for k in keys):
+        return [(tuple(frame[keys].iloc[0]), None)]
+    cell = _group_codes([frame[k] for k in keys])[0]
+    groups = (np.flatnonzero((cell == group) & held) for group in range(cell.max() + 1))
+    return [(tuple(frame[k].iloc[rows[0]] for k in keys), rows) for rows in groups if len(rows)]
+
+
+def _rows(frame: pd.DataFrame, columns: list[str], positions: np.ndarray | None
+          ) -> pd.DataFrame:
+    """The ``columns`` of the rows of a group of ``_groups``."""
+    return frame[columns] if positions is None else frame[columns].take(positions)
 
 
 def _dataset_sections(writer: _Writer, results: Results) -> None:
@@ -435,11 +454,11 @@ def _dataset_sections(writer: _Writer, results: Results) -> None:
     and, when the results hold their columns, 003 Table 1's pooled IoU, mIoU, pixel accuracy
     and validation loss and, per class, 004's DSC, Jaccard, aRVD, ABD and 95HD."""
     cases = results.cases
-    test = split_rows(cases, TEST) if len(cases) else cases
     dataset: str
     model: str
-    # pandas-stubs types the keys of a groupby on a list as Hashable: the columns hold str
-    for (dataset, model), rows in _groups(test, ["dataset", "model"]):
+    for (dataset, model), positions in _groups(cases, ["dataset", "model"],
+                                               _split_mask(cases, TEST)):
+        rows = _rows(cases, list(cases.columns), positions)
         name = f"{dataset_name(dataset)}, {model_name(model)}"
         classes = sorted(map(str, rows["class_name"].unique()))
         if len(classes) > 1:
@@ -483,8 +502,12 @@ def _logit_sections(writer: _Writer, results: Results,
         if len(results.cases):
             writer.missing.append("Logit figures: no trial has logit statistics yet")
         return
-    shift = writer.attempt("Logit shift table", logit_shift_table, trials)
-    histograms = writer.attempt("Logit histograms", logit_histograms, trials)
+    try:  # parsed once for both (malformed: each names the error below)
+        statistics: pd.DataFrame | None = logit_statistics(trials)
+    except ValueError:
+        statistics = None
+    shift = writer.attempt("Logit shift table", logit_shift_table, trials, statistics)
+    histograms = writer.attempt("Logit histograms", logit_histograms, trials, statistics)
     if shift is None or histograms is None or shift.empty:
         return
     for (dataset, model), table in shift.groupby(["dataset", "model"], sort=True):

@@ -57,7 +57,7 @@ TIE = 1e-9
 __all__ = ["ClassTables", "best_hyperparameters", "best_settings", "comparison_table",
            "diverged_column", "fraction_label", "hp_symbol", "method_list", "method_name",
            "method_order", "methods", "selection_description", "sensitivity_table",
-           "split_rows", "variant_labels", "variants"]
+           "split_rows", "table_columns", "variant_labels", "variants"]
 
 
 def method_name(technique: str, variant: str | None = None) -> str:
@@ -225,8 +225,7 @@ def _select(cases: pd.DataFrame, dataset: str, model: str | None, class_name: st
         if split == VALIDATION:
             raise ValueError(_no_validation(cases, [dataset]))
         raise ValueError(f"no {split} results for dataset {dataset!r}")
-    # Only the columns the tables read: filtering a million rows moves every column kept.
-    keep = [c for c in cases.columns if c in _NEEDED or c.startswith(HP_PREFIX)]
+    keep = table_columns(cases)
     # Rows already selected (a class of the report) are not copied.
     return (cases[keep] if mask.all() else cases.loc[mask, keep]), model, class_name
 
@@ -236,26 +235,53 @@ _NEEDED = {*METRICS, "technique", "variant", "param_label", "dataset", "model", 
            "study"}
 
 
+def table_columns(cases: pd.DataFrame) -> list[str]:
+    """The columns of ``cases`` that the tables of one class (and their figures) read:
+    filtering a million rows moves every column kept."""
+    return [c for c in cases.columns if c in _NEEDED or c.startswith(HP_PREFIX)]
+
+
 SETTING = ["method", "parameter"]  # identifies a setting in every table
 BLOCK = ["fraction", "postprocessed"]  # a block of one dataset, model and class
 
 
-def _codes(column: pd.Series) -> tuple[np.ndarray, pd.Index]:
-    """Integer codes of ``column`` (-1 for null) and the values they stand for."""
+def _codes(column: pd.Series, by_value: bool = False) -> tuple[np.ndarray, pd.Index]:
+    """Integer codes of ``column`` (-1 for null) and the values they stand for; with
+    ``by_value`` the codes follow the sorted values (a loaded categorical's follow the order
+    in which its values were first read)."""
     values = pd.Categorical(column)  # a categorical column is not copied
-    return values.codes.astype(np.int64), values.categories
+    codes, categories = values.codes.astype(np.int64), values.categories
+    if by_value and not categories.is_monotonic_increasing:
+        order = np.argsort(categories.to_numpy(object), kind="stable")
+        rank = np.empty(len(order), np.int64)
+        rank[order] = np.arange(len(order))
+        codes = np.where(codes >= 0, rank[codes], -1)
+        categories = categories[order]
+    return codes, categories
 
 
-def _group_codes(columns: list[pd.Series]) -> tuple[np.ndarray, np.ndarray]:
+def _group_codes(columns: list[pd.Series], by_value: bool = False
+                 ) -> tuple[np.ndarray, np.ndarray]:
     """One integer per row naming its combination of the values of ``columns`` (ordered by
-    the first column's values, then the second's...), and the first row of each combination.
-    One integer key groups several times faster than several categorical ones."""
+    the first column's codes, then the second's...), and the first row of each combination.
+    With ``by_value`` the integers follow the sorted values, nulls last, as the groups of
+    ``groupby(columns, dropna=False)``. One integer key groups several times faster than
+    several categorical ones."""
     combined = np.zeros(len(columns[0]), np.int64)
+    size = 1  # the number of possible combinations
     for column in columns:
-        codes, values = _codes(column)
-        combined = combined * (len(values) + 1) + codes + 1
-    _, first, inverse = np.unique(combined, return_index=True, return_inverse=True)
-    return inverse.reshape(-1), first
+        codes, values = _codes(column, by_value)
+        key = np.where(codes >= 0, codes, len(values)) if by_value else codes + 1
+        combined = combined * (len(values) + 1) + key
+        size *= len(values) + 1
+    if size > 4 * len(combined) + 1024:  # sparse: sort
+        _, first, inverse = np.unique(combined, return_index=True, return_inverse=True)
+        return inverse.reshape(-1), first
+    # dense: count instead of sorting (the same numbers, several times faster)
+    found = np.bincount(combined, minlength=size) > 0
+    first = np.full(size, len(combined))
+    np.minimum.at(first, combined, np.arange(len(combined)))
+    return (np.cumsum(found) - 1)[combined], first[found]
 
 
 def _aggregate(rows: pd.DataFrame) -> tuple[pd.DataFrame, pd.Series]:
@@ -276,8 +302,8 @@ def _aggregate(rows: pd.DataFrame) -> tuple[pd.DataFrame, pd.Series]:
                   ["technique", "variant", "param_label"])
     hp_columns = _hp_columns(rows)
     table = table.join(rows[hp_columns].groupby(cell).first())
-    status = rows["status"].to_numpy()
-    ok, diverged = status == "ok", status == "diverged"
+    status = rows["status"]  # compared as categorical codes: no string per row
+    ok, diverged = (status == "ok").to_numpy(bool), (status == "diverged").to_numpy(bool)
     values = rows.loc[ok, list(METRICS)].astype(float)
     finite = values.where(np.isfinite(values.to_numpy()))
     at, seed = cell[ok], rows["seed"].to_numpy()[ok]

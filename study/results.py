@@ -803,19 +803,25 @@ class ResultStore:
         for part, ids in sorted(parts.items()):
             name = f"{part}.{table}.parquet"
             fragment = scan.fragments[self.path("compacted", name)]
+            expected = {t: 1 if table == "trials" else scan.trials[t].case_rows for t in ids}
             try:
-                rows = fragment.to_table(schema=schema, filter=pc.field("trial_id").isin(ids))
+                # A part holding as many rows as these trials have is read whole: filtering
+                # while reading takes as long as the read and holds the rows twice. Should it
+                # hold rows of other trials after all, one of these is short of its rows:
+                # dropped, and ``tables`` keeps the rows of the trials kept only.
+                whole = fragment.metadata.num_rows == sum(expected.values())
+                rows = fragment.to_table(schema=schema, filter=None if whole else
+                                         pc.field("trial_id").isin(ids))
             except (pa.ArrowException, OSError) as error:
                 drop.update({t: (f"compacted/{name}", f"unreadable ({_first_line(error)})")
                              for t in ids})
                 continue
-            counts = pc.value_counts(rows["trial_id"].cast(pa.string())).to_pylist()
-            found = {c["values"]: c["counts"] for c in counts}
-            for trial_id in ids:
-                expected = 1 if table == "trials" else scan.trials[trial_id].case_rows
-                if found.get(trial_id, 0) != expected:
+            found = {c["values"]: c["counts"]
+                     for c in pc.value_counts(rows["trial_id"]).to_pylist()}
+            for trial_id, rows_expected in expected.items():
+                if found.get(trial_id, 0) != rows_expected:
                     drop[trial_id] = (f"compacted/{name}", f"trial {trial_id}: "
-                                      f"{found.get(trial_id, 0)} rows, expected {expected}")
+                                      f"{found.get(trial_id, 0)} rows, expected {rows_expected}")
             pieces.append(rows)
         return conform(pa.concat_tables(pieces) if pieces else schema.empty_table(), schema)
 
@@ -844,11 +850,13 @@ class ResultStore:
         ``problems``."""
         scan = scan or self.scan()
         trials, rows, dropped = self.tables(scan, cases, as_categorical)
+        finished, incomplete = scan.finished - set(dropped), list(scan.incomplete)
+        del scan  # its footers (some 70 KB per file once parsed) go before the conversion
         # self_destruct frees each column's Arrow buffers once converted (one pandas block per
         # column): a table and its frame are never both held whole
         return StoredResults(trials.to_pandas(self_destruct=True, split_blocks=True),
                              rows.to_pandas(self_destruct=True, split_blocks=True),
-                             scan.finished - set(dropped), list(scan.incomplete), self.problems)
+                             finished, incomplete, self.problems)
 
     def trials(self) -> pd.DataFrame:
         """One row per stored trial (any status)."""

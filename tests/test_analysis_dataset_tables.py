@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from analysis import figures as fig
@@ -163,3 +164,33 @@ def test_train_test_figure_draws_both_splits_per_method(study):
     no_train = study.cases[study.cases["split"] != "train"]
     with pytest.raises(ValueError, match="no train results"):
         fig.train_test_figure(no_train, chosen, "synthetic-kits", class_name="tumour")
+
+
+def _reordered(cases):
+    """``cases`` whose string columns' categories are in reverse order (as a study whose ids
+    were first read in another order loads them)."""
+    out = cases.copy()
+    for column in ("technique", "param_label", "class_name", "case_id", "variant"):
+        values = out[column].cat
+        out[column] = values.reorder_categories(list(values.categories)[::-1])
+    return out
+
+
+def test_tables_do_not_depend_on_how_the_strings_are_stored(study):
+    """The tables group the loaded categoricals by their codes; the order in which the values
+    were first read, or plain strings, give the same tables to the last bit (means, and the
+    spreads over cases, are taken in the same order)."""
+    loaded = study.cases
+    plain = loaded.astype({c: object for c in loaded.columns
+                           if isinstance(loaded[c].dtype, pd.CategoricalDtype)})
+    for cases in (_reordered(loaded), plain):
+        pd.testing.assert_frame_equal(per_class_table(cases, "synthetic-kits"),
+                                      per_class_table(loaded, "synthetic-kits"),
+                                      check_exact=True)
+        pd.testing.assert_frame_equal(iou_table(cases, study.trials, "synthetic-kits"),
+                                      iou_table(loaded, study.trials, "synthetic-kits"),
+                                      check_exact=True)
+        pd.testing.assert_frame_equal(distance_table(cases, "synthetic-kits",
+                                                     class_name="tumour"),
+                                      distance_table(loaded, "synthetic-kits",
+                                                     class_name="tumour"), check_exact=True)

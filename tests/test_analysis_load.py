@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -9,6 +11,7 @@ import pytest
 
 from analysis import ResultsError, load, load_results, sensitivity_table
 from analysis._synthetic import write_study
+from study.compact import compact
 
 
 @pytest.fixture
@@ -137,3 +140,23 @@ def test_rows_equal_a_plain_parquet_read(results):
     right = plain[left.columns].sort_values(keys).reset_index(drop=True)
     pd.testing.assert_frame_equal(left, right, check_dtype=False)
     assert len(left) == len(ids) * 3 * 2 * 2
+
+
+def test_compacted_part_read_whole_holds_no_other_trials_rows(tmp_path):
+    """A part is read whole when its row count is that of the trials wanted from it; should
+    it hold rows of another trial after all (here: a manifest naming one trial less, whose
+    rows it gives to another), those rows are still left out, and the trial whose count is
+    off is dropped with the reason."""
+    ids = write_study(tmp_path, techniques=["vanilla", "asym_focal"], fractions=(0.1,),
+                      seeds=(0,), cases=3, logits=False)
+    part = compact(str(tmp_path)).part
+    path = tmp_path / "compacted" / "manifest.json"
+    manifest = json.loads(path.read_text())
+    kept, gone = ids[0], ids[1]
+    manifest["trials"][kept]["case_rows"] += manifest["trials"].pop(gone)["case_rows"]
+    path.write_text(json.dumps(manifest))
+    results = load_results(str(tmp_path), errors="skip")
+    assert set(results.cases["trial_id"]) == set(ids) - {kept, gone}
+    assert len(results.cases) == 12 * (len(ids) - 2)
+    assert results.problems[f"compacted/{part}.cases.parquet"] == (
+        f"trial {kept}: 12 rows, expected 24")

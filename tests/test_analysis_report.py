@@ -12,11 +12,19 @@ from html.parser import HTMLParser
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 
-from analysis import hyperparameter_importance, load, load_results, logit_shift_table
+from analysis import (
+    hyperparameter_importance,
+    load,
+    load_results,
+    logit_histograms,
+    logit_shift_table,
+    logit_statistics,
+)
 from analysis._synthetic import full_config, store_trial, trials_grid, write_study
-from analysis.report import write_report
+from analysis.report import _groups, _rows, write_report
 from study.results import ResultStore
 
 TECHNIQUES = ["vanilla", "asym_focal", "margin_calibration"]
@@ -226,3 +234,32 @@ def test_analysis_imports_neither_torch_nor_ray(study, tmp_path):
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                             timeout=300)
     assert result.returncode == 0, result.stderr[-2000:]
+
+
+def test_report_groups_are_those_of_groupby_one_at_a_time():
+    """The report takes one class's rows at a time in the order ``groupby`` gives them (a
+    categorical's groups in the order of its categories, rows with a null key left out)."""
+    frame = pd.DataFrame({
+        "dataset": pd.Categorical(["z", "a", "z", "m", None, "a"], categories=["z", "m", "a"]),
+        "class_name": pd.Categorical(["x", "y", "x", "x", "x", "y"], categories=["y", "x"]),
+        "value": range(6)})
+    keys = ["dataset", "class_name"]
+    where = np.array([False, True, True, True, True, False])  # a group's first row left out
+    for rows, chosen in ((frame, None), (frame[where], where)):
+        expected = [(key, list(group.index)) for key, group in
+                    rows.groupby(keys, sort=True, observed=True)]
+        assert [(key, list(at)) for key, at in _groups(frame, keys, chosen)] == expected
+    assert _rows(frame, ["value"], _groups(frame, keys)[0][1])["value"].tolist() == [0, 2]
+    assert _groups(frame.iloc[[1, 5]], keys) == [(("a", "y"), None)]  # one group: not copied
+
+
+def test_logit_statistics_parsed_once_give_the_same_tables(study):
+    trials = load_results(str(study / "results")).trials
+    statistics = logit_statistics(trials)
+    pd.testing.assert_frame_equal(logit_shift_table(trials, statistics),
+                                  logit_shift_table(trials))
+    once, again = logit_histograms(trials, statistics), logit_histograms(trials)
+    assert once.drop(columns=["hist", "bin_edges", "density"]).equals(
+        again.drop(columns=["hist", "bin_edges", "density"]))
+    assert all(np.array_equal(a, b) for a, b in zip(once["density"], again["density"],
+                                                   strict=True))
