@@ -8,7 +8,7 @@ TORCH ?= torch==2.13.0
 TORCH_INDEX ?=
 BIN = $(VENV)/bin
 
-.PHONY: setup demo test test-slow lint typecheck bench clean
+.PHONY: setup demo test test-default test-slow lint typecheck bench clean
 
 # pip installs torch (it honours TORCH_INDEX and the machine's pip configuration); uv installs
 # the rest in seconds (parallel downloads; pip took two minutes) and keeps the torch it finds.
@@ -32,9 +32,13 @@ lint: setup
 typecheck: setup
 	$(BIN)/mypy
 
-# The default lane: every test but the slow, GPU and cluster ones (pyproject's addopts), on
-# one worker per core (at most 4); the tests that start Ray share one worker (tests/conftest.py).
-test: lint typecheck
+# `make test`: ruff, then mypy beside the default lane (every test but the slow, GPU and cluster
+# ones: pyproject's addopts) on one xdist worker per core (at most 4; the tests that start Ray
+# share one worker, tests/conftest.py). mypy's minute of one core overlaps the tests.
+test: lint
+	$(MAKE) --no-print-directory -j2 typecheck test-default
+
+test-default: setup
 	$(BIN)/pytest -q -n auto --maxprocesses 4 --dist loadgroup
 
 # The slow lane (CI runs it after `make test`): the full demo, driver SIGKILLs, Ctrl-C,

@@ -11,8 +11,11 @@ import pytest
 from study.cli import main
 
 
+@pytest.mark.slow
 def test_demo_command_writes_report(ray_session, tiny_study_path, tmp_path, capsys):
-    """The demo's code path (on the tiny study) leaves a report with both blocks per fraction."""
+    """The demo's code path (on the tiny study) leaves a report with both blocks per fraction
+    (slow lane: the default lane covers its parts, `launch` in test_orchestrate and `report`
+    in test_analysis_report)."""
     storage = tmp_path / "storage"
     assert main(["demo", "--study", str(tiny_study_path), "--storage", str(storage)]) == 0
     index = storage / "tiny" / "report" / "index.md"
