@@ -11,15 +11,18 @@ and whether the sampler keeps up with the models.
 paper model (DeepMedic ``basic``: batch 10, 37^3 segments labelling 21^3 packed with its x3 and
 x5 pathways' 23^3 and 21^3 grids; U-Net ``paper``: batch 2 x 128^3) and augmentation regime
 (none, deepmedic, nnunet; DeepMedic's pathway grids take the voxelwise ones), the batches per
-second the patch sampler cuts from the volumes of
-``bench/trial_throughput.py`` (one thread, and one per core), beside the steps per second the
-model needs: its plain-step ceiling on ``--device`` (measured here, or read from
+second the patch sampler cuts from the volumes of ``bench/trial_throughput.py`` (one thread,
+as a CPU trial samples; one producer per usable core, as the trial's prefetching
+``study.batches.BatchStream`` samples on CUDA; and per CPU-second, what one core delivers
+however loaded the shared machine is), beside the steps per second the model needs: the
+faster of its plain-step ceiling on ``--device`` (measured here, or read from
 ``--throughput-json``, the rows of ``trial_throughput.py --json``) and the GPU reference of
-``study.profiles``. The nnunet regime is measured three ways: whole on the CPU
-(``PatchSampler.sample``: cubic resampling, 0.1-0.3 batches/s for the paper U-Net), and
-deferred (``PatchSampler.sample_deferred``): the CPU crop alone — what the sampler must
-deliver when ``study.data.device_augmentation.BatchAugmenter`` runs on the GPU — and the crop
-plus the augmenter on CPU torch (its cost on a CPU-only machine). Each model samples by its
+``study.profiles`` (paper sizes), and whether the sampler delivers ``TARGET`` (2) times that
+with every core, so that it keeps the device fed. The nnunet regime is measured three ways:
+whole on the CPU (``PatchSampler.sample``: cubic resampling, 0.1-0.3 batches/s for the paper
+U-Net), and deferred (``PatchSampler.sample_deferred``): the CPU crop alone — what the sampler
+must deliver when ``study.data.device_augmentation.BatchAugmenter`` runs on the GPU — and the
+crop plus the augmenter on CPU torch (its cost on a CPU-only machine). Each model samples by its
 paper scheme (DeepMedic balanced 50 % foreground, U-Net nnU-Net's 33 % oversampling), at the
 model's input size with labels of its output size, as a trial does.
 
@@ -42,10 +45,12 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+import numpy as np  # noqa: E402
 import torch  # noqa: E402
 import trial_throughput  # noqa: E402 (bench/ is the script's folder)
 
-from study.data import loader, sampling, synthetic  # noqa: E402
+from study.batches import BatchStream, RecycledArrays, usable_cores  # noqa: E402
+from study.data import check, loader, presets, sampling, synthetic  # noqa: E402
 from study.data.augmentation import REGIMES  # noqa: E402
 from study.data.device_augmentation import BatchAugmenter  # noqa: E402
 from study.data.registry import DATASETS  # noqa: E402
@@ -54,6 +59,7 @@ from study.profiles import REFERENCE_SPEED  # noqa: E402
 
 PRESETS = ("synthetic-brats", "synthetic-atlas", "synthetic-kits")
 PAPER_SAMPLING = {"deepmedic": "balanced", "unet": "nnunet"}  # each model's paper scheme
+TARGET = 2.0  # sampler batches/s per model step/s needed: the data pipeline keeps a GPU fed
 DEFERRED = {"crop": "deferred: CPU crop only, augmenter on the device",
             "augment": "deferred: CPU crop + batch augmenter on CPU torch"}
 VARIANTS = [(regime, None) for regime in REGIMES] + [("nnunet", d) for d in DEFERRED]
@@ -62,11 +68,11 @@ VARIANTS = [(regime, None) for regime in REGIMES] + [("nnunet", d) for d in DEFE
 def bench_generation(work: Path, cases: int) -> dict:
     out = {}
     for preset in PRESETS:
-        params = {**synthetic.DEFAULTS[preset], "cases": cases}
+        params = {**presets.DEFAULTS[preset], "cases": cases}
         clock = time.perf_counter()
         root = synthetic.ensure_generated(params, work / preset, preset=preset)
         seconds = time.perf_counter() - clock
-        report = loader.check_dataset(DATASETS[preset], root)
+        report = check.check_dataset(DATASETS[preset], root)
         assert not report.problems, report.problems[:3]
         ratios = {name: f"{mean:.1f} ± {std:.1f}" for name, (mean, std, _) in
                   report.imbalance().items()}
@@ -102,7 +108,7 @@ def bench_preprocessing(work: Path, large: bool) -> dict:
         sizes = {"brats-size": ("synthetic-brats", [155, 240, 240], [1.0, 1.0, 1.0]),
                  "kits19-size": ("synthetic-kits", [100, 512, 512], [3.0, 0.78, 0.78])}
         for name, (preset, shape, spacing) in sizes.items():
-            params = {**synthetic.DEFAULTS[preset], "cases": 3, "shape": shape,
+            params = {**presets.DEFAULTS[preset], "cases": 3, "shape": shape,
                       "spacing": spacing}
             clock = time.perf_counter()
             root = synthetic.ensure_generated(params, work / name, preset=preset)
@@ -119,40 +125,56 @@ def bench_preprocessing(work: Path, large: bool) -> dict:
     return out
 
 
-def _patches_per_second(cases, patch, label_patch, batch, augmentation, workers=1,
-                        seconds=3.0, oversampling=None, deferred=None, pathways=None) -> float:
-    """Patches per second of a sampler over ``seconds``; ``oversampling`` None: nnU-Net's
-    with the nnunet regime, else balanced. ``deferred`` (nnunet regime only): ``"crop"``,
-    the sampler's part of the deferred pipeline (:meth:`PatchSampler.sample_deferred`);
-    ``"augment"``, that plus the :class:`BatchAugmenter` on the CPU with ``workers`` torch
-    threads; None: :meth:`PatchSampler.sample`. ``pathways``: the sampler's (DeepMedic's packed
-    pathway grids)."""
+def _patches_per_second(cases, patch, label_patch, batch, augmentation, threads=1,
+                        seconds=3.0, oversampling=None, deferred=None, pathways=None,
+                        arrays=None) -> tuple[float, float]:
+    """Patches per second of a sampler over ``seconds``, and per CPU-second of this process
+    (what one core delivers, however loaded the machine). ``threads`` 1: the sampler in the
+    calling thread, as a CPU trial samples; more: the trial's prefetching
+    :class:`~study.batches.BatchStream` with that many producers cutting planned batches.
+    ``oversampling`` None: nnU-Net's with the nnunet regime, else balanced. ``deferred``
+    (nnunet regime only): ``"crop"``, the sampler's part of the deferred pipeline
+    (:meth:`PatchSampler.sample_deferred`); ``"augment"``, that in the calling thread plus
+    the :class:`BatchAugmenter` on the CPU with ``threads`` torch threads; None:
+    :meth:`PatchSampler.sample`. ``pathways``: the sampler's (DeepMedic's packed pathway
+    grids). ``arrays``: the stream's recycled memory (:class:`~study.batches.RecycledArrays`,
+    shared by the measurements of a model; default: its own). The warm-up lasts until a
+    ``seconds`` round of it makes no new block (at most 5 rounds), so that the measurement
+    sees batches cut into memory already mapped, as a trial does after its first batches."""
     oversampling = oversampling or ("nnunet" if augmentation == "nnunet" else "balanced")
     sampler = sampling.PatchSampler(cases, patch, 0.33 if oversampling == "nnunet" else 0.5,
                                     seed=0, label_patch=label_patch, augmentation=augmentation,
                                     bg_aug_prob=0.5, oversampling=oversampling,
-                                    workers=workers, pathways=pathways)
+                                    pathways=pathways)
+    producers = 1 if deferred == "augment" else threads
+    arrays = arrays or RecycledArrays(keep=2 * producers + 2)
+    stream = BatchStream(sampler, batch, 0 if producers == 1 else producers, pin=False,
+                         label_dtype=np.uint8, deferred=deferred is not None,
+                         producers=producers, arrays=arrays)
     augmenter = (BatchAugmenter(max(int(c.label.max()) for c in cases) + 1, augmentation)
-                 if deferred else None)
-    threads = torch.get_num_threads()
-    torch.set_num_threads(workers)
+                 if deferred == "augment" else None)
+    torch_threads = torch.get_num_threads()
+    torch.set_num_threads(threads)
 
     def draw():
-        if deferred is None:
-            return sampler.sample(batch)
-        images, labels, draws = sampler.sample_deferred(batch)
-        if deferred == "augment":
-            augmenter.apply(torch.from_numpy(images), torch.from_numpy(labels), draws)
+        images, labels, _, draws = stream.next()
+        if augmenter is not None:
+            augmenter.apply(images, labels, draws)
 
-    draw()  # warm-up (page cache, index arrays)
-    done, clock = 0, time.perf_counter()
+    for _ in range(5):  # warm-up: page cache, threads, recycled memory
+        made, clock = arrays.made, time.perf_counter()
+        while time.perf_counter() - clock < seconds:
+            draw()
+        if arrays.made == made:
+            break
+    done, clock, cpu = 0, time.perf_counter(), time.process_time()
     while time.perf_counter() - clock < seconds:
         draw()
         done += batch
-    rate = done / (time.perf_counter() - clock)
-    sampler.close()
-    torch.set_num_threads(threads)
-    return rate
+    rate, per_cpu = (done / (time.perf_counter() - clock), done / (time.process_time() - cpu))
+    stream.close()
+    torch.set_num_threads(torch_threads)
+    return rate, per_cpu
 
 
 def bench_sampling(work: Path, large: bool) -> dict:
@@ -175,14 +197,16 @@ def bench_sampling(work: Path, large: bool) -> dict:
                  for c in loader.list_cases(info, root)[:10]]
         pathways = (build_model("deepmedic", "basic", len(info.channels), 2)  # DeepMedic rows
                     .pathways(label_patch) if label_patch else None)
-        for workers in sorted({1, os.cpu_count() or 1}):
-            rate = _patches_per_second(cases, patch, label_patch, batch, augmentation, workers,
-                                       pathways=pathways)
-            out[f"{title}, {workers} thread(s)"] = {
+        for threads in sorted({1, usable_cores()}):
+            rate, per_cpu = _patches_per_second(cases, patch, label_patch, batch, augmentation,
+                                                threads, pathways=pathways)
+            out[f"{title}, {threads} thread(s)"] = {
                 "dataset": folder, "patches_per_second": round(rate, 1),
-                "batches_per_second": round(rate / batch, 1)}
-            print(f"sampling {title} from {folder}, {workers} thread(s): {rate:.0f} patches/s "
-                  f"({rate / batch:.1f} batches/s)", flush=True)
+                "batches_per_second": round(rate / batch, 1),
+                "patches_per_cpu_second": round(per_cpu, 1)}
+            print(f"sampling {title} from {folder}, {threads} thread(s): {rate:.0f} patches/s "
+                  f"({rate / batch:.1f} batches/s; {per_cpu:.0f} patches per CPU-second)",
+                  flush=True)
     return out
 
 
@@ -210,12 +234,14 @@ def bench_compare(device: str, size: str, seconds: float, throughput_json: list[
     known = _ceilings(measured_rows, size)
     cuda = device.startswith("cuda")
     where = "CUDA" if cuda else "CPU"
-    print(f"sampler batches/s vs model steps/s needed ({os.cpu_count()} CPUs; steps/s on "
-          f"{where}; GPU reference: study.profiles)", flush=True)
-    print("| model | regime | batch x input -> output | sampler batches/s, 1 thread | "
-          f"sampler batches/s, {os.cpu_count()} threads | ceiling steps/s ({where}) | "
-          "GPU reference steps/s | sampler / reference |\n|---|---|---|---|---|---|---|---|",
-          flush=True)
+    cores = usable_cores()
+    print(f"sampler batches/s vs model steps/s needed ({cores} usable cores, load average "
+          f"{_load()}; steps/s on {where}; GPU reference: study.profiles; need: the faster of "
+          f"the two; target: {TARGET:g} x the need with {cores} threads)", flush=True)
+    print(f"| model | regime | batch x input -> output | sampler batches/s, 1 thread | "
+          f"sampler batches/s, {cores} threads | per core (batches per CPU-s) | ceiling steps/s "
+          f"({where}) | GPU reference steps/s | need steps/s | {cores} threads / need | "
+          f"target {TARGET:g}x met |\n|---|---|---|---|---|---|---|---|---|---|---|", flush=True)
     rows = []
     for model in ("deepmedic", "unet"):
         preset, batch, segment, channels, classes, shape, count = \
@@ -233,32 +259,42 @@ def bench_compare(device: str, size: str, seconds: float, throughput_json: list[
         reference = REFERENCE_SPEED[model]
         # the paper models' GPU reference, scaled to this batch of input voxels (none for the
         # tiny models)
-        needed = (reference.steps_per_second * reference.voxels / (batch * math.prod(segment))
+        scaled = (reference.steps_per_second * reference.voxels / (batch * math.prod(segment))
                   if size == "paper" else None)
+        needed = max(ceiling, scaled or 0.0)
         cases = trial_throughput._cases(channels, classes, shape, count)
+        arrays = RecycledArrays(keep=2 * cores + 2)  # the streams' batches in flight
         for regime, deferred in VARIANTS:
             if (deferred and PAPER_SAMPLING[model] != "nnunet") or (
                     pathways and regime == "nnunet"):
                 continue  # the deferred pipeline is the nnU-Net model's; grids: voxelwise only
-            rates = {workers: _patches_per_second(cases, patch, label, batch, regime, workers,
+            rates = {threads: _patches_per_second(cases, patch, label, batch, regime, threads,
                                                   seconds, PAPER_SAMPLING[model],
-                                                  deferred, pathways) / batch
-                     for workers in sorted({1, os.cpu_count() or 1})}
+                                                  deferred, pathways, arrays)
+                     for threads in sorted({1, cores})}
             regime = regime + (f" ({DEFERRED[deferred]})" if deferred else "")
-            best = rates[max(rates)]
+            single, best, per_core = (rates[1][0] / batch, rates[cores][0] / batch,
+                                      rates[cores][1] / batch)
             row = {"model": f"{model}-{preset}", "regime": regime, "batch": batch,
                    "input": "x".join(map(str, patch)), "output": "x".join(map(str, label)),
-                   "sampling": PAPER_SAMPLING[model], "batches_per_second_1": rates[1],
-                   "batches_per_second_all": best, "threads": max(rates),
+                   "sampling": PAPER_SAMPLING[model], "batches_per_second_1": single,
+                   "batches_per_second_all": best, "threads": cores,
+                   "batches_per_cpu_second": per_core, "load_average": _load(),
                    "ceiling_steps": ceiling, "ceiling_mode": mode, "ceiling_device": where,
-                   "reference_steps": needed, "reference": reference.source,
-                   "sampler_over_reference": best / needed if needed else None}
+                   "reference_steps": scaled, "reference": reference.source,
+                   "needed_steps": needed, "sampler_over_need": best / needed,
+                   "target_met": best >= TARGET * needed}
             rows.append(row)
-            versus = (f"{needed:.1f} | {best / needed:.2f}" if needed else "- | -")
             print(f"| {row['model']} | {regime} | {batch} x {row['input']} -> {row['output']} "
-                  f"| {rates[1]:.3g} | {best:.3g} | {ceiling:.3g} ({mode}) | {versus} |",
-                  flush=True)
+                  f"| {single:.3g} | {best:.3g} | {per_core:.3g} | {ceiling:.3g} ({mode}) | "
+                  f"{f'{scaled:.3g}' if scaled else '-'} | {needed:.3g} | {best / needed:.2f} | "
+                  f"{'yes' if row['target_met'] else 'no'} |", flush=True)
     return rows
+
+
+def _load() -> str:
+    """The 1, 5 and 15 minute load averages (other jobs share the cores)."""
+    return " ".join(f"{x:.1f}" for x in os.getloadavg())
 
 
 def main() -> int:

@@ -353,13 +353,14 @@ def render(summary: dict) -> str:
     if data:
         out.append(_table(["model", "regime", "batch x input -> output", "sampler, 1 thread",
                            "sampler, all threads", "ceiling steps/s", "GPU reference steps/s",
-                           "sampler / reference"],
+                           "needed steps/s", "sampler / needed", ">= 2x"],
                           [[r["model"], r["regime"], f"{r['batch']} x {r['input']} -> "
                             f"{r['output']}", r["batches_per_second_1"],
                             f"{_fmt(r['batches_per_second_all'])} ({r['threads']})",
                             f"{_fmt(r['ceiling_steps'])} ({r['ceiling_device']} "
-                            f"{r['ceiling_mode']})", r["reference_steps"],
-                            r["sampler_over_reference"]] for r in data["compare"]]))
+                            f"{r['ceiling_mode']})", r["reference_steps"], r["needed_steps"],
+                            r["sampler_over_need"], "yes" if r["target_met"] else "no"]
+                           for r in data["compare"]]))
     else:
         out.append("no rows")
     out += ["", "## For the README (paste)", "", _readme_table(rows, summary["device"])

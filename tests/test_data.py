@@ -428,3 +428,78 @@ def test_worker_threads_give_the_same_batches(root):
     for (a_images, a_labels), (b_images, b_labels) in zip(*batches, strict=True):
         np.testing.assert_array_equal(a_images, b_images)
         np.testing.assert_array_equal(a_labels, b_labels)
+
+
+@pytest.mark.parametrize("rare_by", ["any", "centre"])
+@pytest.mark.parametrize("rare", [None, [0, 0, 1, 1], [0, 1, 0, 1], [1, 0, 0, 0], [0, 1, 1, 0]])
+def test_rare_samples_are_judged_as_on_the_cut_label_patch(rare, rare_by):
+    """Eq. 21's rare judgement, made on a view of the case (no patch is cut), equals its
+    definition on the cut label patch (zero-padded outside the case): thresholds ("every
+    foreground class"), scattered rare classes, a rare background, patches that reach outside
+    a case (of blobs; nearly all class 2, where only the padding is background)."""
+    rng = np.random.default_rng(4)
+    blobs = np.zeros((14, 12, 10), np.uint8)
+    for k in (1, 2, 3):  # a few blobs of each class, some near the borders
+        for _ in range(2):
+            c = rng.integers(0, blobs.shape)
+            blobs[tuple(slice(max(0, x - 1), x + 2) for x in c)] = k
+    full = np.full((14, 12, 10), 2, np.uint8)
+    full[0, 0, 0] = 0  # the background voxel a background centre needs
+    cases = [Case(case_id=str(i), image=rng.standard_normal((1, *label.shape), np.float32),
+                  label=label, roi=np.ones(label.shape, bool), spacing=(1.0, 1.0, 1.0))
+             for i, label in enumerate((blobs, full))]
+    sampler = sampling.PatchSampler(cases, (9, 9, 9), 0.5, seed=2, label_patch=(5, 3, 7),
+                                    rare=rare, rare_by=rare_by)
+    table = np.asarray(rare if rare is not None else [0, 1, 1, 1], dtype=float) > 0.5
+    _, labels = sampler.sample(400)
+    by_class = table[labels]
+    expected = (by_class[:, 2, 1, 3] if rare_by == "centre"
+                else by_class.reshape(len(labels), -1).any(axis=1))
+    np.testing.assert_array_equal(sampler.last["rare"], expected)
+    assert 0 < expected.mean() < 1  # both kinds occurred
+
+
+def test_planned_batches_cut_later_are_the_sampled_batches(root):
+    """plan advances the generators as sample does; cutting the plans later, in another
+    order, gives the very batches sample gives (what the prefetch threads rely on)."""
+    cases = _cases(root)
+    options = {"label_patch": (6, 6, 6), "augmentation": "nnunet", "bg_aug_prob": 0.5,
+               "oversampling": "nnunet"}
+    direct = sampling.PatchSampler(cases, (12, 12, 12), 0.33, seed=8, **options)
+    planned = sampling.PatchSampler(cases, (12, 12, 12), 0.33, seed=8, **options)
+    expected = [direct.sample(3) for _ in range(2)] + [direct.sample_deferred(3)[:2]]
+    plans = [planned.plan(3) for _ in range(3)]
+    assert planned.state() == direct.state()
+    got = [planned.cut_deferred(plans[2])[:2], planned.cut(plans[1]), planned.cut(plans[0])]
+    for (a_images, a_labels), (b_images, b_labels) in zip(expected, got[::-1], strict=True):
+        np.testing.assert_array_equal(a_images, b_images)
+        np.testing.assert_array_equal(a_labels, b_labels)
+
+
+def test_cutting_into_recycled_memory_equals_cropping():
+    """A box cut into memory full of stale values equals the zero-padded crop, inside the
+    volume, across its borders and wholly outside it."""
+    volume = np.random.default_rng(1).standard_normal((2, 7, 6, 5)).astype(np.float32)
+    for start in ([1, 1, 1], [-3, 2, -1], [4, -2, 3], [-2, -2, -2], [9, 0, 0], [0, -5, 0]):
+        out = np.full((2, 6, 5, 4), np.nan, np.float32)
+        sampling._cut_into(volume, np.array(start), out)
+        np.testing.assert_array_equal(
+            out, augmentation.crop(volume, np.array(start), np.array([6, 5, 4])))
+
+
+def test_packed_pathway_grids_fill_recycled_memory():
+    """Packed pathway grids cut into memory full of stale values equal those cut into zeros:
+    every voxel of the padding around each grid and of grid voxels outside the case is 0."""
+    rng = np.random.default_rng(3)
+    label = np.zeros((20, 18, 16), np.uint8)
+    label[8:12, 7:10, 6:9] = 1
+    case = Case(case_id="c", image=rng.standard_normal((2, *label.shape), np.float32),
+                label=label, roi=np.ones(label.shape, bool), spacing=(1.0, 1.0, 1.0))
+    pathways = [(1, (11, 11, 11)), (3, (7, 7, 7)), (5, (5, 5, 5))]
+    batches = []
+    for fill in (np.zeros, lambda shape, dtype: np.full(shape, 7, dtype)):
+        sampler = sampling.PatchSampler([case], (11, 11, 11), 0.5, seed=6,
+                                        label_patch=(5, 5, 5), pathways=pathways)
+        batches.append(sampler.cut(sampler.plan(8), fill))
+    np.testing.assert_array_equal(batches[0][0], batches[1][0])
+    np.testing.assert_array_equal(batches[0][1], batches[1][1])

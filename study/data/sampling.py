@@ -75,7 +75,8 @@ Wiring for the trial runner (``hp["bg_aug_prob"]`` is the ``asym_augmentation`` 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import threading
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -86,9 +87,42 @@ from study.data.augmentation import Deferred, NnUNetAugmentation, Regime, Site, 
 from study.data.case import Case, DataError
 from study.models.presets import grid_offset
 
+Empty = Callable[[tuple[int, ...], np.dtype], np.ndarray]  # np.empty's (shape, dtype)
 _CANDIDATES = 32  # background centre candidates drawn at once (rejection sampling)
 OVERSAMPLING = SAMPLING_SCHEMES
 FG_MODES = ("voxel", "class")
+
+
+def _box(first: Sequence[int], last: Sequence[int]) -> tuple[slice, ...]:
+    """The index of ``[:, first:last]`` in a [C, D, H, W] array."""
+    return (slice(None),) + tuple(map(slice, first, last))
+
+
+def _zero_around(out: np.ndarray, first: Sequence[int], last: Sequence[int]) -> None:
+    """Zero ``out`` [..., *size] outside the box ``first:last`` of its last three axes (the
+    box is left as it is): the slabs before and after it along each axis, within the box's
+    span along the axes before (so no voxel is written twice) and whole along the axes
+    after; empty slabs are skipped."""
+    size = out.shape[-3:]
+    for axis in range(3):
+        inside = tuple(map(slice, first[:axis], last[:axis]))
+        whole = (slice(None),) * (2 - axis)
+        for lo, hi in ((0, first[axis]), (last[axis], size[axis])):
+            if hi > lo:
+                out[(Ellipsis,) + inside + (slice(lo, hi),) + whole] = 0
+
+
+def _cut_into(volume: np.ndarray, start: np.ndarray, out: np.ndarray) -> None:
+    """``volume[:, start:start + size]`` into ``out`` ([C, *size], any contents before: it
+    may be recycled memory), 0 where the box leaves the volume."""
+    size, shape = np.asarray(out.shape[1:]), np.asarray(volume.shape[1:])
+    lo, hi = np.clip(start, 0, shape), np.clip(start + size, 0, shape)
+    if (hi <= lo).any():
+        out[...] = 0
+        return
+    first, last = lo - start, hi - start  # the copied box in ``out``
+    _zero_around(out, first, last)
+    out[_box(first, last)] = volume[_box(lo, hi)]
 
 
 def _cut_grid(volume: np.ndarray, centre: np.ndarray, sides: np.ndarray, stride: int,
@@ -203,6 +237,7 @@ class PatchSampler:
         self.last: dict[str, np.ndarray] = {}
         self.workers = int(workers)
         self._pool: ThreadPoolExecutor | None = None
+        self._pool_lock = threading.Lock()
 
     def _check_pathways(self, pathways: Sequence[tuple[int, Sequence[int]]]
                         ) -> tuple[tuple[int, np.ndarray], ...]:
@@ -277,11 +312,27 @@ class PatchSampler:
 
     # -- one patch ----------------------------------------------------------------------
 
-    def _is_rare(self, label: np.ndarray) -> bool:
-        rare = self._rare[np.minimum(label, len(self._rare) - 1)]
+    def _is_rare(self, label: np.ndarray, centre: np.ndarray) -> bool:
+        """Whether the label patch around ``centre`` makes a rare sample (``rare_by``), judged
+        on a view of the case's ``label`` [D, H, W] (voxels outside it are class 0) without
+        cutting the patch: "any" looks at the view's extreme classes first (one of them is
+        rare whenever ``rare`` is a threshold, as the default "every foreground class" is)
+        and scans only for the rare classes between them."""
         if self.rare_by == "centre":
-            return bool(rare[tuple(self.label_patch // 2)])
-        return bool(rare.any())
+            inside = bool(((centre >= 0) & (centre < label.shape)).all())
+            return bool(self._rare[label[tuple(centre)] if inside else 0])
+        start = centre - self.label_patch // 2
+        lo, hi = np.maximum(start, 0), np.minimum(start + self.label_patch, label.shape)
+        if (hi <= lo).any():
+            return bool(self._rare[0])
+        view = label[tuple(slice(a, b) for a, b in zip(lo, hi, strict=True))]
+        low, high = int(view.min()), int(view.max())
+        if (lo > start).any() or (hi < start + self.label_patch).any():
+            low = 0  # the patch reaches outside the case: zero padding
+        if self._rare[low] or self._rare[high]:
+            return True
+        return any(bool((view == k).any()) for k in np.flatnonzero(self._rare)
+                   if low < k < high)
 
     def _plan(self, i: int, batch_size: int) -> tuple[int, np.ndarray, bool, float, Any]:
         """Every random choice of one patch (drawn in order, so batches are reproducible
@@ -296,21 +347,25 @@ class PatchSampler:
         draws = self.augmentation.draw(self.aug_rng, self.cases[index].image.shape[0])
         return index, centre, fg, gate, draws
 
-    def _gate(self, label: np.ndarray, gate: float) -> tuple[bool, bool]:
-        """Eq. 21 on a plain label patch: (rare, augmented)."""
-        rare = self._is_rare(label)
+    def _gate(self, plan) -> tuple[bool, bool]:
+        """Eq. 21 on the planned sample's plain label patch: (rare, augmented)."""
+        index, centre, _fg, gate, _draws = plan
+        rare = self._is_rare(self.cases[index].label, centre)
         return rare, self.augmentation.name != "none" and (rare or gate < self.bg_aug_prob)
 
-    def _make(self, plan) -> tuple[np.ndarray, np.ndarray, bool, bool]:
-        """Cut (and augment, eq. 21) one planned patch: (image, label, rare, augmented)."""
-        index, centre, _fg, gate, draws = plan
+    def _make(self, plan, image: np.ndarray, label: np.ndarray) -> tuple[bool, bool]:
+        """Cut (and augment, eq. 21) one planned patch into ``image`` [C, *patch] and
+        ``label`` [*label_patch] (any contents before): (rare, augmented)."""
+        index, centre, _, _, draws = plan
         case = self.cases[index]
-        site = Site(case.image, case.label, centre, self.patch, self.label_patch)
-        image, label = site.crop()
-        rare, augmented = self._gate(label, gate)
+        rare, augmented = self._gate(plan)
         if augmented:
-            image, label = self.augmentation.apply(draws, site, image, label)
-        return image, label, rare, augmented
+            site = Site(case.image, case.label, centre, self.patch, self.label_patch)
+            image[...], label[...] = self.augmentation.apply(draws, site, *site.crop())
+        else:
+            _cut_into(case.image, centre - self.patch // 2, image)
+            _cut_into(case.label[None], centre - self.label_patch // 2, label[None])
+        return rare, augmented
 
     def _make_packed(self, plan, pathways: tuple[tuple[int, np.ndarray], ...],
                      out: np.ndarray) -> tuple[np.ndarray, bool, bool]:
@@ -318,17 +373,16 @@ class PatchSampler:
         ``out`` (zeros, ``[P C, *patch]``): each grid is cut into its block and, if eq. 21
         augments the sample, augmented in place with the sample's draws (the label alike each
         time). Returns (label, rare, augmented)."""
-        index, centre, _fg, gate, draws = plan
+        index, centre, _, _, draws = plan
         case = self.cases[index]
         site = Site(case.image, case.label, centre, self.patch, self.label_patch)
         label = crop(case.label[None], centre - self.label_patch // 2, self.label_patch)[0]
-        rare, augmented = self._gate(label, gate)
+        rare, augmented = self._gate(plan)
         channels = case.image.shape[0]
         out_label = label
         for p, (stride, sides) in enumerate(pathways):
-            block = out[(slice(p * channels, (p + 1) * channels),) + tuple(
-                slice((s - n) // 2, (s - n) // 2 + n)
-                for s, n in zip(self.patch, sides, strict=True))]
+            first = (self.patch - sides) // 2
+            block = out[p * channels:(p + 1) * channels][_box(first, first + sides)]
             _cut_grid(case.image, centre, sides, stride, block)
             if augmented:
                 block[...], out_label = self.augmentation.apply(draws, site, block, label)
@@ -337,8 +391,9 @@ class PatchSampler:
     def _map(self, work, items: list) -> list:
         """``work`` over ``items``, in the worker threads if there are several."""
         if self.workers > 1 and len(items) > 1:
-            if self._pool is None:
-                self._pool = ThreadPoolExecutor(self.workers, thread_name_prefix="patches")
+            with self._pool_lock:  # batches may be cut in several threads (study.batches)
+                if self._pool is None:
+                    self._pool = ThreadPoolExecutor(self.workers, thread_name_prefix="patches")
             return list(self._pool.map(work, items))
         return [work(item) for item in items]
 
@@ -348,30 +403,44 @@ class PatchSampler:
                      "fg_centred": np.array([p[2] for p in plans], bool),
                      "rare": np.array(rare, bool), "augmented": np.array(augmented, bool)}
 
+    def plan(self, batch_size: int) -> list:
+        """Every random choice of a batch of ``batch_size`` patches, drawn in order: the
+        generators advance as :meth:`sample` (or :meth:`sample_deferred`) of that batch
+        advances them, and :meth:`cut` (or :meth:`cut_deferred`) of the plan makes that batch,
+        in any thread, while later batches are planned (``study.batches``)."""
+        return [self._plan(i, batch_size) for i in range(batch_size)]
+
     def sample(self, batch_size: int) -> tuple[np.ndarray, np.ndarray]:
         """A batch: images float32 [B, C, *patch] ([B, P C, *patch] packed ``pathways``),
         labels int64 [B, *label_patch].
 
         ``self.last`` then holds per-sample ``case`` (index), ``centre`` [B, 3],
-        ``fg_centred`` (a foreground voxel chose the centre), ``rare`` and ``augmented``.
+        ``fg_centred`` (a foreground voxel chose the centre), ``rare`` and ``augmented``
+        (of the batch cut last, when several threads cut planned batches).
         """
-        plans = [self._plan(i, batch_size) for i in range(batch_size)]
-        labels = np.empty((batch_size, *self.label_patch), np.int64)
+        return self.cut(self.plan(batch_size))
+
+    def cut(self, plans: list, empty: Empty = np.empty) -> tuple[np.ndarray, np.ndarray]:
+        """The batch :meth:`sample` makes of the :meth:`plan` ``plans``, written into arrays
+        from ``empty(shape, dtype)`` (images first, then labels; any contents: every element
+        is written, so they may be recycled memory)."""
+        batch_size = len(plans)
+        channels = self.cases[0].image.shape[0]
         pathways = self.pathways
-        if pathways is not None:  # cut straight into the batch (np.zeros: pages zeroed lazily)
-            images = np.zeros((batch_size, len(pathways) * self.cases[0].image.shape[0],
-                               *self.patch), np.float32)
+        images = empty((batch_size, len(pathways or [None]) * channels, *self.patch),
+                       np.dtype(np.float32))
+        labels = empty((batch_size, *self.label_patch), np.dtype(np.int64))
+        if pathways is not None:  # cut straight into the batch
+            images.fill(0)  # the padding around each grid and grid voxels outside a case
             packed = self._map(lambda b: self._make_packed(plans[b], pathways, images[b]),
                                list(range(batch_size)))
             self._record(plans, [m[1] for m in packed], [m[2] for m in packed])
             for b, (label, _, _) in enumerate(packed):
                 labels[b] = label
             return images, labels
-        made = self._map(self._make, plans)
-        self._record(plans, [m[2] for m in made], [m[3] for m in made])
-        images = np.empty((batch_size, *made[0][0].shape), np.float32)
-        for b, (image, label, _, _) in enumerate(made):
-            images[b], labels[b] = image, label
+        made = self._map(lambda b: self._make(plans[b], images[b], labels[b]),
+                         list(range(batch_size)))
+        self._record(plans, [m[0] for m in made], [m[1] for m in made])
         return images, labels
 
     def sample_deferred(self, batch_size: int) -> tuple[np.ndarray, np.ndarray, Deferred]:
@@ -384,28 +453,42 @@ class PatchSampler:
         and draws, and :meth:`state` resumes either. ``self.last`` as for :meth:`sample`.
 
         Raises:
-            ValueError: the regime is not the nnunet one.
+            ValueError: the regime is not the nnunet one (before anything is drawn).
         """
+        self._deferring()
+        return self.cut_deferred(self.plan(batch_size))
+
+    def _deferring(self) -> NnUNetAugmentation:
+        """The regime, which must be the nnunet one to be deferred."""
         if not isinstance(self.augmentation, NnUNetAugmentation):
             raise ValueError(f"sample_deferred: expected the nnunet regime, got "
                              f"{self.augmentation.name!r} (use sample)")
-        plans = [self._plan(i, batch_size) for i in range(batch_size)]
-        gated = [self._gate(crop(self.cases[index].label[None],
-                                 centre - self.label_patch // 2, self.label_patch)[0], gate)
-                 for index, centre, _, gate, _ in plans]
+        return self.augmentation
+
+    def cut_deferred(self, plans: list, empty: Empty = np.empty
+                     ) -> tuple[np.ndarray, np.ndarray, Deferred]:
+        """The batch :meth:`sample_deferred` makes of the :meth:`plan` ``plans``, written into
+        arrays from ``empty`` as in :meth:`cut`.
+
+        Raises:
+            ValueError: the regime is not the nnunet one.
+        """
+        regime = self._deferring()
+        batch_size = len(plans)
+        gated = [self._gate(plan) for plan in plans]
         self._record(plans, [g[0] for g in gated], [g[1] for g in gated])
-        deferred = self.augmentation.defer(
+        deferred = regime.defer(
             [plan[4] if augmented else None for plan, (_, augmented) in zip(plans, gated,
                                                                              strict=True)],
             self.patch, self.label_patch)
         region = deferred.region
-        images = np.zeros((batch_size, self.cases[0].image.shape[0], *region), np.float32)
-        labels = np.zeros((batch_size, *region), self.cases[0].label.dtype)
+        images = empty((batch_size, self.cases[0].image.shape[0], *region), np.dtype(np.float32))
+        labels = empty((batch_size, *region), self.cases[0].label.dtype)
 
-        def cut(b: int) -> None:  # straight into the batch (np.zeros: pages zeroed lazily)
+        def cut(b: int) -> None:  # straight into the batch
             case, start = self.cases[plans[b][0]], plans[b][1] - region // 2
-            crop(case.image, start, region, out=images[b])
-            crop(case.label[None], start, region, out=labels[b, None])
+            _cut_into(case.image, start, images[b])
+            _cut_into(case.label[None], start, labels[b, None])
 
         self._map(cut, list(range(batch_size)))
         return images, labels, deferred
