@@ -17,6 +17,7 @@ os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
 os.environ.setdefault("RAY_AUTH_MODE", "disabled")
 
 
+@pytest.hookimpl(tryfirst=True)  # before xdist's hook, which reads the group markers
 def pytest_collection_modifyitems(items) -> None:
     """Tests that start Ray run on one xdist worker (``--dist loadgroup``): one local Ray at a
     time, started once by ``ray_session``, instead of one per worker on a 2-core machine."""
