@@ -74,14 +74,15 @@ from typing import Any
 
 REPOSITORY = Path(__file__).resolve().parent.parent
 TINY = REPOSITORY / "tests" / "data" / "tiny-study.yaml"
+sys.path.insert(0, str(REPOSITORY / "tests"))
+import helpers  # noqa: E402  (the row-only trial, the counting filesystem)
 
 
 def finished_check_cost(trials: int, cases: int) -> None:
     from analysis._synthetic import write_study
     from study.compact import compact
 
-    sys.path.insert(0, str(REPOSITORY / "tests"))
-    from helpers import observed_store  # a filesystem counting every call
+    observed_store = helpers.observed_store  # a filesystem counting every call
 
     with tempfile.TemporaryDirectory() as scratch:
         root = Path(scratch) / "results"
@@ -153,30 +154,17 @@ def timings_dir(options) -> Path:
 
 
 def trivial_trial(param: dict, options, session) -> dict:
-    """A trial that does no training (``study.orchestrate.Runner.trial``): no data, no model, one
-    minimal valid ``ok`` row through ``ResultStore.write_trial``; its worker process's start,
-    its own start and the end of the write go to ``bench-timings/<trial id>.json``."""
-    import socket
-    from datetime import datetime
-
-    import study
-    from study.expand import canonical_json
-    from study.results import ResultStore, identity_columns, summarise
-
+    """A trial that does no training (``study.orchestrate.Runner.trial``): the tests'
+    ``helpers.row_only_trial`` (one minimal valid ``ok`` row); its worker process's start, its
+    own start and the end of the write go to ``bench-timings/<trial id>.json``."""
     entered = time.time()
-    now = datetime.now(timezone.utc)
-    row = {**identity_columns(param), "config": canonical_json(param["config"]),
-           "status": "ok", "error": None, "started_at": now, "finished_at": now,
-           "train_seconds": 0.0, "eval_seconds": 0.0, "iterations_done": 0,
-           "code_version": study.code_version(), "host": socket.gethostname(),
-           "device": "cpu"}
-    ResultStore(options.results_uri).write_trial(row, [])
+    summary = helpers.row_only_trial(param, options, session)
     folder = timings_dir(options)
     folder.mkdir(exist_ok=True)
     (folder / f"{param['trial_id']}.json").write_text(json.dumps(
         {"pid": os.getpid(), "process_start": _process_start(os.getpid()),
          "entered": entered, "written": time.time()}))
-    return summarise(row, [])
+    return summary
 
 
 def _study_trials(count: int):
@@ -226,6 +214,9 @@ def scheduling(trial_count: int | None, settings: int, cpus: int) -> None:
                              threads=1)
         start = time.time()
         orchestrate.ensure_ray(None, cpus)
+        import ray
+
+        ray.cloudpickle.register_pickle_by_value(helpers)  # Ray's workers cannot import tests/
         ray_ready = time.time()
         with RssSampler() as rss:
             baseline = rss.peak

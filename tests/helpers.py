@@ -1,6 +1,6 @@
 """Shared test helpers: tiny image volumes written the way the datasets' own tools write them,
-a one-trial study of a real layout, and killing a process session (a lost driver machine;
-``study.processes.kill_session``).
+a one-trial study of a real layout, a trial function that trains nothing, and killing a
+process session (a lost driver machine; ``study.processes.kill_session``).
 
 Imported by test modules as ``from helpers import ...`` (pytest puts ``tests/`` on the path,
 wherever it is run from).
@@ -244,3 +244,24 @@ class Observed(pafs.FileSystemHandler):
 def observed_store(root: Path, kill_at: int | None = None) -> tuple[ResultStore, Observed]:
     handler = Observed(kill_at)
     return ResultStore(str(root.resolve()), fs=pafs.PyFileSystem(handler)), handler
+
+
+def row_only_trial(param: dict, options, session) -> dict:
+    """A trial that trains nothing (``study.orchestrate.Runner.trial``): one minimal valid
+    ``ok`` row through ``ResultStore.write_trial``, so that the orchestration (Tune
+    experiments, resume, batching) is exercised and timed without data or a model."""
+    import socket
+    from datetime import datetime, timezone
+
+    import study
+    from study.expand import canonical_json
+    from study.results import identity_columns, summarise
+
+    now = datetime.now(timezone.utc)
+    row = {**identity_columns(param), "config": canonical_json(param["config"]),
+           "status": "ok", "error": None, "started_at": now, "finished_at": now,
+           "train_seconds": 0.0, "eval_seconds": 0.0, "iterations_done": 0,
+           "code_version": study.code_version(), "host": socket.gethostname(),
+           "device": "cpu"}
+    ResultStore(options.results_uri).write_trial(row, [])
+    return summarise(row, [])

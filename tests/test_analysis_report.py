@@ -28,6 +28,8 @@ from analysis.report import _groups, _rows, write_report
 from study.results import ResultStore
 
 TECHNIQUES = ["vanilla", "asym_focal", "margin_calibration"]
+# one xdist worker builds the module's study and report once (not once per worker)
+pytestmark = pytest.mark.xdist_group("analysis_report")
 
 
 @pytest.fixture(scope="module")
@@ -186,12 +188,20 @@ def test_logit_shift_grows_with_less_data(study):
     assert abs(base[(0.1, "background", "background")]) < 1e-9
 
 
-def test_command_line_counts_missing_trials(study, tmp_path):
-    """``python -m analysis STUDY`` reads study.json for the planned trials."""
-    result = subprocess.run([sys.executable, "-m", "analysis", str(study), "--out",
-                             str(tmp_path / "out"), "--no-figures"], capture_output=True,
-                            text=True, timeout=120)
-    assert result.returncode == 0, result.stderr
+def test_command_line_counts_missing_trials_without_torch_or_ray(study, tmp_path):
+    """``python -m analysis STUDY`` reads study.json for the planned trials, and the whole
+    report (tables; the figure module is imported with it) runs without torch or ray being
+    imported; a missing folder is a clear error."""
+    code = ("import sys\n"
+            "import analysis.figures\n"
+            "from analysis.__main__ import main\n"
+            f"assert main([{str(study)!r}, '--out', {str(tmp_path / 'out')!r}, "
+            "'--no-figures']) == 0\n"
+            "bad = sorted(m for m in ('torch', 'ray') if m in sys.modules)\n"
+            "assert not bad, bad\n")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                            timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
     assert "report:" in result.stdout
     assert "2 trial(s) have no results yet" in (tmp_path / "out" / "index.md").read_text()
     bad = subprocess.run([sys.executable, "-m", "analysis", str(tmp_path / "nowhere"),
@@ -221,19 +231,6 @@ def test_index_opens_in_a_headless_browser(report, tmp_path):
     assert result.returncode == 0, result.stderr[-2000:]
     images = int(re.search(r'data-images="(\d+)"', result.stdout)[1])
     assert images >= 5 and 'data-broken="[]"' in result.stdout
-
-
-def test_analysis_imports_neither_torch_nor_ray(study, tmp_path):
-    """The whole report (tables; the figure module is imported with it) runs without torch
-    or ray being imported."""
-    code = ("import sys, analysis, analysis.__main__, analysis.figures\n"
-            f"analysis.write_report(analysis.load_results({str(study / 'results')!r}), "
-            f"{str(tmp_path)!r}, figures=False)\n"
-            "bad = sorted(m for m in ('torch', 'ray') if m in sys.modules)\n"
-            "assert not bad, bad\n")
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                            timeout=300)
-    assert result.returncode == 0, result.stderr[-2000:]
 
 
 def test_report_groups_are_those_of_groupby_one_at_a_time():

@@ -12,6 +12,7 @@ import sys
 import time
 from pathlib import Path
 
+import helpers
 import pytest
 from helpers import real_study_file
 
@@ -207,16 +208,22 @@ def test_grid_params_map_tune_configs_to_trial_params():
         to_param({"trial": "c" * 16})
 
 
-def test_launch_runs_large_studies_in_batches(ray_session, tiny_study_path, data_dir, tmp_path,
+def test_launch_runs_large_studies_in_batches(ray_session, tiny_spec, data_dir, tmp_path,
                                               monkeypatch):
     """With experiments of at most one trial, the 2-trial study runs as 2 Tune experiments,
-    each trial stored once."""
+    each trial stored once (trials that train nothing: the batching is the driver's)."""
     monkeypatch.setattr(orchestrate, "GRID_BATCH", 1)
     storage = str(tmp_path / "storage")
-    with contextlib.redirect_stdout(io.StringIO()):
-        status = main(["launch", str(tiny_study_path), "--storage", storage, "--data-dir",
-                       str(data_dir)])
-    assert status == 0
+    options = orchestrate.RunOptions(data_dir=str(data_dir),
+                                     results_uri=f"{storage}/tiny/results", threads=1)
+    cloudpickle = ray_session.cloudpickle
+    cloudpickle.register_pickle_by_value(helpers)  # Ray's workers cannot import tests/
+    try:
+        missing = orchestrate.launch(expand(tiny_spec), storage, options,
+                                     trial=helpers.row_only_trial, printer=lambda line: None)
+    finally:
+        cloudpickle.unregister_pickle_by_value(helpers)
+    assert missing == []
     experiments = sorted(p.name for p in (Path(storage) / "tiny" / "tune").iterdir()
                          if p.name.startswith("run-"))
     assert len(experiments) == 2, experiments
