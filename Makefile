@@ -7,6 +7,10 @@ VENV ?= .venv
 TORCH ?= torch==2.13.0
 TORCH_INDEX ?=
 BIN = $(VENV)/bin
+# Bytecode caches on: with PYTHONDONTWRITEBYTECODE set (as on this project's sandboxes) every
+# process -- each test worker, subprocess and Ray worker -- compiles pandas, Ray and MONAI again
+# (14-17 s of imports instead of 6-7).
+unexport PYTHONDONTWRITEBYTECODE
 
 .PHONY: setup demo test test-default test-slow lint typecheck bench clean
 
