@@ -482,24 +482,55 @@ def test_cutting_into_recycled_memory_equals_cropping():
     volume = np.random.default_rng(1).standard_normal((2, 7, 6, 5)).astype(np.float32)
     for start in ([1, 1, 1], [-3, 2, -1], [4, -2, 3], [-2, -2, -2], [9, 0, 0], [0, -5, 0]):
         out = np.full((2, 6, 5, 4), np.nan, np.float32)
-        sampling._cut_into(volume, np.array(start), out)
+        sampling.cut_into(volume, np.array(start), out)
         np.testing.assert_array_equal(
             out, augmentation.crop(volume, np.array(start), np.array([6, 5, 4])))
 
 
-def test_packed_pathway_grids_fill_recycled_memory():
+@pytest.mark.parametrize("stride", [1, 3, 5])
+def test_a_strided_grid_cut_into_recycled_memory_is_centred_and_zero_padded(stride):
+    """A grid cut into memory full of stale values (also a flipped view of it) holds the grid
+    voxels inside the volume, zeros at grid voxels outside it and around the grid, inside the
+    volume, across its borders and wholly outside it."""
+    volume = np.random.default_rng(2).standard_normal((2, 12, 9, 10)).astype(np.float32)
+    sides, size = np.array([5, 4, 3]), np.array([9, 6, 7])
+    for start in ([1, 0, 2], [-4, 3, -6], [8, -2, 5], [-20, 0, 0], [0, 12, 0], [11, 8, 9]):
+        expected = np.zeros((2, *size), np.float32)
+        for index in np.ndindex(*sides):
+            voxel = np.array(start) + stride * np.array(index)
+            if ((voxel >= 0) & (voxel < volume.shape[1:])).all():
+                expected[(slice(None), *((size - sides) // 2 + index))] = volume[
+                    (slice(None), *voxel)]
+        for axes in ((), (0, 2)):
+            out = np.full((2, *size), np.nan, np.float32)
+            sampling.cut_into(volume, start, np.flip(out, tuple(a - 3 for a in axes)), stride,
+                              sides)
+            np.testing.assert_array_equal(out, np.flip(expected, tuple(a + 1 for a in axes)))
+
+
+@pytest.mark.parametrize("regime", ["none", "flips"])
+def test_packed_pathway_grids_fill_recycled_memory(regime):
     """Packed pathway grids cut into memory full of stale values equal those cut into zeros:
-    every voxel of the padding around each grid and of grid voxels outside the case is 0."""
+    every voxel of the padding around each grid and of grid voxels outside the case is 0 (or,
+    augmented, the shifted and scaled 0), for a case smaller than the grids too."""
     rng = np.random.default_rng(3)
-    label = np.zeros((20, 18, 16), np.uint8)
-    label[8:12, 7:10, 6:9] = 1
-    case = Case(case_id="c", image=rng.standard_normal((2, *label.shape), np.float32),
-                label=label, roi=np.ones(label.shape, bool), spacing=(1.0, 1.0, 1.0))
+    cases = []
+    for shape in ((20, 18, 16), (7, 25, 5)):
+        label = np.zeros(shape, np.uint8)
+        label[3:5, 7:10, 1:4] = 1
+        cases.append(Case(case_id="c", image=rng.standard_normal((2, *shape), np.float32),
+                          label=label, roi=np.ones(shape, bool), spacing=(1.0, 1.0, 1.0)))
     pathways = [(1, (11, 11, 11)), (3, (7, 7, 7)), (5, (5, 5, 5))]
+    augment = (augmentation.DeepMedicAugmentation(flip_prob=(0.5, 0.5, 0.5))
+               if regime == "flips" else "none")
     batches = []
-    for fill in (np.zeros, lambda shape, dtype: np.full(shape, 7, dtype)):
-        sampler = sampling.PatchSampler([case], (11, 11, 11), 0.5, seed=6,
-                                        label_patch=(5, 5, 5), pathways=pathways)
-        batches.append(sampler.cut(sampler.plan(8), fill))
+    for fill in (np.zeros, lambda shape, dtype: np.full(shape, np.nan if dtype.kind == "f" else 7,
+                                                        dtype)):
+        sampler = sampling.PatchSampler(cases, (11, 11, 11), 0.5, seed=6, label_patch=(5, 5, 5),
+                                        pathways=pathways, augmentation=augment,
+                                        bg_aug_prob=0.5)
+        batches.append(sampler.cut(sampler.plan(16), fill))
+    if regime == "flips":
+        assert sampler.last["augmented"].any() and not sampler.last["augmented"].all()
     np.testing.assert_array_equal(batches[0][0], batches[1][0])
     np.testing.assert_array_equal(batches[0][1], batches[1][1])

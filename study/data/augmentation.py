@@ -200,6 +200,12 @@ class _DeepMedicDraws:
     shift: np.ndarray
     mult: np.ndarray
 
+    def shift_scale(self, image: np.ndarray) -> None:
+        """The intensity part of :class:`DeepMedicAugmentation`, in place on ``image``
+        [C, ...]: per channel ``I' = (I + shift) * mult``."""
+        image += self.shift[:, None, None, None]
+        image *= self.mult[:, None, None, None]
+
 
 @dataclass(frozen=True)
 class DeepMedicAugmentation(Regime):
@@ -232,7 +238,8 @@ class DeepMedicAugmentation(Regime):
         return _DeepMedicDraws(axes, shift.astype(np.float32), mult.astype(np.float32))
 
     def apply(self, draws: _DeepMedicDraws, site, image, label):
-        image = (image + draws.shift[:, None, None, None]) * draws.mult[:, None, None, None]
+        image = image.astype(np.result_type(image, draws.shift))  # a copy
+        draws.shift_scale(image)
         return _flip(image, label, draws.flip_axes)
 
 

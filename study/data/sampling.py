@@ -75,6 +75,7 @@ Wiring for the trial runner (``hp["bg_aug_prob"]`` is the ``asym_augmentation`` 
 
 from __future__ import annotations
 
+import math
 import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -83,7 +84,15 @@ from typing import Any
 import numpy as np
 
 from study.catalog import SAMPLING_SCHEMES
-from study.data.augmentation import Deferred, NnUNetAugmentation, Regime, Site, crop, regime
+from study.data.augmentation import (
+    DeepMedicAugmentation,
+    Deferred,
+    NnUNetAugmentation,
+    NoAugmentation,
+    Regime,
+    Site,
+    regime,
+)
 from study.data.case import Case, DataError
 from study.models.presets import grid_offset
 
@@ -112,34 +121,37 @@ def _zero_around(out: np.ndarray, first: Sequence[int], last: Sequence[int]) -> 
                 out[(Ellipsis,) + inside + (slice(lo, hi),) + whole] = 0
 
 
-def _cut_into(volume: np.ndarray, start: np.ndarray, out: np.ndarray) -> None:
-    """``volume[:, start:start + size]`` into ``out`` ([C, *size], any contents before: it
-    may be recycled memory), 0 where the box leaves the volume."""
-    size, shape = np.asarray(out.shape[1:]), np.asarray(volume.shape[1:])
-    lo, hi = np.clip(start, 0, shape), np.clip(start + size, 0, shape)
-    if (hi <= lo).any():
-        out[...] = 0
-        return
-    first, last = lo - start, hi - start  # the copied box in ``out``
-    _zero_around(out, first, last)
-    out[_box(first, last)] = volume[_box(lo, hi)]
-
-
-def _cut_grid(volume: np.ndarray, centre: np.ndarray, sides: np.ndarray, stride: int,
-              out: np.ndarray) -> None:
-    """Write ``volume [C, D, H, W]`` on the grid of ``sides`` voxels ``stride`` apart,
-    symmetric about ``centre`` (:func:`~study.models.presets.grid_offset`), into ``out``
-    (zeros, ``[C, *sides]``); grid voxels outside the volume stay 0."""
-    src, dst = [slice(None)], [slice(None)]
-    for c, n, extent in zip(centre, sides, volume.shape[1:], strict=True):
-        first = int(c) + grid_offset(int(n), stride)
-        lo = max(0, -(first // stride))  # first grid index inside the volume
-        hi = min(int(n), (extent - 1 - first) // stride + 1 if extent > first else 0)
+def cut_into(volume: np.ndarray, start: Sequence[int] | np.ndarray, out: np.ndarray,
+              stride: int = 1, sides: Sequence[int] | np.ndarray | None = None) -> None:
+    """Write the grid of ``volume`` [C, D, H, W] that has ``sides`` voxels (default: ``out``'s
+    size) ``stride`` apart per axis from voxel ``start`` on into the middle of ``out``
+    ([C, *size], ``(size - sides) // 2`` voxels before the grid per axis) and 0 everywhere
+    else in ``out``: around the grid and where the grid leaves the volume. ``out`` may hold
+    anything before (recycled memory) and may be a flipped view. Stride 1 and the default
+    sides: ``volume[:, start:start + size]`` zero-padded."""
+    size = out.shape[1:]
+    src, first, last = [slice(None)], [], []
+    for s, n, m, extent in zip(map(int, start), size if sides is None else map(int, sides),
+                               size, volume.shape[1:], strict=True):
+        lo = max(0, -(s // stride))  # the first grid index inside the volume
+        hi = min(n, (extent - 1 - s) // stride + 1)  # past the last one
         if hi <= lo:
+            out[...] = 0
             return
-        src.append(slice(first + lo * stride, first + (hi - 1) * stride + 1, stride))
-        dst.append(slice(lo, hi))
-    out[tuple(dst)] = volume[tuple(src)]
+        src.append(slice(s + lo * stride, s + (hi - 1) * stride + 1, stride))
+        first.append((m - n) // 2 + lo)
+        last.append((m - n) // 2 + hi)
+    if 2 * math.prod(b - a for a, b in zip(first, last, strict=True)) < math.prod(size):
+        out[...] = 0  # mostly zeros: one sequential write beats the pieces of rows around
+    else:
+        _zero_around(out, first, last)
+    out[_box(first, last)] = volume[tuple(src)]
+
+
+def _flipped(out: np.ndarray, axes: tuple[int, ...]) -> np.ndarray:
+    """The view of ``out`` [..., D, H, W] flipped about the spatial ``axes`` (0 = D): what
+    is written into it lands in ``out`` mirrored."""
+    return np.flip(out, tuple(a - 3 for a in axes)) if axes else out
 
 
 class PatchSampler:
@@ -248,9 +260,10 @@ class PatchSampler:
             raise ValueError(f"pathways: expected (stride >= 1, 3 sides <= patch "
                              f"{self.patch.tolist()} with an even difference) per pathway, got "
                              f"{[(stride, sides.tolist()) for stride, sides in checked]}")
-        if isinstance(self.augmentation, NnUNetAugmentation):
-            raise ValueError("pathways: the nnunet regime resamples the patch; pathway grids "
-                             "take the voxelwise regimes ('none', 'deepmedic')")
+        if not isinstance(self.augmentation, NoAugmentation | DeepMedicAugmentation):
+            raise ValueError(f"pathways: pathway grids take the voxelwise regimes ('none', "
+                             f"'deepmedic'), not {self.augmentation.name!r} (the nnunet regime "
+                             "resamples the patch)")
         return checked
 
     # -- centres ------------------------------------------------------------------------
@@ -321,13 +334,15 @@ class PatchSampler:
         if self.rare_by == "centre":
             inside = bool(((centre >= 0) & (centre < label.shape)).all())
             return bool(self._rare[label[tuple(centre)] if inside else 0])
-        start = centre - self.label_patch // 2
-        lo, hi = np.maximum(start, 0), np.minimum(start + self.label_patch, label.shape)
-        if (hi <= lo).any():
+        sizes = self.label_patch.tolist()
+        starts = [int(c) - n // 2 for c, n in zip(centre, sizes, strict=True)]
+        box = tuple(slice(max(start, 0), min(start + n, extent))
+                    for start, n, extent in zip(starts, sizes, label.shape, strict=True))
+        if any(axis.stop <= axis.start for axis in box):
             return bool(self._rare[0])
-        view = label[tuple(slice(a, b) for a, b in zip(lo, hi, strict=True))]
+        view = label[box]
         low, high = int(view.min()), int(view.max())
-        if (lo > start).any() or (hi < start + self.label_patch).any():
+        if view.shape != tuple(self.label_patch):
             low = 0  # the patch reaches outside the case: zero padding
         if self._rare[low] or self._rare[high]:
             return True
@@ -363,30 +378,39 @@ class PatchSampler:
             site = Site(case.image, case.label, centre, self.patch, self.label_patch)
             image[...], label[...] = self.augmentation.apply(draws, site, *site.crop())
         else:
-            _cut_into(case.image, centre - self.patch // 2, image)
-            _cut_into(case.label[None], centre - self.label_patch // 2, label[None])
+            cut_into(case.image, centre - self.patch // 2, image)
+            cut_into(case.label[None], centre - self.label_patch // 2, label[None])
         return rare, augmented
 
-    def _make_packed(self, plan, pathways: tuple[tuple[int, np.ndarray], ...],
-                     out: np.ndarray) -> tuple[np.ndarray, bool, bool]:
-        """:meth:`_make` for packed pathway grids (module docstring), the image written into
-        ``out`` (zeros, ``[P C, *patch]``): each grid is cut into its block and, if eq. 21
-        augments the sample, augmented in place with the sample's draws (the label alike each
-        time). Returns (label, rare, augmented)."""
+    def _make_packed(self, plan, image: np.ndarray, label: np.ndarray) -> tuple[bool, bool]:
+        """:meth:`_make` for packed pathway grids (module docstring): each grid cut into the
+        middle of its pathway's channels of ``image`` [P C, *patch], zeros around it, and the
+        label patch into ``label`` (any contents before). If eq. 21 augments the sample, the
+        deepmedic regime's :meth:`~study.data.augmentation.DeepMedicAugmentation.apply` is
+        done as the grids are written: each grid shifted and scaled, grids and label written
+        into flipped views (every grid is centred, so the flip of its block is the flip of
+        its channels). Returns (rare, augmented)."""
         index, centre, _, _, draws = plan
         case = self.cases[index]
-        site = Site(case.image, case.label, centre, self.patch, self.label_patch)
-        label = crop(case.label[None], centre - self.label_patch // 2, self.label_patch)[0]
         rare, augmented = self._gate(plan)
+        flips = draws.flip_axes if augmented else ()
+        cut_into(case.label[None], centre - self.label_patch // 2, _flipped(label[None], flips))
         channels = case.image.shape[0]
-        out_label = label
-        for p, (stride, sides) in enumerate(pathways):
-            first = (self.patch - sides) // 2
-            block = out[p * channels:(p + 1) * channels][_box(first, first + sides)]
-            _cut_grid(case.image, centre, sides, stride, block)
-            if augmented:
-                block[...], out_label = self.augmentation.apply(draws, site, block, label)
-        return out_label, rare, augmented
+        for p, (stride, sides) in enumerate(self.pathways or ()):
+            out = image[p * channels:(p + 1) * channels]
+            start = [int(c) + grid_offset(int(n), stride)
+                     for c, n in zip(centre, sides, strict=True)]
+            if not augmented:
+                cut_into(case.image, start, out, stride, sides)
+            elif (sides == self.patch).all():  # the grid fills its channels: in place
+                cut_into(case.image, start, _flipped(out, flips), stride)
+                draws.shift_scale(out)
+            else:  # a strided block: shift and scale a contiguous grid, then place it
+                grid = np.empty((channels, *sides), np.float32)
+                cut_into(case.image, start, grid, stride)
+                draws.shift_scale(grid)
+                cut_into(grid, (0, 0, 0), _flipped(out, flips), sides=sides)
+        return rare, augmented
 
     def _map(self, work, items: list) -> list:
         """``work`` over ``items``, in the worker threads if there are several."""
@@ -430,16 +454,8 @@ class PatchSampler:
         images = empty((batch_size, len(pathways or [None]) * channels, *self.patch),
                        np.dtype(np.float32))
         labels = empty((batch_size, *self.label_patch), np.dtype(np.int64))
-        if pathways is not None:  # cut straight into the batch
-            images.fill(0)  # the padding around each grid and grid voxels outside a case
-            packed = self._map(lambda b: self._make_packed(plans[b], pathways, images[b]),
-                               list(range(batch_size)))
-            self._record(plans, [m[1] for m in packed], [m[2] for m in packed])
-            for b, (label, _, _) in enumerate(packed):
-                labels[b] = label
-            return images, labels
-        made = self._map(lambda b: self._make(plans[b], images[b], labels[b]),
-                         list(range(batch_size)))
+        make = self._make if pathways is None else self._make_packed
+        made = self._map(lambda b: make(plans[b], images[b], labels[b]), list(range(batch_size)))
         self._record(plans, [m[0] for m in made], [m[1] for m in made])
         return images, labels
 
@@ -487,8 +503,8 @@ class PatchSampler:
 
         def cut(b: int) -> None:  # straight into the batch
             case, start = self.cases[plans[b][0]], plans[b][1] - region // 2
-            _cut_into(case.image, start, images[b])
-            _cut_into(case.label[None], start, labels[b, None])
+            cut_into(case.image, start, images[b])
+            cut_into(case.label[None], start, labels[b, None])
 
         self._map(cut, list(range(batch_size)))
         return images, labels, deferred
