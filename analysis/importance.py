@@ -22,8 +22,8 @@ method's shares at a fraction sum to 1.
   papers' adversarial and margin calibration sweeps; optimise-mode studies; a grid with
   cells still missing): optuna's ``FanovaImportanceEvaluator`` (scikit-learn's random forest
   and optuna's tree code; needs scikit-learn) estimates the main effects' shares of the
-  forest's variance; the rest, all interactions together, is one row ``"interactions"``
-  (columns: every varying one, ``:``-joined). Such methods are named in
+  forest's variance (``fanova_shares``); the rest, all interactions together, is one row
+  ``"interactions"`` (columns: every varying one, ``:``-joined). Such methods are named in
   ``Importance.estimated``.
 
 The training fraction is not a hyperparameter: the papers tune at each fraction (000 Tables
@@ -59,7 +59,7 @@ MIN_TRIALS = 4
 COLUMNS = ["method", "technique", "variant", "fraction", "parameter", "column", "importance",
            "n_trials"]
 
-__all__ = ["Importance", "grid_anova", "hyperparameter_importance"]
+__all__ = ["Importance", "fanova_shares", "grid_anova", "hyperparameter_importance"]
 
 
 @dataclass
@@ -118,11 +118,13 @@ def grid_anova(values: np.ndarray, scores: np.ndarray) -> dict[tuple[int, ...], 
     return shares
 
 
-def _fanova_shares(values: np.ndarray, scores: np.ndarray, seed: int, n_trees: int
-                   ) -> dict[tuple[int, ...] | None, float]:
-    """optuna's fANOVA estimate of the main effects' shares of the variance of ``scores``
-    over ``values`` (as ``grid_anova``), and under None the rest (every interaction). Raises
-    ``ImportError`` when scikit-learn is missing."""
+def fanova_shares(values: np.ndarray, scores: np.ndarray, seed: int, n_trees: int
+                  ) -> dict[tuple[int, ...] | None, float]:
+    """optuna's fANOVA estimate (a random forest of ``n_trees`` trees, seeded by ``seed``) of
+    the shares of the variance of ``scores`` over the settings ``values`` (one row per point,
+    one column per hyperparameter, as :func:`grid_anova`), for any set of points: ``{(i,):
+    share}`` for the main effect of each column and, under None, the rest (every interaction
+    together, at least 0). Raises ``ImportError`` when scikit-learn is missing."""
     import optuna
     from optuna.distributions import BaseDistribution, FloatDistribution
     from optuna.importance import FanovaImportanceEvaluator, get_param_importances
@@ -232,7 +234,7 @@ def hyperparameter_importance(cases: pd.DataFrame, dataset: str, model: str | No
                 elif not _constant(score):
                     note = _no_grid(group, varying)
                     try:
-                        shares = _fanova_shares(values, score, seed, n_trees)
+                        shares = fanova_shares(values, score, seed, n_trees)
                         # pandas-stubs types groupby keys as any scalar: "fraction" holds floats
                         estimates[fraction] = note  # type: ignore[index]
                     except ImportError as error:  # optuna's fANOVA fits scikit-learn forests

@@ -274,7 +274,7 @@ def write_report(cases: pd.DataFrame | Results, out_dir: str | Path,
 
     # One class's rows (a copy of the columns its tables read) and aggregates at a time: only
     # its chosen settings are kept
-    classes = _groups(cases, ["dataset", "model", "class_name"])
+    classes = row_groups(cases, ["dataset", "model", "class_name"])
     count = len(classes)
     columns = table_columns(cases)
     chosen_by_class: dict[tuple[str, str, str], pd.DataFrame | None] = {}
@@ -282,7 +282,7 @@ def write_report(cases: pd.DataFrame | Results, out_dir: str | Path,
     model: str
     class_name: str
     for n, ((dataset, model, class_name), positions) in enumerate(classes, start=1):
-        rows = _rows(cases, columns, positions)
+        rows = group_rows(cases, columns, positions)
         name = f"{dataset_name(dataset)}, {class_label(class_name)}, {model_name(model)}"
         tables = _class_tables(rows, dataset, model, class_name)
         say(f"[{n}/{count}] tables and figures of {name}")
@@ -424,13 +424,14 @@ def write_report(cases: pd.DataFrame | Results, out_dir: str | Path,
     return [*writer.written, *paths]
 
 
-def _groups(frame: pd.DataFrame, keys: list[str], where: np.ndarray | None = None
-            ) -> list[tuple[tuple, np.ndarray | None]]:
-    """The groups of ``keys`` among the rows ``where`` (default: all) of ``frame``, in the
-    order of ``groupby(keys, sort=True, observed=True)`` (rows with a null key left out):
-    each one's key values and the positions of its rows (None: every row of ``frame``).
-    ``_rows`` copies one group's rows at a time, where ``groupby`` copies the whole frame at
-    once."""
+def row_groups(frame: pd.DataFrame, keys: list[str], where: np.ndarray | None = None
+               ) -> list[tuple[tuple, np.ndarray | None]]:
+    """The groups of ``keys`` among the rows ``where`` (a boolean mask; default: all) of
+    ``frame``, as ``frame[where].groupby(keys, sort=True, observed=True)`` gives them (in its
+    order, rows with a null key left out), without copying any rows: each group's key values
+    and the positions of its rows in ``frame`` (None: every row of ``frame``, the one group).
+    :func:`group_rows` then copies one group's rows at a time, where ``groupby`` copies the
+    whole frame at once."""
     held = frame[keys].notna().all(axis=1).to_numpy()
     if where is not None:
         held = held & where
@@ -443,9 +444,10 @@ def _groups(frame: pd.DataFrame, keys: list[str], where: np.ndarray | None = Non
     return [(tuple(frame[k].iloc[rows[0]] for k in keys), rows) for rows in groups if len(rows)]
 
 
-def _rows(frame: pd.DataFrame, columns: list[str], positions: np.ndarray | None
-          ) -> pd.DataFrame:
-    """The ``columns`` of the rows of a group of ``_groups``."""
+def group_rows(frame: pd.DataFrame, columns: list[str], positions: np.ndarray | None
+               ) -> pd.DataFrame:
+    """The ``columns`` of the rows of ``frame`` at ``positions``, a group of
+    :func:`row_groups` (None: every row)."""
     return frame[columns] if positions is None else frame[columns].take(positions)
 
 
@@ -456,9 +458,9 @@ def _dataset_sections(writer: _Writer, results: Results) -> None:
     cases = results.cases
     dataset: str
     model: str
-    for (dataset, model), positions in _groups(cases, ["dataset", "model"],
-                                               _split_mask(cases, TEST)):
-        rows = _rows(cases, list(cases.columns), positions)
+    for (dataset, model), positions in row_groups(cases, ["dataset", "model"],
+                                                  _split_mask(cases, TEST)):
+        rows = group_rows(cases, list(cases.columns), positions)
         name = f"{dataset_name(dataset)}, {model_name(model)}"
         classes = sorted(map(str, rows["class_name"].unique()))
         if len(classes) > 1:

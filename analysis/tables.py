@@ -57,7 +57,8 @@ TIE = 1e-9
 __all__ = ["ClassTables", "best_hyperparameters", "best_settings", "comparison_table",
            "diverged_column", "fraction_label", "hp_symbol", "method_list", "method_name",
            "method_order", "methods", "selection_description", "sensitivity_table",
-           "split_rows", "table_columns", "variant_labels", "variants"]
+           "split_rows", "table_columns", "variant_labels", "variants", "wilcoxon",
+           "wilcoxon_columns"]
 
 
 def method_name(technique: str, variant: str | None = None) -> str:
@@ -395,8 +396,8 @@ class _Blocks:
                          is_base, table["method"], table["parameter"], strict=True))
                      if not baseline and not pd.isna(label)}
             tested = {row: column for row, column in found.items() if column is not None}
-            raw[list(tested)] = _wilcoxon_columns(values[:, list(tested.values())],
-                                                  values[:, base_column])
+            raw[list(tested)] = wilcoxon_columns(values[:, list(tested.values())],
+                                                 values[:, base_column])
         table["p_value"] = _holm(pd.Series(raw, index=table.index)).to_numpy()
         return table
 
@@ -434,8 +435,10 @@ def _holm(p_values: pd.Series) -> pd.Series:
     return out
 
 
-def _wilcoxon(values: np.ndarray, base: np.ndarray) -> float:
-    """Two-sided Wilcoxon signed-rank p over finite pairs; NaN when not computable."""
+def wilcoxon(values: np.ndarray, base: np.ndarray) -> float:
+    """The two-sided p-value of scipy's Wilcoxon signed-rank test of the pairs
+    ``(values[i], base[i])`` where both are finite (scipy chooses the exact or the asymptotic
+    distribution); NaN when fewer than two such pairs remain or every one is a tie."""
     keep = np.isfinite(values) & np.isfinite(base)
     values, base = values[keep], base[keep]
     if len(values) < 2 or not np.any(values != base):
@@ -445,11 +448,12 @@ def _wilcoxon(values: np.ndarray, base: np.ndarray) -> float:
         return float(stats.wilcoxon(values, base).pvalue)
 
 
-def _wilcoxon_columns(values: np.ndarray, base: np.ndarray) -> np.ndarray:
-    """``_wilcoxon`` of each column of ``values`` against ``base``. The columns whose every
-    pair is finite, with more than 50 pairs, go to scipy in one call: there scipy takes the
-    asymptotic p of each column on its own (below 51 pairs it chooses exact or not from the
-    whole call, so those columns are tested one by one), the same p as one call each."""
+def wilcoxon_columns(values: np.ndarray, base: np.ndarray) -> np.ndarray:
+    """:func:`wilcoxon` of each column of ``values`` against ``base``: bit for bit the p-values
+    of one call per column, in fewer scipy calls. The columns whose every pair is finite, with
+    more than 50 pairs, go to scipy in one call: there scipy takes the asymptotic p of each
+    column on its own (below 51 pairs it chooses exact or not from the whole call, so those
+    columns are tested one by one), the same p as one call each."""
     out = np.full(values.shape[1], np.nan)
     together = (np.isfinite(values).all(axis=0) & bool(np.isfinite(base).all())
                 & (len(base) > 50) & (values != base[:, None]).any(axis=0))
@@ -460,7 +464,7 @@ def _wilcoxon_columns(values: np.ndarray, base: np.ndarray) -> np.ndarray:
             out[together] = stats.wilcoxon(batch, np.repeat(base[:, None], batch.shape[1],
                                                             axis=1), axis=0).pvalue
     for column in np.flatnonzero(~together):
-        out[column] = _wilcoxon(values[:, column], base)
+        out[column] = wilcoxon(values[:, column], base)
     return out
 
 

@@ -372,7 +372,10 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message} (`{self.prog} --help` shows usage)\n")
 
 
-def _parser() -> argparse.ArgumentParser:
+def build_parser() -> argparse.ArgumentParser:
+    """A new parser of the ``study`` command line (the module docstring), each command a
+    sub-parser whose parsed arguments carry the command's function as ``func``; errors exit 2
+    in one line. Imports neither torch nor Ray."""
     from study.report_options import add_report_options
 
     parser = _Parser(prog="study", description=__doc__,
@@ -542,7 +545,7 @@ def main(argv: list[str] | None = None) -> int:
     """Run one command; errors are one line on stderr (exit 2, ``--debug``: traceback),
     Ctrl-C exits 130 saying how to continue."""
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
-    parser = _parser()
+    parser = build_parser()
     args = parser.parse_args(argv)
     if args.version:
         return cmd_version(args)

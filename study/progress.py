@@ -248,7 +248,7 @@ class Monitor:
         if self.live:
             from rich.live import Live
 
-            self._live = Live(self._table(time.monotonic()), refresh_per_second=2,
+            self._live = Live(self.table(time.monotonic()), refresh_per_second=2,
                               transient=True)
             self._live.__enter__()
         with _LOCK:
@@ -317,7 +317,7 @@ class Monitor:
         """Refresh the live table, or print the plain lines that are due."""
         now = time.monotonic()
         if self._live is not None:
-            self._live.update(self._table(now))
+            self._live.update(self.table(now))
             return
         due = [t for t in self.running.values() if now - t.printed >= self.every]
         for trial in due:
@@ -356,7 +356,10 @@ class Monitor:
                 f"{counts['pending']} pending, {counts['failed']} failed; "
                 f"ETA {duration(self.eta(now))}")
 
-    def _table(self, now: float):
+    def table(self, now: float):
+        """The live view at ``now`` (``time.monotonic()``): a ``rich`` table titled with
+        :meth:`summary`, one row per running trial (label, iteration/total, loss, elapsed,
+        ETA)."""
         from rich.table import Table
 
         table = Table(title=self.summary(now), title_justify="left", expand=False)

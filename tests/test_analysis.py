@@ -179,7 +179,7 @@ def test_wilcoxon_columns_equal_one_test_per_column():
     p-values of one call per setting: many cases (asymptotic) with ties, zeros and a setting
     equal to the baseline, few cases (exact or permutation, decided per setting), and NaN
     pairs (left out per setting)."""
-    from analysis.tables import _wilcoxon, _wilcoxon_columns
+    from analysis.tables import wilcoxon, wilcoxon_columns
 
     rng = np.random.default_rng(3)
     for n in (60, 250, 12, 30):
@@ -188,8 +188,8 @@ def test_wilcoxon_columns_equal_one_test_per_column():
             base + rng.normal(0, 0.05, n), np.round(base + rng.normal(0.01, 0.03, n), 2),
             base, np.where(rng.random(n) < 0.3, base, base + 0.01), base + 0.02])
         values[::7, 4] = np.nan
-        expected = [_wilcoxon(values[:, j], base) for j in range(values.shape[1])]
-        got = _wilcoxon_columns(values, base)
+        expected = [wilcoxon(values[:, j], base) for j in range(values.shape[1])]
+        got = wilcoxon_columns(values, base)
         np.testing.assert_array_equal(got, expected)
         assert np.isnan(got[2]) and np.isfinite(got[[0, 1, 3, 4]]).all()
 

@@ -12,7 +12,7 @@ import pytest
 
 from analysis import hyperparameter_importance, load
 from analysis._synthetic import store_trial
-from analysis.importance import _fanova_shares, grid_anova
+from analysis.importance import fanova_shares, grid_anova
 from study.results import ResultStore
 
 needs_sklearn = pytest.mark.skipif(importlib.util.find_spec("sklearn") is None,
@@ -85,7 +85,7 @@ def test_optuna_fanova_estimates_the_same_main_effects_on_a_smooth_grid():
     x, y = points.T
     score = np.sin(2 * x) + 0.5 * y + 0.3 * x * y
     exact = grid_anova(points, score)
-    estimate = _fanova_shares(points, score, seed=0, n_trees=64)
+    estimate = fanova_shares(points, score, seed=0, n_trees=64)
     assert exact is not None and exact[(0,)] > 0.7 and exact[(1,)] > 0.2
     assert estimate[(0,)] == pytest.approx(exact[(0,)], abs=0.05)
     assert estimate[(1,)] == pytest.approx(exact[(1,)], abs=0.05)

@@ -24,7 +24,7 @@ from analysis import (
     logit_statistics,
 )
 from analysis._synthetic import full_config, store_trial, trials_grid, write_study
-from analysis.report import _groups, _rows, write_report
+from analysis.report import group_rows, row_groups, write_report
 from study.results import ResultStore
 
 TECHNIQUES = ["vanilla", "asym_focal", "margin_calibration"]
@@ -245,9 +245,10 @@ def test_report_groups_are_those_of_groupby_one_at_a_time():
     for rows, chosen in ((frame, None), (frame[where], where)):
         expected = [(key, list(group.index)) for key, group in
                     rows.groupby(keys, sort=True, observed=True)]
-        assert [(key, list(at)) for key, at in _groups(frame, keys, chosen)] == expected
-    assert _rows(frame, ["value"], _groups(frame, keys)[0][1])["value"].tolist() == [0, 2]
-    assert _groups(frame.iloc[[1, 5]], keys) == [(("a", "y"), None)]  # one group: not copied
+        assert [(key, list(at)) for key, at in row_groups(frame, keys, chosen)] == expected
+    first = row_groups(frame, keys)[0][1]
+    assert group_rows(frame, ["value"], first)["value"].tolist() == [0, 2]
+    assert row_groups(frame.iloc[[1, 5]], keys) == [(("a", "y"), None)]  # one group: not copied
 
 
 def test_logit_statistics_parsed_once_give_the_same_tables(study):

@@ -196,14 +196,13 @@ def test_report_and_analysis_share_their_options(capsys):
     import argparse
 
     from analysis.__main__ import main as analysis_main
-    from study.cli import _parser
+    from study.cli import build_parser
     from study.report_options import add_report_options
 
     reference = argparse.ArgumentParser()
     add_report_options(reference, out_required=False)
-    shared = {a.dest for a in reference._actions} - {"help"}
-    report = _parser()._subparsers._group_actions[0].choices["report"]
-    assert shared <= {a.dest for a in report._actions}
+    shared = set(vars(reference.parse_args([])))
+    assert shared and shared <= set(vars(build_parser().parse_args(["report", "tiny"])))
     with pytest.raises(SystemExit):
         analysis_main(["--help"])
     text = capsys.readouterr().out
@@ -211,21 +210,35 @@ def test_report_and_analysis_share_their_options(capsys):
                                              "--strict", "--quiet", "--no-figures"))
 
 
-def test_every_argument_has_help():
+def test_every_argument_has_help(capsys):
     """Every option and positional of every command says what it is for."""
-    from study.cli import _parser
+    import argparse
+
+    from study.cli import build_parser
 
     def walk(parser):
-        for action in parser._actions:
-            if action.choices and isinstance(action.choices, dict):
+        """Each argument of ``parser`` and of its sub-commands, as its help lists them."""
+        listed = []
+
+        class Listing(argparse.HelpFormatter):
+            def add_argument(self, action):
+                listed.append(action)
+                super().add_argument(action)
+
+        parser.formatter_class = Listing
+        parser.format_help()
+        for action in listed:
+            if isinstance(action.choices, dict):
                 for sub in action.choices.values():
                     yield from walk(sub)
-            elif action.help is None:
-                yield f"{parser.prog}: {action.dest}"
+            else:
+                yield parser.prog, action
 
-    assert list(walk(_parser())) == []
-    assert "default: ./study-results" in _parser()._subparsers._group_actions[0].choices[
-        "launch"].format_help()
+    arguments = list(walk(build_parser()))
+    assert {prog for prog, _ in arguments} >= {"study", "study launch", "study data check"}
+    assert [f"{prog}: {a.dest}" for prog, a in arguments if a.help is None] == []
+    status, out, _ = cli(["launch", "--help"], capsys)
+    assert status == 0 and "default: ./study-results" in out
 
 
 def test_help_and_version_start_no_ray():

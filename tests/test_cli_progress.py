@@ -59,7 +59,7 @@ def test_monitor_live_table_renders(params):
     monitor.started(params[0])
     monitor.result(params[0], {"iteration": 3, "train_loss": 0.25, "time_total_s": 5.0})
     console = Console(width=140, record=True)
-    console.print(monitor._table(progress.time.monotonic()))
+    console.print(monitor.table(progress.time.monotonic()))
     text = console.export_text()
     assert "tiny: 0/2 done, 1 running, 1 pending, 0 failed" in text
     assert "vanilla" in text and "3/4" in text and "0.25" in text

@@ -14,7 +14,7 @@ from study.data import sampling
 from study.data.augmentation import DeepMedicAugmentation
 from study.data.case import Case
 from study.inference import dense_tiling_logits
-from study.models.deepmedic import DeepMedic, _repeat
+from study.models.deepmedic import DeepMedic
 from study.models.presets import DEEPMEDIC_PRESETS as PRESETS
 from study.models.presets import DeepMedicConfig, context_margin
 
@@ -26,7 +26,8 @@ NARROW_PAPER = DeepMedicConfig((2,) * 8, (3, 5), (4, 4), "prelu", residual=(4, 6
 def _context_forward(net: DeepMedic, x: torch.Tensor) -> torch.Tensor:
     """Reference: the former model's forward on one context tensor of ``output + 2 margin``
     per axis, each pathway sliced out of it with its geometry (a subsampled grid starts at
-    ``margin - f L + (f - 1) / 2 - c0``, ``c0 = (Os f - O) / 2``)."""
+    ``margin - f L + (f - 1) / 2 - c0``, ``c0 = (Os f - O) / 2``, its outputs upsampled by
+    repeating each one ``f`` times along every axis)."""
     layers, factors = net.layers, net.config.factors
     margin = context_margin(layers, factors)
     output = [s - 2 * margin for s in x.shape[2:]]
@@ -42,7 +43,10 @@ def _context_forward(net: DeepMedic, x: torch.Tensor) -> torch.Tensor:
             start = margin - f * layers + (f - 1) // 2 - c0
             index.append(slice(start, start + f * (os_ + 2 * layers) - (f - 1), f))
             crops.append(slice(c0, c0 + o))
-        features.append(_repeat(pathway(x[every + tuple(index)]), f)[every + tuple(crops)])
+        up = pathway(x[every + tuple(index)])
+        for axis in (2, 3, 4):
+            up = up.repeat_interleave(f, dim=axis)
+        features.append(up[every + tuple(crops)])
     return net.classifier_bias(net.fc(torch.cat(features, dim=1)))
 
 

@@ -4,6 +4,7 @@ runs every step (slow)."""
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.util
 import json
 import os
@@ -122,10 +123,19 @@ def test_deepmedic_share_is_the_fewest_processes_near_the_best_that_fit(gpu_chec
 
 
 def test_readme_table_puts_eager_and_compiled_rates_side_by_side(gpu_check):
+    """summary.md ends with the README table: one row per model, technique and batch with the
+    eager and the compiled steps/s side by side; packed DeepMedic rows stay out of it."""
     rows = [_row(1, 12.0, 30.0, batch=2, model="unet-paper"),
             _row(1, 20.0, 28.0, batch=2, model="unet-paper", mode="default"),
             _row(2, 100.0, 10.0)]
-    table = gpu_check._readme_table(rows, "NVIDIA H200")
+    throughput = gpu_check.Outcome("unet-paper", "throughput", "throughput", "bench", "ok",
+                                   data=rows)
+    summary = {"device": "NVIDIA H200", "first_line": "CUDA: NVIDIA H200", "torch": "2",
+               "python": "3", "cpus": 16, "gpu_gib": 140.0, "date": "today", "elapsed": 1.0,
+               "budget": 470.0, "dry_run": False, "steps": [dataclasses.asdict(throughput)]}
+    markdown = gpu_check.render(summary)
+    summary_part, table = markdown.split("## For the README (paste)\n")
+    assert "| deepmedic-basic | plain | bf16 eager | 10 | 2 |" in summary_part
     assert "| unet-paper | plain | 2 | 12.0 | 20.0 (default) | 80% | 30.0 |" in table
     assert "one NVIDIA H200" in table and "deepmedic" not in table  # packed rows stay out
 

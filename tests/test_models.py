@@ -19,7 +19,7 @@ from study.models import (
     segment_sizes,
     unet_widths,
 )
-from study.models.deepmedic import DeepMedic, DeepMedicDropout, _add_residual, _Stack
+from study.models.deepmedic import DeepMedic, DeepMedicDropout, Stack, add_residual
 from study.models.outputs import deep_supervision_weights
 from study.models.presets import DEEPMEDIC_PRESETS as PRESETS
 from study.models.presets import DeepMedicConfig
@@ -103,7 +103,7 @@ def test_basic_and_default_differ_only_where_the_papers_say():
     assert (_count(default, torch.nn.ReLU), _count(default, torch.nn.PReLU)) == (0, 24)
     assert _count(basic, DeepMedicDropout) == 0
     assert [m.p for m in default.modules() if isinstance(m, DeepMedicDropout)] == [0.5, 0.5]
-    assert all(s.residual == frozenset() for s in basic.modules() if isinstance(s, _Stack))
+    assert all(s.residual == frozenset() for s in basic.modules() if isinstance(s, Stack))
     assert [s.residual for s in (default.normal, *default.subsampled, default.fc)] == [
         frozenset({3, 5, 7})] * 3 + [frozenset({1})]
     assert (PRESETS["basic"].l1, PRESETS["basic"].l2) == (0.0, 0.0)
@@ -117,13 +117,13 @@ def test_residual_adds_the_centre_of_the_earlier_input_zero_padded_in_channels()
     channels beyond the earlier ones untouched (zero padding)."""
     torch.manual_seed(0)
     earlier, deeper = torch.randn(1, 2, 7, 7, 7), torch.randn(1, 3, 3, 3, 3)
-    out = _add_residual(earlier, deeper)
+    out = add_residual(earlier, deeper)
     torch.testing.assert_close(out[:, :2], deeper[:, :2] + earlier[:, :, 2:5, 2:5, 2:5])
     torch.testing.assert_close(out[:, 2:], deeper[:, 2:])
     zero = [torch.nn.Conv3d(2, 3, 3, bias=False), torch.nn.Conv3d(3, 4, 3, bias=False)]
     for conv in zero:
         torch.nn.init.zeros_(conv.weight)
-    stacked = _Stack(zero, residual=[1])(earlier)  # layer 2 gets the stack's input added
+    stacked = Stack(zero, residual=[1])(earlier)  # layer 2 gets the stack's input added
     expected = torch.zeros(1, 4, 3, 3, 3)
     expected[:, :2] = earlier[:, :, 2:5, 2:5, 2:5]
     torch.testing.assert_close(stacked, expected)

@@ -234,10 +234,10 @@ def test_plan_reads_no_data_and_starts_no_ray(tmp_path):
     assert json.loads(done.stdout)["study"] == "paper-kits"
 
 
-def test_experiment_errors_name_the_entry(tmp_path):
+def test_experiment_errors_name_the_entry(tmp_path, capsys, monkeypatch):
     """An error inside `experiments[i]` names that entry; a per-entry name is refused;
-    --dataset-root maps onto the experiments' datasets."""
-    from study.cli import _dataset_roots
+    --dataset-root maps onto the experiments' datasets: a launch looks for the dataset in the
+    folder given (made absolute), and stops there, before Ray starts, as it is absent."""
     from study.spec import SpecError, load_studies
 
     text = (ROOT / "search_spaces/studies/paper-atlas.yaml").read_text()
@@ -249,10 +249,14 @@ def test_experiment_errors_name_the_entry(tmp_path):
                                 "  - name: x\n    variant: w/o augmentation"))
     with pytest.raises(SpecError, match=r"experiments\[1\].name: the study's name is set once"):
         load_studies(bad)
-    specs = load_studies(ROOT / "search_spaces/studies/paper-atlas.yaml")
-    assert _dataset_roots(specs, ["atlas=/mnt/atlas"]) == {"atlas": "/mnt/atlas"}
-    with pytest.raises(SpecError, match="'btcv' is not a dataset of the study"):
-        _dataset_roots(specs, ["btcv=/mnt/x"])
+    monkeypatch.chdir(tmp_path)
+    launch = ["launch", "paper-atlas", "--storage", str(tmp_path / "storage")]
+    assert main([*launch, "--dataset-root", "atlas=mnt/atlas"]) == 2
+    root = tmp_path.resolve() / "mnt" / "atlas"
+    assert capsys.readouterr().err == f"study: error: {root}: dataset folder not found\n"
+    assert main([*launch, "--dataset-root", "btcv=/mnt/x"]) == 2
+    assert "'btcv' is not a dataset of the study (['atlas'])" in capsys.readouterr().err
+    assert not (tmp_path / "storage").exists()
 
 
 def test_paper_abdomen_is_000_table_v(capsys):

@@ -27,7 +27,7 @@ from torch.overrides import TorchFunctionMode
 from torch.utils import _pytree as pytree
 
 from study.expand import trial_config
-from study.objectives import _targets
+from study.objectives import targets
 from study.spec import load_search_spaces
 from study.training import Training
 
@@ -41,7 +41,7 @@ VALUE_SIZED = {torch.nonzero, Tensor.nonzero, torch.masked_select, Tensor.masked
                Tensor.allclose, torch.is_nonzero, Tensor.is_nonzero, torch.argwhere,
                Tensor.argwhere}
 # a read that happens on the CPU only: on a GPU the function returns without reading
-CPU_ONLY = {(_targets.__file__, "_may_be_set")}
+CPU_ONLY = {(targets.__file__, targets.may_be_set.__name__)}
 ADVERSARIAL = ("asym_adversarial", {"eps": 1e-5, "l": 10.0})
 MIXUP = ("asym_mixup", {"mixup_m": 0.2, "mixup_alpha": 1.0})
 

@@ -146,9 +146,11 @@ class _Layer(nn.Module):
         return self.conv(self.drop(self.act(self.norm(x))))
 
 
-def _add_residual(earlier: torch.Tensor, deeper: torch.Tensor) -> torch.Tensor:
-    """``deeper`` plus the centre of ``earlier`` (as DeepMedic's residual connections:
-    spatial centre crop, missing channels of ``earlier`` taken as 0, surplus ones dropped)."""
+def add_residual(earlier: torch.Tensor, deeper: torch.Tensor) -> torch.Tensor:
+    """DeepMedic's residual connection: ``deeper [N, C, *spatial]`` plus the centre of the
+    larger ``earlier [N, C', *spatial']`` (spatial centre crop to ``deeper``'s size; with
+    ``C' < C`` the missing channels of ``earlier`` taken as 0, with ``C' > C`` its surplus
+    channels dropped)."""
     index = tuple(slice((e - 1) // 2 - (d - 1) // 2, (e - 1) // 2 - (d - 1) // 2 + d)
                   for e, d in zip(earlier.shape[2:], deeper.shape[2:], strict=True))
     earlier = earlier[(slice(None), slice(None)) + index]
@@ -158,9 +160,11 @@ def _add_residual(earlier: torch.Tensor, deeper: torch.Tensor) -> torch.Tensor:
     return torch.cat([deeper[:, :shared] + earlier, deeper[:, shared:]], dim=1)
 
 
-class _Stack(nn.Module):
-    """Layers in sequence; at each 0-based index in ``residual`` the layer's output gets the
-    input of the previous layer added (:func:`_add_residual`)."""
+class Stack(nn.Module):
+    """Layers in sequence, a pathway or the FC layers of DeepMedic: at each 0-based index in
+    ``residual`` the layer's output gets the input of the previous layer added
+    (:func:`add_residual`; index 1: the stack's input), as the residual connection at
+    1-based layer ``index + 1``."""
 
     def __init__(self, layers: Sequence[nn.Module], residual: Sequence[int] = ()):
         super().__init__()
@@ -172,16 +176,16 @@ class _Stack(nn.Module):
         for i, layer in enumerate(self.layers):
             out = layer(x)
             if i in self.residual:
-                out = _add_residual(previous, out)
+                out = add_residual(previous, out)
             previous, x = x, out
         return x
 
 
-def _pathway(cin: int, config: DeepMedicConfig) -> _Stack:
+def _pathway(cin: int, config: DeepMedicConfig) -> Stack:
     widths = [cin, *config.features]
-    return _Stack([_Layer(a, b, 3, config.activation, first=i == 0)
-                   for i, (a, b) in enumerate(zip(widths, widths[1:], strict=False))],
-                  [k - 1 for k in config.residual])
+    return Stack([_Layer(a, b, 3, config.activation, first=i == 0)
+                  for i, (a, b) in enumerate(zip(widths, widths[1:], strict=False))],
+                 [k - 1 for k in config.residual])
 
 
 class DeepMedic(nn.Module):
@@ -209,10 +213,10 @@ class DeepMedic(nn.Module):
         self.subsampled = nn.ModuleList(_pathway(in_channels, config) for _ in config.factors)
         widths = [config.features[-1] * (1 + len(config.factors)), *config.fc, num_classes]
         dropout = config.fc_dropout or (0.0,) * (len(widths) - 1)
-        self.fc = _Stack([_Layer(a, b, config.fc_kernel if i == 0 else 1, config.activation,
-                                 first=False, dropout=dropout[i], mirror_pad=i == 0)
-                          for i, (a, b) in enumerate(zip(widths, widths[1:], strict=False))],
-                         [k - 1 for k in config.fc_residual])
+        self.fc = Stack([_Layer(a, b, config.fc_kernel if i == 0 else 1, config.activation,
+                                first=False, dropout=dropout[i], mirror_pad=i == 0)
+                         for i, (a, b) in enumerate(zip(widths, widths[1:], strict=False))],
+                        [k - 1 for k in config.fc_residual])
         self.classifier_bias = _Bias(num_classes)
         self.margin = context_margin(self.layers, config.factors)
         self.output_multiple = math.lcm(*config.factors) if config.factors else 1

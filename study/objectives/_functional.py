@@ -1,7 +1,7 @@
 """Tensor kernels shared by the loss modules (pure functions, no validation).
 
 All functions take float logits ``z`` ``[N, C, *spatial]`` and a prepared
-:class:`~study.objectives._targets.Target`; per-class vectors are float tensors ``[C]`` on the
+:class:`~study.objectives.targets.Target`; per-class vectors are float tensors ``[C]`` on the
 logits' device. Exact log-softmax forms are used throughout (never ``log(p + eps)``).
 """
 
@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import torch
 
-from ._targets import Target
+from .targets import Target
 
 
 def to_device(t: torch.Tensor, device: torch.device) -> torch.Tensor:

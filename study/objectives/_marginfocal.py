@@ -7,10 +7,10 @@ from collections.abc import Sequence
 import torch
 
 from . import _functional as F
-from ._targets import prepare
 from ._validate import as_class_vector, check_form, check_ignore_index, check_length, check_real
 from .base import Objective
 from .region import dice_eq3
+from .targets import prepare
 
 
 class MarginFocalBase(Objective):

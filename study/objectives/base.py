@@ -14,7 +14,8 @@ class Objective(nn.Module):
     """A segmentation loss: ``forward(logits [N, C, *spatial], target) -> scalar``.
 
     ``target`` is an integer tensor ``[N, *spatial]`` with values in ``0..C-1`` (or the
-    loss's ``ignore_index``), or a soft target ``[N, C, *spatial]`` (see ``_targets``).
+    loss's ``ignore_index``), or a soft target ``[N, C, *spatial]`` (see
+    ``study.objectives.targets``).
     ``forward`` is pure: it never changes the module. Objectives add up::
 
         >>> from study.objectives import CrossEntropyLoss, DiceLoss

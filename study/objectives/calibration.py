@@ -10,9 +10,9 @@ import numpy as np
 import torch
 
 from ._functional import class_tensor
-from ._targets import Target, prepare
 from ._validate import check_ignore_index, check_real
 from .base import Objective
+from .targets import Target, prepare
 
 _LN2 = math.log(2.0)
 
@@ -222,9 +222,14 @@ class _BinaryCalibratedLogLoss(torch.autograd.Function):
         return torch.cat([-dd, dd], 1), None, None, None, None, None
 
 
-def _calibrated_log_loss(z: torch.Tensor, tgt: Target, rho_pos: tuple[float, ...],
-                         rho_neg: tuple[float, ...]) -> torch.Tensor:
-    """Eq. 27-29 summed over classes, mean over valid voxels (any C >= 2, autograd)."""
+def calibrated_log_loss(z: torch.Tensor, tgt: Target, rho_pos: tuple[float, ...],
+                        rho_neg: tuple[float, ...]) -> torch.Tensor:
+    """003 eq. 27 with the log-losses of eq. 28-29 (:class:`MarginCalibrationLoss`'s value)
+    for float logits ``z [N, C, *spatial]`` and a hard target ``tgt`` (:func:`prepare`),
+    margin offsets ``rho_pos`` (``rho_k0``) and ``rho_neg`` (``rho_0k``) per class: the log-losses
+    summed over classes, averaged over the valid voxels. Any ``C >= 2``, differentiated by
+    autograd (the loss's own ``C = 2`` path is a fused kernel with the same value and
+    gradient)."""
     c = z.shape[1]
     view = (1, c) + (1,) * (z.ndim - 2)
     rp = class_tensor(rho_pos, z.dtype, z.device).view(view)
@@ -292,7 +297,7 @@ class MarginCalibrationLoss(Objective):
             valid = None if tgt.all_valid else tgt.valid
             return _BinaryCalibratedLogLoss.apply(z, tgt.labels, valid, self.rho_pos,
                                                   self.rho_neg, tgt.n_valid.clamp_min(1.0))
-        return _calibrated_log_loss(z, tgt, self.rho_pos, self.rho_neg)
+        return calibrated_log_loss(z, tgt, self.rho_pos, self.rho_neg)
 
     def extra_repr(self) -> str:
         return f"tau={self.tau}, nu={self.nu}, class_counts={self.class_counts}"

@@ -9,9 +9,9 @@ import numpy as np
 import torch
 
 from . import _functional as F
-from ._targets import prepare
 from ._validate import as_class_vector, check_ignore_index, check_length
 from .base import Objective
+from .targets import prepare
 
 
 def inverse_frequency_weights(counts: Sequence[int] | np.ndarray) -> list[float]:

@@ -13,9 +13,9 @@ from __future__ import annotations
 import torch
 
 from . import _functional as F
-from ._targets import prepare
 from ._validate import check_ignore_index, check_real
 from .base import Objective
+from .targets import prepare
 
 SMOOTH = 1e-5
 

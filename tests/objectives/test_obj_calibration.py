@@ -18,8 +18,8 @@ from study.objectives import (
     class_counts,
     class_margins,
 )
-from study.objectives._targets import prepare
-from study.objectives.calibration import _calibrated_log_loss
+from study.objectives.calibration import calibrated_log_loss
+from study.objectives.targets import prepare
 
 COUNTS = [9_000_000, 600_000, 40_000, 2_500]
 
@@ -217,7 +217,7 @@ def test_binary_fast_path_equals_general_path():
     b = z.clone().requires_grad_(True)
     fast = loss(a, y)
     za, tgt = prepare(b, y, 9)
-    general = _calibrated_log_loss(za, tgt, loss.rho_pos, loss.rho_neg)
+    general = calibrated_log_loss(za, tgt, loss.rho_pos, loss.rho_neg)
     fast.backward()
     general.backward()
     torch.testing.assert_close(fast, general, rtol=1e-13, atol=0)

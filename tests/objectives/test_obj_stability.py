@@ -127,7 +127,7 @@ def test_masked_path_without_ignored_voxels_is_exact(monkeypatch):
     """On a GPU the losses cannot ask whether a voxel is ignored without waiting for it, so
     they take the masked path; with nothing ignored it gives the same values and gradients as
     the unmasked shortcut (hard and soft targets)."""
-    import study.objectives._targets as targets
+    import study.objectives.targets as targets
 
     g = torch.Generator().manual_seed(2)
     logits = torch.randn(2, 3, 4, 4, generator=g, dtype=torch.float64)
@@ -143,7 +143,7 @@ def test_masked_path_without_ignored_voxels_is_exact(monkeypatch):
     cases = [(loss, hard) for loss in _losses()]
     cases += [(loss, soft) for loss in _losses()[:-1]]  # calibration takes hard targets only
     shortcut = [value_and_grad(loss, target) for loss, target in cases]
-    monkeypatch.setattr(targets, "_may_be_set", lambda mask: True)
+    monkeypatch.setattr(targets, "may_be_set", lambda mask: True)
     for (loss, target), expected in zip(cases, shortcut, strict=True):
         torch.testing.assert_close(value_and_grad(loss, target), expected, rtol=1e-12,
                                    atol=1e-15)

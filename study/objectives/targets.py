@@ -62,9 +62,10 @@ def upcast(logits: torch.Tensor) -> torch.Tensor:
     return logits
 
 
-def _may_be_set(mask: torch.Tensor) -> bool:
-    """``mask.any()`` on the CPU; True elsewhere, where reading a value waits for every queued
-    kernel (the masked loss is exact for any mask; skipping it is only a shortcut)."""
+def may_be_set(mask: torch.Tensor) -> bool:
+    """Whether any element of ``mask`` may be True without waiting for the device: ``mask.any()``
+    on the CPU; True elsewhere, where reading a value waits for every queued kernel (the
+    masked loss is exact for any mask; skipping it is only a shortcut)."""
     return bool(mask.any()) if mask.device.type == "cpu" else True
 
 
@@ -92,7 +93,7 @@ def prepare(logits: torch.Tensor, target: torch.Tensor,
             )
         check_labels(target, num_classes, ignore_index)
         labels = target.long().unsqueeze(1)
-        if ignore_index is not None and _may_be_set(labels == ignore_index):
+        if ignore_index is not None and may_be_set(labels == ignore_index):
             kept = labels != ignore_index
             valid = kept.to(z.dtype)
             labels = labels * kept            # (torch.where/masked_fill are slow on CPU)
@@ -110,7 +111,7 @@ def prepare(logits: torch.Tensor, target: torch.Tensor,
         probs = target.to(z.dtype)
         check_soft_target(probs)
         valid = (probs.sum(1, keepdim=True) > 0).to(z.dtype)
-        return z, Target(None, probs, valid, valid.sum(), not _may_be_set(valid == 0))
+        return z, Target(None, probs, valid, valid.sum(), not may_be_set(valid == 0))
     raise ValueError(
         f"target must be an integer tensor [N, *spatial] or a floating tensor [N, C, *spatial], "
         f"got dtype {target.dtype}"
