@@ -82,12 +82,13 @@ def start_driver(args: list[str], log) -> subprocess.Popen:
 def wait_for_training(log_path: Path, offset: int, driver: subprocess.Popen,
                       timeout: float) -> bool:
     """Wait until the driver's output after ``offset`` shows a trial training (a progress
-    line at iteration 1-7 of 8); False if the driver exited first."""
+    line at iteration k of N, 0 < k < N); False if the driver exited first."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline and driver.poll() is None:
-        if re.search(r"iteration [1-7]/8", log_path.read_text()[offset:]):
+        if any(0 < int(k) < int(n) for k, n in
+               re.findall(r"iteration (\d+)/(\d+)", log_path.read_text()[offset:])):
             return True
-        time.sleep(0.5)
+        time.sleep(0.2)
     return False
 
 

@@ -24,7 +24,7 @@ def test_driver_sigkill_loses_and_duplicates_nothing(tmp_path):
     rng = random.Random(20261126)
     log_path = tmp_path / "drivers.log"
     kills, started = 0, time.monotonic()
-    common = ["--storage", storage, "--num-cpus", "2", "--progress-every", "1"]
+    common = ["--storage", storage, "--num-cpus", "2", "--progress-every", "0.25"]
     with log_path.open("w") as log:
         args = ["launch", str(FAULT_STUDY), *common]
         for _ in range(3):

@@ -9,7 +9,6 @@ import re
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import helpers
@@ -135,33 +134,22 @@ def test_a_trial_failing_inside_ray_is_stored_and_fails_status(ray_session, tmp_
     assert "not a readable image" in capsys.readouterr().out
 
 
-def _wait_for(path: Path, pattern: str, process: subprocess.Popen, timeout: float) -> str:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        text = path.read_text()
-        if re.search(pattern, text, re.MULTILINE) or process.poll() is not None:
-            return text
-        time.sleep(0.5)
-    return path.read_text()
-
-
 @pytest.mark.slow
 def test_ctrl_c_pauses_and_resume_continues(tmp_path):
     """SIGINT to the launch's process group (Ctrl-C in a terminal): exit 130 with
     "interrupted: N done, M left — continue with `study resume fault --storage S`", no Ray
     restore hint; `study resume` says where each started trial continues and finishes."""
-    fault = Path(__file__).resolve().parent / "data" / "fault-study.yaml"
     storage = str(tmp_path / "storage")
     out, err = tmp_path / "out.log", tmp_path / "err.log"
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     with out.open("w") as stdout, err.open("w") as stderr:
         launch = subprocess.Popen(
-            [sys.executable, "-m", "study.cli", "launch", str(fault), "--storage", storage,
-             "--num-cpus", "2", "--progress-every", "1"],
+            [sys.executable, "-m", "study.cli", "launch", str(helpers.FAULT_STUDY), "--storage",
+             storage, "--num-cpus", "2", "--progress-every", "0.25"],
             stdout=stdout, stderr=stderr, start_new_session=True, env=env)
         try:
-            text = _wait_for(out, r"iteration [1-7]/8", launch, 300)
-            assert launch.poll() is None, text + err.read_text()[-3000:]
+            assert helpers.wait_for_training(out, 0, launch, 300), (
+                out.read_text()[-3000:] + err.read_text()[-3000:])
             os.killpg(launch.pid, signal.SIGINT)
             assert launch.wait(timeout=300) == 130, err.read_text()[-3000:]
         finally:
@@ -179,7 +167,8 @@ def test_ctrl_c_pauses_and_resume_continues(tmp_path):
                              capture_output=True, text=True, env=env, timeout=600)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert re.search(r"^  synthetic-brats .*: (continues from its checkpoint at iteration "
-                     r"[2-6]/8|starts again from iteration 0)", resumed.stdout, re.MULTILINE)
+                     r"(4|8|12|16|20)/24|starts again from iteration 0)", resumed.stdout,
+                     re.MULTILINE)
     trials = ResultStore(f"{storage}/fault/results").trials()
     assert len(trials) == 6 and (trials["status"] == "ok").all()
     print(out.read_text()[-2000:], message, resumed.stdout[:1500], sep="\n")

@@ -154,7 +154,7 @@ def test_launch_kill_resume_status_report_on_s3(s3, tmp_path):
     from study.spec import load_study
 
     storage = f"s3://{BUCKET}/e2e"
-    common = ["--storage", storage, "--num-cpus", "2", "--progress-every", "1"]
+    common = ["--storage", storage, "--num-cpus", "2", "--progress-every", "0.25"]
     log_path = tmp_path / "drivers.log"
     with log_path.open("w") as log:
         driver = start_driver(["launch", str(FAULT_STUDY), *common,
