@@ -82,8 +82,6 @@ def finished_check_cost(trials: int, cases: int) -> None:
     from analysis._synthetic import write_study
     from study.compact import compact
 
-    observed_store = helpers.observed_store  # a filesystem counting every call
-
     with tempfile.TemporaryDirectory() as scratch:
         root = Path(scratch) / "results"
         clock = time.time()
@@ -94,7 +92,7 @@ def finished_check_cost(trials: int, cases: int) -> None:
             if label == "compacted":
                 compact(str(root))
             files = [p for p in root.rglob("*") if p.is_file()]
-            store, handler = observed_store(root)
+            store, handler = helpers.observed_store(root)  # counts every call
             clock = time.perf_counter()
             finished = store.finished_ids()
             seconds = time.perf_counter() - clock
